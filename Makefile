@@ -1,0 +1,41 @@
+# Two commands a new user needs: `make demo` and `make test`. Both set up everything and are idempotent.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup glpk demo test bench clean help
+
+help:
+	@echo "make demo   set up, start a local 3-raylet Ray cluster, run profile -> fit -> plan -> report"
+	@echo "make test   set up and run the test suite"
+	@echo "make bench  run the benchmarks in benchmarks/"
+
+setup: $(STAMP) glpk
+
+# torch first, pinned to the local CPU build: any other torch request would pull GBs of CUDA wheels.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check torch==2.13.0
+	$(PIP) install -q --disable-pip-version-check -e ".[cluster,dev]"
+	touch $(STAMP)
+
+# GLPK's glpsol (the planner's default solver) from Debian when it is missing.
+glpk:
+	@command -v glpsol >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq glpk-utils >/dev/null; }
+	@command -v glpsol >/dev/null 2>&1 || { echo "glpsol still missing: install GLPK (apt-get install glpk-utils)"; exit 1; }
+
+demo: setup
+	$(PY) -m cluster.demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) out runs .pytest_cache

@@ -1,0 +1,192 @@
+"""The trial and sample schemas: the contract between measurement, storage, fitting and planning.
+
+Documented in docs/schema.md; bump :data:`SCHEMA_VERSION` on any incompatible change.
+
+Trials are one row per measured trial (one generation of ``batch`` sequences, ``tin`` prompt tokens
+each, ``tout`` new tokens each). Samples are raw timestamped meter readings: power (W) polled on a
+background thread, or a cumulative energy counter (J) read at window boundaries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+SCHEMA_VERSION = 1
+
+# Energy source labels. A trial's ``energy_source`` is the best source that measured it.
+SOURCE_NVML_COUNTER = "nvml-counter"  # nvmlDeviceGetTotalEnergyConsumption deltas (mJ counter)
+SOURCE_NVML_POWER = "nvml-power"  # integrated polled power (POWER_INSTANT field or plain power)
+SOURCE_RAPL = "rapl"  # /sys/class/powercap energy_uj counters
+SOURCE_ESTIMATE = "estimate"  # CPU utilisation x TDP: no meter exists; every report says so
+SOURCE_IMPORTED = "imported"  # read from another tool's files (the label says what they measured)
+
+TRIAL_SCHEMA: dict[str, pl.DataType] = {
+    "trial_id": pl.String,  # f"{sweep_id}/{cell_id}/r{repeat}", unique in a store
+    "sweep_id": pl.String,  # hash of what makes trials comparable (model, backend, node, dtype, ...)
+    "cell_id": pl.String,  # stable id of (tin, tout, batch)
+    "repeat": pl.Int32,  # 0-based; warm-up trials have warmup=True
+    "warmup": pl.Boolean,
+    "tin": pl.Int32,  # requested prompt tokens per sequence
+    "tout": pl.Int32,  # requested new tokens per sequence
+    "batch": pl.Int32,
+    "tin_actual": pl.Int32,
+    "tout_actual": pl.Int32,
+    "runtime_s": pl.Float64,  # wall time of one generation (prefill + decode), per inner repetition
+    "prefill_s": pl.Float64,  # time to first token
+    "decode_s": pl.Float64,  # runtime_s - prefill_s
+    "energy_j": pl.Float64,  # gross energy of one generation, summed over the deployment's devices
+    "energy_net_j": pl.Float64,  # energy_j - idle_w * runtime_s
+    "idle_w": pl.Float64,  # idle baseline power of the devices measured (W)
+    "energy_source": pl.String,
+    "mean_w": pl.Float64,
+    "peak_w": pl.Float64,
+    "n_samples": pl.Int32,  # polled power samples inside the window
+    "n_inner": pl.Int32,  # generations inside one measurement window (short trials are repeated)
+    "short_window": pl.Boolean,  # window shorter than 3 meter update periods even after repeating
+    "device_energy_j": pl.List(pl.Float64),  # per-device gross energy, same order as `devices`
+    "devices": pl.List(pl.String),  # device ids, e.g. "gpu0", "package-0"
+    "t_start": pl.Float64,  # wall clock (epoch s) of the window's start
+    "t_end": pl.Float64,
+    "t_start_mono": pl.Float64,  # monotonic clock of the node (s): joins samples to trials
+    "t_end_mono": pl.Float64,
+    "node": pl.String,  # hostname or Ray node id
+    "node_type": pl.String,  # e.g. "h100", "a100", "cpu" (the config's node type)
+    "system": pl.String,  # hardware description, e.g. "AMD EPYC 7742 + NVIDIA A100-SXM4-40GB"
+    "device": pl.String,  # e.g. the GPU's NVML name, or the CPU model
+    "n_gpus": pl.Int32,
+    "model": pl.String,
+    "backend": pl.String,  # cache | no-cache | static | imported:<method>
+    "dtype": pl.String,
+    "versions": pl.String,  # JSON of software versions
+}
+
+SAMPLE_SCHEMA: dict[str, pl.DataType] = {
+    "t_wall": pl.Float64,  # epoch seconds
+    "t_mono": pl.Float64,  # node monotonic seconds
+    "node": pl.String,
+    "device": pl.String,  # e.g. "gpu0", "package-0", "dram-0", "cpu"
+    "source": pl.String,  # nvml-power | nvml-counter | rapl | estimate
+    "watts": pl.Float64,  # null for counter readings
+    "joules": pl.Float64,  # cumulative counter value (J); null for power readings
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PowerSample:
+    """One meter reading. Exactly one of ``watts`` (instant power) or ``joules`` (a cumulative
+    counter) is set."""
+
+    t_wall: float
+    t_mono: float
+    node: str
+    device: str
+    source: str
+    watts: float | None = None
+    joules: float | None = None
+
+
+def samples_frame(samples: list[PowerSample]) -> pl.DataFrame:
+    """Samples as a frame with :data:`SAMPLE_SCHEMA` (empty list -> empty frame with the schema)."""
+    if not samples:
+        return pl.DataFrame(schema=SAMPLE_SCHEMA)
+    cols = {name: [getattr(s, name) for s in samples] for name in SAMPLE_SCHEMA}
+    return pl.DataFrame(cols, schema=SAMPLE_SCHEMA)
+
+
+@dataclass(slots=True)
+class TrialRecord:
+    """One measured trial; ``to_row`` gives the :data:`TRIAL_SCHEMA` row."""
+
+    trial_id: str
+    sweep_id: str
+    cell_id: str
+    repeat: int
+    warmup: bool
+    tin: int
+    tout: int
+    batch: int
+    tin_actual: int
+    tout_actual: int
+    runtime_s: float
+    prefill_s: float
+    decode_s: float
+    energy_j: float
+    energy_net_j: float
+    idle_w: float
+    energy_source: str
+    mean_w: float | None
+    peak_w: float | None
+    n_samples: int
+    n_inner: int
+    short_window: bool
+    device_energy_j: list[float]
+    devices: list[str]
+    t_start: float
+    t_end: float
+    t_start_mono: float
+    t_end_mono: float
+    node: str
+    node_type: str
+    system: str
+    device: str
+    n_gpus: int
+    model: str
+    backend: str
+    dtype: str
+    versions: str = "{}"
+
+    def to_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def trials_frame(records: list[TrialRecord]) -> pl.DataFrame:
+    """Trial records as a frame with :data:`TRIAL_SCHEMA`."""
+    if not records:
+        return pl.DataFrame(schema=TRIAL_SCHEMA)
+    return pl.DataFrame([r.to_row() for r in records], schema=TRIAL_SCHEMA)
+
+
+def conform(df: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Cast ``df`` to ``schema``: missing columns become nulls, extra columns are dropped."""
+    exprs = [
+        (pl.col(n).cast(t) if n in df.columns else pl.lit(None, dtype=t)).alias(n)
+        for n, t in schema.items()
+    ]
+    return df.select(exprs)
+
+
+def versions_json(extra: dict[str, str] | None = None) -> str:
+    """Software versions of this process as a JSON string (stored with every trial)."""
+    import platform
+
+    out: dict[str, str] = {"python": platform.python_version()}
+    for mod in ("torch", "transformers", "polars", "pynvml"):
+        try:
+            m = __import__(mod)
+            out[mod] = str(getattr(m, "__version__", "?"))
+        except Exception:  # noqa: BLE001 - a missing optional module is simply not listed
+            pass
+    try:
+        from importlib.metadata import version
+
+        out["llm_energy"] = version("llm-energy")
+    except Exception:  # noqa: BLE001
+        pass
+    if extra:
+        out.update(extra)
+    return json.dumps(out, sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class IdleBaseline:
+    """Idle power measured before a sweep, per device and in total."""
+
+    watts: float
+    per_device: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    source: str = ""
