@@ -1,21 +1,30 @@
-"""Inference backends on HF transformers behind one interface (INTERFACE ONLY: being implemented).
+"""Inference backends on HF transformers behind one interface.
 
-A backend runs one generation of ``batch`` sequences: a prompt of exactly ``tin`` tokens each (built
-from seeded token ids) and exactly ``tout`` new tokens each (EOS ignored).
+A backend runs one generation of ``batch`` sequences: a prompt of exactly ``tin`` tokens each (seeded
+token ids, no special tokens) and exactly ``tout`` new tokens each (greedy; EOS cannot stop it,
+because the loop is ours, not ``generate()``). Times are device-synchronised.
 
-* ``cache``: KV cache, eager decode (default).
+* ``cache``: KV cache (DynamicCache), eager decode. The default.
 * ``no-cache``: ``use_cache=False``: every decode step reprocesses the whole sequence (the paper's set-up).
-* ``static``: static KV cache + ``torch.compile`` decode, with length buckets so a new prompt length
-  does not recompile every time.
+* ``static``: a StaticCache sized to a length bucket (powers of two, at least 256) and a
+  ``torch.compile``d single-token decode step (``reduce-overhead``: CUDA graphs on GPUs). The cache
+  tracks its position in a device tensor, so decode steps never recompile; a new bucket or batch
+  size compiles once, in ``prepare()``, outside any measurement window.
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from llm_energy.errors import UserError, bad_value
+
 BACKENDS = ("cache", "no-cache", "static")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+MIN_BUCKET = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,26 +46,368 @@ class LoadedModel:
     name: str  # preset name or checkpoint dir
     model: Any  # transformers PreTrainedModel
     config: Any
-    device: str  # "cpu", "cuda:0", or "cuda" when sharded
+    device: str  # "cpu" or "cuda:N" (the input device when sharded)
     dtype: str  # "bfloat16" | "float32" | "float16"
     n_params: int
     vocab_size: int
+    special_ids: tuple[int, ...] = ()
     gpu_indices: tuple[int, ...] = ()  # GPUs holding the weights (empty on CPU)
 
 
+# ---- loading ------------------------------------------------------------------------------------
+def _torch_dtype(name: str):
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    if dtype not in DTYPES:
+        raise bad_value("--dtype", dtype, f"choose one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    return dtype
+
+
+def free_memory_bytes(device: str) -> int:
+    """Free memory of a device: CUDA's free bytes, or the host's available memory for the CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_fits(name: str, n_params: int, hf_config: dict[str, Any], dtype: str, devices: list[str], *,
+               batch: int = 1, max_seq_len: int = 4096) -> None:
+    """Refuse up front a model that does not fit the free memory of its device(s)."""
+    from llm_energy.presets import memory_needed_bytes
+
+    need, weights, kv = memory_needed_bytes(n_params, hf_config, dtype, batch, max_seq_len)
+    free = sum(free_memory_bytes(d) for d in devices)
+    if need > free:
+        gib = 2**30
+        raise UserError(
+            f"--model={name!r}: needs {need / gib:.1f} GiB in {dtype} (weights {weights / gib:.1f} GiB + KV cache "
+            f"{kv / gib:.1f} GiB at batch {batch} x {max_seq_len} tokens + margin), but {'+'.join(devices)} "
+            f"{'has' if len(devices) == 1 else 'have'} {free / gib:.1f} GiB free"
+        )
+
+
+def load_model(name_or_dir: str, device: str = "auto", dtype: str = "auto", *,
+               gpu_indices: tuple[int, ...] | None = None, seed: int = 0) -> LoadedModel:
+    """Build a preset (random weights, directly on the device) or load a local checkpoint dir.
+
+    With several ``gpu_indices`` the decoder layers are spread over those GPUs (embedding on the
+    first, final norm and LM head on the last), each built directly on its GPU.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if device == "auto":
+        device = f"cuda:{gpu_indices[0] if gpu_indices else 0}" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise bad_value("--device", device, "CUDA is not available on this node")
+    dt = resolve_dtype(dtype, device)
+    path = Path(name_or_dir)
+    checkpoint = path.is_dir()
+    if checkpoint:
+        if not (path / "config.json").exists():
+            raise UserError(f"{path}: a checkpoint directory needs a config.json")
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+        has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
+        hf_cfg = cfg.to_dict()
+        with torch.device("meta"):
+            n_params = sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())
+    else:
+        from llm_energy.presets import get_preset
+
+        preset = get_preset(name_or_dir)
+        cfg, hf_cfg, n_params, has_weights = preset.config(), preset.hf_config, preset.n_params, False
+    gpus = tuple(gpu_indices) if gpu_indices else ((int(device.split(":")[1]),) if device.startswith("cuda:") else ())
+    devices = [f"cuda:{i}" for i in gpus] if gpus else ["cpu"]
+    check_fits(name_or_dir, n_params, hf_cfg, dt, devices)
+    torch.manual_seed(seed)
+    tdt = _torch_dtype(dt)
+    if checkpoint and has_weights:
+        kw: dict[str, Any] = {"local_files_only": True, "dtype": tdt, "attn_implementation": "sdpa"}
+        if len(gpus) > 1:
+            kw["device_map"] = layer_device_map(cfg.num_hidden_layers, devices)
+        else:
+            kw["device_map"] = devices[0]
+        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    elif len(gpus) > 1:
+        model = _build_sharded(cfg, tdt, devices)
+    else:
+        with torch.device(devices[0]):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=tdt, attn_implementation="sdpa")
+    model.eval()
+    special = tuple(sorted({int(i) for i in _ids(cfg, "bos_token_id", "eos_token_id", "pad_token_id")}))
+    return LoadedModel(
+        name=name_or_dir, model=model, config=cfg, device=devices[0], dtype=dt, n_params=n_params,
+        vocab_size=int(cfg.vocab_size), special_ids=special, gpu_indices=gpus,
+    )
+
+
+def _ids(cfg: Any, *names: str) -> list[int]:
+    out: list[int] = []
+    for n in names:
+        v = getattr(cfg, n, None)
+        if isinstance(v, int):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            out.extend(int(x) for x in v)
+    return out
+
+
+def layer_device_map(n_layers: int, devices: list[str]) -> dict[str, str]:
+    """Balanced placement of decoder layers over devices (HF ``device_map`` keys, llama-style names).
+
+    Layers are split into contiguous, near-equal runs; the embedding goes with the first run and the
+    final norm and LM head with the last (which holds one layer fewer when the split is uneven, since
+    the LM head is large).
+    """
+    k = len(devices)
+    if k < 1 or n_layers < k:
+        raise ValueError(f"cannot place {n_layers} layers on {k} devices")
+    base, extra = divmod(n_layers, k)
+    sizes = [base + (1 if i < extra else 0) for i in range(k)]
+    out: dict[str, str] = {"model.embed_tokens": devices[0], "model.rotary_emb": devices[0]}
+    layer = 0
+    for dev, n in zip(devices, sizes):
+        for _ in range(n):
+            out[f"model.layers.{layer}"] = dev
+            layer += 1
+    out["model.norm"] = devices[-1]
+    out["lm_head"] = devices[-1]
+    return out
+
+
+def _build_sharded(cfg: Any, tdt: Any, devices: list[str]):
+    """Build a decoder model with its layers spread over several GPUs, each part directly on its GPU."""
+    import torch
+    from torch import nn
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=tdt, attn_implementation="sdpa")
+    placement = layer_device_map(cfg.num_hidden_layers, devices)
+    for prefix, dev in placement.items():
+        mod = model.get_submodule(prefix)
+        mod.to_empty(device=dev, recurse=True)
+        with torch.no_grad():
+            for p in mod.parameters(recurse=True):
+                if p.dim() >= 2:
+                    nn.init.normal_(p, std=getattr(cfg, "initializer_range", 0.02))
+                else:
+                    nn.init.ones_(p)
+    rot = model.get_submodule("model.rotary_emb")
+    fresh = type(rot)(config=cfg, device=placement["model.rotary_emb"])
+    model.model.rotary_emb = fresh
+    model.hf_device_map = placement
+    _add_device_hooks(model, placement)
+    return model
+
+
+def _add_device_hooks(model: Any, placement: dict[str, str]) -> None:
+    """Move each layer's tensor inputs to its device (what accelerate's hooks do, minimal)."""
+    import torch
+
+    def to_dev(x, dev):
+        if isinstance(x, torch.Tensor):
+            return x.to(dev, non_blocking=True)
+        if isinstance(x, tuple):
+            return tuple(to_dev(y, dev) for y in x)
+        return x
+
+    for prefix, dev in placement.items():
+        if not prefix.startswith("model.layers.") and prefix not in ("model.norm", "lm_head"):
+            continue
+        mod = model.get_submodule(prefix)
+
+        def pre_hook(_m, args, kwargs, dev=dev):
+            return tuple(to_dev(a, dev) for a in args), {k: to_dev(v, dev) for k, v in kwargs.items()}
+
+        mod.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+
+# ---- backends -----------------------------------------------------------------------------------
 class InferenceBackend(ABC):
     name: str = "?"
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
+        self.model = loaded.model
+        self.is_cuda = loaded.device.startswith("cuda")
 
     def prepare(self, batch: int, tin: int, tout: int) -> None:
         """Work done before a measurement window (allocating caches, compiling). Default: none."""
 
-    @abstractmethod
     def make_prompt(self, batch: int, tin: int, seed: int) -> Any:
-        """Token ids [batch, tin] (torch.long on the model's input device), seeded, no special tokens."""
+        """Token ids [batch, tin] drawn with a seeded generator from the vocabulary minus special ids."""
+        import torch
+
+        if batch < 1 or tin < 1:
+            raise bad_value("batch/tin", (batch, tin), "must be positive")
+        g = torch.Generator().manual_seed(int(seed))
+        vocab = self.loaded.vocab_size
+        special = torch.tensor(self.loaded.special_ids or (-1,))
+        ids = torch.randint(0, vocab, (batch, tin), generator=g)
+        bad = torch.isin(ids, special)
+        while bad.any():  # redraw the few special ids
+            ids[bad] = torch.randint(0, vocab, (int(bad.sum()),), generator=g)
+            bad = torch.isin(ids, special)
+        return ids.to(self.loaded.device)
+
+    def _sync(self) -> None:
+        if self.is_cuda:
+            import torch
+
+            for i in self.loaded.gpu_indices or (0,):
+                torch.cuda.synchronize(i)
 
     @abstractmethod
+    def _run(self, input_ids: Any, tout: int) -> tuple[int, float, float]:
+        """Generate; return (new tokens per sequence, prefill end time, end time) (perf_counter)."""
+
     def generate(self, input_ids: Any, tout: int) -> GenerationResult:
         """Greedy-generate exactly ``tout`` new tokens per sequence."""
+        import torch
+
+        if tout < 1:
+            raise bad_value("tout", tout, "must be >= 1")
+        with torch.inference_mode():
+            self._sync()
+            t0 = time.perf_counter()
+            produced, t_first, t_end = self._run(input_ids, tout)
+        batch, tin = int(input_ids.shape[0]), int(input_ids.shape[1])
+        return GenerationResult(batch=batch, tin_actual=tin, tout_actual=produced, prefill_s=t_first - t0,
+                                decode_s=t_end - t_first, runtime_s=t_end - t0)
+
+
+class CacheBackend(InferenceBackend):
+    """KV cache (DynamicCache), eager decode."""
+
+    name = "cache"
+
+    def _run(self, ids, tout):
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        nxt = out.logits[:, -1, :].argmax(-1, keepdim=True)
+        produced = nxt.shape[1]
+        self._sync()
+        t_first = time.perf_counter()
+        for _ in range(tout - 1):
+            out = self.model(input_ids=nxt, cache=cache, use_cache=True, logits_to_keep=1)
+            cache = out.cache if hasattr(out, "cache") else out.past_key_values
+            nxt = out.logits[:, -1, :].argmax(-1, keepdim=True)
+            produced += nxt.shape[1]
+        self._sync()
+        self.last_tokens = nxt
+        return produced, t_first, time.perf_counter()
+
+
+class NoCacheBackend(InferenceBackend):
+    """No KV cache: every step reprocesses the whole sequence (the paper's set-up)."""
+
+    name = "no-cache"
+
+    def _run(self, ids, tout):
+        import torch
+
+        seq = ids
+        produced = 0
+        t_first = 0.0
+        for step in range(tout):
+            logits = self.model(input_ids=seq, use_cache=False, logits_to_keep=1).logits
+            nxt = logits[:, -1, :].argmax(-1, keepdim=True)
+            seq = torch.cat([seq, nxt], dim=1)
+            produced += 1
+            if step == 0:
+                self._sync()
+                t_first = time.perf_counter()
+        self._sync()
+        self.last_tokens = seq[:, ids.shape[1]:]
+        return seq.shape[1] - ids.shape[1], t_first, time.perf_counter()
+
+
+def bucket_len(n: int) -> int:
+    """The static cache length for ``n`` tokens: the next power of two, at least MIN_BUCKET."""
+    b = MIN_BUCKET
+    while b < n:
+        b *= 2
+    return b
+
+
+class StaticBackend(InferenceBackend):
+    """StaticCache + compiled single-token decode (CUDA graphs on GPUs), one compile per bucket x batch."""
+
+    name = "static"
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        super().__init__(loaded)
+        import torch
+
+        torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
+        if hasattr(torch._dynamo.config, "accumulated_cache_size_limit"):
+            torch._dynamo.config.accumulated_cache_size_limit = max(512, torch._dynamo.config.accumulated_cache_size_limit)
+        mode = "reduce-overhead" if self.is_cuda else None
+        self._decode = torch.compile(self._decode_step, mode=mode, fullgraph=False, dynamic=False)
+        self._caches: dict[tuple[int, int], Any] = {}
+        self._cache = None
+        self.compiles = 0  # buckets x batches prepared (each compiles the decode step once)
+
+    def _decode_step(self, tok, pos, cache):
+        out = self.model(input_ids=tok, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :].argmax(-1, keepdim=True)
+
+    def prepare(self, batch: int, tin: int, tout: int) -> None:
+        key = (batch, bucket_len(tin + tout))
+        if key not in self._caches:
+            from transformers import StaticCache
+
+            self._caches[key] = StaticCache(config=self.loaded.config, max_cache_len=key[1])
+            self.compiles += 1
+            self._cache = self._caches[key]
+            # compile (and capture graphs) now, outside any measurement window
+            warm = self.make_prompt(batch, min(tin, 8), seed=0)
+            for _ in range(2):
+                self.generate(warm, 4)
+        self._cache = self._caches[key]
+
+    def _run(self, ids, tout):
+        import torch
+
+        batch, tin = int(ids.shape[0]), int(ids.shape[1])
+        key = (batch, bucket_len(tin + tout))
+        if self._cache is None or key not in self._caches or self._caches[key] is not self._cache:
+            self.prepare(batch, tin, tout)
+        cache = self._cache
+        cache.reset()
+        out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        nxt = out.logits[:, -1, :].argmax(-1, keepdim=True)
+        produced = 1
+        self._sync()
+        t_first = time.perf_counter()
+        pos = torch.full((1, 1), tin, dtype=torch.long, device=ids.device)
+        for _ in range(tout - 1):
+            nxt = self._decode(nxt, pos, cache).clone()
+            pos += 1
+            produced += 1
+        self._sync()
+        self.last_tokens = nxt
+        return produced, t_first, time.perf_counter()
+
+
+_BACKEND_CLASSES = {"cache": CacheBackend, "no-cache": NoCacheBackend, "static": StaticBackend}
+
+
+def make_backend(name: str, loaded: LoadedModel) -> InferenceBackend:
+    try:
+        cls = _BACKEND_CLASSES[name]
+    except KeyError:
+        raise bad_value("--backend", name, f"unknown backend; choose one of {', '.join(BACKENDS)}") from None
+    return cls(loaded)
