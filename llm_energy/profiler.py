@@ -5,10 +5,10 @@
 them to the driver). Per trial:
 
 1. ``backend.prepare`` (allocation/compilation, outside the window) and a seeded prompt of exactly
-   ``tin`` tokens; an unmeasured pilot generation when the cell's runtime is not yet known;
-2. a measurement window: counters read at both edges, ``n_inner`` back-to-back generations so the
-   window lasts at least ``min_window_s`` (a trial shorter than a few meter update periods is
-   repeated inside one window and its energy divided by the count, never reported as 0 J);
+   ``tin`` tokens;
+2. a measurement window: counters read at both edges, back-to-back generations until the window
+   lasts at least ``min_window_s`` (a trial shorter than a few meter update periods is repeated
+   inside one window, ``n_inner`` times, and its energy divided by the count, never reported as 0 J);
 3. energy per device from :func:`llm_energy.integrate.window_energy` (counter interpolation where a
    counter exists, else the trapezoid of polled power), gross and net of the idle baseline measured
    before the sweep;
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import socket
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,9 @@ from llm_energy.schema import (
     versions_json,
 )
 from llm_energy.store import SweepInfo, TrialStore
+
+
+MAX_INNER = 10_000  # generations in one window at most
 
 
 class ProfileError(UserError):
@@ -194,7 +196,6 @@ class Profiler:
             "n_gpus": self.n_gpus,
         }
         self.sweep_id = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-        self._runtime_est: dict[str, float] = {}
         self._tail = pl.DataFrame(schema=SAMPLE_SCHEMA)
 
     def trial_id(self, t: PlannedTrial) -> str:
@@ -329,28 +330,23 @@ class Profiler:
         watts = sum(per.get(d, 0.0) for d in primary)
         return IdleBaseline(watts=watts, per_device=per, seconds=dur, source=_source_label(samplers, primary)), frame
 
-    def _n_inner(self, cell: Cell, backend, prompt) -> int:
-        est = self._runtime_est.get(cell.cell_id)
-        if est is None:  # unmeasured pilot: learns the runtime (and warms the shape up)
-            est = backend.generate(prompt, cell.tout).runtime_s
-            self._runtime_est[cell.cell_id] = est
-        if self.spec.min_window_s <= 0 or est <= 0:
-            return 1
-        return max(1, min(1000, math.ceil(self.spec.min_window_s / est)))
-
     def _run_trial(self, t: PlannedTrial, backend, samplers, pollers, primary, idle: IdleBaseline, source: str, *,
                    device_name: str, system: str, dtype: str, versions: str) -> tuple[TrialRecord, pl.DataFrame]:
         spec, c = self.spec, t.cell
         backend.prepare(c.batch, c.tin, c.tout)
         seed = int(hashlib.sha1(f"{spec.seed}/{c.cell_id}/{t.repeat}".encode()).hexdigest()[:8], 16)
         prompt = backend.make_prompt(c.batch, c.tin, seed)
-        n_inner = self._n_inner(c, backend, prompt)
         if spec.cooldown_s > 0:
             time.sleep(spec.cooldown_s)
         c0 = self._read_counters(samplers)
         w0, m0 = now()
-        results = [backend.generate(prompt, c.tout) for _ in range(n_inner)]
+        results = []
+        while True:  # back-to-back generations until the window lasts min_window_s
+            results.append(backend.generate(prompt, c.tout))
+            if time.monotonic() - m0 >= spec.min_window_s or len(results) >= MAX_INNER:
+                break
         w1, m1 = now()
+        n_inner = len(results)
         c1 = self._read_counters(samplers)
         self._settle(pollers)
         for r in results:
@@ -375,7 +371,6 @@ class Profiler:
         power_rows = frame.filter(pl.col("watts").is_not_null() & pl.col("device").is_in(primary)
                                   & (pl.col("t_mono") >= m0) & (pl.col("t_mono") <= m1))
         update = max((s.update_period_s for s in samplers), default=0.1)
-        self._runtime_est[c.cell_id] = runtime
         devices = list(by_dev)
         rec = TrialRecord(
             trial_id=tid, sweep_id=self.sweep_id, cell_id=c.cell_id, repeat=t.repeat, warmup=t.warmup,
@@ -421,7 +416,7 @@ def _source_label(samplers: list[PowerSampler], primary: list[str]) -> str:
 
 
 def _describe_hardware(samplers: list[PowerSampler], primary: list[str], gpu_indices: tuple[int, ...]) -> tuple[str, str]:
-    from llm_energy.samplers.base import MeteredDevice  # noqa: F401
+    from llm_energy.samplers.estimate import cpu_model
 
     cpu = cpu_model()
     names = [d.name for s in samplers for d in s.devices() if d.device in primary]
@@ -431,15 +426,3 @@ def _describe_hardware(samplers: list[PowerSampler], primary: list[str], gpu_ind
         return gpu, f"{cpu} + {label}"
     return cpu, cpu
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()

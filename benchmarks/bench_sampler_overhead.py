@@ -1,0 +1,76 @@
+"""Sampler overhead: tokens/s of a tiny-model decode with and without power sampling, same run.
+
+    .venv/bin/python -m benchmarks.bench_sampler_overhead [--model tiny-llama] [--period-ms 20] [--rounds 6]
+
+Runs alternate (off, on, off, on, ...) so drift hits both arms alike; prints the median tokens/s of each
+arm and the overhead ratio (target: < 1%). Samplers are the node's real ones (NVML on a GPU node,
+RAPL where readable, else the estimate), polling every --period-ms on their background thread, plus
+the counter poller the profiler adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="tiny-llama")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--backend", default="cache")
+    ap.add_argument("--period-ms", type=float, default=20.0)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--tin", type=int, default=32)
+    ap.add_argument("--tout", type=int, default=128)
+    args = ap.parse_args()
+
+    import socket
+
+    from llm_energy.backends import load_model, make_backend
+    from llm_energy.profiler import _CounterPoll, _resolve_device
+    from llm_energy.samplers.discover import discover_samplers
+
+    device = _resolve_device(args.device, None)
+    gpus = (int(device.split(":")[1]),) if device.startswith("cuda") else None
+    loaded = load_model(args.model, device, "auto", gpu_indices=gpus)
+    backend = make_backend(args.backend, loaded)
+    backend.prepare(1, args.tin, args.tout)
+    prompt = backend.make_prompt(1, args.tin, seed=0)
+    samplers = discover_samplers(socket.gethostname(), gpu_indices=gpus, period_s=args.period_ms / 1e3)
+    pollers = [_CounterPoll(s, args.period_ms / 1e3) for s in samplers if s.has_counter]
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        n = 0
+        while time.perf_counter() - t0 < 2.0:
+            r = backend.generate(prompt, args.tout)
+            n += r.tout_actual * r.batch
+        return n / (time.perf_counter() - t0)
+
+    run()  # warm-up
+    off, on, n_samples = [], [], 0
+    for _ in range(args.rounds):
+        off.append(run())
+        for s in samplers + pollers:
+            s.start()
+        t0 = time.perf_counter()
+        on.append(run())
+        dt = time.perf_counter() - t0
+        for s in samplers + pollers:
+            s.stop()
+            n_samples += len(s.drain())
+    m_off, m_on = statistics.median(off), statistics.median(on)
+    print(f"model={args.model} backend={args.backend} device={device} samplers="
+          f"{','.join(type(s).__name__ for s in samplers)} period={args.period_ms} ms")
+    print(f"samples taken while sampling: {n_samples} ({n_samples / (args.rounds * dt):.0f}/s)")
+    print(f"tokens/s without sampling: median {m_off:.1f} (runs: {', '.join(f'{x:.1f}' for x in off)})")
+    print(f"tokens/s with sampling:    median {m_on:.1f} (runs: {', '.join(f'{x:.1f}' for x in on)})")
+    print(f"overhead: {100 * (1 - m_on / m_off):+.2f}% (ratio with/without {m_on / m_off:.4f}; target < 1%)")
+    for s in samplers:
+        s.close()
+
+
+if __name__ == "__main__":
+    main()
