@@ -159,22 +159,6 @@ def record_events(
 
 
 # ---- the profiler -----------------------------------------------------------------------------
-class _CounterPoll(PowerSampler):
-    """Polls another sampler's energy counters on the shared background thread."""
-
-    def __init__(self, inner: PowerSampler, period_s: float) -> None:
-        super().__init__(inner.node, period_s)
-        self.inner = inner
-        self.source = inner.source
-        self.update_period_s = inner.update_period_s
-
-    def devices(self):  # pragma: no cover - not used
-        return self.inner.devices()
-
-    def read_power(self) -> list[PowerSample]:
-        return self.inner.read_counters()
-
-
 class Profiler:
     def __init__(self, spec: ProfileSpec, *, node: str | None = None, samplers: list[PowerSampler] | None = None) -> None:
         self.spec = spec
@@ -218,24 +202,28 @@ class Profiler:
 
         samplers = self._samplers_given if self._samplers_given is not None else self._discover()
         primary = self._primary_devices(samplers)
-        pollers = [_CounterPoll(s, spec.sample_period_s) for s in samplers if s.has_counter]
-        loaded = load_model(spec.model, self.device, spec.dtype, gpu_indices=self.gpu_indices or None)
-        backend = make_backend(spec.backend, loaded)
-        device_name, system = _describe_hardware(samplers, primary, self.gpu_indices)
-        versions = versions_json()
-        all_polling = list(samplers) + pollers
-        for s in all_polling:
+        for s in samplers:
             s.period_s = spec.sample_period_s
+            s.poll_counters = True
             s.start()
         try:
-            # ---- idle baseline (model resident, nothing running) ----
+            # ---- idle before the model exists (no CUDA context: the device's deepest idle) ----
+            yield ProgressTick(state="idle", done=0, total=total, message="cold idle", **tick)
+            cold, cold_frame = self._idle_baseline(samplers, primary, min(spec.idle_s, 3.0))
+            yield SamplesChunk(cold_frame)
+            yield ProgressTick(state="loading", done=0, total=total, **tick)
+            loaded = load_model(spec.model, self.device, spec.dtype, gpu_indices=self.gpu_indices or None)
+            backend = make_backend(spec.backend, loaded)
+            device_name, system = _describe_hardware(samplers, primary, self.gpu_indices)
+            versions = versions_json()
+            # ---- idle baseline (model resident, nothing running): what energy_net_j subtracts ----
             yield ProgressTick(state="idle", done=0, total=total, device=device_name, **tick)
-            idle, idle_frame = self._idle_baseline(samplers, pollers, primary)
+            idle, idle_frame = self._idle_baseline(samplers, primary, spec.idle_s)
             source = _source_label(samplers, primary)
             info = SweepInfo(
                 sweep_id=self.sweep_id, model=spec.model, backend=spec.backend, dtype=loaded.dtype,
                 node_type=spec.node_type, n_gpus=self.n_gpus, node=self.node, system=system, device=device_name,
-                energy_source=source, idle_w=idle.watts, idle_per_device_w=idle.per_device,
+                energy_source=source, idle_w=idle.watts, idle_per_device_w=idle.per_device, idle_cold_w=cold.watts,
                 design=spec.design.to_dict(), spec=spec.to_dict(), versions=versions, created=time.time(),
                 notes=["CPU energy is an estimate (utilisation x TDP), not a measurement"] if source == SOURCE_ESTIMATE else [],
             )
@@ -245,7 +233,7 @@ class Profiler:
             t_begin = time.monotonic()
             for i, t in enumerate(todo):
                 rec, frame = self._run_trial(
-                    t, backend, samplers, pollers, primary, idle, source,
+                    t, backend, samplers, primary, idle, source,
                     device_name=device_name, system=system, dtype=loaded.dtype, versions=versions,
                 )
                 joules += rec.energy_j * rec.n_inner
@@ -260,7 +248,7 @@ class Profiler:
             yield ProgressTick(state="done", done=total, total=total, joules_so_far=joules, device=device_name,
                                energy_source=source, eta_s=0.0, **tick)
         finally:
-            for s in all_polling:
+            for s in samplers:
                 s.stop()
             if self._samplers_given is None:
                 for s in samplers:
@@ -287,9 +275,9 @@ class Profiler:
             raise UserError("no CPU power meter or estimate available")
         return cpu
 
-    def _collect(self, samplers: list[PowerSampler], pollers: list[PowerSampler], extra: list[PowerSample]) -> pl.DataFrame:
+    def _collect(self, samplers: list[PowerSampler], extra: list[PowerSample]) -> pl.DataFrame:
         got: list[PowerSample] = list(extra)
-        for s in list(samplers) + list(pollers):
+        for s in samplers:
             got.extend(s.drain())
         got.sort(key=lambda x: x.t_mono)
         return samples_frame(got)
@@ -310,27 +298,28 @@ class Profiler:
         # per device: the counter where one exists, else the trapezoid
         return e.sort(pl.col("method") != "counter").unique("device", keep="first", maintain_order=True)
 
-    def _settle(self, pollers: list[PowerSampler]) -> None:
+    def _settle(self, samplers: list[PowerSampler]) -> None:
         """Wait one counter update period past a window's end so its edge can be interpolated."""
-        if pollers:
-            time.sleep(1.2 * max(p.update_period_s for p in pollers))
+        periods = [s.update_period_s for s in samplers if s.has_counter]
+        if periods:
+            time.sleep(1.2 * max(periods))
 
-    def _idle_baseline(self, samplers, pollers, primary) -> tuple[IdleBaseline, pl.DataFrame]:
+    def _idle_baseline(self, samplers, primary, seconds: float) -> tuple[IdleBaseline, pl.DataFrame]:
         spec = self.spec
         c0 = self._read_counters(samplers)
         _, t0 = now()
-        time.sleep(max(spec.idle_s, 3 * spec.sample_period_s))
+        time.sleep(max(seconds, 3 * spec.sample_period_s))
         _, t1 = now()
         c1 = self._read_counters(samplers)
-        self._settle(pollers)
-        frame = self._collect(samplers, pollers, c0 + c1)
+        self._settle(samplers)
+        frame = self._collect(samplers, c0 + c1)
         e = self._energy(frame, "idle", t0, t1)
         dur = t1 - t0
         per = {r["device"]: r["energy_j"] / dur for r in e.iter_rows(named=True)}
         watts = sum(per.get(d, 0.0) for d in primary)
         return IdleBaseline(watts=watts, per_device=per, seconds=dur, source=_source_label(samplers, primary)), frame
 
-    def _run_trial(self, t: PlannedTrial, backend, samplers, pollers, primary, idle: IdleBaseline, source: str, *,
+    def _run_trial(self, t: PlannedTrial, backend, samplers, primary, idle: IdleBaseline, source: str, *,
                    device_name: str, system: str, dtype: str, versions: str) -> tuple[TrialRecord, pl.DataFrame]:
         spec, c = self.spec, t.cell
         backend.prepare(c.batch, c.tin, c.tout)
@@ -348,7 +337,7 @@ class Profiler:
         w1, m1 = now()
         n_inner = len(results)
         c1 = self._read_counters(samplers)
-        self._settle(pollers)
+        self._settle(samplers)
         for r in results:
             if r.tin_actual != c.tin or r.tout_actual != c.tout or r.batch != c.batch:
                 raise ProfileError(
@@ -356,7 +345,7 @@ class Profiler:
                     f"tout={r.tout_actual} batch={r.batch}; the sweep stops rather than store a wrong count"
                 )
         tid = self.trial_id(t)
-        frame = self._collect(samplers, pollers, c0 + c1)
+        frame = self._collect(samplers, c0 + c1)
         e = self._energy(frame, tid, m0, m1)
         by_dev = {r["device"]: r for r in e.iter_rows(named=True)}
         missing = [d for d in primary if d not in by_dev]

@@ -46,7 +46,8 @@ class SweepInfo:
     system: str = ""
     device: str = ""
     energy_source: str = ""
-    idle_w: float | None = None
+    idle_w: float | None = None  # model loaded, nothing running (what energy_net_j subtracts)
+    idle_cold_w: float | None = None  # before the model was loaded (no CUDA context in the process)
     idle_per_device_w: dict[str, float] = field(default_factory=dict)
     design: dict[str, Any] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)

@@ -5,7 +5,8 @@ A sampler covers one meter kind on one node and one or more devices. It offers t
 * ``read_counters()``: cumulative energy counters (J) per device, read at window boundaries. Exact
   energy over a window is the counter delta. Meters without a counter return ``[]``.
 * ``read_power()``: instantaneous power (W) per device. ``start()`` polls it on a background thread
-  every ``period_s``; ``drain()`` hands over what was polled since the last drain.
+  every ``period_s`` (and the counters too when ``poll_counters`` is set); ``drain()`` hands over
+  what was polled since the last drain.
 
 Every reading is a :class:`~llm_energy.schema.PowerSample` labelled with its ``source``.
 """
@@ -48,6 +49,9 @@ class PowerSampler(ABC):
             raise ValueError(f"period_s must be > 0, got {period_s}")
         self.node = node
         self.period_s = period_s
+        #: also poll the energy counters on the polling thread (the profiler turns this on: counter
+        #: update points let window edges be interpolated; see llm_energy.integrate)
+        self.poll_counters = False
         self._buf: list[PowerSample] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -103,6 +107,8 @@ class PowerSampler(ABC):
         while not self._stop.is_set():
             try:
                 readings = self.read_power()
+                if self.poll_counters and self.has_counter:
+                    readings += self.read_counters()
             except Exception:  # noqa: BLE001 - a failed read is skipped, never kills the sweep
                 readings = []
             if readings:
