@@ -601,6 +601,9 @@ class Planner:
         self._master_cls: np.ndarray | None = None
         self._master: Master | None = None
         self._prepared: set[float] = set()
+        self._share_only = (not np.isfinite(problem.capacity_s).any() and problem.energy_budget_j is None
+                            and problem.accuracy_floor is None)
+        self._certified_by = ""
         self.build_s = 0.0
         self.builds = 0
 
@@ -619,8 +622,9 @@ class Planner:
             if z in self._prepared:
                 continue
             cost = p.cost(z)
-            prices = share_prices(cost, p.count, p.share_lo, p.share_hi)
-            cols |= near_ties(cost - prices[None, :], self.min_master)
+            red = cost - share_prices(cost, p.count, p.share_lo, p.share_hi)[None, :]
+            cols |= near_ties(red, self.min_master)
+            cols |= share_repair(red, p.count, p.share_lo, p.share_hi) > 0
             self._prepared.add(z)
         self._set_columns(cols)
 
@@ -699,7 +703,14 @@ class Planner:
         return res
 
     def _lp(self, cost: np.ndarray, zeta: float, weight: float, penalty: float, t_start: float):
-        """Column generation to the full LP's optimum; returns (master, result, reduced costs)."""
+        """Column generation to the full LP's optimum; returns (master, result, reduced costs, certificate).
+
+        Each round solves the master LP; the assembled plan is optimal for the full LP when either the
+        master's duals price every column non-negatively, or (share rows only) :func:`share_certificate`
+        finds deployment prices that do. Otherwise each class with a negative reduced cost gets its most
+        negative column (the most negative classes first, at most as many as the master holds).
+        """
+        share_only = self._share_only and weight > 0
         while True:
             master = self._model()
             set_integer(master, False)
@@ -715,8 +726,20 @@ class Planner:
             red = self.reduced_costs(cost, master, res)
             add = (red < -self._tol) & ~self._cols
             if not add.any():
-                return master, res, red
-            self._set_columns(self._cols | add, np.flatnonzero(add.any(axis=1)))
+                return master, res, red, "duals"
+            if share_only and res.slack.sum() <= self._slack_tol:
+                x = self._assemble(master, res.x)
+                prices = share_certificate(cost, x, self.p.share_lo, self.p.share_hi, self._tol)
+                if prices is not None:
+                    u = np.min(cost - prices[None, :], axis=1)
+                    return master, res, cost - prices[None, :] - u[:, None], "prices"
+            rows = np.flatnonzero(add.any(axis=1))
+            best = np.argmin(np.where(add[rows], red[rows], np.inf), axis=1)
+            worst_first = np.argsort(red[rows, best])
+            keep = worst_first[: max(self.min_master, len(master.classes))]
+            new = self._cols.copy()
+            new[rows[keep], best[keep]] = True
+            self._set_columns(new, rows[keep])
 
     def solve(self, zeta: float) -> PlanSolution:
         """The optimal plan for ``zeta`` (see the module docstring for why it is exact)."""
@@ -730,7 +753,7 @@ class Planner:
         t_start = time.perf_counter()
         cost = p.cost(zeta)
         for _ in range(4):
-            master, res, red = self._lp(cost, zeta, 1.0, self._penalty, t_start)
+            master, res, red, self._certified_by = self._lp(cost, zeta, 1.0, self._penalty, t_start)
             if res.slack.sum() <= self._slack_tol:
                 break
             why = self.diagnose(t_start)
@@ -772,7 +795,7 @@ class Planner:
         """Least total violation of the non-class rows (x cost 0): the rows that stay violated, in words."""
         t_start = time.perf_counter() if t_start is None else t_start
         zero = np.where(self.p.allowed, 0.0, np.inf)
-        master, res, _ = self._lp(zero, 0.0, 0.0, 1.0, t_start)
+        master, res, _, _ = self._lp(zero, 0.0, 0.0, 1.0, t_start)
         x = self._assemble(master, res.x)
         return [describe_row(self.p, kind, k, float(s), x) for (kind, k), s in zip(master.rows, res.slack)
                 if s > self._slack_tol]
@@ -817,43 +840,54 @@ def describe_row(p: PlanProblem, kind: str, k: int, slack: float, x: np.ndarray)
             f"most {p.accuracy_floor - short:.6g}")
 
 
-def share_prices(cost: np.ndarray, count: np.ndarray, lo: np.ndarray, hi: np.ndarray, rounds: int = 20) -> np.ndarray:
-    """Deployment prices p (K,) such that sending each class to argmin_K (cost - p) about meets the shares.
+def share_prices(cost: np.ndarray, count: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, sample: int = 2000,
+                 seed: int = 0) -> np.ndarray:
+    """Deployment prices p (K,) near the optimal duals of the share rows (a starting point only).
 
-    Block-coordinate ascent on the Lagrangian dual of the share rows: each p_K in turn is set to the
-    value nearest 0 that puts between lo_K and hi_K queries on K given the other prices. Only a
-    starting point: the solver's duals certify optimality afterwards.
+    Maximises the entropy-smoothed Lagrangian dual of the share-only problem,
+    sum_c n_c softmin_tau(cost[c, :] - p) + sum_K (lo_K mu_K - hi_K nu_K) with p = mu - nu, mu, nu >= 0,
+    with L-BFGS-B while annealing tau down to 1e-4 of the typical cost spread (first on a
+    count-weighted sample of at most ``sample`` classes, then on all). The solver's duals or
+    :func:`share_certificate` certify optimality afterwards; these prices only choose what it sees.
     """
+    from scipy.optimize import minimize
+
     C, K = cost.shape
-    p = np.zeros(K)
     if K == 1 or C == 0:
-        return p
-    fin = cost[np.isfinite(cost)]
-    bump = 1e-9 * (float(fin.max() - fin.min()) + 1.0) if fin.size else 1e-9
-    red = cost.copy()
-    for _ in range(rounds):
-        moved = 0.0
-        for k in range(K):
-            red[:, k] = np.inf
-            other = red.min(axis=1)
-            t = cost[:, k] - other  # class goes to k iff p_k > t
-            order = np.argsort(t, kind="stable")
-            ts, cum = t[order], np.cumsum(count[order])
-            q_lo, q_hi = -np.inf, np.inf
-            if lo[k] > 0:
-                i = int(np.searchsorted(cum, lo[k]))  # first index with cum >= lo
-                q_lo = ts[min(i, C - 1)] + bump
-            i = int(np.searchsorted(cum, hi[k], side="right"))  # first index with cum > hi
-            if i < C:
-                q_hi = ts[i] - bump
-            new = float(np.clip(0.0, q_lo, max(q_hi, q_lo)))
-            if math.isfinite(new):
-                moved = max(moved, abs(new - p[k]))
-                p[k] = new
-            red[:, k] = cost[:, k] - p[k]
-        if moved <= bump:
-            break
-    return p
+        return np.zeros(K)
+    n = float(count.sum())
+    fin = np.where(np.isfinite(cost), cost, np.nan)
+    spread = float(np.nanmedian(np.nanmax(fin, axis=1) - np.nanmin(fin, axis=1)))
+    spread = spread if spread > 0 else 1.0
+    lo_, hi_ = lo / n, hi / n
+
+    def run(c: np.ndarray, w: np.ndarray, tau: float, v0: np.ndarray, maxiter: int) -> np.ndarray:
+        t = tau * spread
+
+        def f(v: np.ndarray):
+            a = (v[:K] - v[K:])[None, :] - c
+            a /= t
+            m = a.max(axis=1)
+            e = np.exp(a - m[:, None])
+            s = e.sum(axis=1)
+            nk = (w / s) @ e
+            g = -t * (w @ (m + np.log(s))) + lo_ @ v[:K] - hi_ @ v[K:]
+            return -g, -np.concatenate([lo_ - nk, nk - hi_])
+
+        r = minimize(f, v0, jac=True, method="L-BFGS-B", bounds=[(0, None)] * (2 * K),
+                     options={"maxiter": maxiter, "gtol": 1e-12, "ftol": 1e-15})
+        return r.x
+
+    v = np.zeros(2 * K)
+    taus: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)
+    if C > sample:
+        idx = np.random.default_rng(seed).choice(C, sample, replace=False, p=count / n)
+        for tau in taus[:3]:
+            v = run(cost[idx], np.full(sample, 1.0 / sample), tau, v, 200)
+        taus = taus[2:]
+    for tau in taus:
+        v = run(cost, count / n, tau, v, 40 if C > sample else 300)
+    return v[:K] - v[K:]
 
 
 def near_ties(red: np.ndarray, min_classes: int) -> np.ndarray:
@@ -871,3 +905,95 @@ def near_ties(red: np.ndarray, min_classes: int) -> np.ndarray:
         if m > 0:
             delta = max(delta, float(np.partition(finite, m - 1)[m - 1]))
     return gap <= delta
+
+
+def share_certificate(cost: np.ndarray, x: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                      tol: float) -> np.ndarray | None:
+    """Deployment prices proving ``x`` optimal for the share-only problem, or None if there are none.
+
+    LP duality: x (meeting the shares) is optimal iff prices p exist with every used pair (c, K) a
+    minimiser of cost[c, :] - p, and p_K > 0 only where K is at its lower share bound, p_K < 0 only
+    where at its upper one. Those are difference constraints p_j - p_K <= min over classes using K of
+    (cost[c, j] - cost[c, K]) on K + 1 nodes (node K+1 pins p = 0 for the sign conditions): feasible iff
+    that graph has no negative cycle, and then shortest-path distances are such prices.
+    """
+    C, K = cost.shape
+    used = x > 0.5
+    n_k = x.sum(axis=0)
+    w = np.full((K + 1, K + 1), np.inf)
+    for k in range(K):
+        rows = np.flatnonzero(used[:, k])
+        if rows.size:
+            w[k, :K] = np.min(cost[rows] - cost[rows, k][:, None], axis=0)
+        if n_k[k] > lo[k] + 0.5:
+            w[K, k] = 0.0  # p_k <= p_origin
+        if n_k[k] < hi[k] - 0.5:
+            w[k, K] = 0.0  # p_origin <= p_k
+    np.fill_diagonal(w, 0.0)
+    d = w.copy()
+    for m in range(K + 1):
+        d = np.minimum(d, d[:, m:m + 1] + d[m:m + 1, :])
+    if np.any(np.diag(d) < -tol):
+        return None
+    p = np.minimum(0.0, d.min(axis=0))  # distances from a virtual source linked to every node by 0
+    p = p[:K] - p[K]
+    red = cost - p[None, :]
+    ok = red[used] <= (red.min(axis=1)[:, None] + 10 * tol).repeat(K, axis=1)[used]
+    return p if ok.all() else None
+
+
+def share_repair(red: np.ndarray, count: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """An assignment (C, K counts) meeting the share bounds, near argmin_K ``red`` (reduced costs).
+
+    Starts from each class on its best column; then every deployment below its lower bound takes
+    queries from deployments above theirs, and every deployment over its upper bound gives queries to
+    deployments below theirs, cheapest moves (least increase in ``red``) first. Its columns seed the
+    master so the solver starts from a feasible point (the elastic slacks stay at 0).
+    """
+    C, K = red.shape
+    x = np.zeros((C, K), dtype=np.int64)
+    best = np.argmin(red, axis=1)
+    x[np.arange(C), best] = count
+    n = x.sum(axis=0)
+    for k in np.argsort(n):
+        need = int(lo[k] - n[k])
+        if need <= 0:
+            continue
+        src = np.argmax(x, axis=1)  # each class's main deployment
+        move = red[:, k] - red[np.arange(C), src]
+        ok = np.isfinite(move) & (src != k)
+        for c in np.flatnonzero(ok)[np.argsort(move[ok], kind="stable")]:
+            j = src[c]
+            take = min(need, int(x[c, j]), int(n[j] - lo[j]))
+            if take <= 0:
+                continue
+            x[c, j] -= take
+            x[c, k] += take
+            n[j] -= take
+            n[k] += take
+            need -= take
+            if need == 0:
+                break
+    for k in np.argsort(-n):
+        extra = int(n[k] - hi[k])
+        if extra <= 0:
+            continue
+        rows = np.flatnonzero(x[:, k])
+        alt = np.where(np.arange(K)[None, :] == k, np.inf, red[rows])
+        dest = np.argmin(alt, axis=1)
+        move = alt[np.arange(len(rows)), dest] - red[rows, k]
+        for i in np.argsort(move, kind="stable"):
+            c, j = rows[i], dest[i]
+            if not np.isfinite(move[i]):
+                break
+            take = min(extra, int(x[c, k]), int(hi[j] - n[j]))
+            if take <= 0:
+                continue
+            x[c, k] -= take
+            x[c, j] += take
+            n[k] -= take
+            n[j] += take
+            extra -= take
+            if extra == 0:
+                break
+    return x

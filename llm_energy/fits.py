@@ -1,0 +1,259 @@
+"""FITS.json: fitted per-deployment energy and runtime models, stored as data, and their prediction.
+
+A target model is ``y = sum_k coef_k * term_k(tin, tout, batch)`` with terms from :data:`TERMS`
+(``space: "linear"``). Schema (``schema_version`` 1)::
+
+    {"kind": "llm-energy-fits", "schema_version": 1, "created": EPOCH, "source": "...",
+     "deployments": [{"deployment": KEY, "model", "node_type", "n_gpus", "backend", "batch", "system",
+                      "energy_source", "n_trials", "n_cells",
+                      "targets": {"energy_j": TARGET, "runtime_s": TARGET}}],
+     "skipped": [{"deployment": KEY, "reason": "..."}]}
+    TARGET = {"form", "terms": [...], "coef": [...], "space": "linear", "method",
+              "stats": {...}, "cv": {"median", "p90", "folds"}, "interval": {"level", "q_lo", "q_hi"},
+              "candidates": [{"form", "median", "p90", "sane", "chosen"}]}
+
+Deployment keys: ``{model}@{node_type}[x{n_gpus}]/{backend}/b{batch}`` (``x{n_gpus}`` only on GPU
+nodes), e.g. ``llama-2-7b@h100x1/static/b1``; a fit pooled over batch sizes ends in ``/b*``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+
+from llm_energy.errors import UserError
+
+FITS_KIND = "llm-energy-fits"
+FITS_SCHEMA_VERSION = 1
+TARGETS = ("energy_j", "runtime_s")
+
+# The term vocabulary: each is non-negative and non-decreasing in tin, tout and batch.
+TERMS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    "1": lambda i, o, b: np.ones_like(i),
+    "tin": lambda i, o, b: i,
+    "tout": lambda i, o, b: o,
+    "tin*tout": lambda i, o, b: i * o,
+    "tin^2": lambda i, o, b: i * i,
+    "tout^2": lambda i, o, b: o * o,
+    "tin^2*tout": lambda i, o, b: i * i * o,
+    "batch": lambda i, o, b: b,
+    "batch*tin": lambda i, o, b: b * i,
+    "batch*tout": lambda i, o, b: b * o,
+    "batch*tin*tout": lambda i, o, b: b * i * o,
+    "batch*tout^2": lambda i, o, b: b * o * o,
+}
+
+
+def deployment_key(model: str, node_type: str, n_gpus: int, backend: str, batch: int | str) -> str:
+    hw = f"{node_type}x{n_gpus}" if n_gpus and n_gpus > 0 else node_type
+    return f"{model}@{hw}/{backend}/b{batch}"
+
+
+def design_matrix(terms: list[str], tin, tout, batch=None) -> np.ndarray:
+    i = np.asarray(tin, dtype=float)
+    o = np.asarray(tout, dtype=float)
+    b = np.ones_like(i) if batch is None else np.asarray(batch, dtype=float) * np.ones_like(i)
+    return np.column_stack([TERMS[t](i, o, b) for t in terms])
+
+
+@dataclass
+class TargetModel:
+    form: str
+    terms: list[str]
+    coef: list[float]
+    space: str = "linear"
+    method: str = "ols"
+    stats: dict[str, Any] = field(default_factory=dict)
+    cv: dict[str, Any] = field(default_factory=dict)
+    interval: dict[str, Any] = field(default_factory=dict)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+    def predict(self, tin, tout, batch=None) -> np.ndarray:
+        return design_matrix(self.terms, tin, tout, batch) @ np.asarray(self.coef, dtype=float)
+
+    def bounds(self, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """90% (or ``interval.level``) prediction interval from cross-validated relative residuals."""
+        lo, hi = self.interval.get("q_lo"), self.interval.get("q_hi")
+        if lo is None or hi is None:
+            return np.full_like(pred, np.nan), np.full_like(pred, np.nan)
+        return pred * (1 + lo), pred * (1 + hi)
+
+
+@dataclass
+class DeploymentFit:
+    deployment: str
+    model: str
+    node_type: str
+    n_gpus: int
+    backend: str
+    batch: int | str
+    targets: dict[str, TargetModel]
+    system: str = ""
+    energy_source: str = ""
+    n_trials: int = 0
+    n_cells: int = 0
+
+
+@dataclass
+class FitsFile:
+    deployments: dict[str, DeploymentFit]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    source: str = ""
+    created: float = 0.0
+
+    def get(self, name: str, *, source: str = "FITS.json") -> DeploymentFit:
+        if name not in self.deployments:
+            raise UserError(f"{source}: deployment={name!r} not in the fits file; it has: "
+                            f"{', '.join(self.deployments) or '(none)'}")
+        return self.deployments[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": FITS_KIND, "schema_version": FITS_SCHEMA_VERSION, "created": self.created or time.time(),
+            "source": self.source,
+            "deployments": [{**{k: v for k, v in asdict(d).items() if k != "targets"},
+                             "targets": {t: asdict(m) for t, m in d.targets.items()}}
+                            for d in self.deployments.values()],
+            "skipped": self.skipped,
+        }
+
+
+def save_fits(fits: FitsFile, path: str | Path) -> None:
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_text(json.dumps(fits.to_dict(), indent=1, default=_json_default))
+        tmp.replace(p)
+    except OSError as e:
+        raise UserError(f"{p}: cannot write the fits file ({e.strerror or e})") from None
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def load_fits(path: str | Path) -> FitsFile:
+    """Read and validate a fits file; every problem is a UserError naming file, field and value."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such fits file") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{p}: not a readable JSON fits file ({e})") from None
+    src = str(p)
+    if not isinstance(d, dict) or d.get("kind") != FITS_KIND:
+        raise UserError(f"{src}: kind={d.get('kind') if isinstance(d, dict) else None!r}: not an llm-energy fits file")
+    v = d.get("schema_version")
+    if not isinstance(v, int) or v > FITS_SCHEMA_VERSION:
+        raise UserError(f"{src}: schema_version={v!r}: this llm-energy reads versions <= {FITS_SCHEMA_VERSION}")
+    deps: dict[str, DeploymentFit] = {}
+    for k, e in enumerate(d.get("deployments") or []):
+        where = f"{src}: deployments[{k}]"
+        try:
+            targets = {}
+            for t, m in e["targets"].items():
+                terms, coef = list(m["terms"]), [float(c) for c in m["coef"]]
+                unknown = [x for x in terms if x not in TERMS]
+                if unknown:
+                    raise UserError(f"{where}.targets.{t}.terms={unknown[0]!r}: unknown term; known: {', '.join(TERMS)}")
+                if len(terms) != len(coef) or not np.all(np.isfinite(coef)):
+                    raise UserError(f"{where}.targets.{t}.coef={m['coef']!r}: needs one finite number per term")
+                if m.get("space", "linear") != "linear":
+                    raise UserError(f"{where}.targets.{t}.space={m.get('space')!r}: only 'linear' is supported")
+                targets[t] = TargetModel(form=str(m.get("form", "?")), terms=terms, coef=coef, space="linear",
+                                         method=str(m.get("method", "")), stats=dict(m.get("stats") or {}),
+                                         cv=dict(m.get("cv") or {}), interval=dict(m.get("interval") or {}),
+                                         candidates=list(m.get("candidates") or []))
+            for t in TARGETS:
+                if t not in targets:
+                    raise UserError(f"{where}.targets: missing {t!r}")
+            dep = DeploymentFit(deployment=str(e["deployment"]), model=str(e.get("model", "")),
+                                node_type=str(e.get("node_type", "")), n_gpus=int(e.get("n_gpus", 0)),
+                                backend=str(e.get("backend", "")), batch=e.get("batch", 1), targets=targets,
+                                system=str(e.get("system", "")), energy_source=str(e.get("energy_source", "")),
+                                n_trials=int(e.get("n_trials", 0)), n_cells=int(e.get("n_cells", 0)))
+        except (KeyError, TypeError, ValueError, AttributeError) as ex:
+            raise UserError(f"{where}: malformed entry ({type(ex).__name__}: {ex})") from None
+        deps[dep.deployment] = dep
+    if not deps:
+        raise UserError(f"{src}: deployments=[]: the fits file has no fitted deployment")
+    return FitsFile(deployments=deps, skipped=list(d.get("skipped") or []), source=str(d.get("source", "")),
+                    created=float(d.get("created") or 0.0))
+
+
+PREDICTION_SCHEMA = {
+    "deployment": pl.String, "tin": pl.Int64, "tout": pl.Int64, "batch": pl.Int64,
+    "energy_j": pl.Float64, "energy_j_lo": pl.Float64, "energy_j_hi": pl.Float64,
+    "runtime_s": pl.Float64, "runtime_s_lo": pl.Float64, "runtime_s_hi": pl.Float64,
+}
+
+
+def predict(fits: FitsFile, deployment: str, tin, tout, batch=None) -> pl.DataFrame:
+    """Predictions for arrays of queries on one deployment (vectorised): :data:`PREDICTION_SCHEMA`."""
+    dep = fits.get(deployment)
+    i = np.asarray(tin, dtype=np.int64)
+    o = np.asarray(tout, dtype=np.int64)
+    if batch is None:
+        b = np.full_like(i, dep.batch if isinstance(dep.batch, int) else 1)
+    else:
+        b = np.asarray(batch, dtype=np.int64) * np.ones_like(i)
+    cols: dict[str, Any] = {"deployment": [deployment] * len(i), "tin": i, "tout": o, "batch": b}
+    for t in TARGETS:
+        m = dep.targets[t]
+        y = m.predict(i, o, b)
+        lo, hi = m.bounds(y)
+        cols[t], cols[f"{t}_lo"], cols[f"{t}_hi"] = y, lo, hi
+    return pl.DataFrame(cols, schema=PREDICTION_SCHEMA)
+
+
+def predict_all(fits: FitsFile, tin, tout, batch=None, deployments: list[str] | None = None) -> pl.DataFrame:
+    names = deployments or list(fits.deployments)
+    return pl.concat([predict(fits, n, tin, tout, batch) for n in names])
+
+
+PAPER_KEYS = {"Llama-2 (7B)": ("llama-2-7b", 1), "Llama-2 (13B)": ("llama-2-13b", 1), "Llama-2 (70B)": ("llama-2-70b", 4)}
+
+
+def paper_fits_from_coefficients(path: str | Path) -> FitsFile:
+    """The published Llama-2 models (coefficients.json of Wilkins et al.) as a FitsFile.
+
+    alpha: energy in J, beta: runtime in s, both ``a0*tin + a1*tout + a2*tin*tout`` on A100s.
+    Deployments: ``llama-2-7b@a100x1/paper/b1``, ``llama-2-13b@a100x1/paper/b1``, ``llama-2-70b@a100x4/paper/b1``.
+    """
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{p}: cannot read coefficients ({e})") from None
+    deps = {}
+    for name, (model, gpus) in PAPER_KEYS.items():
+        try:
+            a = d["alpha_coeffs"][name]
+            b = d["beta_coeffs"][name]
+            acc = d.get("accuracy", {}).get(name)
+        except KeyError as e:
+            raise UserError(f"{p}: missing {e} for {name!r}") from None
+        terms = ["tin", "tout", "tin*tout"]
+        key = deployment_key(model, "a100", gpus, "paper", 1)
+        deps[key] = DeploymentFit(
+            deployment=key, model=model, node_type="a100", n_gpus=gpus, backend="paper", batch=1,
+            system="AMD EPYC 7742 + NVIDIA A100-SXM4-40GB (published fit)", energy_source="published",
+            targets={
+                "energy_j": TargetModel("paper", terms, [a["alpha_0"], a["alpha_1"], a["alpha_2"]], method="published",
+                                        stats={"accuracy": acc}),
+                "runtime_s": TargetModel("paper", terms, [b["beta_0"], b["beta_1"], b["beta_2"]], method="published"),
+            },
+        )
+    return FitsFile(deployments=deps, source=str(p), created=time.time())

@@ -1,0 +1,19 @@
+from pathlib import Path
+
+import pytest
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    if not (REFERENCE / "wilkins2024" / "grid" / "all-stats-raw.csv").exists():
+        pytest.skip(f"reference data not found at {REFERENCE}")
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def grid_trials(reference):
+    from llm_energy.importers import import_wilkins2024
+
+    return import_wilkins2024(reference / "wilkins2024" / "grid" / "all-stats-raw.csv")

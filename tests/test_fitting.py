@@ -1,0 +1,161 @@
+"""Fitting: the paper reproduced exactly, better forms by held-out error, honest intervals, bad input."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from llm_energy.errors import UserError
+from llm_energy.fits import load_fits, predict, save_fits
+from llm_energy.fitting import SANITY_GRID, FitOptions, fit_deployments, is_sane
+
+# The paper's slide: energy model R^2 (uncentered: no-intercept OLS) and F per model.
+PUBLISHED_R2_F = {
+    "falcon-7b": (0.964, 681.2), "falcon-40b": (0.972, 904.5), "Llama-2-7b-chat-hf": (0.973, 942.3),
+    "Llama-2-13b-chat-hf": (0.972, 887.8), "Llama-2-70b-chat-hf": (0.976, 1022), "Mistral-7B-v0.1": (0.975, 997.0),
+    "Mixtral-8x7B-v0.1": (0.980, 1238),
+}
+COEF_KEYS = {"Llama-2-7b-chat-hf": "Llama-2 (7B)", "Llama-2-13b-chat-hf": "Llama-2 (13B)", "Llama-2-70b-chat-hf": "Llama-2 (70B)"}
+
+
+@pytest.fixture(scope="module")
+def paper_fits(grid_trials):
+    return fit_deployments(grid_trials, FitOptions(form="paper"))
+
+
+@pytest.fixture(scope="module")
+def auto_fits(grid_trials):
+    return fit_deployments(grid_trials, FitOptions(form="auto"))
+
+
+def _dep(fits, model):
+    (d,) = [d for d in fits.deployments.values() if d.model == model]
+    return d
+
+
+def sig(x, n):
+    return float(f"{x:.{n}g}")
+
+
+def published_digits(v: float) -> int:
+    """Significant digits the published number carries (they were rounded to a fixed number of decimals)."""
+    digits = repr(abs(v)).replace(".", "").lstrip("0")
+    return len(digits.rstrip("0")) if "e" not in repr(v) else len(repr(abs(v)).split("e")[0].replace(".", "").strip("0"))
+
+
+def same_to_4_sig(ours: float, published: float) -> bool:
+    n = min(4, published_digits(published))
+    return sig(ours, n) == sig(published, n)
+
+
+def test_published_digits():
+    assert published_digits(0.000185) == 3 and published_digits(-3.894991) == 7 and published_digits(414.8197) == 7
+
+
+def test_paper_coefficients_reproduced_to_4_significant_figures(paper_fits, reference):
+    pub = json.loads((reference / "wilkins2024" / "coefficients.json").read_text())
+    for model, key in COEF_KEYS.items():
+        d = _dep(paper_fits, model)
+        a = pub["alpha_coeffs"][key]
+        b = pub["beta_coeffs"][key]
+        for i in range(3):
+            assert same_to_4_sig(d.targets["energy_j"].coef[i], a[f"alpha_{i}"]), (model, i)
+            assert same_to_4_sig(d.targets["runtime_s"].coef[i], b[f"beta_{i}"]), (model, i)
+
+
+# For these three the slide's F implies ~79 rows (F = R2/3 / ((1-R2)/(n-3))), while the public grid file
+# holds 81 for each; no consistent subset of the file reproduces them (searched: every 1- and 2-row drop),
+# so the slide was fitted on data that differ from the published file. R^2 still agrees to 0.002.
+SLIDE_DATA_DIFFERS = {"falcon-7b", "Mistral-7B-v0.1", "Mixtral-8x7B-v0.1"}
+
+
+def test_slide_r2_and_f_table_reproduced_for_all_seven_models(paper_fits):
+    assert len(paper_fits.deployments) == 7
+    for model, (r2, f) in PUBLISHED_R2_F.items():
+        st = _dep(paper_fits, model).targets["energy_j"].stats
+        assert st["r2_statsmodels"] == pytest.approx(st["r2_uncentered"])
+        if model in SLIDE_DATA_DIFFERS:
+            assert abs(st["r2_uncentered"] - r2) < 0.002, model
+            continue
+        assert round(st["r2_uncentered"], 3) == r2
+        assert st["f"] == pytest.approx(f, rel=5e-4)
+        # the centered R^2 of the same fit is lower, as the reference README says (about 0.96 to 0.975)
+        assert 0.95 < st["r2_centered"] < st["r2_uncentered"]
+        assert len(st["ci95_lo"]) == 3 and all(lo < hi for lo, hi in zip(st["ci95_lo"], st["ci95_hi"]))
+
+
+def test_paper_form_predicts_negative_energy_and_is_flagged_not_sane(paper_fits):
+    m = _dep(paper_fits, "Llama-2-7b-chat-hf").targets["energy_j"]
+    assert m.predict(np.array([2048]), np.array([8]))[0] < 0
+    assert not is_sane(m)
+
+
+def test_auto_meets_the_targets_on_every_grid_model(auto_fits):
+    assert len(auto_fits.deployments) == 7
+    for d in auto_fits.deployments.values():
+        for t in ("energy_j", "runtime_s"):
+            m = d.targets[t]
+            paper = next(c for c in m.candidates if c["form"] == "paper")
+            assert m.cv["median"] <= 0.10, (d.deployment, t, m.cv)
+            assert paper["median"] > 3 * m.cv["median"]
+            assert m.form != "paper" and is_sane(m)
+        ii, oo = np.meshgrid(np.arange(1, 4097, 15), np.arange(1, 4097, 15))
+        assert (d.targets["energy_j"].predict(ii.ravel(), oo.ravel()) >= 0).all()
+
+
+def test_intervals_cover_about_90_percent_of_held_out_cells(grid_trials):
+    rng = np.random.default_rng(0)
+    df = grid_trials.filter(pl.col("model").is_in(["Llama-2-7b-chat-hf", "Mistral-7B-v0.1", "falcon-40b"]))
+    cells = df["cell_id"].unique().sort().to_list()
+    test_cells = set(rng.choice(cells, size=len(cells) // 3, replace=False).tolist())
+    train = df.filter(~pl.col("cell_id").is_in(list(test_cells)))
+    test = df.filter(pl.col("cell_id").is_in(list(test_cells)))
+    fits = fit_deployments(train)
+    inside = total = 0
+    for d in fits.deployments.values():
+        g = test.filter(pl.col("model") == d.model)
+        p = predict(fits, d.deployment, g["tin"].to_numpy(), g["tout"].to_numpy())
+        y = g["energy_j"].to_numpy()
+        inside += int(((p["energy_j_lo"].to_numpy() <= y) & (y <= p["energy_j_hi"].to_numpy())).sum())
+        total += len(y)
+    assert total > 60
+    assert 0.75 <= inside / total <= 1.0
+
+
+def test_fits_file_roundtrip_and_validation(auto_fits, tmp_path):
+    p = tmp_path / "fits.json"
+    save_fits(auto_fits, p)
+    back = load_fits(p)
+    assert set(back.deployments) == set(auto_fits.deployments)
+    key = next(iter(back.deployments))
+    a = predict(auto_fits, key, [8, 100], [8, 300])
+    b = predict(back, key, [8, 100], [8, 300])
+    assert a.equals(b)
+    d = json.loads(p.read_text())
+    d["deployments"][0]["targets"]["energy_j"]["terms"][0] = "tin^9"
+    p.write_text(json.dumps(d))
+    with pytest.raises(UserError, match="tin\\^9"):
+        load_fits(p)
+    d["schema_version"] = 7
+    p.write_text(json.dumps(d))
+    with pytest.raises(UserError, match="schema_version=7"):
+        load_fits(p)
+
+
+def test_bad_trials_are_errors_or_skipped_with_reason(grid_trials):
+    one = grid_trials.filter(pl.col("model") == "Llama-2-7b-chat-hf")
+    nan = one.with_columns(pl.when(pl.col("tin") == 64).then(float("nan")).otherwise(pl.col("energy_j")).alias("energy_j"))
+    with pytest.raises(UserError, match="no deployment could be fitted.*invalid targets"):
+        fit_deployments(nan)
+    ok = fit_deployments(nan, FitOptions(drop_invalid=True))
+    assert next(iter(ok.deployments.values())).n_trials == one.height - 9
+    few = one.filter(pl.col("tin") <= 8).head(4)
+    with pytest.raises(UserError, match="fewer than"):
+        fit_deployments(few)
+    mixed = fit_deployments(pl.concat([one, few.with_columns(pl.lit("other").alias("model"))]))
+    assert [s["deployment"].split("@")[0] for s in mixed.skipped] == ["other"]
+    with pytest.raises(UserError, match="column 'tout' missing"):
+        fit_deployments(one.drop("tout"))
+    with pytest.raises(UserError, match="tin=-3"):
+        fit_deployments(one.with_columns(pl.lit(-3, pl.Int32).alias("tin")))
