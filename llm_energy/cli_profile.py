@@ -39,8 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--node-type", default="local", help="label of this node's type, part of the deployment key")
     p.add_argument("--idle-s", type=float, default=3.0, help="idle baseline seconds before the sweep (default 3)")
     p.add_argument("--cooldown-s", type=float, default=0.0, help="pause before each trial (default 0)")
-    p.add_argument("--min-window-s", type=float, default=0.5,
-                   help="repeat short generations inside one window until it lasts this long (default 0.5)")
+    p.add_argument("--min-window-s", default="auto",
+                   help="repeat short generations inside one window until it lasts this long; "
+                        "auto (default): 20 meter update periods, at least 0.5 s (2 s on NVML)")
     p.add_argument("--sample-ms", type=float, default=20.0, help="power polling period in ms (default 20)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="seed for prompts and run order")
@@ -53,6 +54,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--warmups", action="store_true", help="include warm-up trials")
     s.add_argument("--limit", type=int, default=200, help="rows in the table (default 200; --json prints all)")
     s.set_defaults(func=cmd_show)
+
+    c = sub.add_parser("check", help="energy accounting checks on a store's raw samples",
+                       description="Per trial: the energy counter against integrated polled power over the same "
+                                   "window. Per session: the counter's total against trials + idle x time outside "
+                                   "trial windows, and against all integrated power.")
+    c.add_argument("dir")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_check)
+
+    k = sub.add_parser("compact", help="merge a store's chunk files (optionally decimating samples)",
+                       description="Merge a store's chunk files into one trials and one samples file. With "
+                                   "--decimate-ms, keep one power sample per device per interval and only the "
+                                   "counter readings where the counter changed (what energy integration needs). "
+                                   "Do not run while a sweep writes to the store.")
+    k.add_argument("dir")
+    k.add_argument("--decimate-ms", type=float, default=None)
+    k.set_defaults(func=cmd_compact)
 
 
 def spec_from_args(args: argparse.Namespace):
@@ -68,6 +86,15 @@ def spec_from_args(args: argparse.Namespace):
     if args.sample_ms <= 0:
         raise bad_value("--sample-ms", args.sample_ms, "must be > 0")
     gpus = tuple(parse_int_list_zero(args.gpus)) if args.gpus else None
+    if args.min_window_s == "auto":
+        min_window = None
+    else:
+        try:
+            min_window = float(args.min_window_s)
+        except ValueError:
+            raise bad_value("--min-window-s", args.min_window_s, "expected seconds or auto") from None
+        if min_window < 0:
+            raise bad_value("--min-window-s", args.min_window_s, "must be >= 0")
     design = design_from_lists(args.design, tins, touts, batches, repeats=args.repeats, warmups=args.warmups,
                                seed=args.seed, n_random=args.n_random)
     device = args.device
@@ -75,7 +102,7 @@ def spec_from_args(args: argparse.Namespace):
         device = f"cuda:{gpus[0]}"
     return ProfileSpec(
         model=args.model, design=design, backend=args.backend, device=device, dtype=args.dtype,
-        node_type=args.node_type, idle_s=args.idle_s, cooldown_s=args.cooldown_s, min_window_s=args.min_window_s,
+        node_type=args.node_type, idle_s=args.idle_s, cooldown_s=args.cooldown_s, min_window_s=min_window,
         sample_period_s=args.sample_ms / 1e3, seed=args.seed, gpu_indices=gpus, threads=args.threads,
     )
 
@@ -184,4 +211,62 @@ def cmd_show(args: argparse.Namespace) -> int:
         console.print("note: energy_source 'estimate' rows are CPU utilisation x TDP, not a measurement")
     if df.height > args.limit:
         console.print(f"... {df.height - args.limit} more rows (use --limit or --json)")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from llm_energy.closure import instrument_agreement, session_closure
+    from llm_energy.store import open_store
+    from llm_energy.views import stdout_console
+
+    store = open_store(args.dir)
+    agree = instrument_agreement(store)
+    closures = session_closure(store)
+    if agree.height == 0 and not closures:
+        raise UserError(f"{args.dir}: no trials with raw counter samples to check")
+    win = store.trials().select("trial_id", (pl.col("t_end_mono") - pl.col("t_start_mono")).alias("window_s"))
+    if agree.height:
+        agree = agree.join(win, on="trial_id")
+    groups = []
+    for label, cond in (("all", pl.lit(True)), ("window < 1 s", pl.col("window_s") < 1),
+                        ("window 1-5 s", pl.col("window_s").is_between(1, 5)), ("window > 5 s", pl.col("window_s") > 5)):
+        g = agree.filter(cond) if agree.height else agree
+        if g.height:
+            groups.append({"trials": label, "n": g.height, "median": g["rel_diff"].median(),
+                           "p90_abs": g["rel_diff"].abs().quantile(0.9), "max_abs": g["rel_diff"].abs().max()})
+    sess = [{"session": c.session, "device": c.device, "seconds": c.seconds, "counter_j": c.counter_j,
+             "power_j": c.power_j, "trials_j": c.trials_j, "window_s": c.window_s, "idle_w": c.idle_w,
+             "outside_windows_j": c.outside_j, "idle_closure": c.idle_closure, "power_closure": c.power_closure}
+            for c in closures]
+    if args.json:
+        print(json.dumps({"power_vs_counter": groups, "sessions": sess}))
+        return 0
+    from rich.table import Table
+
+    con = stdout_console()
+    t = Table(title="integrated power vs energy counter, per trial: (power - counter) / counter")
+    for col in ("trials", "n", "median", "p90 |.|", "max |.|"):
+        t.add_column(col, justify="right")
+    for g in groups:
+        t.add_row(g["trials"], str(g["n"]), f"{100 * g['median']:+.2f}%", f"{100 * g['p90_abs']:.2f}%", f"{100 * g['max_abs']:.2f}%")
+    con.print(t)
+    t = Table(title="session closure against the counter total")
+    for col in ("session", "device", "s", "counter J", "trials J", "idle W", "(trials + idle x outside) / counter",
+                "power / counter"):
+        t.add_column(col, justify="right")
+    for c in sess:
+        t.add_row(c["session"], c["device"], f"{c['seconds']:.0f}", f"{c['counter_j']:.0f}", f"{c['trials_j']:.0f}",
+                  f"{c['idle_w']:.1f}", f"{c['idle_closure']:.4f}", f"{c['power_closure']:.4f}")
+    con.print(t)
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from llm_energy.store import open_store
+
+    if args.decimate_ms is not None and args.decimate_ms <= 0:
+        raise bad_value("--decimate-ms", args.decimate_ms, "must be > 0")
+    store = open_store(args.dir)
+    n_t, n_s, files = store.compact(decimate_s=args.decimate_ms / 1e3 if args.decimate_ms else None)
+    print(f"{args.dir}: {n_t} trials, {n_s} samples in 2 files (was {files} chunk files)")
     return 0

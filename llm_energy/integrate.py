@@ -12,8 +12,9 @@ Two estimators per (window, device, source):
   nearest earlier reading times the window's duration (``n_samples`` = 0 says so).
 
 Input schemas: ``samples`` follows :data:`llm_energy.schema.SAMPLE_SCHEMA`; ``windows`` has
-``trial_id`` (str), ``node`` (str), ``t_start_mono``, ``t_end_mono`` (float s, the node's monotonic
-clock); the windows of one node must not overlap (a sample belongs to at most one window). Output (:data:`ENERGY_SCHEMA`): one row per window x device x source.
+``trial_id`` (str), ``node`` (str), ``session`` (str, optional), ``t_start_mono``, ``t_end_mono``
+(float s, the node's monotonic clock in that session); the windows of one node and session must not
+overlap (a sample belongs to at most one window). Output (:data:`ENERGY_SCHEMA`): one row per window x device x source.
 """
 
 from __future__ import annotations
@@ -32,15 +33,16 @@ ENERGY_SCHEMA: dict[str, pl.DataType] = {
     "peak_w": pl.Float64,  # null for counters
 }
 
-_KEYS = ["node", "device", "source"]
+_KEYS = ["node", "session", "device", "source"]
+_STREAM = ["node", "session"]  # one node's monotonic clock in one profiler run
 
 
 def window_energy(samples: pl.DataFrame | pl.LazyFrame, windows: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Energy of each window for every device/source that has samples (see module docstring)."""
-    s = samples.lazy()
+    s = _with_session(samples.lazy())
     w = (
-        windows.lazy()
-        .select("trial_id", "node", pl.col("t_start_mono").cast(pl.Float64), pl.col("t_end_mono").cast(pl.Float64))
+        _with_session(windows.lazy())
+        .select("trial_id", "node", "session", pl.col("t_start_mono").cast(pl.Float64), pl.col("t_end_mono").cast(pl.Float64))
         .with_columns(duration=pl.col("t_end_mono") - pl.col("t_start_mono"))
     )
     power = _trapezoid(s.filter(pl.col("watts").is_not_null()), w)
@@ -54,7 +56,7 @@ def _trapezoid(p: pl.LazyFrame, w: pl.LazyFrame) -> pl.LazyFrame:
     ws = w.sort("t_start_mono")
     # Assign each sample to the window that started last before it (windows of a node never overlap).
     inside = (
-        p.join_asof(ws, left_on="t_mono", right_on="t_start_mono", by="node", strategy="backward", check_sortedness=False)
+        p.join_asof(ws, left_on="t_mono", right_on="t_start_mono", by=_STREAM, strategy="backward", check_sortedness=False)
         .filter(pl.col("trial_id").is_not_null() & (pl.col("t_mono") <= pl.col("t_end_mono")))
         .sort("trial_id", "device", "source", "t_mono")
     )
@@ -69,7 +71,7 @@ def _trapezoid(p: pl.LazyFrame, w: pl.LazyFrame) -> pl.LazyFrame:
     )
     # Windows with no sample inside: nearest earlier reading x duration.
     series = p.select(*_KEYS).unique()
-    wanted = ws.join(series, on="node")
+    wanted = ws.join(series, on=_STREAM)
     empty = wanted.join(agg.select("trial_id", *_KEYS), on=["trial_id", *_KEYS], how="anti")
     nearest = (
         empty.sort("t_start_mono")
@@ -102,7 +104,7 @@ def _counter(c: pl.LazyFrame, w: pl.LazyFrame) -> pl.LazyFrame:
     ).sort("t_mono")
     series = c.select(*_KEYS).unique()
     bounds = (
-        w.join(series, on="node")
+        w.join(series, on=_STREAM)
         .unpivot(index=["trial_id", *_KEYS, "duration"], on=["t_start_mono", "t_end_mono"], variable_name="edge", value_name="t")
         .sort("t")
     )
@@ -127,7 +129,7 @@ def _counter(c: pl.LazyFrame, w: pl.LazyFrame) -> pl.LazyFrame:
         duration=pl.col("duration").first(),
     )
     n_upd = (
-        upd.join_asof(w.sort("t_start_mono"), left_on="t_mono", right_on="t_start_mono", by="node", strategy="backward", check_sortedness=False)
+        upd.join_asof(w.sort("t_start_mono"), left_on="t_mono", right_on="t_start_mono", by=_STREAM, strategy="backward", check_sortedness=False)
         .filter(pl.col("trial_id").is_not_null() & (pl.col("t_mono") <= pl.col("t_end_mono")))
         .group_by("trial_id", *_KEYS)
         .agg(n_samples=pl.len().cast(pl.UInt32))
@@ -146,10 +148,17 @@ def _counter(c: pl.LazyFrame, w: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def _with_session(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Frames without a session column (or with nulls) are one session."""
+    if "session" not in lf.collect_schema().names():
+        return lf.with_columns(pl.lit("").alias("session"))
+    return lf.with_columns(pl.col("session").fill_null(""))
+
+
 def counter_total(samples: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """First-to-last counter delta per node/device/source over all samples (for closure checks)."""
+    """First-to-last counter delta per node/session/device/source (for closure checks)."""
     return (
-        samples.lazy()
+        _with_session(samples.lazy())
         .filter(pl.col("joules").is_not_null())
         .sort("t_mono")
         .group_by(*_KEYS)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import socket
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Collection, Iterable, Iterator, Sequence, Union
 
@@ -62,7 +63,7 @@ class ProfileSpec:
     node_type: str = "local"
     idle_s: float = 3.0
     cooldown_s: float = 0.0
-    min_window_s: float = 0.5
+    min_window_s: float | None = None  # None: auto = max(0.5, 20 meter update periods): 2 s on NVML
     sample_period_s: float = 0.02
     seed: int = 0
     gpu_indices: tuple[int, ...] | None = None
@@ -70,7 +71,7 @@ class ProfileSpec:
 
     def __post_init__(self) -> None:
         for name in ("idle_s", "cooldown_s", "min_window_s"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise bad_value(name, getattr(self, name), "must be >= 0")
         if self.sample_period_s <= 0:
             raise bad_value("sample_period_s", self.sample_period_s, "must be > 0")
@@ -181,6 +182,7 @@ class Profiler:
         }
         self.sweep_id = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         self._tail = pl.DataFrame(schema=SAMPLE_SCHEMA)
+        self.session = uuid.uuid4().hex[:12]  # this run: samples and windows join within it
 
     def trial_id(self, t: PlannedTrial) -> str:
         return f"{self.sweep_id}/{t.key}"
@@ -280,7 +282,7 @@ class Profiler:
         for s in samplers:
             got.extend(s.drain())
         got.sort(key=lambda x: x.t_mono)
-        return samples_frame(got)
+        return samples_frame(got, self.session)
 
     def _read_counters(self, samplers: list[PowerSampler]) -> list[PowerSample]:
         out: list[PowerSample] = []
@@ -291,7 +293,8 @@ class Profiler:
 
     def _energy(self, frame: pl.DataFrame, trial_id: str, t0: float, t1: float) -> pl.DataFrame:
         both = pl.concat([self._tail, frame], how="vertical_relaxed") if self._tail.height else frame
-        win = pl.DataFrame({"trial_id": [trial_id], "node": [self.node], "t_start_mono": [t0], "t_end_mono": [t1]})
+        win = pl.DataFrame({"trial_id": [trial_id], "node": [self.node], "session": [self.session],
+                            "t_start_mono": [t0], "t_end_mono": [t1]})
         e = window_energy(both, win)
         # keep ~1 s of history: the start edge's counter interpolation needs the update before it
         self._tail = both.filter(pl.col("t_mono") >= t1 - 1.0)
@@ -327,12 +330,13 @@ class Profiler:
         prompt = backend.make_prompt(c.batch, c.tin, seed)
         if spec.cooldown_s > 0:
             time.sleep(spec.cooldown_s)
+        min_window = spec.min_window_s if spec.min_window_s is not None else auto_min_window(samplers)
         c0 = self._read_counters(samplers)
         w0, m0 = now()
         results = []
         while True:  # back-to-back generations until the window lasts min_window_s
             results.append(backend.generate(prompt, c.tout))
-            if time.monotonic() - m0 >= spec.min_window_s or len(results) >= MAX_INNER:
+            if time.monotonic() - m0 >= min_window or len(results) >= MAX_INNER:
                 break
         w1, m1 = now()
         n_inner = len(results)
@@ -371,12 +375,20 @@ class Profiler:
             device_energy_j=[by_dev[d]["energy_j"] / n_inner for d in devices], devices=devices,
             t_start=w0, t_end=w1, t_start_mono=m0, t_end_mono=m1, node=self.node, node_type=spec.node_type,
             system=system, device=device_name, n_gpus=self.n_gpus, model=spec.model, backend=spec.backend,
-            dtype=dtype, versions=versions,
+            dtype=dtype, versions=versions, session=self.session,
         )
         return rec, frame
 
 
 # ---- helpers ----------------------------------------------------------------------------------
+def auto_min_window(samplers: list[PowerSampler]) -> float:
+    """Shortest measurement window: 20 meter update periods (2 s on NVML's 100 ms), at least 0.5 s.
+    Measured on an H100: counter and integrated power agree to ~0.3% (median) over windows > 5 s,
+    ~1% over 1-5 s and ~4% under 1 s (docs/measurement.md)."""
+    periods = [s.update_period_s for s in samplers]
+    return max(0.5, 20 * max(periods, default=0.0))
+
+
 def _resolve_device(device: str, gpu_indices: tuple[int, ...] | None) -> str:
     if device == "auto":
         try:

@@ -55,6 +55,7 @@ TRIAL_SCHEMA: dict[str, pl.DataType] = {
     "t_start_mono": pl.Float64,  # monotonic clock of the node (s): joins samples to trials
     "t_end_mono": pl.Float64,
     "node": pl.String,  # hostname or Ray node id
+    "session": pl.String,  # one profiler run (process): monotonic clocks compare only within it
     "node_type": pl.String,  # e.g. "h100", "a100", "cpu" (the config's node type)
     "system": pl.String,  # hardware description, e.g. "AMD EPYC 7742 + NVIDIA A100-SXM4-40GB"
     "device": pl.String,  # e.g. the GPU's NVML name, or the CPU model
@@ -69,6 +70,7 @@ SAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "t_wall": pl.Float64,  # epoch seconds
     "t_mono": pl.Float64,  # node monotonic seconds
     "node": pl.String,
+    "session": pl.String,  # the profiler run that took it (see TRIAL_SCHEMA)
     "device": pl.String,  # e.g. "gpu0", "package-0", "dram-0", "cpu"
     "source": pl.String,  # nvml-power | nvml-counter | rapl | estimate
     "watts": pl.Float64,  # null for counter readings
@@ -90,11 +92,12 @@ class PowerSample:
     joules: float | None = None
 
 
-def samples_frame(samples: list[PowerSample]) -> pl.DataFrame:
+def samples_frame(samples: list[PowerSample], session: str = "") -> pl.DataFrame:
     """Samples as a frame with :data:`SAMPLE_SCHEMA` (empty list -> empty frame with the schema)."""
     if not samples:
         return pl.DataFrame(schema=SAMPLE_SCHEMA)
-    cols = {name: [getattr(s, name) for s in samples] for name in SAMPLE_SCHEMA}
+    cols = {name: [getattr(s, name) for s in samples] for name in SAMPLE_SCHEMA if name != "session"}
+    cols["session"] = [session] * len(samples)
     return pl.DataFrame(cols, schema=SAMPLE_SCHEMA)
 
 
@@ -139,6 +142,7 @@ class TrialRecord:
     backend: str
     dtype: str
     versions: str = "{}"
+    session: str = ""
 
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

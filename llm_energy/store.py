@@ -140,7 +140,36 @@ class TrialStore:
         files = self._files("samples")
         if not files:
             return pl.LazyFrame(schema=SAMPLE_SCHEMA)
-        return pl.scan_parquet(files)
+        return pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")
+
+    def compact(self, decimate_s: float | None = None) -> tuple[int, int, int]:
+        """Merge all chunks into one trials and one samples chunk; returns (trials, samples, old files).
+
+        With ``decimate_s``: one power reading per (session, device) per interval, and counter readings
+        only where the counter changed (its update points, which is all energy integration uses).
+        The merged chunks are written first, then the old ones removed: an interrupted compaction
+        leaves duplicates that readers drop (trials by id; samples by exact row), never a loss.
+        """
+        old_t, old_s = self._files("trials"), self._files("samples")
+        trials = self.trials()
+        samples = self.samples().collect().unique(maintain_order=True)
+        if decimate_s:
+            keys = ["node", "session", "device", "source"]
+            samples = samples.sort("t_mono")
+            power = (samples.filter(pl.col("watts").is_not_null())
+                     .with_columns((pl.col("t_mono") / decimate_s).floor().alias("_slot"))
+                     .unique([*keys, "_slot"], keep="first", maintain_order=True).drop("_slot"))
+            counter = samples.filter(pl.col("joules").is_not_null()).filter(
+                (pl.col("joules") != pl.col("joules").shift(1).over(keys)) | pl.col("joules").shift(1).over(keys).is_null()
+                | (pl.col("t_mono") == pl.col("t_mono").max().over(keys)))
+            samples = pl.concat([power, counter]).sort("t_mono")
+        if trials.height:
+            self._write_chunk("trials", trials)
+        if samples.height:
+            self._write_chunk("samples", conform(samples, SAMPLE_SCHEMA))
+        for f in old_t + old_s:
+            Path(f).unlink(missing_ok=True)
+        return trials.height, samples.height, len(old_t) + len(old_s)
 
     # ---- internals ---------------------------------------------------------------------------
     def _files(self, kind: str) -> list[str]:

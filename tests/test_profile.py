@@ -39,7 +39,7 @@ def test_tiny_sweep_exact_counts_and_energy(tmp_path):
     # the stored energy is what the stored samples integrate to
     from llm_energy.integrate import window_energy
 
-    e = window_energy(store.samples(), df.select("trial_id", "node", "t_start_mono", "t_end_mono"))
+    e = window_energy(store.samples(), df.select("trial_id", "node", "session", "t_start_mono", "t_end_mono"))
     per = e.group_by("trial_id").agg(pl.col("energy_j").sum()).join(df.select("trial_id", "energy_j", "n_inner"),
                                                                       on="trial_id", suffix="_stored")
     assert per.height == df.height

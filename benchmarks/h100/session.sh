@@ -29,6 +29,20 @@ for step in "$@"; do
     issue3-nocache)
       budget 560 $LE profile --model llama-2-7b --backend no-cache --tin 8,64,512 --tout 8,64,512 --repeats 2 --warmups 1 \
         --node-type h100 --out data/h100/issue3 --no-live --idle-s 5 ;;
+    bw)
+      python3 -m benchmarks.h100.hbm_bandwidth --preset llama-2-7b ;;
+    static-grid)
+      budget 560 $LE profile --model llama-2-7b --backend static --tin 8..2048 --tout 8..2048 --repeats ${REPEATS:-1} \
+        --warmups 0 --node-type h100 --out data/h100/grid-static --no-live --idle-s 5 ;;
+    cache-grid)
+      budget 480 $LE profile --model llama-2-7b --backend cache --tin 8..2048 --tout 8..512 --repeats 1 --warmups 0 \
+        --node-type h100 --out data/h100/grid-cache --no-live --idle-s 5 ;;
+    nocache-sub)
+      budget 200 $LE profile --model llama-2-7b --backend no-cache --tin 8,128,512,2048 --tout 8,32,128,256 --repeats 1 \
+        --warmups 0 --node-type h100 --out data/h100/grid-nocache --no-live --idle-s 5 ;;
+    batch-sub)
+      budget 200 $LE profile --model llama-2-7b --backend cache --tin 64,512 --tout 64,256 --batch 1,4,16,64 --repeats 1 \
+        --warmups 0 --node-type h100 --out data/h100/batch-cache --no-live --idle-s 5 ;;
     *) echo "unknown step $step" ;;
   esac
 done
