@@ -52,13 +52,14 @@ def window_energy(samples: pl.DataFrame | pl.LazyFrame, windows: pl.DataFrame | 
 
 
 def _trapezoid(p: pl.LazyFrame, w: pl.LazyFrame) -> pl.LazyFrame:
+    # Sorted once by time (the as-of join needs it); the join keeps that order and group_by keeps
+    # the order within each group, so the samples of a window stay in time order without a re-sort.
     p = p.select(*_KEYS, "t_mono", "watts").sort("t_mono")
     ws = w.sort("t_start_mono")
-    # Assign each sample to the window that started last before it (windows of a node never overlap).
+    # Assign each sample to the window that started last before it (windows of a stream never overlap).
     inside = (
         p.join_asof(ws, left_on="t_mono", right_on="t_start_mono", by=_STREAM, strategy="backward", check_sortedness=False)
         .filter(pl.col("trial_id").is_not_null() & (pl.col("t_mono") <= pl.col("t_end_mono")))
-        .sort("trial_id", "device", "source", "t_mono")
     )
     t, x = pl.col("t_mono"), pl.col("watts")
     agg = inside.group_by("trial_id", *_KEYS).agg(

@@ -99,3 +99,19 @@ def test_constant_power_any_window(level, start, length):
     out = window_energy(s, windows((start, start + length)))
     for src in ("nvml-counter", "nvml-power"):
         assert get(out, "w0", src)["energy_j"] == pytest.approx(level * length, rel=0.01)
+
+
+def test_interleaved_devices_with_varying_power():
+    # two devices on one node with different, time-varying power: the per-window integration must
+    # keep each device's samples in time order (a wrong order breaks the trapezoid, not the sum)
+    a, ea = trace(lambda t: 100 + 80 * np.sin(3 * t), device="gpu0", offset=0.001)
+    b, eb = trace(lambda t: 300 - 120 * np.cos(5 * t), device="gpu1", offset=0.011)
+    s = pl.concat([b, a]).sample(fraction=1.0, shuffle=True, seed=1)
+    spans = [(0.2, 0.9), (1.0, 2.1), (2.2, 2.9)]
+    out = window_energy(s, windows(*spans))
+    for i, (lo, hi) in enumerate(spans):
+        for dev, e in (("gpu0", ea), ("gpu1", eb)):
+            row = out.filter((pl.col("trial_id") == f"w{i}") & (pl.col("device") == dev))
+            for method in ("counter", "trapezoid"):
+                got = row.filter(pl.col("method") == method)["energy_j"][0]
+                assert got == pytest.approx(e(hi) - e(lo), rel=0.02), (i, dev, method)
