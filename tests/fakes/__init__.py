@@ -1,0 +1,1 @@
+"""Fakes for what cannot exist on this machine (NVML, RAPL), replaying realistic values."""
