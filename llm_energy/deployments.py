@@ -72,6 +72,11 @@ class DeploymentsFile:
 
 
 def _number(v: object, field: str, path: str, *, positive: bool, integer: bool = False) -> float:
+    if isinstance(v, str):  # PyYAML (YAML 1.1) reads 1e-3 (no dot) as a string: accept numeric strings
+        try:
+            v = float(v)
+        except ValueError:
+            raise bad_value(field, v, "must be a finite number", source=path) from None
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
         raise bad_value(field, v, "must be a finite number", source=path)
     if integer and float(v) != int(v):

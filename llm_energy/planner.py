@@ -19,24 +19,34 @@ Three layers, kept apart:
   ``zeta`` is a mutable Param (a sweep re-solves the same model); each non-class row carries an
   elastic slack with a large penalty, so the model is always feasible and a positive slack names the
   constraint that cannot be met.
-* **Solve** (:class:`Planner`): exact column generation. Only share rows -> the constraint matrix is that
-  of a transportation problem (totally unimodular), so the LP optimum at a vertex is integral and we
-  solve the LP, not a MIP. The LP's optimum is fixed by K deployment prices: a class goes to the
-  deployment minimising cost - price. We estimate prices in numpy, hand the solver only the classes
-  near a tie (all others are fixed to their single best column and folded into the rows' right-hand
-  sides), then price out *every* column with the solver's duals and add any with negative reduced
-  cost until none is left: primal feasible + dual feasible + complementary slack = the full LP's
-  optimum, certified for every (class, deployment) pair. Capacity/budget/floor rows break total
-  unimodularity; then a MIP is solved on the master after reduced-cost fixing (a column whose reduced
-  cost exceeds incumbent - LP bound cannot be in a better integer solution), and the proven gap to the
-  LP bound is reported.
+* **Solve** (:class:`Planner`): exact, with the solver seeing a small problem. With share/SLO rows only
+  the constraint matrix is a transportation problem's (totally unimodular): the LP optimum at a vertex
+  is integral, so we solve the LP, not a MIP. That optimum is fixed by K deployment prices (the duals
+  of the share rows): each class goes to the deployment minimising cost - price. So:
+
+  1. estimate the prices in numpy (:func:`dual_prices`, the entropy-smoothed Lagrangian dual);
+  2. hand the solver only the classes near a tie under them, plus the columns of a share-feasible
+     repair (:func:`share_repair`); every other class is fixed to its single best column and folded
+     into the rows' right-hand sides;
+  3. certify: price out *every* (class, deployment) pair with the master's duals, or (share rows only)
+     find prices for the whole assembled plan by a negative-cycle test on K + 1 nodes
+     (:func:`share_certificate`); add the columns that price negatively and repeat until certified;
+  4. report a proven lower bound, the Lagrangian bound of the final duals (:func:`lagrangian_bound`),
+     and the gap to it.
+
+  Capacity/budget/floor rows break total unimodularity: then the master is solved as a MIP after
+  reduced-cost fixing against that bound (a column whose reduced cost exceeds incumbent - bound cannot
+  be in a better integer plan), and the gap is again stated. Deployments with identical objective
+  columns (one model on two node types at zeta = 0) are merged exactly and split by energy.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -45,12 +55,12 @@ from llm_energy.errors import UserError, bad_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from llm_energy.deployments import DeploymentsFile
-    from llm_energy.workload import BinnedClasses, WorkloadClasses
+    from llm_energy.workload import WorkloadClasses
 
 SOLVERS = ("glpk", "highs")
 NEGATIVE_POLICIES = ("clip", "keep", "error")
 DEFAULT_TIME_LIMIT_S = 60.0
-DEFAULT_MIP_GAP = 1e-6
+DEFAULT_MIP_GAP = 1e-4
 INTEGRAL_TOL = 1e-6
 
 
@@ -112,6 +122,8 @@ class PlanProblem:
     energy_budget_j: float | None = None
     accuracy_floor: float | None = None
     slo_s: tuple[float | None, ...] | None = None
+    scales: tuple[float, float, float] | None = None  # (E_bar, A_bar, R_bar) from another problem, e.g. bins
+    share_bounds: tuple[np.ndarray, np.ndarray] | None = None  # explicit (lo, hi) per deployment, else from eps
 
     @property
     def n_classes(self) -> int:
@@ -125,33 +137,43 @@ class PlanProblem:
     def n_queries(self) -> int:
         return int(self.count.sum())
 
-    @property
+    @cached_property
     def share_lo(self) -> np.ndarray:
         """Least queries per deployment: ceil(eps N) (int64, K)."""
+        if self.share_bounds is not None:
+            return np.asarray(self.share_bounds[0], dtype=np.int64)
         n = self.n_queries
         return np.full(self.n_deployments, math.ceil(self.min_share * n - 1e-9), dtype=np.int64)
 
-    @property
+    @cached_property
     def share_hi(self) -> np.ndarray:
         """Most queries per deployment: floor((1 - eps) N) (int64, K)."""
+        if self.share_bounds is not None:
+            return np.asarray(self.share_bounds[1], dtype=np.int64)
         n = self.n_queries
         return np.full(self.n_deployments, math.floor((1.0 - self.min_share) * n + 1e-9), dtype=np.int64)
 
-    @property
+    @cached_property
     def energy_scale(self) -> float:
         """E_bar: mean predicted energy per query over queries and deployments (J)."""
+        if self.scales:
+            return self.scales[0]
         v = float((self.count[:, None] * self.energy_j).sum() / (self.n_queries * self.n_deployments))
         return v if v > 0 else 1.0
 
-    @property
+    @cached_property
     def accuracy_scale(self) -> float:
         """A_bar: mean of A_K * (tin + tout) per query over queries and deployments."""
+        if self.scales:
+            return self.scales[1]
         v = float(self.accuracy.mean() * (self.count * self.tokens).sum() / self.n_queries)
         return v if v > 0 else 1.0
 
-    @property
+    @cached_property
     def runtime_scale(self) -> float:
         """R_bar: mean predicted runtime per query (s), the unit of the capacity rows' slack."""
+        if self.scales:
+            return self.scales[2]
         v = float((self.count[:, None] * self.runtime_s).sum() / (self.n_queries * self.n_deployments))
         return v if v > 0 else 1.0
 
@@ -516,7 +538,10 @@ def solve_master(master: Master, solver: str, time_limit_s: float, mip_gap: floa
         res = opt.solve(m, load_solutions=False)
     wall = time.perf_counter() - t0
     tc = res.solver.termination_condition
+    # GLPK ends a MIP at the --mipgap tolerance with an integer solution marked feasible: optimal within the gap.
     status = {TC.optimal: "optimal", TC.maxTimeLimit: "time_limit", TC.infeasible: "infeasible"}.get(tc, str(tc))
+    if tc == TC.feasible and master.integer:
+        status = "optimal"
     if status not in ("optimal", "time_limit") or len(res.solution) == 0:
         return SolveResult(status if status != "time_limit" else "time_limit_no_solution",
                            np.zeros(master.n_columns), np.zeros(len(master.rows)), None, None, wall)
@@ -536,8 +561,9 @@ class PlanSolution:
     """The optimal (or best found) plan for one zeta.
 
     ``x`` (C, K) integer queries per class and deployment; ``objective`` in normalised units (sum over
-    queries of zeta E/E_bar - (1 - zeta) A_K tokens/A_bar); ``lp_bound`` the full LP's optimum (a lower
-    bound on any plan); ``gap`` = (objective - lp_bound) / |lp_bound|, proven; ``lp_integral``: the LP
+    queries of zeta E/E_bar - (1 - zeta) A_K tokens/A_bar); ``lp_bound`` a proven lower bound on every
+    plan (the Lagrangian bound of the final duals, equal to the LP optimum up to solver tolerances);
+    ``gap`` = (objective - lp_bound) / |objective|, proven; ``lp_integral``: the LP
     optimum was integral, so no MIP was needed; ``master_classes``/``master_columns``: the largest
     problem the solver saw; ``rounds``: solver calls; ``solve_s``: wall time of the solver calls
     (writing, solving and reading the model); ``build_s``: Pyomo model building.
@@ -560,6 +586,7 @@ class PlanSolution:
     mip_gap: float
     time_limit_s: float
     metrics: dict[str, float]
+    duals: dict[tuple[str, int], float] | None = None  # row duals behind lp_bound (None after a tie merge)
 
     @property
     def per_deployment(self) -> np.ndarray:
@@ -577,7 +604,8 @@ class Planner:
 
     def __init__(self, problem: PlanProblem, *, solver: str = "glpk", method: str = "reduced",
                  time_limit_s: float = DEFAULT_TIME_LIMIT_S, mip_gap: float = DEFAULT_MIP_GAP,
-                 full_below: int = 2000, min_master: int | None = None) -> None:
+                 full_below: int = 2000, min_master: int | None = None, max_shared: int = 1500,
+                 _depth: int = 0) -> None:
         if method not in ("reduced", "full"):
             raise bad_value("--method", method, "expected reduced or full")
         if not time_limit_s > 0:
@@ -600,32 +628,72 @@ class Planner:
         self._cols: np.ndarray | None = None
         self._master_cls: np.ndarray | None = None
         self._master: Master | None = None
-        self._prepared: set[float] = set()
+        self._seeds: dict[float, np.ndarray] = {}
+        self.max_shared = max_shared
         self._share_only = (not np.isfinite(problem.capacity_s).any() and problem.energy_budget_j is None
                             and problem.accuracy_floor is None)
         self._certified_by = ""
+        self._depth = _depth
+        self._merged: dict[tuple[int, ...], Planner] = {}
+        self._settings = dict(solver=solver, method=method, time_limit_s=time_limit_s, mip_gap=mip_gap,
+                              full_below=full_below, min_master=min_master, max_shared=max_shared)
         self.build_s = 0.0
         self.builds = 0
 
     # -- columns -----------------------------------------------------------------------------------
 
+    def _seed(self, zeta: float) -> np.ndarray:
+        """This zeta's starting columns: near ties under estimated duals, plus a share-feasible repair."""
+        p = self.p
+        cost = p.cost(zeta)
+        red = lagrangian_costs(p, cost, dual_prices(p, cost), clip=False)
+        return near_ties(red, self.min_master) | (share_repair(red, p.count, p.share_lo, p.share_hi) > 0)
+
     def prepare(self, zetas: Sequence[float]) -> None:
-        """Seed the restricted columns with each zeta's near-tie columns (one model for a whole sweep)."""
+        """Seed the restricted columns for every zeta in ``zetas``. While the union of their masters stays
+        small (``max_shared`` classes) one model serves the whole sweep (zeta is a mutable Param);
+        otherwise each zeta gets its own small master when it is solved."""
         p = self.p
         if self.method == "full":
             if self._cols is None:
                 self._set_columns(p.allowed.copy(), np.arange(p.n_classes))
-            self._prepared.update(zetas)
             return
-        cols = np.zeros_like(p.allowed) if self._cols is None else self._cols.copy()
         for z in zetas:
-            if z in self._prepared:
-                continue
-            cost = p.cost(z)
-            red = cost - share_prices(cost, p.count, p.share_lo, p.share_hi)[None, :]
-            cols |= near_ties(red, self.min_master)
-            cols |= share_repair(red, p.count, p.share_lo, p.share_hi) > 0
-            self._prepared.add(z)
+            if z not in self._seeds and self._tie_groups(p.cost(z)) is None:
+                self._seeds[z] = self._seed(z)
+        seeds = [self._seeds[z] for z in zetas if z in self._seeds]
+        if not seeds:
+            return
+        union = np.logical_or.reduce(seeds + ([self._cols] if self._cols is not None else []))
+        if int((union.sum(axis=1) >= 2).sum()) <= self.max_shared:
+            self._set_columns(union)
+
+    def _install(self, zeta: float) -> None:
+        """Make the master hold this zeta's seed columns: added to the current ones while the master stays
+        small, else replacing them (a fresh small master)."""
+        if self.method == "full":
+            self.prepare([zeta])
+            return
+        if zeta not in self._seeds:
+            self._seeds[zeta] = self._seed(zeta)
+        seed = self._seeds[zeta]
+        if self._cols is not None and bool(np.all(self._cols[seed])):
+            return
+        union = seed if self._cols is None else (self._cols | seed)
+        if int((union.sum(axis=1) >= 2).sum()) > self.max_shared:
+            self._cols, self._master_cls, self._master = None, None, None
+            union = seed
+        self._set_columns(union)
+
+    def seed_columns(self, x: np.ndarray, zetas: Sequence[float] = ()) -> None:
+        """Start the restricted master from the columns an assignment ``x`` (C, K) uses (a warm start, e.g.
+        a previous plan), instead of the price heuristic for ``zetas``. Optimality is still certified."""
+        if self.method == "full":
+            return
+        cols = (np.asarray(x) > 0) & self.p.allowed
+        for z in zetas:
+            self._seeds[float(z)] = cols
+        self._cols, self._master_cls, self._master = None, None, None
         self._set_columns(cols)
 
     def _set_columns(self, cols: np.ndarray, master_classes: np.ndarray | None = None) -> None:
@@ -664,24 +732,7 @@ class Planner:
         Classes fixed outside the master get the class dual that makes their one column's reduced cost 0.
         """
         p = self.p
-        K = p.n_deployments
-        share, cap = np.zeros(K), np.zeros(K)
-        other = {"budget": 0.0, "floor": 0.0}
-        for (kind, k), y in zip(master.rows, res.duals_rows):
-            if kind in ("share_lo", "share_hi"):
-                share[k] += y
-            elif kind == "capacity":
-                cap[k] = y
-            else:
-                other[kind] = y
-        coefs = row_coefficients(p)
-        rowterm = np.broadcast_to(share[None, :], p.allowed.shape).copy()
-        if cap.any():
-            rowterm += cap[None, :] * coefs["capacity"]
-        for kind, y in other.items():
-            if y:
-                rowterm += y * coefs[kind]
-        red0 = np.where(p.allowed, cost - rowterm, np.inf)
+        red0 = lagrangian_costs(p, cost, row_duals(master, res), clip=False)
         u = np.empty(p.n_classes)
         fixed = np.ones(p.n_classes, dtype=bool)
         fixed[master.classes] = False
@@ -703,7 +754,7 @@ class Planner:
         return res
 
     def _lp(self, cost: np.ndarray, zeta: float, weight: float, penalty: float, t_start: float):
-        """Column generation to the full LP's optimum; returns (master, result, reduced costs, certificate).
+        """Column generation to the full LP's optimum; returns (master, result, row duals, what certified it).
 
         Each round solves the master LP; the assembled plan is optimal for the full LP when either the
         master's duals price every column non-negatively, or (share rows only) :func:`share_certificate`
@@ -726,13 +777,12 @@ class Planner:
             red = self.reduced_costs(cost, master, res)
             add = (red < -self._tol) & ~self._cols
             if not add.any():
-                return master, res, red, "duals"
+                return master, res, row_duals(master, res), "duals"
             if share_only and res.slack.sum() <= self._slack_tol:
                 x = self._assemble(master, res.x)
                 prices = share_certificate(cost, x, self.p.share_lo, self.p.share_hi, self._tol)
                 if prices is not None:
-                    u = np.min(cost - prices[None, :], axis=1)
-                    return master, res, cost - prices[None, :] - u[:, None], "prices"
+                    return master, res, share_duals(self.p, prices), "prices"
             rows = np.flatnonzero(add.any(axis=1))
             best = np.argmin(np.where(add[rows], red[rows], np.inf), axis=1)
             worst_first = np.argsort(red[rows, best])
@@ -741,19 +791,78 @@ class Planner:
             new[rows[keep], best[keep]] = True
             self._set_columns(new, rows[keep])
 
+    def _tie_groups(self, cost: np.ndarray) -> np.ndarray | None:
+        """Group label of each deployment when some have identical cost columns (share rows only), else None."""
+        if not self._share_only or self.p.n_deployments < 2:
+            return None
+        _, labels = np.unique(cost.T, axis=0, return_inverse=True)
+        labels = labels.reshape(-1)
+        return labels if len(np.unique(labels)) < self.p.n_deployments else None
+
     def solve(self, zeta: float) -> PlanSolution:
-        """The optimal plan for ``zeta`` (see the module docstring for why it is exact)."""
+        """The optimal plan for ``zeta`` (see the module docstring for why it is exact).
+
+        Deployments whose objective columns are identical for this zeta (e.g. one model on two node types
+        at zeta = 0: same accuracy) are interchangeable: they are merged into one with the summed share
+        bounds (an exact reduction), and the merged deployment's queries are then split among its
+        members by the other term (least energy; most accuracy at zeta = 1) under their own bounds.
+        """
         if not (isinstance(zeta, (int, float)) and math.isfinite(zeta) and 0.0 <= zeta <= 1.0):
             raise bad_value("--zeta", zeta, "must be in [0, 1]")
         zeta = float(zeta)
-        self.prepare([zeta])
+        labels = self._tie_groups(self.p.cost(zeta))
+        if labels is not None:
+            return self._solve_merged(zeta, labels)
+        return self._solve_direct(zeta)
+
+    def _solve_merged(self, zeta: float, labels: np.ndarray) -> PlanSolution:
+        p = self.p
+        groups = [np.flatnonzero(labels == g) for g in range(labels.max() + 1)]
+        first = np.array([g[0] for g in groups])
+        lo, hi = p.share_lo, p.share_hi
+        key = tuple(int(v) for v in labels)
+        if key not in self._merged:
+            sub = replace(p, names=tuple("+".join(p.names[k] for k in g) for g in groups),
+                          energy_j=p.energy_j[:, first], runtime_s=p.runtime_s[:, first], accuracy=p.accuracy[first],
+                          allowed=p.allowed[:, first], capacity_s=p.capacity_s[first], slo_s=None,
+                          share_bounds=(np.array([lo[g].sum() for g in groups]),
+                                        np.array([hi[g].sum() for g in groups])),
+                          scales=(p.energy_scale, p.accuracy_scale, p.runtime_scale))
+            self._merged[key] = Planner(sub, **self._settings, _depth=self._depth + 1)
+        sol = self._merged[key].solve(zeta)
+        x = np.zeros(p.allowed.shape, dtype=np.int64)
+        rounds, solve_s = sol.rounds, sol.solve_s
+        z2 = 0.0 if zeta == 1.0 else 1.0
+        for gi, g in enumerate(groups):
+            rows = np.flatnonzero(sol.x[:, gi] > 0)
+            if len(g) == 1 or not rows.size:
+                x[:, g[0]] = sol.x[:, gi]
+                continue
+            sub = replace(p, names=tuple(p.names[k] for k in g), count=sol.x[rows, gi], tokens=p.tokens[rows],
+                          energy_j=p.energy_j[np.ix_(rows, g)], runtime_s=p.runtime_s[np.ix_(rows, g)],
+                          accuracy=p.accuracy[g], allowed=p.allowed[np.ix_(rows, g)], capacity_s=p.capacity_s[g],
+                          slo_s=None, share_bounds=(lo[g], hi[g]),
+                          scales=(p.energy_scale, p.accuracy_scale, p.runtime_scale))
+            if self._depth >= 1:  # identical in both terms: any split within the bounds is as good
+                xs = fill_split(sub.count, lo[g], hi[g])
+            else:
+                s2 = Planner(sub, **self._settings, _depth=self._depth + 1).solve(z2)
+                xs, rounds, solve_s = s2.x, rounds + s2.rounds, solve_s + s2.solve_s
+            x[np.ix_(rows, g)] = xs
+        obj = p.objective(x, zeta)
+        return replace(sol, x=x, objective=obj, gap=max(obj - sol.lp_bound, 0.0) / max(abs(obj), 1e-12),
+                       method=f"{sol.method}; {p.n_deployments - len(groups)} tied deployment(s) merged", duals=None,
+                       rounds=rounds, solve_s=solve_s, metrics=p.metrics(x))
+
+    def _solve_direct(self, zeta: float) -> PlanSolution:
+        self._install(zeta)
         p = self.p
         self._rounds, self._solve_s, self._biggest = 0, 0.0, (0, 0)
         build0 = self.build_s
         t_start = time.perf_counter()
         cost = p.cost(zeta)
         for _ in range(4):
-            master, res, red, self._certified_by = self._lp(cost, zeta, 1.0, self._penalty, t_start)
+            master, res, y, self._certified_by = self._lp(cost, zeta, 1.0, self._penalty, t_start)
             if res.slack.sum() <= self._slack_tol:
                 break
             why = self.diagnose(t_start)
@@ -763,10 +872,13 @@ class Planner:
         else:
             raise InfeasiblePlan("no feasible plan found (numerical trouble); relax the constraints")
         x_lp = self._assemble(master, res.x)
-        lp_bound = p.objective(x_lp, zeta)
+        bound, d = lagrangian_bound(p, cost, y)
         if np.abs(x_lp - np.rint(x_lp)).max(initial=0.0) <= INTEGRAL_TOL:
-            return self._finish(zeta, "optimal", np.rint(x_lp), lp_bound, True, build0)
-        # MIP on the master; reduced-cost fixing against the full LP's duals keeps it exact.
+            return self._finish(zeta, "optimal", np.rint(x_lp), bound, True, build0, y)
+        # MIP on the master. The Lagrangian bound proves the gap of every integer plan: within --mip-gap we
+        # stop; otherwise reduced-cost fixing adds the only columns that could still improve the plan
+        # (reduced cost <= incumbent - bound), cheapest first, and the MIP is solved again.
+        status = "feasible"
         for _ in range(8):
             master = self._model()
             set_integer(master, True)
@@ -780,16 +892,28 @@ class Planner:
                                 f"({len(master.classes)} classes); raise --time-limit (now {self.time_limit_s:g} s)")
             x_int = self._assemble(master, mres.x)
             z_int = p.objective(x_int, zeta) + self._penalty * float(mres.slack.sum())
-            room = (red <= (z_int - lp_bound) + self._tol) & ~self._cols
-            if not room.any() or mres.status != "optimal":
+            feasible = mres.slack.sum() <= self._slack_tol
+            if feasible and (z_int - bound) <= self.mip_gap * max(abs(z_int), 1e-12):
+                status = "optimal"
                 break
-            self._set_columns(self._cols | room, np.flatnonzero(room.any(axis=1)))
+            if mres.status == "time_limit":
+                status = "time_limit"
+                break
+            room = (d <= (z_int - bound) + self._tol) & ~self._cols
+            if not room.any():
+                status = "optimal"  # the master holds every column that could improve: its MIP optimum is exact
+                break
+            r, k = np.nonzero(room)
+            keep = np.argsort(d[r, k], kind="stable")[: max(2000, master.n_columns)]
+            new = self._cols.copy()
+            new[r[keep], k[keep]] = True
+            self._set_columns(new, np.unique(r[keep]))
         if mres.slack.sum() > self._slack_tol:
             bad = [kind if kind in ("budget", "floor") else f"{kind}[{p.names[k]}]"
                    for (kind, k), s in zip(master.rows, mres.slack) if s > self._slack_tol]
             raise InfeasiblePlan("infeasible in whole queries: the LP relaxation fits but no integer plan meets "
                                  f"{', '.join(bad)}; relax them by about one query's worth")
-        return self._finish(zeta, mres.status, np.rint(x_int), lp_bound, False, build0)
+        return self._finish(zeta, status, np.rint(x_int), bound, False, build0, y)
 
     def diagnose(self, t_start: float | None = None) -> list[str]:
         """Least total violation of the non-class rows (x cost 0): the rows that stay violated, in words."""
@@ -801,20 +925,115 @@ class Planner:
                 if s > self._slack_tol]
 
     def _finish(self, zeta: float, status: str, x: np.ndarray, lp_bound: float, lp_integral: bool,
-                build0: float) -> PlanSolution:
+                build0: float, duals: dict | None = None) -> PlanSolution:
         p = self.p
         obj = p.objective(x, zeta)
-        gap = 0.0 if lp_integral else max(obj - lp_bound, 0.0) / max(abs(lp_bound), 1e-12)
+        gap = max(obj - lp_bound, 0.0) / max(abs(obj), 1e-12)
         return PlanSolution(zeta=zeta, status=status, x=x.astype(np.int64), objective=obj, lp_bound=lp_bound,
                             gap=gap, lp_integral=lp_integral, solver=self.solver, method=self.method,
                             solve_s=self._solve_s, build_s=self.build_s - build0, rounds=self._rounds,
                             master_classes=self._biggest[0], master_columns=self._biggest[1], mip_gap=self.mip_gap,
-                            time_limit_s=self.time_limit_s, metrics=p.metrics(x))
+                            time_limit_s=self.time_limit_s, metrics=p.metrics(x), duals=duals)
 
     def sweep(self, zetas: Sequence[float]) -> list[PlanSolution]:
         """Solve every zeta on one master model (built once, unless pricing adds columns)."""
         self.prepare(list(zetas))
         return [self.solve(z) for z in zetas]
+
+
+def row_duals(master: Master, res: SolveResult) -> dict[tuple[str, int], float]:
+    """The master's duals of its non-class rows by (kind, deployment)."""
+    return {key: float(y) for key, y in zip(master.rows, res.duals_rows)}
+
+
+ROW_SENSE = {"share_lo": ">=", "share_hi": "<=", "capacity": "<=", "budget": "<=", "floor": ">="}
+
+
+def _row_rhs(p: PlanProblem, kind: str, k: int) -> float:
+    """Right-hand side of a row over the whole problem (scaled as :func:`row_coefficients`)."""
+    if kind == "share_lo":
+        return float(p.share_lo[k])
+    if kind == "share_hi":
+        return float(p.share_hi[k])
+    if kind == "capacity":
+        return float(p.capacity_s[k] / p.runtime_scale)
+    if kind == "budget":
+        return float(p.energy_budget_j / p.energy_scale)
+    return float(p.accuracy_floor * (p.count * p.tokens).sum() / p.accuracy_scale)
+
+
+def _clip_sign(kind: str, y: float) -> float:
+    return max(y, 0.0) if ROW_SENSE[kind] == ">=" else min(y, 0.0)
+
+
+def lagrangian_costs(p: PlanProblem, cost: np.ndarray, y: dict[tuple[str, int], float], *, clip: bool
+                     ) -> np.ndarray:
+    """cost - sum_rows y_row * coefficient, (C, K), +inf where the SLO forbids the pair.
+
+    ``clip`` first projects each dual on its sign (>= rows: y >= 0; <= rows: y <= 0), as
+    :func:`lagrangian_bound` needs.
+    """
+    K = p.n_deployments
+    share, cap = np.zeros(K), np.zeros(K)
+    other = {"budget": 0.0, "floor": 0.0}
+    for (kind, k), v in y.items():
+        v = _clip_sign(kind, v) if clip else v
+        if kind in ("share_lo", "share_hi"):
+            share[k] += v
+        elif kind == "capacity":
+            cap[k] += v
+        else:
+            other[kind] += v
+    coefs = row_coefficients(p)
+    red = cost - share[None, :]
+    if cap.any():
+        red = red - cap[None, :] * coefs["capacity"]
+    for kind, v in other.items():
+        if v:
+            red = red - v * coefs[kind]
+    return np.where(p.allowed, red, np.inf)
+
+
+def lagrangian_bound(p: PlanProblem, cost: np.ndarray, y: dict[tuple[str, int], float]) -> tuple[float, np.ndarray]:
+    """A proven lower bound on every feasible plan's objective, from any row duals ``y``, and the
+    non-negative reduced costs (C, K) it leaves.
+
+    For a feasible x: cost.x = (cost - y A).x + y A x >= sum_c n_c min_K (cost - y A)[c, K] + y b, since
+    y A x >= y b row by row when y has the row's sign (weak Lagrangian duality). So a plan whose
+    objective meets this bound is optimal, and a column whose reduced cost exceeds
+    (incumbent - bound) cannot be in a better plan.
+    """
+    red = lagrangian_costs(p, cost, y, clip=True)
+    best = red.min(axis=1)
+    const = sum(_clip_sign(kind, v) * _row_rhs(p, kind, k) for (kind, k), v in y.items())
+    return float((p.count * best).sum() + const), red - best[:, None]
+
+
+def share_duals(p: PlanProblem, prices: np.ndarray) -> dict[tuple[str, int], float]:
+    """Deployment prices as share-row duals: p > 0 on the lower bound row, p < 0 on the upper one."""
+    y: dict[tuple[str, int], float] = {}
+    for k, v in enumerate(prices):
+        if p.share_lo[k] > 0:
+            y[("share_lo", k)] = max(float(v), 0.0)
+        y[("share_hi", k)] = min(float(v), 0.0)
+    return y
+
+
+def fill_split(count: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Split classes (``count``) over interchangeable deployments so each gets between lo and hi queries:
+    every deployment is filled to its lower bound first, then up to its upper bound, in order."""
+    target = lo.astype(np.int64).copy()
+    rest = int(count.sum() - target.sum())
+    for k in range(len(target)):
+        add = min(rest, int(hi[k] - target[k]))
+        target[k] += add
+        rest -= add
+    x = np.zeros((len(count), len(target)), dtype=np.int64)
+    cum_t = np.concatenate([[0], np.cumsum(target)])
+    cum_c = np.concatenate([[0], np.cumsum(count)])
+    for k in range(len(target)):  # overlap of class intervals with deployment k's interval
+        x[:, k] = np.clip(np.minimum(cum_c[1:], cum_t[k + 1]) - np.maximum(cum_c[:-1], cum_t[k]), 0, None)
+    return x
 
 
 def describe_row(p: PlanProblem, kind: str, k: int, slack: float, x: np.ndarray) -> str:
@@ -840,54 +1059,125 @@ def describe_row(p: PlanProblem, kind: str, k: int, slack: float, x: np.ndarray)
             f"most {p.accuracy_floor - short:.6g}")
 
 
-def share_prices(cost: np.ndarray, count: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, sample: int = 2000,
-                 seed: int = 0) -> np.ndarray:
-    """Deployment prices p (K,) near the optimal duals of the share rows (a starting point only).
+@contextmanager
+def single_threaded_blas():
+    """Run a block with the OpenBLAS libraries numpy and scipy bundle limited to one thread.
 
-    Maximises the entropy-smoothed Lagrangian dual of the share-only problem,
-    sum_c n_c softmin_tau(cost[c, :] - p) + sum_K (lo_K mu_K - hi_K nu_K) with p = mu - nu, mu, nu >= 0,
-    with L-BFGS-B while annealing tau down to 1e-4 of the typical cost spread (first on a
-    count-weighted sample of at most ``sample`` classes, then on all). The solver's duals or
-    :func:`share_certificate` certify optimality afterwards; these prices only choose what it sees.
+    dual_prices makes hundreds of tiny BLAS calls (inside L-BFGS-B); on a small, busy machine OpenBLAS's
+    thread pools spin and slow them 5-10x (measured on 2 shared cores). Found through the process's
+    loaded libraries with ctypes; a no-op where they cannot be found (threadpoolctl would do the same).
+    """
+    import ctypes
+
+    libs = []
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {fields[-1] for fields in map(str.split, f)
+                     if len(fields) >= 6 and "openblas" in fields[-1] and ".so" in fields[-1]}
+        for path in sorted(paths):
+            lib = ctypes.CDLL(path)
+            for get, put in (("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+                             ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                             ("openblas_get_num_threads", "openblas_set_num_threads")):
+                if hasattr(lib, get) and hasattr(lib, put):
+                    n = int(getattr(lib, get)())
+                    getattr(lib, put)(ctypes.c_int(1))
+                    libs.append((getattr(lib, put), n))
+                    break
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        for put, n in libs:
+            put(ctypes.c_int(n))
+
+
+def dual_prices(p: PlanProblem, cost: np.ndarray, *, sample: int = 2000, seed: int = 0
+                ) -> dict[tuple[str, int], float]:
+    """Estimated duals of every non-class row (share, capacity, budget, floor): a starting point only.
+
+    Maximises the entropy-smoothed Lagrangian dual
+    sum_c n_c softmin_tau(cost[c, :] - (y A)[c, :]) + y b over y with each row's sign (>= rows y >= 0,
+    <= rows y <= 0), by L-BFGS-B with bounds while annealing tau down to 1e-4 of the typical cost
+    spread (first on a count-weighted sample of at most ``sample`` classes, then on all). The solver's
+    duals or :func:`share_certificate` certify optimality afterwards; these only choose what it sees.
     """
     from scipy.optimize import minimize
 
     C, K = cost.shape
-    if K == 1 or C == 0:
-        return np.zeros(K)
-    n = float(count.sum())
+    keys: list[tuple[str, int]] = [("share_lo", k) for k in range(K) if p.share_lo[k] > 0]
+    keys += [("share_hi", k) for k in range(K)]
+    keys += [("capacity", int(k)) for k in np.flatnonzero(np.isfinite(p.capacity_s))]
+    keys += [("budget", 0)] if p.energy_budget_j is not None else []
+    keys += [("floor", 0)] if p.accuracy_floor is not None else []
+    if C == 0 or (K == 1 and len(keys) <= 2):
+        return {key: 0.0 for key in keys}
+    n = float(p.count.sum())
+    sign = np.array([1.0 if ROW_SENSE[kind] == ">=" else -1.0 for kind, _ in keys])
+    b = np.array([_row_rhs(p, kind, k) for kind, k in keys]) / n
+    dep = np.array([k for _, k in keys])
+    kinds = np.array([kind for kind, _ in keys])
+    is_share = np.isin(kinds, ("share_lo", "share_hi"))
+    is_cap = kinds == "capacity"
+    coefs = row_coefficients(p)
     fin = np.where(np.isfinite(cost), cost, np.nan)
     spread = float(np.nanmedian(np.nanmax(fin, axis=1) - np.nanmin(fin, axis=1)))
     spread = spread if spread > 0 else 1.0
-    lo_, hi_ = lo / n, hi / n
 
-    def run(c: np.ndarray, w: np.ndarray, tau: float, v0: np.ndarray, maxiter: int) -> np.ndarray:
+    def run(rows: np.ndarray, w: np.ndarray, tau: float, v0: np.ndarray, maxiter: int) -> np.ndarray:
+        c = cost[rows]
+        rn = coefs["capacity"][rows] if is_cap.any() else None
+        en = coefs["budget"][rows] if "budget" in kinds else None
+        an = coefs["floor"][rows] if "floor" in kinds else None
         t = tau * spread
 
         def f(v: np.ndarray):
-            a = (v[:K] - v[K:])[None, :] - c
-            a /= t
+            y = sign * v
+            share = np.bincount(dep[is_share], weights=y[is_share], minlength=K)
+            term = np.broadcast_to(share, c.shape)
+            if rn is not None:
+                cap = np.zeros(K)
+                cap[dep[is_cap]] = y[is_cap]
+                term = term + cap[None, :] * rn
+            if en is not None:
+                term = term + y[kinds == "budget"][0] * en
+            if an is not None:
+                term = term + y[kinds == "floor"][0] * an
+            a = (term - c) / t
             m = a.max(axis=1)
             e = np.exp(a - m[:, None])
             s = e.sum(axis=1)
-            nk = (w / s) @ e
-            g = -t * (w @ (m + np.log(s))) + lo_ @ v[:K] - hi_ @ v[K:]
-            return -g, -np.concatenate([lo_ - nk, nk - hi_])
+            pi = e * (w / s)[:, None]  # count-weighted assignment probabilities
+            # elementwise sums, not BLAS: a multithreaded gemv leaves OpenBLAS threads spinning on
+            # 2 busy cores and slowed this loop 5-10x
+            g = -t * float(np.sum(w * (m + np.log(s)))) + float(np.sum(y * b))
+            grad_y = b.copy()
+            nk = pi.sum(axis=0)
+            grad_y[is_share] -= nk[dep[is_share]]
+            if rn is not None:
+                grad_y[is_cap] -= (pi * rn).sum(axis=0)[dep[is_cap]]
+            if en is not None:
+                grad_y[kinds == "budget"] -= (pi * en).sum()
+            if an is not None:
+                grad_y[kinds == "floor"] -= (pi * an).sum()
+            return -g, -(sign * grad_y)
 
-        r = minimize(f, v0, jac=True, method="L-BFGS-B", bounds=[(0, None)] * (2 * K),
+        r = minimize(f, v0, jac=True, method="L-BFGS-B", bounds=[(0, None)] * len(keys),
                      options={"maxiter": maxiter, "gtol": 1e-12, "ftol": 1e-15})
         return r.x
 
-    v = np.zeros(2 * K)
+    v = np.zeros(len(keys))
     taus: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)
-    if C > sample:
-        idx = np.random.default_rng(seed).choice(C, sample, replace=False, p=count / n)
-        for tau in taus[:3]:
-            v = run(cost[idx], np.full(sample, 1.0 / sample), tau, v, 200)
-        taus = taus[2:]
-    for tau in taus:
-        v = run(cost, count / n, tau, v, 40 if C > sample else 300)
-    return v[:K] - v[K:]
+    with single_threaded_blas():
+        if C > sample:
+            idx = np.random.default_rng(seed).choice(C, sample, replace=False, p=p.count / n)
+            for tau in taus[:3]:
+                v = run(idx, np.full(sample, 1.0 / sample), tau, v, 200)
+            taus = taus[2:]
+        for tau in taus:
+            v = run(np.arange(C), p.count / n, tau, v, 40 if C > sample else 300)
+    return {key: float(sg * vi) for key, sg, vi in zip(keys, sign, v)}
 
 
 def near_ties(red: np.ndarray, min_classes: int) -> np.ndarray:
@@ -997,3 +1287,115 @@ def share_repair(red: np.ndarray, count: np.ndarray, lo: np.ndarray, hi: np.ndar
             if extra == 0:
                 break
     return x
+
+
+# ---------------------------------------------------------------------------------------------------
+# Binning: solve on log-spaced (tin, tout) bins, realise on the exact classes, bound the error
+
+
+@dataclass(frozen=True)
+class BinningReport:
+    """What ``--bins`` cost. Objective units as :attr:`PlanSolution.objective`.
+
+    ``delta``: sum over queries of max_K |cost(query, K) - cost(its bin's representative, K)|, so any
+    plan's objective moves by at most delta between exact and binned costs; hence the realised binned
+    plan is within ``bound_a_priori`` = 2 delta of the exact optimum. ``bound`` is the tightest of that,
+    objective (exact costs) - objective (binned costs) + delta, and objective - L, L the Lagrangian
+    lower bound that the bin solve's duals give on the exact problem.
+    ``energy_delta_j``: the same sum for energy alone, in J.
+    """
+
+    n_bins: int
+    classes: int
+    bin_classes: int
+    delta: float
+    bound_a_priori: float
+    bound: float
+    bound_rel: float
+    energy_delta_j: float
+    slo_moves: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return dict(self.__dict__)
+
+
+def binned_problem(exact: PlanProblem, bins_count: np.ndarray, bins_tokens: np.ndarray, energy_j: np.ndarray,
+                   runtime_s: np.ndarray) -> PlanProblem:
+    """The problem on bins: representative predictions, the exact problem's constraints and scales."""
+    allowed = np.ones_like(energy_j, dtype=bool)
+    for j, s in enumerate(exact.slo_s or ()):
+        if s is not None:
+            allowed[:, j] = runtime_s[:, j] <= s
+    return replace(exact, count=np.asarray(bins_count, dtype=np.int64), tokens=np.asarray(bins_tokens, float),
+                   energy_j=energy_j, runtime_s=runtime_s, allowed=allowed,
+                   scales=(exact.energy_scale, exact.accuracy_scale, exact.runtime_scale))
+
+
+def realise_bins(exact: PlanProblem, class_bin: np.ndarray, x_bins: np.ndarray, zeta: float) -> tuple[np.ndarray, int]:
+    """Spread each bin's per-deployment counts over its exact classes (C, K); returns (x, SLO moves).
+
+    A bin on one deployment sends all its classes there; a split bin hands its quotas out greedily,
+    classes with the most to lose first, each to its cheapest deployment with quota left that its SLO
+    allows (else the cheapest with quota left, counted in SLO moves).
+    """
+    C, K = exact.n_classes, exact.n_deployments
+    x = np.zeros((C, K), dtype=np.int64)
+    n_dep = (x_bins > 0).sum(axis=1)
+    single = n_dep[class_bin] == 1
+    dep = np.argmax(x_bins, axis=1)[class_bin]
+    x[np.flatnonzero(single), dep[single]] = exact.count[single]
+    cost = exact.cost(zeta)
+    raw = zeta * exact.energy_norm() - (1 - zeta) * exact.accuracy_norm()
+    slo_moves = int(exact.count[single & ~exact.allowed[np.arange(C), dep]].sum())
+    for b in np.flatnonzero(n_dep > 1):
+        quota = x_bins[b].astype(np.int64).copy()
+        members = np.flatnonzero(class_bin == b)
+        srt = np.sort(np.where(np.isfinite(cost[members]), cost[members], 1e300), axis=1)
+        regret = srt[:, 1] - srt[:, 0] if K > 1 else np.zeros(len(members))
+        for c in members[np.argsort(-regret, kind="stable")]:
+            left = int(exact.count[c])
+            while left:
+                ok = quota > 0
+                pref = np.where(ok & exact.allowed[c], cost[c], np.inf)
+                if not np.isfinite(pref).any():
+                    pref = np.where(ok, raw[c], np.inf)
+                    k = int(np.argmin(pref))
+                    slo_moves += min(left, int(quota[k]))
+                else:
+                    k = int(np.argmin(pref))
+                take = min(left, int(quota[k]))
+                x[c, k] += take
+                quota[k] -= take
+                left -= take
+    return x, slo_moves
+
+
+def binning_report(exact: PlanProblem, binned: PlanProblem, class_bin: np.ndarray, x_exact: np.ndarray,
+                   x_bins: np.ndarray, zeta: float, n_bins: int, slo_moves: int,
+                   duals: dict[tuple[str, int], float] | None = None) -> BinningReport:
+    """The error bound of a binned plan (see :class:`BinningReport`). With the bin solve's ``duals`` the
+    bound also uses their Lagrangian bound on the *exact* problem (valid for any duals), usually far tighter."""
+    ce = zeta * exact.energy_norm() - (1 - zeta) * exact.accuracy_norm()
+    cb = zeta * binned.energy_norm() - (1 - zeta) * binned.accuracy_norm()
+    delta = float((exact.count * np.abs(ce - cb[class_bin]).max(axis=1)).sum())
+    e_delta = float((exact.count * np.abs(exact.energy_j - binned.energy_j[class_bin]).max(axis=1)).sum())
+    f_exact = exact.objective(x_exact, zeta)
+    f_bins = binned.objective(x_bins, zeta)
+    bound = min(max(0.0, f_exact - f_bins + delta), 2 * delta)
+    if duals is not None:
+        lower, _ = lagrangian_bound(exact, exact.cost(zeta), duals)
+        bound = min(bound, max(0.0, f_exact - lower))
+    return BinningReport(n_bins=n_bins, classes=exact.n_classes, bin_classes=binned.n_classes, delta=delta,
+                         bound_a_priori=2 * delta, bound=bound, bound_rel=bound / max(abs(f_exact), 1e-12),
+                         energy_delta_j=e_delta, slo_moves=slo_moves)
+
+
+def per_query_problem(problem: PlanProblem, query_class: np.ndarray) -> PlanProblem:
+    """The per-query formulation of ``problem``: one class of count 1 per query (``query_class[i]`` is
+    query i's class), same constraints and scales. Only to check the class formulation against."""
+    q = np.asarray(query_class, dtype=np.int64)
+    if np.bincount(q, minlength=problem.n_classes).tolist() != problem.count.tolist():
+        raise ValueError("query_class does not match the problem's class counts")
+    return replace(problem, count=np.ones(len(q), dtype=np.int64), tokens=problem.tokens[q],
+                   energy_j=problem.energy_j[q], runtime_s=problem.runtime_s[q], allowed=problem.allowed[q],
+                   scales=(problem.energy_scale, problem.accuracy_scale, problem.runtime_scale))

@@ -165,22 +165,21 @@ class Profiler:
         self.spec = spec
         self.node = node or socket.gethostname()
         self._samplers_given = samplers
-        self.device = _resolve_device(spec.device, spec.gpu_indices)
-        if self.device.startswith("cuda"):
-            self.gpu_indices: tuple[int, ...] = spec.gpu_indices or (int(self.device.split(":")[1]) if ":" in self.device else 0,)
-        else:
-            self.gpu_indices = ()
-        self.n_gpus = len(self.gpu_indices)
+        # The sweep id is a function of the spec alone, so a driver without GPUs and the actors on
+        # GPU nodes compute the same trial ids; the device is resolved on the node, in events().
         key = {
             "schema": SCHEMA_VERSION,
             "model": spec.model,
             "backend": spec.backend,
             "dtype": spec.dtype,
             "node_type": spec.node_type,
-            "device_kind": "cuda" if self.gpu_indices else "cpu",
-            "n_gpus": self.n_gpus,
+            "device": spec.device,
+            "gpus": list(spec.gpu_indices) if spec.gpu_indices is not None else None,
         }
         self.sweep_id = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        self.device = ""
+        self.gpu_indices: tuple[int, ...] = ()
+        self.n_gpus = 0
         self._tail = pl.DataFrame(schema=SAMPLE_SCHEMA)
         self.session = uuid.uuid4().hex[:12]  # this run: samples and windows join within it
 
@@ -195,6 +194,10 @@ class Profiler:
         total = len(todo)
         tick = dict(node=self.node, node_type=spec.node_type, model=spec.model, backend=spec.backend)
         yield ProgressTick(state="loading", done=0, total=total, **tick)
+        self.device = _resolve_device(spec.device, spec.gpu_indices)
+        if self.device.startswith("cuda"):
+            self.gpu_indices = spec.gpu_indices or (int(self.device.split(":")[1]),)
+        self.n_gpus = len(self.gpu_indices)
         if spec.threads:
             import torch
 

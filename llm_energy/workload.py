@@ -179,21 +179,28 @@ def load_workload(path: str | Path, columns: tuple[str, str] | None = None) -> W
     return Workload(arrays["tin"], arrays["tout"], str(path))
 
 
+def _fmt(x: float) -> str:
+    x = float(x)
+    if math.isnan(x):
+        return "NaN"
+    return str(int(x)) if math.isfinite(x) and x == int(x) else repr(x)
+
+
 def _checked_tokens(v: np.ndarray, path: Path, col: str) -> np.ndarray:
     """Token counts as int64; the first missing/NaN/infinite/negative/fractional value is a UserError."""
     bad = ~np.isfinite(v)
     if bad.any():
         i = int(np.argmax(bad))
-        raise UserError(f"{path}: row {i}: {col}={v[i]!r}: missing, NaN or infinite token count "
+        raise UserError(f"{path}: row {i}: {col}={_fmt(v[i])}: missing, NaN or infinite token count "
                         f"({int(bad.sum())} such rows)")
     neg = v < 0
     if neg.any():
         i = int(np.argmax(neg))
-        raise UserError(f"{path}: row {i}: {col}={v[i]!r}: negative token count ({int(neg.sum())} such rows)")
+        raise UserError(f"{path}: row {i}: {col}={_fmt(v[i])}: negative token count ({int(neg.sum())} such rows)")
     frac = v != np.floor(v)
     if frac.any():
         i = int(np.argmax(frac))
-        raise UserError(f"{path}: row {i}: {col}={v[i]!r}: token counts must be whole numbers")
+        raise UserError(f"{path}: row {i}: {col}={_fmt(v[i])}: token counts must be whole numbers")
     return v.astype(np.int64)
 
 

@@ -1,0 +1,51 @@
+"""Shared by the job entrypoints: config loading and clean one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse(description: str) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--config", required=True, help="pipeline config YAML (see cluster/config.py)")
+    ap.add_argument("--address", default=None, help="Ray address (default: the cluster this job runs on)")
+    ap.add_argument("--no-live", action="store_true", help="plain log lines instead of the live view")
+    ap.add_argument("--out", default=None,
+                    help="output directory (overrides the config's out:); use shared storage on a real cluster, "
+                         "since a job runs in a temporary copy of its working dir")
+    return ap.parse_args()
+
+
+def config(args):
+    """The validated config with absolute paths, and the process moved into its output directory.
+
+    Ray deletes a job's unpacked working directory once no actor uses it any more (the actors of the
+    sweep exit before fit/plan run), so the job must not keep its working directory as cwd."""
+    import dataclasses
+    from pathlib import Path
+
+    from cluster.config import load_config
+
+    cfg = load_config(args.config)
+    out = Path(args.out or cfg.out).resolve()
+    wl = cfg.workload
+    if wl.path:
+        wl = dataclasses.replace(wl, path=str(Path(wl.path).resolve()))
+    cfg = dataclasses.replace(cfg, out=str(out), workload=wl)
+    out.mkdir(parents=True, exist_ok=True)
+    os.chdir(out)
+    return cfg
+
+
+def guarded(main) -> None:
+    from llm_energy.errors import UserError
+
+    try:
+        sys.exit(main())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,97 @@
+"""The pipeline's steps as functions (each job entrypoint runs one or all of them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from cluster.config import PipelineConfig
+from llm_energy.errors import UserError
+
+
+def cli(argv: list[str]) -> int:
+    """Run an ``llm-energy`` command in a subprocess, exactly as a user would (its output goes to the
+    job's log); ``llm_energy`` is installed on every node (ray_cluster.yaml's setup commands)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "llm_energy.cli", *argv]).returncode
+
+
+def paths(cfg: PipelineConfig) -> dict[str, Path]:
+    out = Path(cfg.out)
+    return {"store": out / "store", "fits": out / "fits.json", "deploy": out / "deployments.yaml",
+            "workload": out / "workload.csv", "plan": out / "plan", "report": out / "report"}
+
+
+def sweep(cfg: PipelineConfig, *, live: bool | None = None) -> None:
+    import ray
+
+    from cluster.collector import run_cluster_sweep
+    from cluster.discovery import discover_nodes, nodes_by_type
+    from llm_energy.store import TrialStore
+    from llm_energy.views import SweepView
+
+    if not ray.is_initialized():
+        ray.init(address="auto")
+    nodes = discover_nodes()
+    nodes_by_type(cfg, nodes)  # fail before any work if a configured type has no node
+    print(f"cluster: {len(nodes)} nodes: " + ", ".join(n.label for n in nodes), flush=True)
+    store = TrialStore(paths(cfg)["store"])
+    with SweepView(live=live, title="llm-energy cluster sweep", log_every_s=5) as view:
+        rep = run_cluster_sweep(cfg, store, on_tick=view.update)
+    print(f"sweep: {rep.trials_written} trials, {rep.samples_written} samples written; actors: "
+          + ", ".join(f"{k} on {v[:8]}" for k, v in rep.actors.items()), flush=True)
+    for r in rep.requeued:
+        print(f"requeued {r}")
+    if rep.failed:
+        raise UserError("sweep incomplete: " + "; ".join(rep.failed))
+
+
+def fit(cfg: PipelineConfig) -> None:
+    p = paths(cfg)
+    if cli(["fit", str(p["store"]), "--out", str(p["fits"])]) != 0:
+        raise UserError("fit failed")
+
+
+def plan(cfg: PipelineConfig) -> None:
+    p = paths(cfg)
+    if cfg.planner is None:
+        print("no planner section: skipping the plan")
+        return
+    from llm_energy.fits import deployment_key, load_fits
+
+    fits = load_fits(p["fits"])
+    entries = []
+    for d in cfg.planner.deployments:
+        batch = cfg.sweep.batch[0]
+        key = deployment_key(d.model, d.node_type, 0, cfg.node_types[d.node_type].backend, batch)
+        match = [k for k in fits.deployments if k.startswith(f"{d.model}@{d.node_type}") and k.endswith(
+            f"/{cfg.node_types[d.node_type].backend}/b{batch}")]
+        if not match:
+            raise UserError(f"{cfg.source}: planner deployment {d.name!r}: no fit {key!r} in {p['fits']}")
+        e = {"name": d.name, "fit": match[0], "accuracy": d.accuracy}
+        for k in ("nodes", "hours", "slo_s"):
+            if getattr(d, k) is not None:
+                e[k] = getattr(d, k)
+        entries.append(e)
+    p["deploy"].write_text(yaml.safe_dump({"deployments": entries}))
+    if cfg.workload.path:
+        wl = cfg.workload.path
+    else:
+        wl = str(p["workload"])
+        if cli(["workload", "synth", "--kind", cfg.workload.synth, "--n", str(cfg.workload.n), "--seed",
+                str(cfg.workload.seed), "--out", wl]) != 0:
+            raise UserError("workload synth failed")
+    if cli(["plan", "--fits", str(p["fits"]), "--deployments", str(p["deploy"]), "--workload", wl,
+            "--zeta", str(cfg.planner.zeta), "--min-share", str(cfg.planner.min_share), "--solver",
+            cfg.planner.solver, "--out", str(p["plan"])]) != 0:
+        raise UserError("plan failed")
+
+
+def report(cfg: PipelineConfig) -> None:
+    p = paths(cfg)
+    if cli(["report", str(p["store"]), "--out", str(p["report"]), "--fits", str(p["fits"])]) != 0:
+        raise UserError("report failed")
+    print(f"report: {p['report'] / 'report.md'}")
