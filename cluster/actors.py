@@ -10,11 +10,22 @@ from __future__ import annotations
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from dataclasses import dataclass
+
 from llm_energy.design import PlannedTrial
 from llm_energy.profiler import Profiler, ProfileSpec, ProgressTick, SamplesChunk, TrialDone
 
 BACKPRESSURE_ITEMS = 16
 SAMPLE_BATCH_ROWS = 2000
+
+
+@dataclass
+class ActorDone:
+    """The last item of an actor's stream: what it produced (the driver checks it all arrived)."""
+
+    label: str
+    samples: int
+    trials: int
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
@@ -32,17 +43,20 @@ class ProfilerActor:
         trials: list[PlannedTrial] = [by_key[k] for k in trial_keys]
         prof = Profiler(spec, node=self.label)
         batch: list = []
-        rows = 0
+        rows = produced = n_trials = 0
         for ev in prof.events(trials=trials, skip=set(skip)):
             batch.append(ev)
             if isinstance(ev, SamplesChunk):
                 rows += ev.frame.height
+                produced += ev.frame.height
+            elif isinstance(ev, TrialDone):
+                n_trials += 1
             # flush at trial boundaries, progress ticks, or when samples pile up
             if isinstance(ev, (TrialDone, ProgressTick)) or rows >= SAMPLE_BATCH_ROWS:
                 yield batch
                 batch, rows = [], 0
-        if batch:
-            yield batch
+        batch.append(ActorDone(self.label, produced, n_trials))
+        yield batch
 
 
 def start_actor(node_id: str, label: str, *, num_gpus: float = 0):

@@ -16,7 +16,7 @@ from typing import Callable
 
 import ray
 
-from cluster.actors import start_actor, stream
+from cluster.actors import ActorDone, start_actor, stream
 from cluster.config import NodeTypeConfig, PipelineConfig
 from cluster.discovery import NodeInfo, discover_nodes, nodes_by_type
 from llm_energy.profiler import Profiler, ProfileSpec, ProgressTick, SamplesChunk, SweepStarted, TrialDone
@@ -41,6 +41,8 @@ class Assignment:
 class SweepReport:
     trials_written: int = 0
     samples_written: int = 0
+    samples_produced: int = 0  # as counted by the actors that finished their stream
+    trials_produced: int = 0
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     actors: dict[str, str] = field(default_factory=dict)  # label -> node id
@@ -117,6 +119,9 @@ def run_cluster_sweep(cfg: PipelineConfig, store: TrialStore, on_tick: Callable[
                     store.register_sweep(ev.info.sweep_id, ev.info)
                 elif isinstance(ev, ProgressTick) and on_tick:
                     on_tick(ev)
+                elif isinstance(ev, ActorDone):
+                    report.samples_produced += ev.samples
+                    report.trials_produced += ev.trials
         pending = _requeue(cfg, store, failed, report, max_attempts)
     return report
 

@@ -22,22 +22,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="configs/demo.yaml")
     ap.add_argument("--timeout-s", type=float, default=600)
+    ap.add_argument("--out", default=None, help="output directory (default: the config's out:)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
     from cluster.config import load_config
     from cluster.local import LocalNode, dashboard_url, start_local_cluster
 
     cfg = load_config(REPO / args.config)  # fail before starting anything
+    out = Path(args.out).resolve() if args.out else REPO / cfg.out
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     t0 = time.time()
-    print("starting a local Ray cluster: head (cpu-small) + worker (cpu-small) + worker (cpu-wide) ...", flush=True)
-    cluster = start_local_cluster([LocalNode("cpu-small"), LocalNode("cpu-small"), LocalNode("cpu-wide")], dashboard=True)
+    types = list(cfg.node_types)
+    nodes = [LocalNode(types[0]), *(LocalNode(t) for t in types)]  # the first type twice: >= 3 raylets for 2 types
+    print(f"starting a local Ray cluster: {len(nodes)} raylets, node types " + ", ".join(n.node_type for n in nodes)
+          + " (the head is the first)", flush=True)
+    cluster = start_local_cluster(nodes, dashboard=True)
     try:
         url = dashboard_url(cluster)
         from ray.job_submission import JobStatus, JobSubmissionClient
 
         client = _client(JobSubmissionClient, url)
-        out = REPO / cfg.out
         entry = f"{sys.executable} jobs/pipeline.py --config {args.config} --out {out} --no-live"
         print(f"cluster up in {time.time() - t0:.1f} s; dashboard {url}\n$ ray job submit --address {url} "
               f"--working-dir . -- {entry}", flush=True)
@@ -49,14 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"job {job}: {status} after {time.time() - t0:.0f} s", flush=True)
         if status != JobStatus.SUCCEEDED:
             return 1
-        summary = REPO / cfg.out / "plan" / "summary.json"
+        summary = out / "plan" / "summary.json"
         if summary.exists():
             s = json.loads(summary.read_text())
             print(f"plan: {s.get('status')} energy {s.get('energy_j', 0) / 1e3:.2f} kJ, accuracy {s.get('accuracy', 0):.2f}; "
                   + ", ".join(f"{k}: {v['count']} ({100 * v['share']:.1f}%)" for k, v in s.get("deployments", {}).items()))
             for b in s.get("baselines", [])[:6]:
                 print(f"  baseline {b['name']}: {b['energy_j'] / 1e3:.2f} kJ, plan saves {b['saved_pct']:.1f}%")
-        print(f"report: {REPO / cfg.out / 'report' / 'report.md'}")
+        print(f"report: {out / 'report' / 'report.md'}")
         print("note: CPU energy on this machine is an ESTIMATE (utilisation x TDP), not a measurement")
         return 0
     finally:

@@ -18,7 +18,7 @@ class LocalNode:
 
 
 def start_local_cluster(nodes: list[LocalNode], *, head_type: str | None = None, dashboard: bool = False,
-                        object_store_mb: int = 128):
+                        object_store_mb: int = 128, system_config: dict | None = None):
     """Start a head plus one raylet per entry; returns the ``ray.cluster_utils.Cluster``.
 
     The head gets the first entry's resources when ``head_type`` is None (so it also profiles) and
@@ -35,6 +35,8 @@ def start_local_cluster(nodes: list[LocalNode], *, head_type: str | None = None,
     }
     if dashboard:
         head_args["dashboard_host"] = "127.0.0.1"
+    if system_config:
+        head_args["_system_config"] = system_config
     c = Cluster(initialize_head=True, head_node_args=head_args)
     for n in rest:
         c.add_node(num_cpus=n.num_cpus, resources={f"{RESOURCE_PREFIX}{n.node_type}": 1},

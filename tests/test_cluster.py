@@ -1,0 +1,141 @@
+"""The Ray layer on a real local cluster: several raylets on this machine."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray")
+
+from cluster.collector import run_cluster_sweep  # noqa: E402
+from cluster.config import load_config  # noqa: E402
+from cluster.discovery import NodeInfo, discover_nodes, nodes_by_type  # noqa: E402
+from cluster.local import LocalNode, start_local_cluster  # noqa: E402
+from llm_energy.errors import UserError  # noqa: E402
+from llm_energy.store import TrialStore  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.ray
+
+CONFIG = {
+    "node_types": {
+        "cpu-a": {"models": ["tiny-llama"], "backend": "cache", "threads": 1},
+        "cpu-b": {"models": ["tiny-mistral"], "backend": "cache", "threads": 1},
+    },
+    "sweep": {"tin": [8, 32], "tout": [4, 8], "repeats": 2, "warmups": 0, "min_window_s": 0.15, "idle_s": 0.2},
+    "workload": {"synth": "chat", "n": 300},
+    "planner": {"zeta": 0.5, "min_share": 0.05, "deployments": [
+        {"name": "a", "node_type": "cpu-a", "model": "tiny-llama", "accuracy": 40.0},
+        {"name": "b", "node_type": "cpu-b", "model": "tiny-mistral", "accuracy": 45.0}]},
+}
+
+
+def write_config(tmp_path, cfg=None, **over) -> Path:
+    d = {**CONFIG, **over} if cfg is None else cfg
+    d = {**d, "out": str(tmp_path / "out")}
+    p = tmp_path / "config.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    # head + worker of type cpu-a, one worker of type cpu-b; fast failure detection for the kill test
+    c = start_local_cluster([LocalNode("cpu-a"), LocalNode("cpu-a"), LocalNode("cpu-b")],
+                            system_config={"health_check_failure_threshold": 2, "health_check_period_ms": 500})
+    ray.init(address=c.address)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def test_actors_pinned_to_distinct_nodes_and_every_sample_stored(local_cluster, tmp_path):
+    cfg = load_config(write_config(tmp_path))
+    store = TrialStore(tmp_path / "store")
+    rep = run_cluster_sweep(cfg, store)
+    nodes = {n.node_id: n for n in discover_nodes()}
+    assert len(rep.actors) == 3 and len(set(rep.actors.values())) == 3  # one actor on each raylet
+    for label, node_id in rep.actors.items():
+        assert label.split("/")[0] == nodes[node_id].node_type  # each on a node of its configured type
+    trials = store.trials()
+    assert trials.height == rep.trials_written == rep.trials_produced == 2 * 4 * 2  # 2 node types x 4 cells x 2
+    assert trials["trial_id"].n_unique() == trials.height
+    stored = store.samples().select(pl.len()).collect().item()
+    assert stored == rep.samples_written == rep.samples_produced > 0
+    assert set(trials["node_type"]) == {"cpu-a", "cpu-b"}
+    # both cpu-a nodes did part of the cpu-a sweep
+    assert trials.filter(pl.col("node_type") == "cpu-a")["node"].n_unique() == 2
+
+
+def test_worker_killed_mid_sweep_loses_and_repeats_nothing(local_cluster, tmp_path):
+    cfg = load_config(write_config(tmp_path, sweep={**CONFIG["sweep"], "tin": [8, 16, 32, 64], "tout": [4, 8, 16],
+                                                    "repeats": 2}))
+    cfg = type(cfg)(**{**cfg.__dict__, "node_types": {"cpu-a": cfg.node_types["cpu-a"]},
+                       "planner": None})
+    store = TrialStore(tmp_path / "store")
+    cpu_a = {n.node_id for n in discover_nodes() if n.node_type == "cpu-a"}
+    (victim,) = [n for n in local_cluster.worker_nodes if n.node_id in cpu_a]  # the cpu-a worker, not the head
+    killed = threading.Event()
+
+    def killer():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            d = tmp_path / "store" / "trials"
+            if d.is_dir() and len(list(d.glob("part-*.parquet"))) >= 4:
+                local_cluster.remove_node(victim, allow_graceful=False)
+                killed.set()
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    rep = run_cluster_sweep(cfg, store)
+    t.join()
+    assert killed.is_set()
+    trials = store.trials()
+    assert trials.height == 12 * 2 and trials["trial_id"].n_unique() == 24  # all of them, none twice
+    assert rep.requeued and not rep.failed
+    assert rep.trials_written == 24  # the requeued trials were written once, by the surviving node
+
+
+def test_bad_configs_fail_before_any_work(tmp_path):
+    bad = [
+        ({**CONFIG, "node_types": {"gpu-x": {"models": ["tiny-llama"], "backend": "turbo"}}}, "node_types.gpu-x.backend"),
+        ({**CONFIG, "node_types": {"cpu-a": {"models": ["llama-9000"]}}}, "llama-9000"),
+        ({k: v for k, v in CONFIG.items() if k != "sweep"}, "sweep: missing"),
+        ({**CONFIG, "sweep": {"tin": [8, -1], "tout": [4]}}, "sweep.tin"),
+        ({**CONFIG, "planner": {"deployments": [{"name": "z", "node_type": "nope", "model": "tiny-llama",
+                                                 "accuracy": 1}]}}, "node_type='nope'"),
+        ({**CONFIG, "planner": {**CONFIG["planner"], "zeta": 3}}, "zeta=3"),
+    ]
+    for i, (cfg, needle) in enumerate(bad):
+        d = tmp_path / str(i)
+        d.mkdir()
+        with pytest.raises(UserError) as e:
+            load_config(write_config(d, cfg))
+        assert needle in str(e.value) and "config.yaml" in str(e.value)
+    cfg = load_config(write_config(tmp_path))
+    nodes = [NodeInfo("n1", "", "cpu-a", 1, 0)]
+    with pytest.raises(UserError, match="node_types.cpu-b: no alive node"):
+        nodes_by_type(cfg, nodes)
+
+
+@pytest.mark.slow
+def test_ray_job_submit_of_the_pipeline(tmp_path):
+    # a 3x3 grid: enough distinct cells per deployment to fit every form
+    cfg = write_config(tmp_path, sweep={**CONFIG["sweep"], "tin": [8, 16, 32], "tout": [4, 8, 16], "repeats": 1})
+    r = subprocess.run([sys.executable, "-m", "cluster.demo", "--config", str(cfg), "--out", str(tmp_path / "demo")],
+                       cwd=REPO, capture_output=True, text=True, timeout=400,
+                       env={**os.environ, "RAY_ADDRESS": ""})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "SUCCEEDED" in r.stdout
+    out = tmp_path / "demo"
+    for f in ("fits.json", "plan/summary.json", "plan/assignment.parquet", "report/report.md"):
+        assert (out / f).exists(), f
+    assert TrialStore(out / "store").trials().height == 2 * 9
