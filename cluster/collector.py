@@ -94,7 +94,8 @@ def run_cluster_sweep(cfg: PipelineConfig, store: TrialStore, on_tick: Callable[
         running = 0
         for a in pending:
             a.attempts += 1
-            a.actor = start_actor(a.node.node_id, a.label, num_gpus=0)
+            # a GPU deployment reserves its GPU, so Ray makes it visible (CUDA_VISIBLE_DEVICES) to the actor
+            a.actor = start_actor(a.node.node_id, a.label, num_gpus=1 if a.spec.device.startswith("cuda") else 0)
             report.actors[a.label] = a.node.node_id
             gen = stream(a.actor, a.spec, a.trial_keys, sorted(store.done_trial_ids()))
             threading.Thread(target=drain, args=(a, gen), daemon=True).start()
