@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = f"{sys.executable} jobs/pipeline.py --config {args.config} --out {out} --no-live"
         print(f"cluster up in {time.time() - t0:.1f} s; dashboard {url}\n$ ray job submit --address {url} "
               f"--working-dir . -- {entry}", flush=True)
-        job = client.submit_job(entrypoint=entry, runtime_env={
+        job = _submit(client, entrypoint=entry, runtime_env={
             "working_dir": str(REPO),
             "excludes": [".venv", ".git", ".whl", "data", "out", "runs", "docs", "*.egg-info", ".hypothesis"],
         })
@@ -80,6 +80,18 @@ def _client(cls, url: str, tries: int = 30):
             last = e
             time.sleep(1)
     raise RuntimeError(f"job server at {url} did not answer: {last}")
+
+
+def _submit(client, tries: int = 60, **kw) -> str:
+    """submit_job, retried while the head's job agent is still starting ("No available agent")."""
+    for i in range(tries):
+        try:
+            return client.submit_job(**kw)
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or i == tries - 1:
+                raise
+            time.sleep(1)
+    raise RuntimeError("unreachable")
 
 
 def _follow(client, job: str, timeout_s: float):

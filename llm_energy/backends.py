@@ -205,8 +205,8 @@ def _build_sharded(cfg: Any, tdt: Any, devices: list[str]):
                 else:
                     nn.init.ones_(p)
     rot = model.get_submodule("model.rotary_emb")
-    fresh = type(rot)(config=cfg, device=placement["model.rotary_emb"])
-    model.model.rotary_emb = fresh
+    with torch.device(placement["model.rotary_emb"]):  # its inv_freq buffer is computed, not a parameter
+        model.model.rotary_emb = type(rot)(config=cfg)
     model.hf_device_map = placement
     _add_device_hooks(model, placement)
     return model
