@@ -19,7 +19,7 @@ import ray
 from cluster.actors import ActorDone, start_actor, stream
 from cluster.config import NodeTypeConfig, PipelineConfig
 from cluster.discovery import NodeInfo, discover_nodes, nodes_by_type
-from llm_energy.profiler import Profiler, ProfileSpec, ProgressTick, SamplesChunk, SweepStarted, TrialDone
+from llm_energy.profiler import Profiler, ProfileSpec, ProgressTick, record_events
 from llm_energy.store import TrialStore
 
 QUEUE_BATCHES = 64
@@ -111,18 +111,14 @@ def run_cluster_sweep(cfg: PipelineConfig, store: TrialStore, on_tick: Callable[
                         on_tick(ProgressTick(node=a.label, node_type=a.spec.node_type, state="failed", done=0, total=0,
                                              message=type(err).__name__))
                 continue
-            for ev in batch:
-                if isinstance(ev, SamplesChunk):
-                    report.samples_written += store.append_samples(ev.frame)
-                elif isinstance(ev, TrialDone):
-                    report.trials_written += store.append_trials([ev.record])
-                elif isinstance(ev, SweepStarted):
-                    store.register_sweep(ev.info.sweep_id, ev.info)
-                elif isinstance(ev, ProgressTick) and on_tick:
-                    on_tick(ev)
-                elif isinstance(ev, ActorDone):
-                    report.samples_produced += ev.samples
-                    report.trials_produced += ev.trials
+            done = [ev for ev in batch if isinstance(ev, ActorDone)]
+            rec = record_events((ev for ev in batch if not isinstance(ev, ActorDone)), store,
+                                on_event=lambda ev: on_tick(ev) if on_tick and isinstance(ev, ProgressTick) else None)
+            report.samples_written += rec.samples_written
+            report.trials_written += rec.trials_written
+            for ev in done:
+                report.samples_produced += ev.samples
+                report.trials_produced += ev.trials
         pending = _requeue(cfg, store, failed, report, max_attempts)
     return report
 

@@ -49,3 +49,24 @@ def guarded(main) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def run_step(step: str) -> None:
+    """Entry point of jobs/<step>.py: one pipeline step (sweep, fit, plan or report) on its own."""
+
+    def main() -> int:
+        args = parse(f"llm-energy pipeline step: {step}")
+        import steps  # before config() moves the process out of the job's working dir
+
+        cfg = config(args)
+
+        if step == "sweep":
+            import ray
+
+            ray.init(address=args.address or "auto")
+            steps.sweep(cfg, live=False if args.no_live else None)
+        else:
+            getattr(steps, step)(cfg)
+        return 0
+
+    guarded(main)

@@ -1,21 +1,6 @@
-"""`ray job submit --working-dir . -- python jobs/fit.py --config configs/demo.yaml`: the fit step alone."""
+"""`ray job submit --working-dir . -- python jobs/fit.py --config configs/demo.yaml --out DIR`: the fit step alone."""
 
-from _common import config, guarded, parse
-
-
-def main() -> int:
-    args = parse("llm-energy pipeline step: fit")
-    import steps
-    cfg = config(args)
-    if "fit" == "sweep":
-        import ray
-
-        ray.init(address=args.address or "auto")
-        steps.sweep(cfg, live=False if args.no_live else None)
-    else:
-        steps.fit(cfg)
-    return 0
-
+from _common import run_step
 
 if __name__ == "__main__":
-    guarded(main)
+    run_step("fit")
