@@ -7,10 +7,10 @@ the generator when the driver has not consumed ``BACKPRESSURE_ITEMS`` items yet.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-from dataclasses import dataclass
 
 from llm_energy.design import PlannedTrial
 from llm_energy.profiler import Profiler, ProfileSpec, ProgressTick, SamplesChunk, TrialDone
@@ -31,10 +31,14 @@ class ActorDone:
 @ray.remote(num_cpus=0, max_restarts=0)
 class ProfilerActor:
     def __init__(self, label: str) -> None:
-        self.label = label
+        self.label = label  # the slot: its node's label (node type/id), "/g<k>" for a GPU group
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
+
+    def gpu_ids(self) -> list[int]:
+        """The node's GPUs Ray reserved for this actor (it sees them as cuda:0..k-1)."""
+        return [int(g) for g in ray.get_gpu_ids()]
 
     def run(self, spec_dict: dict, trial_keys: list[str], skip: list[str]):
         """Profile the given trials (keys "cell/rN") of the spec's design; yields lists of events."""

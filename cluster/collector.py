@@ -3,38 +3,65 @@ requeue the unfinished trials of an actor or node that dies.
 
 Each actor's stream is drained by a thread into one bounded queue (memory stays flat: a full queue
 stops the threads, and Ray's generator backpressure then pauses the actors); the main thread writes
-events to the :class:`~llm_energy.store.TrialStore` in order, exactly as the single-node profiler
-does, so ``fit``, ``plan`` and ``report`` work unchanged on the result.
+events to the :class:`~llm_energy.store.TrialStore` (samples buffered into large chunks, always
+committed before the trial they belong to), the same store the single-node profiler writes, so
+``fit``, ``plan`` and ``report`` work unchanged on the result.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
+import polars as pl
 import ray
 
 from cluster.actors import ActorDone, start_actor, stream
 from cluster.config import NodeTypeConfig, PipelineConfig
 from cluster.discovery import NodeInfo, discover_nodes, nodes_by_type
-from llm_energy.profiler import Profiler, ProfileSpec, ProgressTick, record_events
+from llm_energy.errors import UserError
+from llm_energy.profiler import Profiler, ProfileSpec, ProgressTick, SamplesChunk, SweepStarted, TrialDone
 from llm_energy.store import TrialStore
 
 QUEUE_BATCHES = 64
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one actor runs: a node, or a group of ``num_gpus`` GPUs on a GPU node. A slot runs one
+    assignment at a time, so models never share a GPU or a node-wide CPU meter while measured."""
+
+    node: NodeInfo
+    label: str  # node label, or "<node label>/g<k>" for the k-th GPU group of a node
+    num_gpus: int = 0
 
 
 @dataclass
 class Assignment:
     """One actor's share of one (node type, model) sweep."""
 
-    node: NodeInfo
+    slot: Slot
     spec: ProfileSpec
     trial_keys: list[str]
-    label: str
-    actor: object = None
     attempts: int = 0
+    actor: object = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.slot.label}/{self.spec.model}"
+
+    @property
+    def node(self) -> NodeInfo:
+        return self.slot.node
+
+    @property
+    def num_gpus(self) -> int:
+        return self.slot.num_gpus
 
 
 @dataclass
@@ -45,7 +72,8 @@ class SweepReport:
     trials_produced: int = 0
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-    actors: dict[str, str] = field(default_factory=dict)  # label -> node id
+    actors: dict[str, str] = field(default_factory=dict)  # assignment label -> node id
+    actor_gpus: dict[str, list[int]] = field(default_factory=dict)  # assignment label -> GPU ids Ray gave it
 
 
 def specs_for(cfg: PipelineConfig) -> list[tuple[NodeTypeConfig, ProfileSpec]]:
@@ -56,92 +84,249 @@ def specs_for(cfg: PipelineConfig) -> list[tuple[NodeTypeConfig, ProfileSpec]]:
                 model=model, design=cfg.sweep.design(), backend=nt.backend, device=nt.device, node_type=nt.name,
                 idle_s=cfg.sweep.idle_s, min_window_s=cfg.sweep.min_window_s, sample_period_s=cfg.sweep.sample_period_s,
                 seed=cfg.sweep.seed, threads=nt.threads,
+                # CUDA ordinals inside the actor: Ray makes its reserved GPUs visible as cuda:0..k-1
+                gpu_indices=tuple(range(nt.gpus_per_actor)) if nt.gpus_per_actor > 1 else None,
             )))
     return out
 
 
+def uses_gpus(nt: NodeTypeConfig, node: NodeInfo) -> bool:
+    return nt.device == "cuda" or (nt.device == "auto" and node.gpus > 0)
+
+
+def actor_slots(cfg: PipelineConfig, nt: NodeTypeConfig, node: NodeInfo) -> int:
+    """Actors on one node: one per ``gpus_per_actor`` GPUs on a GPU node, else one."""
+    if not uses_gpus(nt, node):
+        return 1
+    if node.gpus == 0:
+        raise UserError(f"{cfg.source}: node_types.{nt.name}.device={nt.device!r}: node {node.label} has no GPU")
+    n = int(node.gpus // nt.gpus_per_actor)
+    if n == 0:
+        raise UserError(f"{cfg.source}: node_types.{nt.name}.gpus_per_actor={nt.gpus_per_actor}: node {node.label} "
+                        f"has {node.gpus:g} GPU(s)")
+    return n
+
+
+def check_placement(cfg: PipelineConfig, nodes: list[NodeInfo]) -> None:
+    """Before any work: every configured type has nodes, GPU groups fit them, and every preset fits
+    the memory of every node of its type (GPU memory of its group on GPU nodes, RAM on CPU nodes)."""
+    from llm_energy.backends import resolve_dtype
+    from llm_energy.presets import count_params, get_preset, memory_needed_bytes
+
+    typed = nodes_by_type(cfg, nodes)
+    seq = max(cfg.sweep.tin) + max(cfg.sweep.tout)
+    batch = max(cfg.sweep.batch)
+    gib = 2**30
+    for nt in cfg.node_types.values():
+        for node in typed[nt.name]:
+            actor_slots(cfg, nt, node)
+            hw = node.hardware
+            if hw is None:
+                continue
+            gpu = uses_gpus(nt, node)
+            if gpu and not hw.gpus:
+                raise UserError(f"{cfg.source}: node_types.{nt.name}.device={nt.device!r}: node {node.label} "
+                                f"({hw.hostname}) has no GPU that NVML sees")
+            have = hw.min_gpu_memory_b * nt.gpus_per_actor if gpu else hw.memory_total_b
+            where = f"{nt.gpus_per_actor}x {hw.min_gpu_memory_b / gib:.1f} GiB GPU memory" if gpu else \
+                f"{hw.memory_total_b / gib:.1f} GiB of memory"
+            for m in nt.models:
+                if Path(m).is_dir():
+                    continue  # a checkpoint dir is checked when it loads
+                p = get_preset(m)
+                dtype = resolve_dtype("auto", "cuda" if gpu else "cpu")
+                need, _, _ = memory_needed_bytes(count_params(m), p.hf_config, dtype, batch, seq,
+                                                 kv_cache=nt.backend != "no-cache")
+                if need > have:
+                    raise UserError(f"{cfg.source}: node_types.{nt.name}.models: {m!r} needs {need / gib:.1f} GiB "
+                                    f"({dtype}, batch {batch} x {seq} tokens) but node {node.label} has {where}")
+
+
+def node_slots(cfg: PipelineConfig, nt: NodeTypeConfig, node: NodeInfo) -> list[Slot]:
+    n = actor_slots(cfg, nt, node)
+    gpus = nt.gpus_per_actor if uses_gpus(nt, node) else 0
+    return [Slot(node, node.label if n == 1 else f"{node.label}/g{k}", gpus) for k in range(n)]
+
+
 def plan_assignments(cfg: PipelineConfig, store: TrialStore, nodes: list[NodeInfo]) -> list[Assignment]:
-    """Spread each (node type, model) sweep's unfinished trials over that type's nodes (round robin)."""
+    """Spread each (node type, model) sweep's unfinished trials over that type's slots (round robin):
+    one slot per node, or one per GPU group on GPU nodes. A slot runs its assignments in turn."""
     typed = nodes_by_type(cfg, nodes)
     done = store.done_trial_ids()
     out = []
     for nt, spec in specs_for(cfg):
         prof = Profiler(spec)  # only for ids: the model is not loaded
         todo = [t.key for t in spec.design.trials() if prof.trial_id(t) not in done]
-        group = typed[nt.name]
-        for i, node in enumerate(group):
-            keys = todo[i::len(group)]
+        slots = [sl for node in typed[nt.name] for sl in node_slots(cfg, nt, node)]
+        for i, sl in enumerate(slots):
+            keys = todo[i::len(slots)]
             if keys:
-                out.append(Assignment(node, spec, keys, f"{node.label}/{spec.model}"))
+                out.append(Assignment(sl, spec, keys))
     return out
+
+
+class StoreWriter:
+    """Writes streamed profiler events to a store, buffering samples.
+
+    Samples from all actors accumulate in memory up to ``flush_rows`` (one Parquet file per flush
+    instead of one per streamed batch) and are always flushed before a trial is committed, so the
+    store keeps the single-node invariant: a trial is committed only after its samples."""
+
+    def __init__(self, store: TrialStore, flush_rows: int = 250_000, flush_s: float = 2.0) -> None:
+        self.store = store
+        self.flush_rows = flush_rows
+        self.flush_s = flush_s
+        self.samples_written = 0
+        self.trials_written = 0
+        self._buf: list = []
+        self._rows = 0
+        self._last = time.monotonic()
+
+    def add(self, events, on_tick: Callable[[ProgressTick], None] | None = None) -> None:
+        for ev in events:
+            if isinstance(ev, SamplesChunk):
+                if ev.frame.height:
+                    self._buf.append(ev.frame)
+                    self._rows += ev.frame.height
+                    if self._rows >= self.flush_rows:
+                        self.flush()
+            elif isinstance(ev, TrialDone):
+                self.flush()
+                self.trials_written += self.store.append_trials([ev.record])
+            elif isinstance(ev, SweepStarted):
+                self.store.register_sweep(ev.info.sweep_id, ev.info)
+            elif isinstance(ev, ProgressTick) and on_tick is not None:
+                on_tick(ev)
+        if self._buf and time.monotonic() - self._last >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            frame = pl.concat(self._buf, how="vertical_relaxed") if len(self._buf) > 1 else self._buf[0]
+            self.samples_written += self.store.append_samples(frame)
+            self._buf, self._rows = [], 0
+        self._last = time.monotonic()
+
+
+class StreamPump:
+    """Drains actors' streaming generators on threads into one bounded queue.
+
+    Memory stays flat: a full queue blocks the draining threads, and Ray's generator backpressure
+    then pauses the actors. ``get`` returns ``(key, batch, None)`` per batch, then
+    ``(key, None, None)`` at the end of a stream, or ``(key, None, error)`` if it broke."""
+
+    def __init__(self, maxsize: int = QUEUE_BATCHES) -> None:
+        self.q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.running = 0
+
+    def start(self, key, gen) -> None:
+        def drain() -> None:
+            try:
+                for ref in gen:
+                    self.q.put((key, ray.get(ref), None))
+                self.q.put((key, None, None))
+            except Exception as e:  # noqa: BLE001 - actor/node death surfaces here
+                self.q.put((key, None, e))
+
+        self.running += 1
+        threading.Thread(target=drain, daemon=True).start()
+
+    def get(self):
+        item = self.q.get()
+        if item[1] is None:
+            self.running -= 1
+        return item
 
 
 def run_cluster_sweep(cfg: PipelineConfig, store: TrialStore, on_tick: Callable[[ProgressTick], None] | None = None,
-                      max_attempts: int = 3) -> SweepReport:
+                      max_attempts: int = 3, nodes: list[NodeInfo] | None = None) -> SweepReport:
+    """Profile every (node type, model) of ``cfg`` on the cluster into ``store``.
+
+    Each slot (a node, or a GPU group) runs its assignments one after another in a fresh pinned
+    actor, killed when its stream ends so its GPUs are free for the next. An actor or node that dies
+    is detected when its stream breaks; its unfinished trials (the store says which) go at once to
+    the same slot, if its node is alive, or to the least-loaded slot of the same type.
+    ``nodes`` (from ``discover_nodes(probe=True)``) saves a second probe when the caller already
+    discovered them; placement is checked either way before any actor starts."""
     report = SweepReport()
-    pending = plan_assignments(cfg, store, discover_nodes())
-    q: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+    if nodes is None:
+        nodes = discover_nodes(probe=True)
+    check_placement(cfg, nodes)
+    queues: dict[str, deque[Assignment]] = {}
+    slots: dict[str, Slot] = {}
+    for a in plan_assignments(cfg, store, nodes):
+        queues.setdefault(a.slot.label, deque()).append(a)
+        slots[a.slot.label] = a.slot
+    busy: dict[str, Assignment] = {}
+    pump = StreamPump()
+    writer = StoreWriter(store)
 
-    def drain(a: Assignment, gen) -> None:
-        try:
-            for ref in gen:
-                q.put((a, ray.get(ref), None))
-            q.put((a, None, None))
-        except Exception as e:  # noqa: BLE001 - actor/node death surfaces here
-            q.put((a, None, e))
+    def start_next(slot_label: str) -> None:
+        if slot_label in busy or not queues.get(slot_label):
+            return
+        a = queues[slot_label].popleft()
+        a.attempts += 1
+        # a GPU deployment reserves its GPUs, so Ray makes them visible (CUDA_VISIBLE_DEVICES) to the actor
+        a.actor = start_actor(a.node.node_id, a.slot.label, num_gpus=a.num_gpus)
+        report.actors[a.label] = a.node.node_id
+        busy[slot_label] = a
+        pump.start(slot_label, stream(a.actor, a.spec, a.trial_keys, sorted(store.done_trial_ids())))
 
-    while pending:
-        running = 0
-        for a in pending:
-            a.attempts += 1
-            # a GPU deployment reserves its GPU, so Ray makes it visible (CUDA_VISIBLE_DEVICES) to the actor
-            a.actor = start_actor(a.node.node_id, a.label, num_gpus=1 if a.spec.device.startswith("cuda") else 0)
-            report.actors[a.label] = a.node.node_id
-            gen = stream(a.actor, a.spec, a.trial_keys, sorted(store.done_trial_ids()))
-            threading.Thread(target=drain, args=(a, gen), daemon=True).start()
-            running += 1
-        failed: list[Assignment] = []
-        while running:
-            a, batch, err = q.get()
-            if batch is None:
-                running -= 1
-                if err is not None:
-                    failed.append(a)
-                    if on_tick:
-                        on_tick(ProgressTick(node=a.label, node_type=a.spec.node_type, state="failed", done=0, total=0,
-                                             message=type(err).__name__))
-                continue
-            done = [ev for ev in batch if isinstance(ev, ActorDone)]
-            rec = record_events((ev for ev in batch if not isinstance(ev, ActorDone)), store,
-                                on_event=lambda ev: on_tick(ev) if on_tick and isinstance(ev, ProgressTick) else None)
-            report.samples_written += rec.samples_written
-            report.trials_written += rec.trials_written
-            for ev in done:
-                report.samples_produced += ev.samples
-                report.trials_produced += ev.trials
-        pending = _requeue(cfg, store, failed, report, max_attempts)
+    for label in queues:
+        start_next(label)
+    while pump.running:
+        label, batch, err = pump.get()
+        a = busy[label]
+        if batch is not None:
+            for ev in batch:
+                if isinstance(ev, ActorDone):
+                    report.samples_produced += ev.samples
+                    report.trials_produced += ev.trials
+            writer.add(batch, on_tick)
+            continue
+        writer.flush()  # the stream ended: everything it sent is in the store before it is judged
+        del busy[label]
+        if err is None and a.num_gpus:
+            try:
+                report.actor_gpus[a.label] = ray.get(a.actor.gpu_ids.remote(), timeout=10)
+            except Exception:  # noqa: BLE001 - gone already: the GPUs it had are unknown
+                pass
+        ray.kill(a.actor)  # free its resources (GPUs) for the slot's next assignment
+        if err is not None:
+            if on_tick:
+                on_tick(ProgressTick(node=a.slot.label, node_type=a.spec.node_type, state="failed", done=0, total=0,
+                                     model=a.spec.model, backend=a.spec.backend, message=type(err).__name__))
+            again = _requeue(store, a, report, slots, queues, busy, max_attempts)
+            if again is not None:
+                start_next(again)
+        start_next(label)
+    writer.flush()
+    report.samples_written = writer.samples_written
+    report.trials_written = writer.trials_written
     return report
 
 
-def _requeue(cfg: PipelineConfig, store: TrialStore, failed: list[Assignment], report: SweepReport,
-             max_attempts: int) -> list[Assignment]:
-    """Unfinished trials of failed actors go to alive nodes of the same type (the store says what is done)."""
-    if not failed:
-        return []
-    alive = discover_nodes()
+def _requeue(store: TrialStore, a: Assignment, report: SweepReport, slots: dict[str, Slot],
+             queues: dict[str, deque[Assignment]], busy: dict[str, Assignment], max_attempts: int) -> str | None:
+    """Queue a failed assignment's unfinished trials on an alive slot of its type; returns that slot."""
+    prof = Profiler(a.spec)
+    by_key = {t.key: t for t in a.spec.design.trials()}
     done = store.done_trial_ids()
-    out = []
-    for a in failed:
-        prof = Profiler(a.spec)
-        by_key = {t.key: t for t in a.spec.design.trials()}
-        left = [k for k in a.trial_keys if prof.trial_id(by_key[k]) not in done]
-        if not left:
-            continue
-        same = [n for n in alive if n.node_type == a.spec.node_type]
-        if not same or a.attempts >= max_attempts:
-            report.failed.append(f"{a.label}: {len(left)} trials unfinished (no alive node of type {a.spec.node_type})")
-            continue
-        target = next((n for n in same if n.node_id == a.node.node_id), same[0])
-        report.requeued.append(f"{a.label}: {len(left)} trials -> {target.label}")
-        out.append(Assignment(target, a.spec, left, f"{target.label}/{a.spec.model}", attempts=a.attempts))
-    return out
+    left = [k for k in a.trial_keys if prof.trial_id(by_key[k]) not in done]
+    if not left:
+        return None
+    if a.attempts >= max_attempts:
+        report.failed.append(f"{a.label}: {len(left)} trials unfinished after {a.attempts} attempts")
+        return None
+    alive = {n.node_id for n in discover_nodes()}
+    same = [sl for sl in slots.values() if sl.node.node_type == a.spec.node_type and sl.node.node_id in alive
+            and sl.num_gpus == a.num_gpus]
+    if not same:
+        report.failed.append(f"{a.label}: {len(left)} trials unfinished (no alive node of type {a.spec.node_type})")
+        return None
+    # the same slot if its node lives (a restarted actor), else the one with the least work queued
+    target = next((sl for sl in same if sl.label == a.slot.label), None) or min(
+        same, key=lambda sl: (sl.label in busy) + len(queues.get(sl.label, ())))
+    report.requeued.append(f"{a.label}: {len(left)} trials -> {target.label}")
+    queues.setdefault(target.label, deque()).append(Assignment(target, a.spec, left, attempts=a.attempts))
+    return target.label

@@ -9,6 +9,7 @@
         backend: cache                  # cache | no-cache | static
         threads: 1                      # torch threads on CPU nodes
         device: auto                    # auto | cpu | cuda
+        gpus_per_actor: 1               # GPU nodes: one actor per this many GPUs (2 shards a model over 2)
     sweep: {tin: [8, 32, 128], tout: [8, 32], batch: [1], repeats: 2, warmups: 1, seed: 0,
             min_window_s: 0.3, idle_s: 1}
     workload: {synth: chat, n: 2000, seed: 0}        # or {path: trace.csv}
@@ -44,6 +45,7 @@ class NodeTypeConfig:
     backend: str = "cache"
     threads: int | None = None
     device: str = "auto"
+    gpus_per_actor: int = 1
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def load_config(path: str | Path) -> PipelineConfig:
         where = f"{src}: node_types.{name}"
         if not isinstance(nt, dict):
             raise UserError(f"{where}: expected a mapping")
-        _only(nt, {"models", "backend", "threads", "device"}, where)
+        _only(nt, {"models", "backend", "threads", "device", "gpus_per_actor"}, where)
         models = _get(nt, "models", where, list)
         if not models or not all(isinstance(m, str) for m in models):
             raise UserError(f"{where}.models={models!r}: expected a non-empty list of presets or checkpoint dirs")
@@ -159,8 +161,14 @@ def load_config(path: str | Path) -> PipelineConfig:
         backend = _get(nt, "backend", where, str, False, "cache")
         if backend not in BACKENDS:
             raise UserError(f"{where}.backend={backend!r}: choose one of {', '.join(BACKENDS)}")
+        device = _get(nt, "device", where, str, False, "auto")
+        if device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"{where}.device={device!r}: choose auto, cpu or cuda")
+        gpa = _get(nt, "gpus_per_actor", where, int, False, 1)
+        if gpa < 1:
+            raise UserError(f"{where}.gpus_per_actor={gpa}: expected a positive integer")
         node_types[str(name)] = NodeTypeConfig(str(name), tuple(models), backend, _get(nt, "threads", where, int, False, None),
-                                               _get(nt, "device", where, str, False, "auto"))
+                                               device, gpa)
     sw = _get(d, "sweep", src, dict)
     where = f"{src}: sweep"
     _only(sw, {"tin", "tout", "batch", "repeats", "warmups", "seed", "min_window_s", "idle_s", "sample_period_s"}, where)

@@ -1,13 +1,22 @@
-"""Node discovery: every alive Ray node with its resources and node type, as typed records."""
+"""Node discovery: every alive Ray node with its resources, node type and hardware, as typed records.
+
+The hardware (CPU model, memory, GPU kinds and memory from NVML, power meters) comes from a small
+task pinned to each node that runs :func:`llm_energy.hardware.probe_hardware` there.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.config import RESOURCE_PREFIX, PipelineConfig
 from llm_energy.errors import UserError
+from llm_energy.hardware import NodeHardware, probe_hardware
+
+PROBE_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -18,13 +27,20 @@ class NodeInfo:
     cpus: float
     gpus: float
     resources: dict[str, float] = field(default_factory=dict)
+    hardware: NodeHardware | None = None  # None when discovered without probing
 
     @property
     def label(self) -> str:
         return f"{self.node_type or '?'}/{self.node_id[:8]}"
 
 
-def discover_nodes() -> list[NodeInfo]:
+@ray.remote(num_cpus=0, max_retries=0)
+def _probe() -> NodeHardware:
+    return probe_hardware()
+
+
+def discover_nodes(probe: bool = False) -> list[NodeInfo]:
+    """Alive nodes; with ``probe`` each one also runs the hardware probe (in parallel, pinned)."""
     out = []
     for n in ray.nodes():
         if not n.get("Alive"):
@@ -33,6 +49,11 @@ def discover_nodes() -> list[NodeInfo]:
         types = [k[len(RESOURCE_PREFIX):] for k in res if k.startswith(RESOURCE_PREFIX)]
         out.append(NodeInfo(n["NodeID"], n.get("NodeManagerAddress", ""), types[0] if types else None,
                             float(res.get("CPU", 0)), float(res.get("GPU", 0)), res))
+    if probe and out:
+        refs = [_probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote()
+                for n in out]
+        hw = ray.get(refs, timeout=PROBE_TIMEOUT_S)
+        out = [dataclasses.replace(n, hardware=h) for n, h in zip(out, hw)]
     return sorted(out, key=lambda x: (x.node_type or "", x.node_id))
 
 

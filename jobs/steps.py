@@ -28,19 +28,23 @@ def paths(cfg: PipelineConfig) -> dict[str, Path]:
 def sweep(cfg: PipelineConfig, *, live: bool | None = None) -> None:
     import ray
 
-    from cluster.collector import run_cluster_sweep
-    from cluster.discovery import discover_nodes, nodes_by_type
+    from cluster.collector import check_placement, run_cluster_sweep
+    from cluster.discovery import discover_nodes
     from llm_energy.store import TrialStore
     from llm_energy.views import SweepView
 
     if not ray.is_initialized():
         ray.init(address="auto")
-    nodes = discover_nodes()
-    nodes_by_type(cfg, nodes)  # fail before any work if a configured type has no node
-    print(f"cluster: {len(nodes)} nodes: " + ", ".join(n.label for n in nodes), flush=True)
+    nodes = discover_nodes(probe=True)
+    check_placement(cfg, nodes)  # fail before any work: a type with no node, a preset too big for its nodes
+    print(f"cluster: {len(nodes)} nodes: " + ", ".join(
+        f"{n.label} ({n.hardware.gpu_kinds if n.hardware and n.hardware.gpus else 'no GPU'}, "
+        f"meters: {'+'.join(n.hardware.meters) if n.hardware else '?'})" for n in nodes), flush=True)
     store = TrialStore(paths(cfg)["store"])
-    with SweepView(live=live, title="llm-energy cluster sweep", log_every_s=5) as view:
-        rep = run_cluster_sweep(cfg, store, on_tick=view.update)
+    # progress.json mirrors the live view for another process (`llm-energy watch OUT`, `make demo`)
+    with SweepView(live=live, title="llm-energy cluster sweep", log_every_s=5,
+                   mirror=Path(cfg.out) / "progress.json") as view:
+        rep = run_cluster_sweep(cfg, store, on_tick=view.update, nodes=nodes)
     print(f"sweep: {rep.trials_written} trials, {rep.samples_written} samples written; actors: "
           + ", ".join(f"{k} on {v[:8]}" for k, v in rep.actors.items()), flush=True)
     for r in rep.requeued:

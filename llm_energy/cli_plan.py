@@ -238,6 +238,8 @@ def run_plan(req: PlanRequest) -> PlanOutcome:
         raise bad_value("--negative-energy", req.negative, f"expected one of {', '.join(NEGATIVE_POLICIES)}")
     if req.method not in ("reduced", "full"):
         raise bad_value("--method", req.method, "expected reduced or full")
+    if Path(req.out).exists() and not Path(req.out).is_dir():  # before the solve, not after it
+        raise bad_value("--out", req.out, "is a file; the plan is a directory")
     check_solver(req.solver)
     deps = load_deployments(req.deployments)
     if req.only:
@@ -270,6 +272,8 @@ def run_plan(req: PlanRequest) -> PlanOutcome:
     planner = Planner(solve_problem, solver=req.solver, method=req.method, time_limit_s=req.time_limit_s,
                       mip_gap=req.mip_gap)
     zetas = list(np.linspace(0.0, 1.0, req.pareto_steps)) if req.pareto_steps else []
+    if zetas and min(abs(z - req.zeta) for z in zetas) > 1e-12:
+        zetas = sorted(zetas + [req.zeta])  # the chosen point is on the front it is shown on
     if zetas:
         planner.prepare(zetas + [req.zeta])
     sol = planner.solve(req.zeta)
@@ -296,7 +300,10 @@ def run_plan(req: PlanRequest) -> PlanOutcome:
 
     t1 = time.perf_counter()
     out = Path(req.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise bad_value("--out", req.out, f"cannot create it ({e.strerror or e})") from None
     files = {"assignment": str(out / "assignment.parquet"), "summary": str(out / "summary.json")}
     assignment_frame(classes.tin, classes.tout, classes.count, problem.names, x, problem.energy_j,
                      problem.runtime_s).write_parquet(files["assignment"])

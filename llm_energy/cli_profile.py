@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-random", type=int, default=16, help="points per batch size for --design random-log")
     p.add_argument("--backend", default="cache", help="cache (default) | no-cache | static")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--gpus", default=None, help="GPU indices for a deployment sharded over several GPUs, e.g. 0,1")
+    p.add_argument("--gpus", default=None, help="GPUs for a deployment sharded over several, e.g. 0,1: CUDA ordinals as this process sees them "
+                        "(under CUDA_VISIBLE_DEVICES=2,3, 0 is GPU 2; the power meter follows)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, float32 on CPU) | bfloat16 | float16 | float32")
     p.add_argument("--out", required=True, help="store directory (created if missing)")
     p.add_argument("--node-type", default="local", help="label of this node's type, part of the deployment key")

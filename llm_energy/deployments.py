@@ -65,7 +65,9 @@ class DeploymentsFile:
     def select(self, names: list[str], source: str = "--only") -> DeploymentsFile:
         """The deployments named in ``names`` (unknown names are a UserError)."""
         known = {d.name: d for d in self.deployments}
-        for n in names:
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise bad_value(source, n, "named twice")
             if n not in known:
                 raise bad_value(source, n, f"unknown deployment; {self.path} defines {self.names}")
         return DeploymentsFile(self.path, tuple(known[n] for n in names))

@@ -89,7 +89,8 @@ class NegativePredictions:
     def warning(self, n_queries: int) -> str | None:
         if not self.queries_energy and not self.queries_runtime:
             return None
-        what = {"clip": "clipped to 0 for planning", "keep": "kept as predicted (negative)"}[self.policy]
+        what = {"clip": "clipped to 0 for planning", "keep": "kept as predicted (negative)",
+                "error": "refusing to plan on them"}[self.policy]
         ex = ", ".join(f"tin={a},tout={b}" for a, b in self.examples[:3])
         parts = []
         if self.queries_energy:

@@ -178,7 +178,8 @@ class Profiler:
         }
         self.sweep_id = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         self.device = ""
-        self.gpu_indices: tuple[int, ...] = ()
+        self.gpu_indices: tuple[int, ...] = ()  # CUDA ordinals of this process
+        self.meter_indices: tuple[int, ...] = ()  # the same GPUs as NVML indices (CUDA_VISIBLE_DEVICES mapped)
         self.n_gpus = 0
         self._tail = pl.DataFrame(schema=SAMPLE_SCHEMA)
         self.session = uuid.uuid4().hex[:12]  # this run: samples and windows join within it
@@ -198,6 +199,13 @@ class Profiler:
         if self.device.startswith("cuda"):
             self.gpu_indices = spec.gpu_indices or (int(self.device.split(":")[1]),)
         self.n_gpus = len(self.gpu_indices)
+        if self.gpu_indices:
+            from llm_energy.samplers.nvml import nvml_indices_for_cuda
+
+            try:
+                self.meter_indices = tuple(nvml_indices_for_cuda(self.gpu_indices))
+            except ValueError as e:
+                raise UserError(f"--gpus: {e}") from None
         if spec.threads:
             import torch
 
@@ -263,14 +271,14 @@ class Profiler:
     def _discover(self) -> list[PowerSampler]:
         from llm_energy.samplers.discover import discover_samplers
 
-        return discover_samplers(self.node, gpu_indices=self.gpu_indices or None, period_s=self.spec.sample_period_s,
+        return discover_samplers(self.node, gpu_indices=self.meter_indices or None, period_s=self.spec.sample_period_s,
                                  cpu=not self.gpu_indices)
 
     def _primary_devices(self, samplers: list[PowerSampler]) -> list[str]:
         """Devices whose energy is the deployment's ``energy_j``: its GPUs, else the CPU meters."""
         devs = [d for s in samplers for d in s.devices()]
         if self.gpu_indices:
-            want = [f"gpu{i}" for i in self.gpu_indices]
+            want = [f"gpu{i}" for i in self.meter_indices]
             found = [d.device for d in devs if d.device in want]
             if not found:
                 raise UserError(f"no GPU power meter for {', '.join(want)} (is NVML available?)")

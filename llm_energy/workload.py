@@ -37,6 +37,8 @@ COLUMN_PRESETS = {"azure": ("ContextTokens", "GeneratedTokens")}
 SYNTH_KINDS = ("lognormal", "grid", "chat", "code", "mix")
 
 WORKLOAD_SCHEMA = {"tin": pl.Int64, "tout": pl.Int64}
+# No model's context comes near this; it keeps (tin, tout) class keys far from int64 overflow.
+MAX_TOKENS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,10 @@ def _checked_tokens(v: np.ndarray, path: Path, col: str) -> np.ndarray:
     if neg.any():
         i = int(np.argmax(neg))
         raise UserError(f"{path}: row {i}: {col}={_fmt(v[i])}: negative token count ({int(neg.sum())} such rows)")
+    big = v > MAX_TOKENS
+    if big.any():
+        i = int(np.argmax(big))
+        raise UserError(f"{path}: row {i}: {col}={_fmt(v[i])}: more than {MAX_TOKENS:,} tokens ({int(big.sum())} such rows)")
     frac = v != np.floor(v)
     if frac.any():
         i = int(np.argmax(frac))
@@ -215,7 +221,12 @@ def save_workload(w: Workload, path: str | Path) -> Path:
     """Write ``w`` as CSV, Parquet or JSONL (by extension) with columns tin, tout."""
     path = Path(path)
     fmt = _format_of(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise bad_value("--out", str(path), "is a directory; give a file name ending in .csv, .parquet or .jsonl")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise bad_value("--out", str(path), f"cannot create its directory ({e.strerror or e})") from None
     df = w.frame()
     if fmt == "csv":
         df.write_csv(path)

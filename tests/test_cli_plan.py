@@ -173,6 +173,9 @@ def test_plan_with_capacity_and_slo_from_the_yaml(tmp_path, capsys, hand_fits):
     (["--negative-energy", "ignore"], {}, "--negative-energy='ignore'"),
     (["--columns", "foo"], {}, "--columns='foo'"),
     ([], {"fits": "missing"}, "--fits=.*: no such file"),
+    (["--only", "small,small,mid"], {}, "--only='small': named twice"),
+    ([], {"csv": "tin,tout\n4000000000000,3000000000\n8,8\n"}, "row 0: tin=4000000000000: more than 100,000,000 tokens"),
+    ([], {"out_file": True}, "--out=.*: is a file; the plan is a directory"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, hand_fits, extra, files, match):
     fits, dep, w = hand_fits
@@ -187,6 +190,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, hand_fits, extra, files,
         w.write_text(files["csv"])
     if "fits" in files:
         fits = tmp_path / "none.json"
+    if "out_file" in files:
+        (tmp_path / "p").write_text("not a directory")
     rc, out, err = run(capsys, "plan", "--fits", fits, "--deployments", dep, "--workload", w, "--out",
                        tmp_path / "p", *extra)
     assert rc == 2, (out, err)
@@ -195,3 +200,35 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, hand_fits, extra, files,
     import re
 
     assert re.search(match, err), err
+
+
+def test_negative_energy_error_policy_refuses_with_the_queries_named(tmp_path, capsys):
+    if not COEFFICIENTS.exists():
+        pytest.skip(f"reference data not found at {COEFFICIENTS}")
+    w = tmp_path / "w.csv"
+    w.write_text("tin,tout\n2048,8\n1024,8\n8,512\n")  # long prompts, short outputs: the published fits go negative
+    rc, out, err = run(capsys, "plan", "--fits", COEFFICIENTS, "--deployments", PAPER_YAML, "--workload", w,
+                       "--out", tmp_path / "p", "--negative-energy", "error", "--min-share", "0")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "--negative-energy=error: " in err and "negative predicted energy" in err and "refusing to plan" in err
+    assert "tin=2048,tout=8" in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_pareto_front_contains_an_off_grid_zeta(tmp_path, capsys, hand_fits):
+    fits, dep, w = hand_fits
+    rc, _, err = run(capsys, "plan", "--fits", fits, "--deployments", dep, "--workload", w, "--out", tmp_path / "p",
+                     "--pareto", "--pareto-steps", 3, "--zeta", 0.35)
+    assert rc == 0, err
+    front = pl.read_parquet(tmp_path / "p" / "pareto.parquet")
+    assert front.height == 4 and front.filter(pl.col("chosen"))["zeta"].to_list() == [0.35]
+
+
+def test_workload_synth_into_a_directory_is_a_clear_error(tmp_path, capsys):
+    rc, _, err = run(capsys, "workload", "synth", "--kind", "chat", "--n", 10, "--out", tmp_path)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    rc, _, err = run(capsys, "workload", "synth", "--kind", "chat", "--n", 10, "--out", tmp_path / "d.csv")
+    assert rc == 0
+    (tmp_path / "x.csv").mkdir()
+    rc, _, err = run(capsys, "workload", "synth", "--kind", "chat", "--n", 10, "--out", tmp_path / "x.csv")
+    assert rc == 2 and "is a directory" in err and "Traceback" not in err

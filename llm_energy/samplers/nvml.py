@@ -30,6 +30,24 @@ def visible_gpu_indices(nvml: Any) -> list[int]:
     return list(range(n))  # UUIDs/MIG names: cannot map here, measure all
 
 
+def nvml_indices_for_cuda(ordinals: list[int] | tuple[int, ...], env: str | None = None) -> list[int]:
+    """NVML indices of CUDA device ordinals of this process.
+
+    Under ``CUDA_VISIBLE_DEVICES=2,3`` (Ray sets it for an actor that reserved two GPUs) ``cuda:0``
+    is NVML's GPU 2. Assumes CUDA and NVML enumerate in the same (PCI bus) order, which holds on
+    nodes of identical GPUs and under ``CUDA_DEVICE_ORDER=PCI_BUS_ID``."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES") if env is None else env
+    parts = [p.strip() for p in (env or "").split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        return list(ordinals)
+    out = []
+    for i in ordinals:
+        if not 0 <= i < len(parts):
+            raise ValueError(f"cuda:{i} is not visible (CUDA_VISIBLE_DEVICES={env})")
+        out.append(int(parts[i]))
+    return out
+
+
 class NvmlSampler(PowerSampler):
     source = SOURCE_NVML_POWER
     update_period_s = 0.1
