@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             "working_dir": str(REPO),
             "excludes": [".venv", ".git", ".whl", "data", "out", "runs", "docs", "*.egg-info", ".hypothesis"],
         })
-        status = _follow(client, job, args.timeout_s)
+        print(f"live view: this terminal (or `llm-energy watch {out}` from another one)", flush=True)
+        status = _follow(client, job, args.timeout_s, progress=out / "progress.json")
         print(f"job {job}: {status} after {time.time() - t0:.0f} s", flush=True)
         if status != JobStatus.SUCCEEDED:
             return 1
@@ -94,26 +95,51 @@ def _submit(client, tries: int = 60, **kw) -> str:
     raise RuntimeError("unreachable")
 
 
-def _follow(client, job: str, timeout_s: float):
+def _follow(client, job: str, timeout_s: float, progress: Path | None = None):
+    """Print the job's log as it grows; on a terminal, keep the live per-node view (rendered from the
+    job's ``progress.json``) below the log lines."""
     from ray.job_submission import JobStatus
+    from rich.console import Console
+    from rich.live import Live
+
+    from llm_energy.views import view_from_progress
+
+    con = Console()
+    live = Live(console=con, refresh_per_second=4, transient=False) if progress and con.is_terminal else None
+    if live is not None:
+        live.start()
+
+    def emit(text: str) -> None:
+        if live is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        for line in text.splitlines():
+            con.print(line, markup=False, highlight=False)
 
     seen = 0
     deadline = time.time() + timeout_s
-    while True:
-        logs = client.get_job_logs(job)
-        if len(logs) > seen:
-            sys.stdout.write(logs[seen:])
-            sys.stdout.flush()
-            seen = len(logs)
-        st = client.get_job_status(job)
-        if st in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+    try:
+        while True:
             logs = client.get_job_logs(job)
-            sys.stdout.write(logs[seen:])
-            return st
-        if time.time() > deadline:
-            client.stop_job(job)
-            return JobStatus.STOPPED
-        time.sleep(1)
+            if len(logs) > seen:
+                emit(logs[seen:])
+                seen = len(logs)
+            if live is not None:
+                view = view_from_progress(progress, con)
+                if view is not None:
+                    live.update(view.render())
+            st = client.get_job_status(job)
+            if st in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+                emit(client.get_job_logs(job)[seen:])
+                return st
+            if time.time() > deadline:
+                client.stop_job(job)
+                return JobStatus.STOPPED
+            time.sleep(0.5)
+    finally:
+        if live is not None:
+            live.stop()
 
 
 if __name__ == "__main__":

@@ -31,7 +31,14 @@ def config(args):
     from cluster.config import load_config
 
     cfg = load_config(args.config)
-    out = Path(args.out or cfg.out).resolve()
+    out = Path(args.out or cfg.out)
+    if not out.is_absolute() and "runtime_resources" in str(Path.cwd()):
+        # a submitted job runs in a temporary copy of its working dir that Ray deletes: a relative out
+        # there would lose the store, so it goes under the home directory of the node the job runs on
+        out = Path.home() / "llm-energy" / out
+        print(f"out: {out} (relative paths in a Ray job resolve under ~/llm-energy; pass an absolute --out, "
+              f"ideally on shared storage)", flush=True)
+    out = out.resolve()
     wl = cfg.workload
     if wl.path:
         wl = dataclasses.replace(wl, path=str(Path(wl.path).resolve()))

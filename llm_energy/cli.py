@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "llm_energy.cli_models",  # models
     "llm_energy.cli_fit",  # import, fit, predict, report
     "llm_energy.cli_plan",  # plan, workload
+    "llm_energy.cli_watch",  # watch
 )
 
 

@@ -104,6 +104,37 @@ def test_worker_killed_mid_sweep_loses_and_repeats_nothing(local_cluster, tmp_pa
     assert rep.trials_written == 24  # the requeued trials were written once, by the surviving node
 
 
+def test_probed_nodes_and_placement_errors_before_any_work(local_cluster, tmp_path, monkeypatch):
+    import cluster.collector
+
+    started = []
+    monkeypatch.setattr(cluster.collector, "start_actor", lambda *a, **k: started.append(a))
+    nodes = discover_nodes(probe=True)
+    alive = [n for n in ray.nodes() if n["Alive"]]  # the kill test may have removed a raylet already
+    assert len(nodes) == len(alive) >= 2 and all(n.hardware is not None for n in nodes)
+    for n in nodes:  # every raylet ran the probe: CPU, memory, meters (no NVML or RAPL here: the estimate)
+        assert n.hardware.memory_total_b > 2**30 and n.hardware.logical_cores >= 1 and n.hardware.cpu_model
+        assert "estimate" in n.hardware.meters or "rapl" in n.hardware.meters
+    cases = [
+        # llama-2-70b in float32 (~257 GiB) fits no CPU node of this machine
+        ({"cpu-a": {"models": ["llama-2-70b"], "backend": "cache", "threads": 1}},
+         r"node_types\.cpu-a\.models: 'llama-2-70b' needs \d+\.\d GiB \(float32.* but node cpu-a/\w+ has"),
+        # a node type the cluster does not have
+        ({"h100": {"models": ["tiny-llama"], "device": "cuda"}}, r"node_types\.h100: no alive node has the resource"),
+        # CUDA asked of a node without a GPU
+        ({"cpu-b": {"models": ["tiny-llama"], "device": "cuda"}}, r"node_types\.cpu-b\.device='cuda': node cpu-b/\w+ has no GPU"),
+    ]
+    for i, (types, needle) in enumerate(cases):
+        d = tmp_path / str(i)
+        d.mkdir()
+        cfg = load_config(write_config(d, {**CONFIG, "node_types": types, "planner": None}))
+        store = TrialStore(d / "store")
+        with pytest.raises(UserError, match=needle):
+            run_cluster_sweep(cfg, store)
+        assert store.trials().height == 0 and store.samples().select(pl.len()).collect().item() == 0
+    assert started == []  # no actor was started for any of them
+
+
 def test_bad_configs_fail_before_any_work(tmp_path):
     bad = [
         ({**CONFIG, "node_types": {"gpu-x": {"models": ["tiny-llama"], "backend": "turbo"}}}, "node_types.gpu-x.backend"),

@@ -1,14 +1,19 @@
-"""`ray job submit` of jobs/pipeline.py against a local head (its own module: the shared cluster of
-test_cluster.py is stopped first, so two clusters never compete for the 2 cores)."""
+"""`ray job submit` of jobs/pipeline.py against a local head, with the real `ray` CLI and through
+`make demo`'s path (its own module: the shared cluster of test_cluster.py is stopped first, so two
+clusters never compete for the 2 cores)."""
+
+import json
 
 import os
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
 
 pytest.importorskip("ray")
 
+from cluster.local import LocalNode, dashboard_url, start_local_cluster  # noqa: E402
 from llm_energy.store import TrialStore  # noqa: E402
 from tests.test_cluster import CONFIG, REPO, write_config  # noqa: E402
 
@@ -28,3 +33,46 @@ def test_ray_job_submit_of_the_pipeline(tmp_path):
     for f in ("fits.json", "plan/summary.json", "plan/assignment.parquet", "report/report.md"):
         assert (out / f).exists(), f
     assert TrialStore(out / "store").trials().height == 2 * 9
+
+
+@pytest.mark.slow
+def test_ray_job_submit_cli_runs_the_pipeline_and_mirrors_progress(tmp_path):
+    import ray
+
+    cfg = write_config(tmp_path, sweep={**CONFIG["sweep"], "tin": [8, 16, 32], "tout": [4, 8, 16], "repeats": 1})
+    out = tmp_path / "out"
+    c = start_local_cluster([LocalNode("cpu-a"), LocalNode("cpu-b")], dashboard=True)
+    try:
+        url = dashboard_url(c)
+        ray.shutdown()  # the job is its own driver
+        ray_cli = str(Path(sys.executable).with_name("ray"))
+        excludes = json.dumps({"excludes": [".venv", ".git", "data", "docs", "out", "runs", ".hypothesis"]})
+        cmd = [ray_cli, "job", "submit", "--address", url, "--working-dir", str(REPO), "--runtime-env-json", excludes,
+               "--", sys.executable, "jobs/pipeline.py", "--config", str(cfg), "--out", str(out), "--no-live"]
+        r = None
+        for _ in range(30):  # the head's job agent may need a few seconds after the head starts
+            r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400,
+                               env={**os.environ, "RAY_ADDRESS": ""})
+            if "No available agent" not in r.stdout + r.stderr:
+                break
+            import time
+
+            time.sleep(1)
+    finally:
+        ray.shutdown()
+        c.shutdown()
+    log = r.stdout + r.stderr
+    assert r.returncode == 0 and "succeeded" in log, log[-4000:]
+    assert "pipeline done" in log and "meters: estimate" in log  # nodes were probed before any work
+    for f in ("fits.json", "plan/summary.json", "report/report.md", "progress.json"):
+        assert (out / f).exists(), f
+    assert TrialStore(out / "store").trials().height == 2 * 9
+    # the live view's mirror: one row per node, every sweep done, totals equal to the stored trials
+    from llm_energy.views import view_from_progress
+
+    view = view_from_progress(out / "progress.json")
+    assert len(view.rows) == 2 and {t.state for t in view.rows.values()} == {"done"}
+    assert sum(t.done for t in view.sweeps.values()) == 2 * 9
+    w = subprocess.run([sys.executable, "-m", "llm_energy.cli", "watch", str(out), "--once"], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert w.returncode == 0 and "total" in w.stdout and "18/18" in w.stdout, w.stdout + w.stderr
