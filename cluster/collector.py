@@ -261,8 +261,10 @@ def run_cluster_sweep(cfg: PipelineConfig, store: TrialStore, on_tick: Callable[
     pump = StreamPump()
     writer = StoreWriter(store)
 
+    limit = cfg.sweep.max_concurrent or len(slots) or 1
+
     def start_next(slot_label: str) -> None:
-        if slot_label in busy or not queues.get(slot_label):
+        if slot_label in busy or not queues.get(slot_label) or len(busy) >= limit:
             return
         a = queues[slot_label].popleft()
         a.attempts += 1
@@ -300,6 +302,8 @@ def run_cluster_sweep(cfg: PipelineConfig, store: TrialStore, on_tick: Callable[
             if again is not None:
                 start_next(again)
         start_next(label)
+        for other in queues:  # under max_concurrent, a freed place goes to the next slot with work
+            start_next(other)
     writer.flush()
     report.samples_written = writer.samples_written
     report.trials_written = writer.trials_written

@@ -11,7 +11,8 @@
         device: auto                    # auto | cpu | cuda
         gpus_per_actor: 1               # GPU nodes: one actor per this many GPUs (2 shards a model over 2)
     sweep: {tin: [8, 32, 128], tout: [8, 32], batch: [1], repeats: 2, warmups: 1, seed: 0,
-            min_window_s: 0.3, idle_s: 1}
+            min_window_s: 0.3, idle_s: 1,
+            max_concurrent: 1}          # slots profiling at once (default all; 1 where simulated nodes share CPUs)
     workload: {synth: chat, n: 2000, seed: 0}        # or {path: trace.csv}
     planner:
       zeta: 0.5
@@ -59,6 +60,7 @@ class SweepConfig:
     min_window_s: float | None = None
     idle_s: float = 2.0
     sample_period_s: float = 0.02
+    max_concurrent: int | None = None  # slots profiling at once, cluster-wide (None: all of them)
 
     def design(self) -> SweepDesign:
         return SweepDesign.grid(self.tin, self.tout, self.batch, self.repeats, self.warmups, self.seed)
@@ -171,8 +173,12 @@ def load_config(path: str | Path) -> PipelineConfig:
                                                device, gpa)
     sw = _get(d, "sweep", src, dict)
     where = f"{src}: sweep"
-    _only(sw, {"tin", "tout", "batch", "repeats", "warmups", "seed", "min_window_s", "idle_s", "sample_period_s"}, where)
+    _only(sw, {"tin", "tout", "batch", "repeats", "warmups", "seed", "min_window_s", "idle_s", "sample_period_s",
+               "max_concurrent"}, where)
     mw = _get(sw, "min_window_s", where, (int, float), False, None)
+    mc = _get(sw, "max_concurrent", where, int, False, None)
+    if mc is not None and mc < 1:
+        raise UserError(f"{where}.max_concurrent={mc}: expected a positive integer (or leave it out: all slots at once)")
     sweep = SweepConfig(
         tin=_int_list(_get(sw, "tin", where, (list, int)), f"{where}.tin"),
         tout=_int_list(_get(sw, "tout", where, (list, int)), f"{where}.tout"),
@@ -181,6 +187,7 @@ def load_config(path: str | Path) -> PipelineConfig:
         seed=_get(sw, "seed", where, int, False, 0), min_window_s=float(mw) if mw is not None else None,
         idle_s=float(_get(sw, "idle_s", where, (int, float), False, 2.0)),
         sample_period_s=float(_get(sw, "sample_period_s", where, (int, float), False, 0.02)),
+        max_concurrent=mc,
     )
     try:
         sweep.design()

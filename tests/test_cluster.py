@@ -135,6 +135,19 @@ def test_probed_nodes_and_placement_errors_before_any_work(local_cluster, tmp_pa
     assert started == []  # no actor was started for any of them
 
 
+def test_max_concurrent_one_profiles_one_node_at_a_time(local_cluster, tmp_path):
+    cfg = load_config(write_config(tmp_path, sweep={**CONFIG["sweep"], "tin": [8, 16], "tout": [4], "repeats": 1,
+                                                    "max_concurrent": 1}, planner=None))
+    store = TrialStore(tmp_path / "store")
+    rep = run_cluster_sweep(cfg, store)
+    trials = store.trials()
+    assert trials.height == rep.trials_written == 2 * 2 and not rep.failed
+    spans = trials.group_by("node").agg(pl.col("t_start").min(), pl.col("t_end").max()).sort("t_start").rows()
+    assert len(spans) >= 2
+    for (_, _, end), (_, start, _) in zip(spans, spans[1:]):
+        assert start >= end  # the next node's first trial starts after the previous node's last one
+
+
 def test_bad_configs_fail_before_any_work(tmp_path):
     bad = [
         ({**CONFIG, "node_types": {"gpu-x": {"models": ["tiny-llama"], "backend": "turbo"}}}, "node_types.gpu-x.backend"),
@@ -144,6 +157,9 @@ def test_bad_configs_fail_before_any_work(tmp_path):
         ({**CONFIG, "planner": {"deployments": [{"name": "z", "node_type": "nope", "model": "tiny-llama",
                                                  "accuracy": 1}]}}, "node_type='nope'"),
         ({**CONFIG, "planner": {**CONFIG["planner"], "zeta": 3}}, "zeta=3"),
+        ({**CONFIG, "sweep": {**CONFIG["sweep"], "max_concurrent": 0}}, "sweep.max_concurrent=0"),
+        ({**CONFIG, "node_types": {"cpu-a": {"models": ["tiny-llama"], "gpus_per_actor": 0}}},
+         "node_types.cpu-a.gpus_per_actor=0"),
     ]
     for i, (cfg, needle) in enumerate(bad):
         d = tmp_path / str(i)
