@@ -82,30 +82,111 @@ def free_memory_bytes(device: str) -> int:
 
 
 def check_fits(name: str, n_params: int, hf_config: dict[str, Any], dtype: str, devices: list[str], *,
-               batch: int = 1, max_seq_len: int = 4096) -> None:
-    """Refuse up front a model that does not fit the free memory of its device(s)."""
+               batch: int = 1, max_seq_len: int = 4096, kv_cache: bool = True) -> None:
+    """Refuse up front a model that does not fit the free memory of its device(s) with a KV cache of
+    ``batch`` sequences of ``max_seq_len`` tokens (pass the sweep's largest batch and tin + tout)."""
     from llm_energy.presets import memory_needed_bytes
 
-    need, weights, kv = memory_needed_bytes(n_params, hf_config, dtype, batch, max_seq_len)
+    need, weights, kv = memory_needed_bytes(n_params, hf_config, dtype, batch, max_seq_len, kv_cache=kv_cache)
     free = sum(free_memory_bytes(d) for d in devices)
     if need > free:
         gib = 2**30
+        kv_text = f"KV cache {kv / gib:.1f} GiB at batch {batch} x {max_seq_len} tokens" if kv_cache else \
+            f"no KV cache (batch {batch} x {max_seq_len} tokens)"
         raise UserError(
-            f"--model={name!r}: needs {need / gib:.1f} GiB in {dtype} (weights {weights / gib:.1f} GiB + KV cache "
-            f"{kv / gib:.1f} GiB at batch {batch} x {max_seq_len} tokens + margin), but {'+'.join(devices)} "
-            f"{'has' if len(devices) == 1 else 'have'} {free / gib:.1f} GiB free"
+            f"--model={name!r}: needs {need / gib:.1f} GiB in {dtype} (weights {weights / gib:.1f} GiB + {kv_text} "
+            f"+ margin), but {'+'.join(devices)} {'has' if len(devices) == 1 else 'have'} {free / gib:.1f} GiB free"
         )
 
 
+@dataclass(slots=True)
+class ModelSource:
+    """A preset or a checkpoint dir, read (config and parameter count) but not built."""
+
+    name: str
+    config: Any  # transformers config
+    hf_config: dict[str, Any]
+    n_params: int
+    checkpoint: bool
+    has_weights: bool
+
+    @property
+    def max_positions(self) -> int | None:
+        v = self.hf_config.get("max_position_embeddings")
+        return int(v) if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def read_model(name_or_dir: str) -> ModelSource:
+    """The config and exact parameter count of a preset or a local checkpoint dir (built on the meta
+    device: no memory). A missing, unreadable or unknown config is a one-line UserError naming it."""
+    path = Path(name_or_dir)
+    if not path.is_dir():
+        from llm_energy.presets import get_preset
+
+        preset = get_preset(name_or_dir)
+        return ModelSource(name_or_dir, preset.config(), preset.hf_config, preset.n_params, False, False)
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise UserError(f"{path}: a checkpoint directory needs a config.json")
+    # the config is the user's file parsed and validated by transformers, which raises many kinds of
+    # errors for a bad one (OSError for bad JSON, ValueError for an unknown model_type, huggingface_hub's
+    # validation errors for inconsistent sizes): each is reported as one line naming the file
+    try:
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{cfg_path}: not a usable model config ({_first_line(e)})") from None
+    try:
+        with torch.device("meta"):
+            n_params = sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{cfg_path}: model_type={getattr(cfg, 'model_type', None)!r}: cannot build a causal LM "
+                        f"from it ({_first_line(e)})") from None
+    has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
+    return ModelSource(name_or_dir, cfg, cfg.to_dict(), n_params, True, has_weights)
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an exception's message (of its cause's where the message only introduces it)."""
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    if line.endswith(":") and e.__cause__ is not None:
+        return _first_line(e.__cause__)
+    return line
+
+
+def check_sweep(src: ModelSource, dtype: str, devices: list[str], *, batch: int, max_seq_len: int,
+                backend: str = "cache") -> None:
+    """Refuse before anything is measured or stored: a sweep whose longest sequence (tin + tout)
+    exceeds the model's ``max_position_embeddings``, or whose largest batch x longest sequence does
+    not fit the devices' free memory (a static cache holds its whole length bucket)."""
+    if any(d.startswith("cuda") for d in devices):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise bad_value("--device", devices[0], "CUDA is not available on this node")
+    limit = src.max_positions
+    if limit is not None and max_seq_len > limit:
+        raise UserError(f"--model={src.name!r}: the sweep's longest sequence tin + tout = {max_seq_len} tokens "
+                        f"exceeds the model's max_position_embeddings={limit}")
+    kv_len = bucket_len(max_seq_len) if backend == "static" else max_seq_len
+    check_fits(src.name, src.n_params, src.hf_config, dtype, devices, batch=batch, max_seq_len=kv_len,
+               kv_cache=backend != "no-cache")
+
+
 def load_model(name_or_dir: str, device: str = "auto", dtype: str = "auto", *,
-               gpu_indices: tuple[int, ...] | None = None, seed: int = 0) -> LoadedModel:
+               gpu_indices: tuple[int, ...] | None = None, seed: int = 0, batch: int = 1, max_seq_len: int = 4096,
+               kv_cache: bool = True) -> LoadedModel:
     """Build a preset (random weights, directly on the device) or load a local checkpoint dir.
 
     With several ``gpu_indices`` the decoder layers are spread over those GPUs (embedding on the
-    first, final norm and LM head on the last), each built directly on its GPU.
+    first, final norm and LM head on the last), each built directly on its GPU. The memory check
+    assumes ``batch`` sequences of ``max_seq_len`` tokens (the profiler passes its sweep's largest).
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     if device == "auto":
         device = f"cuda:{gpu_indices[0] if gpu_indices else 0}" if torch.cuda.is_available() else "cpu"
@@ -113,23 +194,11 @@ def load_model(name_or_dir: str, device: str = "auto", dtype: str = "auto", *,
         raise bad_value("--device", device, "CUDA is not available on this node")
     dt = resolve_dtype(dtype, device)
     path = Path(name_or_dir)
-    checkpoint = path.is_dir()
-    if checkpoint:
-        if not (path / "config.json").exists():
-            raise UserError(f"{path}: a checkpoint directory needs a config.json")
-        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
-        has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
-        hf_cfg = cfg.to_dict()
-        with torch.device("meta"):
-            n_params = sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())
-    else:
-        from llm_energy.presets import get_preset
-
-        preset = get_preset(name_or_dir)
-        cfg, hf_cfg, n_params, has_weights = preset.config(), preset.hf_config, preset.n_params, False
+    src = read_model(name_or_dir)
+    cfg, hf_cfg, n_params, checkpoint, has_weights = src.config, src.hf_config, src.n_params, src.checkpoint, src.has_weights
     gpus = tuple(gpu_indices) if gpu_indices else ((int(device.split(":")[1]),) if device.startswith("cuda:") else ())
     devices = [f"cuda:{i}" for i in gpus] if gpus else ["cpu"]
-    check_fits(name_or_dir, n_params, hf_cfg, dt, devices)
+    check_fits(name_or_dir, n_params, hf_cfg, dt, devices, batch=batch, max_seq_len=max_seq_len, kv_cache=kv_cache)
     torch.manual_seed(seed)
     tdt = _torch_dtype(dt)
     if checkpoint and has_weights:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -47,18 +46,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--pool-batch", action="store_true", help="one model over all batch sizes, batch as a factor")
     f.add_argument("--net", action="store_true", help="fit idle-subtracted energy (energy_net_j) instead of gross")
     f.add_argument("--drop-invalid", action="store_true",
-                   help="drop trials with NaN/zero/negative energy or runtime (default: skip their deployment)")
+                   help="drop trials with NaN/inf/zero/negative energy or runtime (default: skip their deployment)")
     f.add_argument("--json", action="store_true", help="print the fits as JSON")
     f.set_defaults(func=cmd_fit)
 
     pr = sub.add_parser("predict", help="predict energy and runtime of queries",
                         description="Predict energy (J) and runtime (s), with 90% intervals, for queries on every "
-                                    "deployment of a fits file (or --deployment).")
+                                    "deployment of a fits file (or --deployment). Without a batch size each "
+                                    "deployment predicts at the batch size it was fitted at. With one (--batch, or a "
+                                    "batch column in --queries) a query is predicted only on deployments fitted at "
+                                    "its batch size or pooled over batch sizes (fit --pool-batch, keys ending /b*); "
+                                    "a batch size that no deployment covers is an error. Non-finite values print "
+                                    "as null with --json.")
     pr.add_argument("fits", help="FITS.json")
-    pr.add_argument("--queries", help="CSV or Parquet with columns tin, tout[, batch]")
+    pr.add_argument("--queries", help="CSV or Parquet with columns tin, tout[, batch] (positive integers)")
     pr.add_argument("--tin", type=int)
     pr.add_argument("--tout", type=int)
-    pr.add_argument("--batch", type=int)
+    pr.add_argument("--batch", type=int,
+                    help="batch size (>= 1): predict only on deployments fitted at it or pooled over batch sizes; "
+                         "with --queries, for a file without a batch column")
     pr.add_argument("--deployment", action="append", help="restrict to these deployments (repeatable)")
     pr.add_argument("--out", help="write CSV or Parquet (by extension)")
     pr.add_argument("--json", action="store_true")
@@ -129,7 +135,9 @@ def cmd_fit(args) -> int:
     fits = fit_deployments(df, opts, source=",".join(args.dir))
     save_fits(fits, args.out)
     if args.json:
-        print(json.dumps(fits.to_dict(), default=float))
+        from llm_energy.fits import to_json
+
+        print(to_json(fits.to_dict()))
         return 0
     from llm_energy.views import stdout_console
 
@@ -182,36 +190,66 @@ def read_table(path: str) -> pl.DataFrame:
         raise UserError(f"{p}: cannot read ({str(e).splitlines()[0]})") from None
 
 
-def cmd_predict(args) -> int:
-    from llm_energy.fits import load_fits, predict_all
+def _positive_ints(q: pl.DataFrame, c: str, source: str, what: str) -> np.ndarray:
+    """Column ``c`` as int64, or a UserError naming the file, row and value (8.5 is not truncated)."""
+    v = q[c].cast(pl.Float64, strict=False)
+    bad = (v.is_null() | ~v.is_finite() | (v < 1) | (v != v.floor()) | (v > 2**62)).fill_null(True)
+    if bad.any():
+        i = int(bad.arg_true()[0])
+        raise UserError(f"{source}: {c}={q[c][i]!r} (row {i + 1}): {what} must be positive integers")
+    return v.cast(pl.Int64).to_numpy()
 
+
+def cmd_predict(args) -> int:
+    from llm_energy.fits import load_fits, predict_all, to_json, unmatched_batches
+
+    if args.batch is not None and args.batch < 1:
+        raise bad_value("--batch", args.batch, "must be >= 1")
     fits = load_fits(args.fits)
     if args.queries:
         q = read_table(args.queries)
         for c in ("tin", "tout"):
             if c not in q.columns:
                 raise UserError(f"{args.queries}: column {c!r} missing")
-            v = q[c].cast(pl.Float64, strict=False)
-            if v.is_null().any() or (v < 1).any():
-                bad = q.filter(v.is_null() | (v < 1))[c][0]
-                raise UserError(f"{args.queries}: {c}={bad!r}: token counts must be positive integers")
-        tin, tout = q["tin"].to_numpy(), q["tout"].to_numpy()
-        batch = q["batch"].to_numpy() if "batch" in q.columns else None
+        tin = _positive_ints(q, "tin", args.queries, "token counts")
+        tout = _positive_ints(q, "tout", args.queries, "token counts")
+        if "batch" in q.columns:
+            if args.batch is not None:
+                raise bad_value("--batch", args.batch, f"{args.queries} has a batch column; give the batch size once")
+            batch, where = _positive_ints(q, "batch", args.queries, "batch sizes"), args.queries
+        else:
+            batch, where = (np.full(len(tin), args.batch) if args.batch is not None else None), "--batch"
     elif args.tin is not None and args.tout is not None:
         if args.tin < 1 or args.tout < 1:
             raise bad_value("--tin/--tout", (args.tin, args.tout), "must be positive")
-        tin, tout, batch = np.array([args.tin]), np.array([args.tout]), (np.array([args.batch]) if args.batch else None)
+        tin, tout = np.array([args.tin]), np.array([args.tout])
+        batch, where = (np.array([args.batch]) if args.batch is not None else None), "--batch"
     else:
         raise UserError("give --queries FILE or --tin N --tout N")
     for d in args.deployment or []:
         fits.get(d, source=args.fits)
+    if batch is not None:
+        missing = unmatched_batches(fits, batch, args.deployment)
+        if missing:
+            have = [str(b) for b in sorted({fits.deployments[n].batch for n in (args.deployment or fits.deployments)})]
+            what = f"--batch={missing[0]}" if where == "--batch" else f"{where}: batch={missing[0]}"
+            raise UserError(f"{what}: no deployment{' selected' if args.deployment else ''} in "
+                            f"{args.fits} was fitted at this batch size (fitted: {', '.join(have)}); predictions are "
+                            f"made only at a fitted batch size (fit --pool-batch to model batch as a factor)")
     out = predict_all(fits, tin, tout, batch, deployments=args.deployment)
     if args.out:
         p = Path(args.out)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        out.write_parquet(p) if p.suffix == ".parquet" else out.write_csv(p)
+        blocker = next((a for a in reversed(p.parents) if a.exists() and not a.is_dir()), None)
+        if blocker is not None:
+            raise UserError(f"{p}: cannot write the predictions ({blocker} is a file, not a directory)")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            out.write_parquet(p) if p.suffix == ".parquet" else out.write_csv(p)
+        except (OSError, pl.exceptions.PolarsError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+            raise UserError(f"{p}: cannot write the predictions ({why})") from None
     if args.json:
-        print(json.dumps(out.to_dicts()))
+        print(to_json(out.to_dicts()))
         return 0
     from rich.table import Table
 
@@ -222,12 +260,16 @@ def cmd_predict(args) -> int:
         tab.add_column(c)
     for r in out.head(50).iter_rows(named=True):
         tab.add_row(r["deployment"], str(r["tin"]), str(r["tout"]), str(r["batch"]), f"{r['energy_j']:.2f}",
-                    f"{r['energy_j_lo']:.2f}..{r['energy_j_hi']:.2f}", f"{r['runtime_s']:.3f}",
-                    f"{r['runtime_s_lo']:.3f}..{r['runtime_s_hi']:.3f}")
+                    _pi(r["energy_j_lo"], r["energy_j_hi"], ".2f"), f"{r['runtime_s']:.3f}",
+                    _pi(r["runtime_s_lo"], r["runtime_s_hi"], ".3f"))
     stdout_console().print(tab)
     if args.out:
         print(f"wrote {args.out}")
     return 0
+
+
+def _pi(lo, hi, spec: str) -> str:
+    return "-" if lo is None or hi is None else f"{lo:{spec}}..{hi:{spec}}"
 
 
 def cmd_report(args) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 
 import polars as pl
@@ -51,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("show", help="print the trials of a store", description="Print the trials of a store.")
     s.add_argument("dir", help="store directory")
-    s.add_argument("--json", action="store_true", help="print the trial records as a JSON list")
+    s.add_argument("--json", action="store_true", help="print the trial records as a JSON list (NaN/inf as null)")
     s.add_argument("--warmups", action="store_true", help="include warm-up trials")
     s.add_argument("--limit", type=int, default=200, help="rows in the table (default 200; --json prints all)")
     s.set_defaults(func=cmd_show)
@@ -131,8 +130,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise bad_value("--backend", args.backend, f"unknown backend; choose one of {', '.join(BACKENDS)}")
     spec = spec_from_args(args)
     _check_model_name(spec.model)
-    store = TrialStore(args.out)
     prof = Profiler(spec)
+    # a bad config, a sequence past the model's positions or a model too large for the sweep's largest
+    # batch x longest sequence is refused here, before the store exists and before any idle is measured
+    prof.preflight()
+    store = TrialStore(args.out)
     done_before = store.done_trial_ids()
     planned = spec.design.trials()
     skipped = sum(prof.trial_id(t) in done_before for t in planned)
@@ -199,7 +201,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if not args.warmups:
         df = df.filter(~pl.col("warmup"))
     if args.json:
-        print(json.dumps(df.to_dicts(), default=str))
+        from llm_energy.fits import to_json
+
+        print(to_json(df.to_dicts(), default=str))  # NaN/inf -> null: bare NaN is not JSON
         return 0
     if args.limit < 1:
         raise bad_value("--limit", args.limit, "must be >= 1")
@@ -240,7 +244,9 @@ def cmd_check(args: argparse.Namespace) -> int:
              "outside_windows_j": c.outside_j, "idle_closure": c.idle_closure, "power_closure": c.power_closure}
             for c in closures]
     if args.json:
-        print(json.dumps({"power_vs_counter": groups, "sessions": sess}))
+        from llm_energy.fits import to_json
+
+        print(to_json({"power_vs_counter": groups, "sessions": sess}))
         return 0
     from rich.table import Table
 

@@ -77,8 +77,13 @@ class TargetModel:
     def predict(self, tin, tout, batch=None) -> np.ndarray:
         return design_matrix(self.terms, tin, tout, batch) @ np.asarray(self.coef, dtype=float)
 
+    @property
+    def has_interval(self) -> bool:
+        return self.interval.get("q_lo") is not None and self.interval.get("q_hi") is not None
+
     def bounds(self, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """90% (or ``interval.level``) prediction interval from cross-validated relative residuals."""
+        """90% (or ``interval.level``) prediction interval from cross-validated relative residuals
+        (NaN where the model has no interval; :func:`predict` reports those as null)."""
         lo, hi = self.interval.get("q_lo"), self.interval.get("q_hi")
         if lo is None or hi is None:
             return np.full_like(pred, np.nan), np.full_like(pred, np.nan)
@@ -174,14 +179,16 @@ def load_fits(path: str | Path) -> FitsFile:
                     raise UserError(f"{where}.targets.{t}.space={m.get('space')!r}: only 'linear' is supported")
                 targets[t] = TargetModel(form=str(m.get("form", "?")), terms=terms, coef=coef, space="linear",
                                          method=str(m.get("method", "")), stats=dict(m.get("stats") or {}),
-                                         cv=dict(m.get("cv") or {}), interval=dict(m.get("interval") or {}),
+                                         cv=dict(m.get("cv") or {}),
+                                         interval=_check_interval(m.get("interval"), f"{where}.targets.{t}.interval"),
                                          candidates=list(m.get("candidates") or []))
             for t in TARGETS:
                 if t not in targets:
                     raise UserError(f"{where}.targets: missing {t!r}")
             dep = DeploymentFit(deployment=str(e["deployment"]), model=str(e.get("model", "")),
                                 node_type=str(e.get("node_type", "")), n_gpus=int(e.get("n_gpus", 0)),
-                                backend=str(e.get("backend", "")), batch=e.get("batch", 1), targets=targets,
+                                backend=str(e.get("backend", "")), batch=_check_batch(e.get("batch", 1), where),
+                                targets=targets,
                                 system=str(e.get("system", "")), energy_source=str(e.get("energy_source", "")),
                                 n_trials=int(e.get("n_trials", 0)), n_cells=int(e.get("n_cells", 0)))
         except (KeyError, TypeError, ValueError, AttributeError) as ex:
@@ -193,6 +200,61 @@ def load_fits(path: str | Path) -> FitsFile:
                     created=float(d.get("created") or 0.0))
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _check_interval(iv: Any, where: str) -> dict[str, Any]:
+    """A target's interval: null or missing means none (predictions get null bounds, never NaN);
+    otherwise q_lo and q_hi are both finite numbers with q_lo <= q_hi, or both null."""
+    if iv is None:
+        return {}
+    if not isinstance(iv, dict):
+        raise UserError(f"{where}={iv!r}: expected an object with q_lo and q_hi, or null")
+    lo, hi = iv.get("q_lo"), iv.get("q_hi")
+    if lo is None and hi is None:
+        return dict(iv)
+    for k, v in (("q_lo", lo), ("q_hi", hi)):
+        if not _is_number(v):
+            raise UserError(f"{where}.{k}={v!r}: expected a finite number (both q_lo and q_hi, or neither)")
+    if lo > hi:
+        raise UserError(f"{where}.q_lo={lo!r}: greater than q_hi={hi!r}")
+    return dict(iv)
+
+
+def _check_batch(b: Any, where: str) -> int | str:
+    """A deployment's batch: a positive integer, or '*' for a fit pooled over batch sizes."""
+    if b == "*" or (isinstance(b, int) and not isinstance(b, bool) and b >= 1):
+        return b
+    raise UserError(f"{where}.batch={b!r}: expected a positive integer, or '*' for a fit pooled over batch sizes")
+
+
+def to_json(obj: Any, default: Callable[[Any], Any] | None = None, **kw: Any) -> str:
+    """Strict JSON text: NaN and +-inf become null (bare NaN/Infinity is not JSON), numpy scalars plain;
+    ``default`` converts anything else JSON lacks (e.g. ``str``)."""
+    def conv(o: Any) -> Any:
+        try:
+            return _json_default(o)
+        except TypeError:
+            if default is None:
+                raise
+            return default(o)
+
+    return json.dumps(_finite(obj), default=conv, allow_nan=False, **kw)
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, (float, np.floating)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return [_finite(v) for v in o.tolist()]
+    return o
+
+
 PREDICTION_SCHEMA = {
     "deployment": pl.String, "tin": pl.Int64, "tout": pl.Int64, "batch": pl.Int64,
     "energy_j": pl.Float64, "energy_j_lo": pl.Float64, "energy_j_hi": pl.Float64,
@@ -201,7 +263,12 @@ PREDICTION_SCHEMA = {
 
 
 def predict(fits: FitsFile, deployment: str, tin, tout, batch=None) -> pl.DataFrame:
-    """Predictions for arrays of queries on one deployment (vectorised): :data:`PREDICTION_SCHEMA`."""
+    """Predictions for arrays of queries on one deployment (vectorised): :data:`PREDICTION_SCHEMA`.
+
+    ``batch`` (default: the deployment's own) must be the deployment's batch unless it was fitted
+    pooled over batch sizes (``/b*``): a model fitted at one batch size says nothing about another.
+    Bounds are null where the model has no interval.
+    """
     dep = fits.get(deployment)
     i = np.asarray(tin, dtype=np.int64)
     o = np.asarray(tout, dtype=np.int64)
@@ -209,18 +276,48 @@ def predict(fits: FitsFile, deployment: str, tin, tout, batch=None) -> pl.DataFr
         b = np.full_like(i, dep.batch if isinstance(dep.batch, int) else 1)
     else:
         b = np.asarray(batch, dtype=np.int64) * np.ones_like(i)
+        if isinstance(dep.batch, int) and (b != dep.batch).any():
+            raise UserError(f"batch={int(b[b != dep.batch][0])}: deployment {deployment!r} was fitted at batch "
+                            f"{dep.batch} only (fit with --pool-batch to predict other batch sizes)")
     cols: dict[str, Any] = {"deployment": [deployment] * len(i), "tin": i, "tout": o, "batch": b}
     for t in TARGETS:
         m = dep.targets[t]
         y = m.predict(i, o, b)
-        lo, hi = m.bounds(y)
-        cols[t], cols[f"{t}_lo"], cols[f"{t}_hi"] = y, lo, hi
+        cols[t] = y
+        if m.has_interval:
+            cols[f"{t}_lo"], cols[f"{t}_hi"] = m.bounds(y)
+        else:
+            cols[f"{t}_lo"] = cols[f"{t}_hi"] = [None] * len(i)
     return pl.DataFrame(cols, schema=PREDICTION_SCHEMA)
 
 
+def unmatched_batches(fits: FitsFile, batch, deployments: list[str] | None = None) -> list[int]:
+    """Batch sizes among ``batch`` that no (selected) deployment can predict: none fitted at that
+    batch and none pooled over batch sizes."""
+    deps = [fits.deployments[n] for n in (deployments or list(fits.deployments))]
+    if any(d.batch == "*" for d in deps):
+        return []
+    have = {d.batch for d in deps}
+    return sorted(int(v) for v in np.unique(np.asarray(batch, dtype=np.int64)) if int(v) not in have)
+
+
 def predict_all(fits: FitsFile, tin, tout, batch=None, deployments: list[str] | None = None) -> pl.DataFrame:
+    """Every (selected) deployment's predictions. Without ``batch`` each deployment predicts at its own
+    batch size; with it, each query goes only to deployments fitted at its batch (or pooled ``/b*``),
+    so a prediction is never labelled with a batch size its model was not fitted at."""
     names = deployments or list(fits.deployments)
-    return pl.concat([predict(fits, n, tin, tout, batch) for n in names])
+    if batch is None:
+        return pl.concat([predict(fits, n, tin, tout) for n in names])
+    i = np.asarray(tin, dtype=np.int64)
+    o = np.asarray(tout, dtype=np.int64)
+    b = np.asarray(batch, dtype=np.int64) * np.ones_like(i)
+    parts = []
+    for n in names:
+        d = fits.deployments[n]
+        keep = np.ones(len(i), dtype=bool) if d.batch == "*" else b == d.batch
+        if keep.any():
+            parts.append(predict(fits, n, i[keep], o[keep], b[keep]))
+    return pl.concat(parts) if parts else pl.DataFrame(schema=PREDICTION_SCHEMA)
 
 
 PAPER_KEYS = {"Llama-2 (7B)": ("llama-2-7b", 1), "Llama-2 (13B)": ("llama-2-13b", 1), "Llama-2 (70B)": ("llama-2-70b", 4)}

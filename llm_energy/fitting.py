@@ -58,7 +58,7 @@ class FitOptions:
     pool_batch: bool = False
     energy_column: str = "energy_j"  # or energy_net_j
     min_cells: int | None = None  # default: terms + 2
-    drop_invalid: bool = False  # drop trials with NaN/zero/negative targets instead of skipping the deployment
+    drop_invalid: bool = False  # drop trials with NaN/inf/zero/negative targets instead of skipping the deployment
 
 
 def fit_target(form: str, tin: np.ndarray, tout: np.ndarray, batch: np.ndarray, y: np.ndarray) -> TargetModel:
@@ -251,8 +251,10 @@ def validate_trials(df: pl.DataFrame, *, source: str, energy_column: str = "ener
 
 
 def invalid_target_rows(df: pl.DataFrame, energy_column: str) -> pl.Expr:
-    """Rows whose targets cannot be fitted: NaN, missing, zero or negative energy or runtime."""
-    return pl.any_horizontal([pl.col(c).is_null() | pl.col(c).is_nan() | (pl.col(c) <= 0) for c in (energy_column, "runtime_s")])
+    """Rows whose targets cannot be fitted: NaN, infinite, missing, zero or negative energy or runtime
+    (one infinite target would make every coefficient NaN or inf)."""
+    return pl.any_horizontal([pl.col(c).is_null() | ~pl.col(c).is_finite() | (pl.col(c) <= 0)
+                              for c in (energy_column, "runtime_s")])
 
 
 @dataclass

@@ -19,17 +19,22 @@
 ``csv``: any CSV with a column mapping (``FIELD=COLUMN``; for files without a header COLUMN is a
 0-based index). Required fields: tin, tout, energy_j, runtime_s; optional: batch, model, node_type,
 system, device, n_gpus, backend, repeat, warmup, energy_scale (multiplier, e.g. 0.001 for mJ).
+``--set FIELD=VALUE`` gives a constant to a field the file lacks. Every value is checked before it is
+stored: token counts, batch, n_gpus and repeat are integers (8.5 is an error, never truncated), energy
+and runtime finite and non-negative (NaN and inf are errors), warmup true/false, yes/no or 1/0, and
+model, node_type and backend non-empty.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from pathlib import Path
 
 import polars as pl
 
-from llm_energy.errors import UserError
+from llm_energy.errors import UserError, bad_value
 from llm_energy.schema import SOURCE_IMPORTED, TRIAL_SCHEMA, conform
 from llm_energy.store import SweepInfo, TrialStore
 
@@ -198,18 +203,42 @@ def _check_numeric(df: pl.DataFrame, p: Path, cols: list[str]) -> None:
             raise UserError(f"{p}: {c}={bad[0] if bad.len() else '?'!r}: not a number")
 
 
+INT_FIELDS = {"tin": 1, "tout": 1, "batch": 1, "n_gpus": 0, "repeat": 0, "tin_actual": 1, "tout_actual": 1}  # minimum
+FLOAT_FIELDS = ("energy_j", "runtime_s")
+NAME_FIELDS = ("model", "node_type", "backend")  # part of the deployment key: never empty
+TEXT_FIELDS = ("system", "device")
+BOOL_WORDS = {"true": True, "t": True, "yes": True, "y": True, "1": True,
+              "false": False, "f": False, "no": False, "n": False, "0": False}
+CSV_DEFAULTS = {"model": "unknown", "node_type": "imported", "backend": "imported", "n_gpus": "0", "batch": "1",
+                "system": "", "device": ""}
+INT32_MAX = 2**31 - 1
+
+
 def import_csv(path: str | Path, mapping: dict[str, str], *, has_header: bool = True,
                defaults: dict[str, str] | None = None) -> pl.DataFrame:
-    """Trials from any CSV through a FIELD=COLUMN mapping (COLUMN: a name, or a 0-based index)."""
+    """Trials from any CSV through a FIELD=COLUMN mapping (COLUMN: a name, or a 0-based index).
+
+    ``defaults`` (``--set FIELD=VALUE``) gives a constant to a field the file lacks. Every value is
+    checked before it is cast: a bad one is a UserError naming the file, the field, its column (or
+    ``--set``), the first bad value and its data row (1 = the first row after any header).
+    """
     p = Path(path)
+    defaults = dict(defaults or {})
     for f in mapping:
         if f not in (*CSV_FIELDS, "energy_scale"):
-            raise UserError(f"--map {f}=...: unknown field; fields: {', '.join(CSV_FIELDS)}")
+            raise UserError(f"--map {f}=...: unknown field; fields: {', '.join(CSV_FIELDS)}, energy_scale")
+    for f in defaults:
+        if f not in CSV_FIELDS:
+            raise UserError(f"--set {f}=...: unknown field; fields: {', '.join(CSV_FIELDS)}")
+        if f in mapping:
+            raise UserError(f"--set {f}=...: {f} is also given by --map {f}={mapping[f]}; give it once")
     for f in ("tin", "tout", "energy_j", "runtime_s"):
         if f not in mapping:
             raise UserError(f"--map: field {f!r} is required (e.g. --map {f}=COLUMN)")
+    scale = _energy_scale(mapping.get("energy_scale"))
     raw = _read_csv(p, has_header=has_header)
     cols: list[pl.Expr] = []
+    where: dict[str, str] = {}  # field -> "column X" or "--set"
     for f, c in mapping.items():
         if f == "energy_scale":
             continue
@@ -217,34 +246,92 @@ def import_csv(path: str | Path, mapping: dict[str, str], *, has_header: bool = 
             if c not in raw.columns:
                 raise UserError(f"{p}: column {c!r} (for {f}) missing; columns: {', '.join(raw.columns)}")
             cols.append(pl.col(c).alias(f))
+            where[f] = f"column {c!r}"
         else:
             if not c.isdigit() or int(c) >= raw.width:
                 raise UserError(f"{p}: {f}={c!r}: a file without a header needs a 0-based column index < {raw.width}")
             cols.append(pl.col(raw.columns[int(c)]).alias(f))
+            where[f] = f"column {c}"
     df = raw.select(cols)
-    for f in ("tin", "tout", "energy_j", "runtime_s", "batch", "n_gpus", "repeat"):
-        if f in df.columns:
-            num = df[f].cast(pl.Float64, strict=False)
-            bad = df.filter(num.is_null() | num.is_nan())
-            if bad.height:
-                raise UserError(f"{p}: {f}={bad[f][0]!r} (column {mapping[f]}): not a number")
-            if f in ("tin", "tout", "batch") and (num < 1).any():
-                raise UserError(f"{p}: {f}={df.filter(num < 1)[f][0]!r} (column {mapping[f]}): must be a positive integer")
-            if f in ("energy_j", "runtime_s") and (num < 0).any():
-                raise UserError(f"{p}: {f}={df.filter(num < 0)[f][0]!r} (column {mapping[f]}): must not be negative")
-    scale = float(mapping.get("energy_scale", 1.0))
-    d = {"model": "unknown", "node_type": "imported", "backend": "imported", "n_gpus": "0", "batch": "1",
-         "system": "", "device": ""} | (defaults or {})
-    df = df.with_columns(
-        (pl.col("energy_j").cast(pl.Float64) * scale).alias("energy_j"),
-        *[pl.lit(v).alias(k) for k, v in d.items() if k not in df.columns],
-    ).with_columns(pl.col("batch").cast(pl.Int32), pl.col("n_gpus").cast(pl.Int32), pl.col("tin").cast(pl.Int32),
-                   pl.col("tout").cast(pl.Int32))
+    for f, v in ({k: v for k, v in CSV_DEFAULTS.items() if k not in mapping} | defaults).items():
+        df = df.with_columns(pl.lit(v, dtype=pl.String).alias(f))
+        where[f] = "--set" if f in defaults else "default"
+    out = []
+    for f in df.columns:
+        s = df[f]
+        if f in INT_FIELDS:
+            out.append(_check_number(s, p, where[f], integer=True, minimum=INT_FIELDS[f],
+                                     optional=f in ("tin_actual", "tout_actual")).cast(pl.Int32))
+        elif f in FLOAT_FIELDS:
+            v = _check_number(s, p, where[f], integer=False, minimum=0)
+            out.append(v * scale if f == "energy_j" else v)
+        elif f == "warmup":
+            out.append(_check_bool(s, p, where[f]))
+        elif f in NAME_FIELDS:
+            t = s.cast(pl.String).str.strip_chars()
+            _first_bad(t.is_null() | (t == ""), s, p, where[f], f"empty; every trial needs a {f} (or use --set {f}=VALUE)")
+            out.append(t)
+        else:
+            out.append(s.cast(pl.String).fill_null(""))
+    df = pl.DataFrame(out)
     if "warmup" not in df.columns:
         df = df.with_columns(pl.lit(False).alias("warmup"))
     df = df.with_columns(pl.lit(f"{SOURCE_IMPORTED}:csv").alias("energy_source"), pl.lit(1, pl.Int32).alias("n_inner"),
                          pl.lit(str(p)).alias("node"))
     return _finish(df, p, f"csv-{p.name}")
+
+
+def _energy_scale(text: str | None) -> float:
+    if text is None:
+        return 1.0
+    try:
+        v = float(text)
+    except ValueError:
+        raise bad_value("--map energy_scale", text, "not a number (a multiplier, e.g. 0.001 for mJ)") from None
+    if not math.isfinite(v) or v <= 0:
+        raise bad_value("--map energy_scale", text, "must be a finite number > 0 (e.g. 0.001 for mJ)")
+    return v
+
+
+def _first_bad(mask: pl.Series, s: pl.Series, p: Path, where: str, why: str) -> None:
+    """UserError for the first row where ``mask`` holds (null counts as bad)."""
+    mask = mask.fill_null(True)
+    if not mask.any():
+        return
+    i = int(mask.arg_true()[0])
+    v = s[i]
+    if where in ("--set", "default"):
+        raise UserError(f"{p}: {where} {s.name}={v!r}: {why}")
+    raise UserError(f"{p}: {s.name}={'(empty)' if v is None else repr(v)} ({where}, data row {i + 1}): {why}")
+
+
+def _check_number(s: pl.Series, p: Path, where: str, *, integer: bool, minimum: float,
+                  optional: bool = False) -> pl.Series:
+    """The column as Float64, every value a finite number >= minimum (an integer if ``integer``)."""
+    num = s.cast(pl.Float64, strict=False)
+    missing = s.is_null() if optional else pl.Series(s.name, [False] * s.len())
+    _first_bad(~missing & (num.is_null() | num.is_nan() | num.is_infinite()), s, p, where, "not a finite number")
+    num_ok = num.fill_null(minimum)
+    if integer:
+        _first_bad(num_ok != num_ok.floor(), s, p, where, "not an integer")
+        _first_bad(num_ok > INT32_MAX, s, p, where, f"too large (at most {INT32_MAX})")
+    if num_ok.lt(minimum).any():
+        why = ("must be a positive integer" if minimum == 1 else "must be >= 0") if integer else "must not be negative"
+        _first_bad(num_ok < minimum, s, p, where, why)
+    return num.alias(s.name)
+
+
+def _check_bool(s: pl.Series, p: Path, where: str) -> pl.Series:
+    """true/false, yes/no, 1/0 (any case) as Boolean."""
+    if s.dtype == pl.Boolean:
+        _first_bad(s.is_null(), s, p, where, "empty; expected true or false")
+        return s
+    words = s.cast(pl.String).str.strip_chars().str.to_lowercase()
+    if s.dtype.is_numeric():
+        words = s.cast(pl.Float64, strict=False).cast(pl.String).str.replace(r"\.0$", "")
+    known = words.is_in(list(BOOL_WORDS))
+    _first_bad(~known, s, p, where, f"expected one of {', '.join(BOOL_WORDS)}")
+    return words.replace_strict(BOOL_WORDS, return_dtype=pl.Boolean).alias(s.name)
 
 
 def store_imported(df: pl.DataFrame, out: str | Path) -> int:

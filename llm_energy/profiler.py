@@ -187,6 +187,26 @@ class Profiler:
     def trial_id(self, t: PlannedTrial) -> str:
         return f"{self.sweep_id}/{t.key}"
 
+    def preflight(self, trials: Sequence[PlannedTrial] | None = None) -> tuple[Any, int, int]:
+        """Refuse a sweep that cannot run, before anything is stored or measured: an unreadable model
+        config, a sequence (tin + tout) longer than the model's ``max_position_embeddings``, or a model
+        that does not fit the free memory of its device(s) at the sweep's largest batch and longest
+        sequence. Returns the :class:`~llm_energy.backends.ModelSource` and the sizes checked."""
+        from llm_energy.backends import check_sweep, read_model, resolve_dtype
+
+        spec = self.spec
+        trials = list(trials if trials is not None else spec.design.trials())
+        device = _resolve_device(spec.device, spec.gpu_indices)
+        gpus = (spec.gpu_indices or (int(device.split(":")[1]),)) if device.startswith("cuda") else ()
+        devices = [f"cuda:{i}" for i in gpus] if gpus else ["cpu"]
+        src = read_model(spec.model)
+        if not trials:
+            return src, 1, 1
+        batch = max(t.cell.batch for t in trials)
+        seq = max(t.cell.tin + t.cell.tout for t in trials)
+        check_sweep(src, resolve_dtype(spec.dtype, device), devices, batch=batch, max_seq_len=seq, backend=spec.backend)
+        return src, batch, seq
+
     # ------------------------------------------------------------------------------------------
     def events(self, trials: Sequence[PlannedTrial] | None = None, skip: Collection[str] = ()) -> Iterator[ProfileEvent]:
         spec = self.spec
@@ -211,7 +231,10 @@ class Profiler:
 
             torch.set_num_threads(spec.threads)
 
-        from llm_energy.backends import load_model, make_backend
+        from llm_energy.backends import bucket_len, load_model, make_backend
+
+        # refuse what cannot run before the samplers start and any idle is measured
+        _, max_batch, max_seq = self.preflight(todo)
 
         samplers = self._samplers_given if self._samplers_given is not None else self._discover()
         primary = self._primary_devices(samplers)
@@ -225,7 +248,9 @@ class Profiler:
             cold, cold_frame = self._idle_baseline(samplers, primary, min(spec.idle_s, 3.0))
             yield SamplesChunk(cold_frame)
             yield ProgressTick(state="loading", done=0, total=total, **tick)
-            loaded = load_model(spec.model, self.device, spec.dtype, gpu_indices=self.gpu_indices or None)
+            loaded = load_model(spec.model, self.device, spec.dtype, gpu_indices=self.gpu_indices or None,
+                                batch=max_batch, kv_cache=spec.backend != "no-cache",
+                                max_seq_len=bucket_len(max_seq) if spec.backend == "static" else max_seq)
             backend = make_backend(spec.backend, loaded)
             device_name, system = _describe_hardware(samplers, primary, self.gpu_indices)
             versions = versions_json()

@@ -122,24 +122,29 @@ class TrialStore:
         if self._done is None:
             files = self._files("trials")
             if files:
-                ids = pl.scan_parquet(files).select("trial_id").collect()["trial_id"].to_list()
+                ids = _read_chunks(files, lambda f: pl.scan_parquet(f).select("trial_id").collect())["trial_id"].to_list()
                 self._done = set(ids)
             else:
                 self._done = set()
         return self._done
 
     def trials(self) -> pl.DataFrame:
-        """All committed trials (TRIAL_SCHEMA), in commit order."""
+        """All committed trials (TRIAL_SCHEMA), in commit order. A chunk that cannot be read is a
+        UserError naming it."""
         files = self._files("trials")
         if not files:
             return pl.DataFrame(schema=TRIAL_SCHEMA)
-        df = pl.read_parquet(files)
+        df = _read_chunks(files, pl.read_parquet)
         return conform(df, TRIAL_SCHEMA).unique("trial_id", keep="first", maintain_order=True)
 
     def samples(self) -> pl.LazyFrame:
+        """All samples, lazily. Every chunk's footer is read first, so a garbage chunk is a UserError
+        naming it here, not an error deep inside a later query."""
         files = self._files("samples")
         if not files:
             return pl.LazyFrame(schema=SAMPLE_SCHEMA)
+        for f in files:
+            _read_chunks([f], pl.read_parquet_schema)
         return pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")
 
     def compact(self, decimate_s: float | None = None) -> tuple[int, int, int]:
@@ -152,7 +157,8 @@ class TrialStore:
         """
         old_t, old_s = self._files("trials"), self._files("samples")
         trials = self.trials()
-        samples = self.samples().collect().unique(maintain_order=True)
+        samples = _read_chunks(old_s, lambda f: self.samples().collect()).unique(maintain_order=True) if old_s \
+            else pl.DataFrame(schema=SAMPLE_SCHEMA)
         if decimate_s:
             keys = ["node", "session", "device", "source"]
             samples = samples.sort("t_mono")
@@ -204,6 +210,23 @@ class TrialStore:
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise UserError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
+
+
+def _read_chunks(files: list[str], read: Any) -> Any:
+    """``read(files)``; if Polars cannot read them, a UserError naming the first chunk that fails on its
+    own (a corrupt or truncated file), or the directory when only the combination fails."""
+    try:
+        return read(files)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    for f in files:
+        try:
+            pl.read_parquet(f)
+        except (pl.exceptions.PolarsError, OSError) as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{f}: unreadable Parquet chunk ({why}); move it out of the store to read the rest") from None
+    where = Path(files[0]).parent if files else "store"
+    raise UserError(f"{where}: cannot read the chunks together ({first})") from None
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

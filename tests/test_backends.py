@@ -98,3 +98,32 @@ def test_sharded_build_path_runs_on_two_cpu_devices():
     b = make_backend("cache", lm)
     r = b.generate(b.make_prompt(2, 9, 0), 5)
     assert (r.tin_actual, r.tout_actual) == (9, 5)
+
+
+@pytest.mark.parametrize("config, needle", [
+    ("{not json", "config.json: not a usable model config"),
+    ('{"model_type": "no-such-architecture"}', "config.json: not a usable model config"),
+    ('{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 5}', "config.json: "),
+])
+def test_bad_checkpoint_config_is_a_one_line_user_error(tmp_path, config, needle):
+    (tmp_path / "config.json").write_text(config)
+    with pytest.raises(UserError, match=needle) as e:
+        load_model(str(tmp_path), "cpu")
+    assert str(tmp_path) in str(e.value) and len(str(e.value).splitlines()) == 1
+
+
+def test_memory_and_position_checks_use_the_sweeps_sizes(monkeypatch):
+    from llm_energy.backends import check_sweep, read_model
+    from llm_energy.presets import memory_needed_bytes
+
+    src = read_model("tiny-llama")
+    need = lambda b, s: memory_needed_bytes(src.n_params, src.hf_config, "float32", b, s)[0]  # noqa: E731
+    monkeypatch.setattr("llm_energy.backends.free_memory_bytes", lambda d: need(1, 4096) - 1)
+    check_sweep(src, "float32", ["cpu"], batch=1, max_seq_len=16)  # a short sweep fits where 1 x 4096 would not
+    load_model("tiny-llama", "cpu", "float32", max_seq_len=16)
+    with pytest.raises(UserError, match=r"KV cache .* at batch 8 x 600 tokens"):  # 8 x 600 > 1 x 4096 tokens
+        check_sweep(src, "float32", ["cpu"], batch=8, max_seq_len=600)
+    with pytest.raises(UserError, match=r"at batch 1 x 4096 tokens"):  # a static cache holds its whole bucket
+        check_sweep(src, "float32", ["cpu"], batch=1, max_seq_len=3000, backend="static")
+    with pytest.raises(UserError, match=r"'tiny-llama'.*tin \+ tout = 4100 tokens.*max_position_embeddings=4096"):
+        check_sweep(src, "float32", ["cpu"], batch=1, max_seq_len=4100)

@@ -55,3 +55,71 @@ def test_cli_errors_are_one_line(grid_store, tmp_path, capsys, argv, needle):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def _strict(text: str):
+    """json.loads that refuses NaN/Infinity (Python's default accepts them; JSON does not)."""
+    def refuse(c):
+        raise ValueError(f"non-JSON constant {c}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("queries, argv, needles", [
+    ("tin,tout,batch\n8,8,1\n8,8,x\n", [], ["q.csv", "batch='x'", "row 2"]),
+    ("tin,tout,batch\n8,8,0\n", [], ["q.csv", "batch=0", "row 1"]),
+    ("tin,tout\n8,8\n8.5,8\n", [], ["q.csv", "tin=8.5", "row 2"]),
+    ("tin,tout\n8,inf\n", [], ["q.csv", "tout=inf"]),
+    ("tin,tout,batch\n8,8,4\n", [], ["q.csv", "batch=4", "no deployment", "fitted: 1"]),
+    ("tin,tout,batch\n8,8,1\n", ["--batch", "1"], ["--batch=1", "batch column"]),
+    (None, ["--tin", "8", "--tout", "8", "--batch", "0"], ["--batch=0"]),
+    (None, ["--tin", "8", "--tout", "8", "--batch", "4"], ["--batch=4", "no deployment", "fitted: 1", "--pool-batch"]),
+    (None, ["--tin", "8", "--tout", "8", "--out", "{tmp}/blocker/p.csv"], ["blocker/p.csv", "cannot write", "not a directory"]),
+    (None, ["--tin", "8", "--tout", "8", "--out", "/proc/nonexistent-llm-energy/p.csv"], ["/proc/nonexistent-llm-energy/p.csv", "cannot write"]),
+])
+def test_predict_bad_queries_batches_and_outputs_are_one_line(grid_store, tmp_path, capsys, queries, argv, needles):
+    (tmp_path / "blocker").write_text("a regular file")
+    src = []
+    if queries is not None:
+        (tmp_path / "q.csv").write_text(queries)
+        src = ["--queries", str(tmp_path / "q.csv")]
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    capsys.readouterr()
+    assert main(["predict", str(grid_store / "fits.json"), *src, *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+def test_predict_batch_goes_only_to_deployments_fitted_at_it(grid_store, capsys):
+    capsys.readouterr()
+    assert main(["predict", str(grid_store / "fits.json"), "--tin", "8", "--tout", "8", "--batch", "1", "--json"]) == 0
+    rows = _strict(capsys.readouterr().out)
+    assert len(rows) == 7 and {r["batch"] for r in rows} == {1} and all(r["deployment"].endswith("/b1") for r in rows)
+
+
+def test_predict_json_is_strict_json_with_null_bounds_for_a_null_interval(grid_store, tmp_path, capsys):
+    d = json.loads((grid_store / "fits.json").read_text())
+    for e in d["deployments"]:
+        e["targets"]["energy_j"]["interval"] = None
+    f = tmp_path / "fits.json"
+    f.write_text(json.dumps(d))
+    capsys.readouterr()
+    assert main(["predict", str(f), "--tin", "128", "--tout", "256", "--json"]) == 0
+    rows = _strict(capsys.readouterr().out)
+    assert len(rows) == 7
+    assert all(r["energy_j_lo"] is None and r["energy_j_hi"] is None and r["energy_j"] > 0 for r in rows)
+    assert all(r["runtime_s_lo"] <= r["runtime_s"] <= r["runtime_s_hi"] for r in rows)
+    assert main(["predict", str(f), "--tin", "128", "--tout", "256"]) == 0  # the table shows "-", no crash
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_fits_file_with_a_bad_batch_is_refused(grid_store, tmp_path, capsys):
+    d = json.loads((grid_store / "fits.json").read_text())
+    d["deployments"][2]["batch"] = "x"
+    f = tmp_path / "fits.json"
+    f.write_text(json.dumps(d))
+    assert main(["predict", str(f), "--tin", "8", "--tout", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{f}: deployments[2].batch='x'" in err and len(err.splitlines()) == 1

@@ -1,6 +1,7 @@
 """Fitting: the paper reproduced exactly, better forms by held-out error, honest intervals, bad input."""
 
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -159,3 +160,53 @@ def test_bad_trials_are_errors_or_skipped_with_reason(grid_trials):
         fit_deployments(one.drop("tout"))
     with pytest.raises(UserError, match="tin=-3"):
         fit_deployments(one.with_columns(pl.lit(-3, pl.Int32).alias("tin")))
+
+
+def test_infinite_targets_are_invalid_never_nan_coefficients(grid_trials):
+    one = grid_trials.filter(pl.col("model") == "Llama-2-7b-chat-hf")
+    for col in ("energy_j", "runtime_s"):
+        inf = one.with_columns(pl.when(pl.col("tin") == 64).then(float("inf")).otherwise(pl.col(col)).alias(col))
+        with pytest.raises(UserError, match=f"no deployment could be fitted.*invalid targets.*{col}=inf"):
+            fit_deployments(inf, FitOptions(form="paper"))
+        ok = fit_deployments(inf, FitOptions(form="paper", drop_invalid=True))
+        d = next(iter(ok.deployments.values()))
+        assert d.n_trials == one.height - 9
+        assert all(np.isfinite(d.targets[t].coef).all() for t in ("energy_j", "runtime_s"))
+
+
+def test_fits_file_interval_and_batch_are_validated(auto_fits, tmp_path):
+    p = tmp_path / "fits.json"
+    save_fits(auto_fits, p)
+    good = json.loads(p.read_text())
+    key = good["deployments"][0]["deployment"]
+
+    def write(mut):
+        d = json.loads(json.dumps(good))
+        mut(d["deployments"][0])
+        p.write_text(json.dumps(d))
+
+    # null interval: explicitly no interval, so null bounds (never NaN)
+    write(lambda e: e["targets"]["energy_j"].update(interval=None))
+    pr = predict(load_fits(p), key, [8, 100], [8, 300])
+    assert pr["energy_j_lo"].null_count() == 2 and pr["energy_j_hi"].null_count() == 2
+    assert not pr["energy_j_lo"].is_nan().any() and pr["runtime_s_lo"].null_count() == 0
+    for mut, needle in [
+        (lambda e: e.update(batch="x"), r"deployments\[0\]\.batch='x'"),
+        (lambda e: e.update(batch=0), r"deployments\[0\]\.batch=0"),
+        (lambda e: e.update(batch=True), r"deployments\[0\]\.batch=True"),
+        (lambda e: e["targets"]["energy_j"].update(interval="wide"), r"targets\.energy_j\.interval='wide'"),
+        (lambda e: e["targets"]["runtime_s"]["interval"].update(q_lo="a"), r"targets\.runtime_s\.interval\.q_lo='a'"),
+        (lambda e: e["targets"]["runtime_s"]["interval"].update(q_hi=None), r"targets\.runtime_s\.interval\.q_hi=None"),
+    ]:
+        write(mut)
+        with pytest.raises(UserError, match=re.escape(str(p)) + ".*" + needle):
+            load_fits(p)
+    write(lambda e: e.update(batch="*"))
+    assert load_fits(p).deployments[key].batch == "*"
+
+
+def test_predict_refuses_a_batch_the_deployment_was_not_fitted_at(auto_fits):
+    key = next(iter(auto_fits.deployments))
+    assert predict(auto_fits, key, [8], [8], [1])["batch"].to_list() == [1]
+    with pytest.raises(UserError, match="batch=4.*fitted at batch 1 only"):
+        predict(auto_fits, key, [8], [8], [4])

@@ -61,3 +61,45 @@ def test_unknown_file_kind(tmp_path):
     p.write_text("a,b\n1,2\n")
     with pytest.raises(UserError, match="not a wilkins2024"):
         import_wilkins2024(p)
+
+
+GOOD = "in,out,e,t,w,m\n8,16,1,1,yes,a\n16,32,2,2,0,b\n"
+MAP = ["--map", "tin=in", "--map", "tout=out", "--map", "energy_j=e", "--map", "runtime_s=t"]
+
+
+@pytest.mark.parametrize("content, extra, needles", [
+    (GOOD, ["--map", "energy_scale=abc"], ["--map energy_scale='abc'", "not a number"]),
+    (GOOD, ["--map", "energy_scale=-1"], ["--map energy_scale='-1'"]),
+    (GOOD, ["--set", "batch=x"], ["{file}", "--set batch='x'"]),
+    (GOOD, ["--set", "n_gpus=two"], ["{file}", "--set n_gpus='two'"]),
+    (GOOD, ["--set", "bogus=1"], ["--set bogus", "unknown field", "fields: tin, tout"]),
+    ("in,out,e,t,w\n8,16,1,1,true\n16,32,2,2,maybe\n", ["--map", "warmup=w"],
+     ["{file}", "warmup='maybe'", "column 'w'", "data row 2"]),
+    ("in,out,e,t\n8,16,1,1\n16,32,inf,2\n", [], ["{file}", "energy_j=inf", "column 'e'", "data row 2"]),
+    ("in,out,e,t\n8,16,1,1\n16,32,2,-inf\n", [], ["runtime_s=-inf", "data row 2"]),
+    ("in,out,e,t\n8.5,16,1,1\n", [], ["{file}", "tin=8.5", "data row 1", "not an integer"]),
+    ("in,out,e,t\n8,16,1,1\n16,32,2,2\n", ["--set", "batch=2.5"], ["--set batch='2.5'", "not an integer"]),
+    ("in,out,e,t,m\n8,16,1,1,a\n16,32,2,2,\n", ["--map", "model=m"], ["{file}", "model=(empty)", "data row 2"]),
+    ("in,out,e,t,b\n8,16,1,1,1\n16,32,2,2,\n", ["--map", "batch=b"], ["batch=(empty)", "data row 2"]),
+])
+def test_csv_bad_values_are_one_line_errors_and_nothing_is_stored(tmp_path, capsys, content, extra, needles):
+    p = tmp_path / "in.csv"
+    p.write_text(content)
+    rc = main(["import", "csv", str(p), *MAP, *extra, "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n.format(file=p) in err, (n, err)
+    assert not (tmp_path / "s").exists()
+
+
+def test_csv_optional_fields_are_parsed_not_cast_blindly(tmp_path):
+    p = tmp_path / "ok.csv"
+    p.write_text(GOOD)
+    df = import_csv(p, {"tin": "in", "tout": "out", "energy_j": "e", "runtime_s": "t", "warmup": "w", "model": "m"},
+                    defaults={"n_gpus": "2", "batch": "4", "node_type": "h100"})
+    assert df["warmup"].to_list() == [True, False] and df["model"].to_list() == ["a", "b"]
+    assert df["batch"].to_list() == [4, 4] and df["n_gpus"].to_list() == [2, 2] and df["node_type"].to_list() == ["h100"] * 2
+    assert df["tin"].to_list() == [8, 16] and df["tin"].dtype == pl.Int32
+    with pytest.raises(UserError, match="also given by --map"):
+        import_csv(p, {"tin": "in", "tout": "out", "energy_j": "e", "runtime_s": "t", "model": "m"}, defaults={"model": "x"})

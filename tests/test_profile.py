@@ -129,3 +129,82 @@ def test_profile_unwritable_out_dir(tmp_path, capsys):
     rc = main(["profile", "--model", "tiny-llama", "--out", str(blocker / "o"), "--device", "cpu"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "cannot write" in err and str(blocker / "o") in err and len(err.splitlines()) == 1
+
+
+@pytest.fixture
+def no_idle(monkeypatch):
+    """Fail if a sweep starts measuring idle: the refusals below must come before any measurement."""
+    def refuse(*a, **k):
+        raise AssertionError("idle was measured before the refusal")
+
+    monkeypatch.setattr(Profiler, "_idle_baseline", refuse)
+
+
+def _profile_err(capsys, argv):
+    rc = main(["profile", *argv, "--device", "cpu", "--idle-s", "0.1", "--no-live"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_memory_refusal_uses_the_sweeps_largest_batch_and_sequence_before_the_store(tmp_path, capsys, monkeypatch, no_idle):
+    from llm_energy.presets import count_params, get_preset, memory_needed_bytes
+
+    p = get_preset("tiny-llama")
+    need = lambda b, s: memory_needed_bytes(count_params("tiny-llama"), p.hf_config, "float32", b, s)[0]  # noqa: E731
+    monkeypatch.setattr("llm_energy.backends.free_memory_bytes", lambda d: need(1, 4096) + 2**20)
+    out = tmp_path / "o"
+    err = _profile_err(capsys, ["--model", "tiny-llama", "--tin", "8,2048", "--tout", "8,2048", "--batch", "1,64",
+                                "--out", str(out)])
+    assert "'tiny-llama'" in err and "at batch 64 x 4096 tokens" in err and "GiB free" in err
+    assert not out.exists()
+
+
+def test_a_sweep_that_fits_is_not_refused_at_a_fixed_4096_tokens(tmp_path, monkeypatch):
+    from llm_energy.presets import count_params, get_preset, memory_needed_bytes
+
+    p = get_preset("tiny-llama")
+    need = lambda b, s: memory_needed_bytes(count_params("tiny-llama"), p.hf_config, "float32", b, s)[0]  # noqa: E731
+    monkeypatch.setattr("llm_energy.backends.free_memory_bytes", lambda d: need(1, 4096) - 1)
+    design = SweepDesign.grid([8], [4], repeats=1, warmups=0)
+    spec = ProfileSpec(model="tiny-llama", design=design, device="cpu", idle_s=0.1, min_window_s=0.05, threads=1)
+    assert record_events(Profiler(spec, node="n").events(), TrialStore(tmp_path)).trials_written == 1
+
+
+def test_sequence_past_max_position_embeddings_is_refused_before_the_store(tmp_path, capsys, no_idle):
+    out = tmp_path / "o"
+    err = _profile_err(capsys, ["--model", "tiny-falcon", "--tin", "8,2048", "--tout", "8", "--out", str(out)])
+    assert "'tiny-falcon'" in err and "2056" in err and "max_position_embeddings=2048" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("config, needle", [
+    ("{not json", "not a usable model config"),
+    ('{"model_type": "no-such-architecture"}', "not a usable model config"),
+])
+def test_bad_checkpoint_config_is_refused_before_the_store(tmp_path, capsys, no_idle, config, needle):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(config)
+    out = tmp_path / "o"
+    err = _profile_err(capsys, ["--model", str(ckpt), "--out", str(out)])
+    assert f"{ckpt / 'config.json'}: {needle}" in err
+    assert not out.exists()
+
+
+def test_show_json_is_strict_json_with_null_for_nan_and_inf(tmp_path, capsys):
+    from tests.test_store import make_record
+
+    rec = make_record(1)
+    rec.energy_net_j, rec.mean_w, rec.device_energy_j = float("nan"), float("inf"), [float("-inf")]
+    TrialStore(tmp_path).append_trials([rec])
+    capsys.readouterr()
+    assert main(["show", str(tmp_path), "--json"]) == 0
+    out = capsys.readouterr().out
+
+    def refuse(c):
+        raise ValueError(f"non-JSON constant {c}")
+
+    (row,) = json.loads(out, parse_constant=refuse)
+    assert row["energy_net_j"] is None and row["mean_w"] is None and row["device_energy_j"] == [None]
+    assert row["energy_j"] == 4.0

@@ -83,3 +83,28 @@ def test_unwritable_and_missing_dirs(tmp_path):
         open_store(tmp_path / "nope")
     with pytest.raises(UserError, match="not an llm-energy store"):
         open_store(tmp_path)
+
+
+def test_a_corrupt_chunk_is_a_user_error_naming_it(tmp_path, capsys):
+    from llm_energy.cli import main
+
+    st = TrialStore(tmp_path / "s")
+    for i in range(3):
+        st.append_trials([make_record(i)])
+    st.append_samples(samples_frame([PowerSample(1.0, 1.0, "n", "package-0", "rapl", watts=30.0)]))
+    bad = sorted((tmp_path / "s" / "trials").glob("part-*.parquet"))[1]
+    bad.write_bytes(b"not parquet at all, just garbage bytes")
+    with pytest.raises(UserError, match=f"{bad}: unreadable Parquet chunk"):
+        TrialStore(tmp_path / "s").trials()
+    with pytest.raises(UserError, match=f"{bad}: unreadable Parquet chunk"):
+        TrialStore(tmp_path / "s").done_trial_ids()
+    for argv in (["show", str(tmp_path / "s")], ["fit", str(tmp_path / "s"), "--out", str(tmp_path / "f.json")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert str(bad) in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    bad.unlink()
+    assert TrialStore(tmp_path / "s").trials().height == 2  # the rest reads once the chunk is moved out
+    sbad = next((tmp_path / "s" / "samples").glob("part-*.parquet"))
+    sbad.write_bytes(b"garbage")
+    with pytest.raises(UserError, match=f"{sbad}: unreadable Parquet chunk"):
+        TrialStore(tmp_path / "s").samples()
