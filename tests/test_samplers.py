@@ -156,3 +156,20 @@ def test_devices_cli_json(capsys):
     assert info["logical_cores"] >= 1 and {m["meter"] for m in info["meters"]} >= {"nvml", "rapl"}
     # this machine has no NVIDIA driver and no powercap tree: the estimate is what it gets, labelled
     assert any(d["source"] == "estimate" for d in info["devices"]) or any(m["found"] for m in info["meters"] if m["meter"] != "estimate")
+
+
+def test_cpu_utilisation_reads_proc_stat_deltas(tmp_path):
+    from llm_energy.samplers.estimate import CpuUtilisation
+
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice (guest is inside user)
+    stat.write_text("cpu  1000 0 500 8000 100 0 0 0 50 0\ncpu0 500 0 250 4000 50 0 0 0 25 0\n")
+    u = CpuUtilisation(str(stat))
+    assert u() == 0.0  # no tick elapsed yet
+    stat.write_text("cpu  1300 0 600 8500 100 0 0 0 90 0\ncpu0 650 0 300 4250 50 0 0 0 45 0\n")
+    assert u() == pytest.approx(400 / 900)  # busy +400 (user 300, system 100) of total +900
+    assert u() == pytest.approx(400 / 900)  # nothing new: the last value, not 0 or NaN
+    stat.write_text("cpu  1300 0 600 9400 100 0 0 0 90 0\n")
+    assert u() == 0.0  # only idle advanced
+    u.close()
+    assert 0.0 <= CpuUtilisation(str(tmp_path / "missing"))() <= 1.0  # no /proc/stat: psutil

@@ -52,6 +52,10 @@ class PowerSampler(ABC):
         #: also poll the energy counters on the polling thread (the profiler turns this on: counter
         #: update points let window edges be interpolated; see llm_energy.integrate)
         self.poll_counters = False
+        #: CPU time (s) the polling thread has used, and its polls: the sampler's own cost, measured
+        #: directly (a bound on what it can take from inference, unlike a noisy tokens/s comparison)
+        self.poll_cpu_s = 0.0
+        self.polls = 0
         self._buf: list[PowerSample] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -105,6 +109,7 @@ class PowerSampler(ABC):
         # cost of a read.
         next_t = time.monotonic()
         while not self._stop.is_set():
+            c0 = time.thread_time()
             try:
                 readings = self.read_power()
                 if self.poll_counters and self.has_counter:
@@ -114,6 +119,8 @@ class PowerSampler(ABC):
             if readings:
                 with self._lock:
                     self._buf.extend(readings)
+            self.poll_cpu_s += time.thread_time() - c0
+            self.polls += 1
             next_t += self.period_s
             delay = next_t - time.monotonic()
             if delay < 0:  # fell behind: skip missed ticks instead of bursting
