@@ -261,6 +261,10 @@ def run_plan(req: PlanRequest) -> PlanOutcome:
     w = neg.warning(wl.n_queries)
     if w:
         warnings.append(w)
+    no_hours = [d.name for d in deps.deployments if d.nodes is not None and d.hours is None]
+    if no_hours:
+        warnings.append(f"{req.deployments}: {', '.join(no_hours)}: nodes without hours sets no capacity limit "
+                        f"(capacity = nodes x hours x 3600 s); add hours to limit them")
     t1 = time.perf_counter()
     solve_problem, binned, report = problem, None, None
     if req.bins:

@@ -232,3 +232,14 @@ def test_workload_synth_into_a_directory_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "x.csv").mkdir()
     rc, _, err = run(capsys, "workload", "synth", "--kind", "chat", "--n", 10, "--out", tmp_path / "x.csv")
     assert rc == 2 and "is a directory" in err and "Traceback" not in err
+
+
+def test_nodes_without_hours_is_said_not_silently_ignored(tmp_path, capsys, hand_fits):
+    fits, dep, w = hand_fits
+    y = tmp_path / "d.yaml"
+    y.write_text(dep.read_text().replace("name: small,", "name: small, nodes: 4,"))
+    rc, out, err = run(capsys, "plan", "--fits", fits, "--deployments", y, "--workload", w, "--out", tmp_path / "p")
+    assert rc == 0, err
+    s = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert any("small: nodes without hours sets no capacity limit" in x for x in s["warnings"])
+    assert "nodes without hours" in out + err
