@@ -71,6 +71,10 @@ def test_actors_pinned_to_distinct_nodes_and_every_sample_stored(local_cluster, 
     assert set(trials["node_type"]) == {"cpu-a", "cpu-b"}
     # both cpu-a nodes did part of the cpu-a sweep
     assert trials.filter(pl.col("node_type") == "cpu-a")["node"].n_unique() == 2
+    # a rerun of the same sweep resumes from the store: nothing is profiled again
+    again = run_cluster_sweep(cfg, TrialStore(tmp_path / "store"))
+    assert again.actors == {} and again.trials_written == again.samples_written == 0
+    assert store.trials().height == 16
 
 
 def test_worker_killed_mid_sweep_loses_and_repeats_nothing(local_cluster, tmp_path):
