@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--net", action="store_true", help="fit idle-subtracted energy (energy_net_j) instead of gross")
     f.add_argument("--drop-invalid", action="store_true",
                    help="drop trials with NaN/inf/zero/negative energy or runtime (default: skip their deployment)")
+    f.add_argument("--candidates", action="store_true",
+                   help="also print every candidate form's held-out median and p90 relative error, whether it is "
+                        "physically sane (non-negative, non-decreasing over 1..4096 tokens) and which was chosen")
     f.add_argument("--json", action="store_true", help="print the fits as JSON")
     f.set_defaults(func=cmd_fit)
 
@@ -143,6 +146,8 @@ def cmd_fit(args) -> int:
 
     con = stdout_console()
     con.print(fits_table(fits))
+    if args.candidates:
+        con.print(candidates_table(fits))
     for s in fits.skipped:
         con.print(f"skipped {s['deployment']}: {s['reason']}")
     con.print(f"wrote {args.out}")
@@ -165,6 +170,21 @@ def fits_table(fits):
                         _f(st.get("r2_centered"), ".4f"), _pct(m.cv.get("median")), _pct(m.cv.get("p90")),
                         _pct(paper["median"]) if paper else "-",
                         f"{_pct(pi.get('q_lo'))}..{_pct(pi.get('q_hi'))}" if pi.get("q_lo") is not None else "-")
+    return tab
+
+
+def candidates_table(fits):
+    """Every candidate form of every (deployment, target): held-out median and p90, sane, chosen."""
+    from rich.table import Table
+
+    tab = Table(title="candidate forms (held-out relative error; auto picks the sane form with the lowest median)")
+    for c in ("deployment", "target", "form", "held-out median", "held-out p90", "sane", "chosen"):
+        tab.add_column(c, justify="left" if c in ("deployment", "target", "form") else "right")
+    for d in fits.deployments.values():
+        for t, m in d.targets.items():
+            for c in sorted(m.candidates, key=lambda c: (not c["chosen"], c["median"])):
+                tab.add_row(d.deployment, t, c["form"], _pct(c["median"]), _pct(c["p90"]),
+                            "yes" if c["sane"] else "no", "*" if c["chosen"] else "")
     return tab
 
 

@@ -131,6 +131,18 @@ def fits_markdown(fits: FitsFile) -> str:
     return "\n".join(lines)
 
 
+def candidates_markdown(fits: FitsFile) -> str:
+    """Every candidate form's held-out median and p90 per (deployment, target), the chosen one marked."""
+    p = lambda v: "-" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"  # noqa: E731
+    lines = ["| deployment | target | form | held-out median | held-out p90 | sane | chosen |", "|---|---|---|---|---|---|---|"]
+    for d in fits.deployments.values():
+        for t, m in d.targets.items():
+            for c in sorted(m.candidates, key=lambda c: (not c["chosen"], c["median"])):
+                lines.append(f"| {d.deployment} | {t} | {c['form']} | {p(c['median'])} | {p(c['p90'])} | "
+                             f"{'yes' if c['sane'] else 'no'} | {'**chosen**' if c['chosen'] else ''} |")
+    return "\n".join(lines)
+
+
 def write_report(dirs: list[str], out: str | Path, *, fits_path: str | None = None) -> Path:
     from llm_energy.cli_fit import load_trials
     from llm_energy.fitting import fit_deployments
@@ -162,6 +174,8 @@ def write_report(dirs: list[str], out: str | Path, *, fits_path: str | None = No
            "prediction interval as relative bounds.", "", fits_markdown(fits), ""]
     for s in fits.skipped:
         md.append(f"- skipped {s['deployment']}: {s['reason']}")
+    md += ["", "### Candidate forms", "", "Sane: non-negative and non-decreasing in tin and tout over 1..4096 "
+           "tokens (only sane forms can be chosen).", "", candidates_markdown(fits), ""]
     md += ["", "## Plots", "", "![measured vs predicted](measured_vs_predicted.png)", "",
            "![relative residuals](residual_heatmap.png)", "", "![J per token](j_per_token.png)", ""]
     path = out / "report.md"

@@ -41,6 +41,23 @@ def test_report_writes_markdown_and_plots(grid_store):
     assert "held-out median" in md and "Llama-2-7b-chat-hf@swing-a100x1/hf-nocache/b1" in md
     for png in ("measured_vs_predicted.png", "residual_heatmap.png", "j_per_token.png"):
         assert (out / png).stat().st_size > 10_000
+    # every candidate form is reported, one chosen per (deployment, target), and the paper form is there
+    cand = md[md.index("### Candidate forms"):]
+    rows = [r for r in cand.splitlines() if r.startswith("| Llama-2-7b-chat-hf@")]
+    fits = json.loads((grid_store / "fits.json").read_text())
+    n_forms = len(fits["deployments"][0]["targets"]["energy_j"]["candidates"])
+    assert len(rows) == 2 * n_forms and sum("**chosen**" in r for r in rows) == 2
+    assert any("| paper |" in r for r in rows)
+
+
+def test_fit_candidates_table(grid_store, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "220")  # the whole table, not one cut to 80 columns
+    capsys.readouterr()
+    assert main(["fit", str(grid_store / "store"), "--out", str(tmp_path / "f.json"), "--candidates"]) == 0
+    out = capsys.readouterr().out
+    assert "candidate forms" in out
+    for form in ("paper", "affine", "kv-decode", "attn-prefill", "no-kv"):
+        assert form in out
 
 
 @pytest.mark.parametrize("argv, needle", [
