@@ -22,6 +22,7 @@ import json
 import socket
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Collection, Iterable, Iterator, Sequence, Union
 
@@ -124,6 +125,8 @@ class ProgressTick:
     watts_now: float | None = None
     joules_so_far: float = 0.0
     eta_s: float | None = None
+    cells_done: int = 0  # cells whose every trial (warm-ups and repeats) is done; `done`/`total` count trials
+    cells_total: int = 0
     model: str = ""
     backend: str = ""
     device: str = ""
@@ -213,7 +216,10 @@ class Profiler:
         skip = set(skip)
         todo = [t for t in (trials if trials is not None else spec.design.trials()) if self.trial_id(t) not in skip]
         total = len(todo)
-        tick = dict(node=self.node, node_type=spec.node_type, model=spec.model, backend=spec.backend)
+        left_in_cell = Counter(t.cell.cell_id for t in todo)
+        n_cells, cells_done = len(left_in_cell), 0
+        tick = dict(node=self.node, node_type=spec.node_type, model=spec.model, backend=spec.backend,
+                    cells_total=n_cells)
         yield ProgressTick(state="loading", done=0, total=total, **tick)
         self.device = _resolve_device(spec.device, spec.gpu_indices)
         if self.device.startswith("cuda"):
@@ -279,12 +285,15 @@ class Profiler:
                 yield TrialDone(rec, i + 1, total)
                 elapsed = time.monotonic() - t_begin
                 eta = elapsed / (i + 1) * (total - i - 1)
+                left_in_cell[t.cell.cell_id] -= 1
+                cells_done += left_in_cell[t.cell.cell_id] == 0
                 yield ProgressTick(
                     state="running", done=i + 1, total=total, cell=t.key, watts_now=rec.mean_w,
-                    joules_so_far=joules, eta_s=eta, device=device_name, energy_source=source, **tick,
+                    joules_so_far=joules, eta_s=eta, cells_done=cells_done, device=device_name,
+                    energy_source=source, **tick,
                 )
             yield ProgressTick(state="done", done=total, total=total, joules_so_far=joules, device=device_name,
-                               energy_source=source, eta_s=0.0, **tick)
+                               energy_source=source, eta_s=0.0, cells_done=n_cells, **tick)
         finally:
             for s in samplers:
                 s.stop()

@@ -1,7 +1,7 @@
 """Terminal views: live sweep progress (rich) and trial tables.
 
 :class:`SweepView` shows one row per node from :class:`~llm_energy.profiler.ProgressTick` events
-(cells done/total, ETA, watts now, joules so far, state). Without a TTY it degrades to plain log
+(cells and trials done/total, ETA, watts now, joules so far, state). Without a TTY it degrades to plain log
 lines (one per state change and at most one progress line every ``log_every_s``).
 """
 
@@ -105,13 +105,15 @@ class SweepView:
         w = f"{t.watts_now:.0f} W" if t.watts_now is not None else "- W"
         est = " (estimate)" if t.energy_source == SOURCE_ESTIMATE else ""
         msg = f" {t.message}" if t.message else ""
-        return (f"[{t.node_type}] {t.node} {t.model} {t.state} {t.done}/{t.total} cell={t.cell or '-'} {w}{est} "
+        return (f"[{t.node_type}] {t.node} {t.model} {t.state} cells {t.cells_done}/{t.cells_total} "
+                f"trials {t.done}/{t.total} cell={t.cell or '-'} {w}{est} "
                 f"{fmt_joules(t.joules_so_far)} eta={fmt_duration(t.eta_s)}{msg}")
 
     def render(self) -> Table:
         tab = Table(title=self.title, expand=False)
-        for col in ("node type", "node", "device", "model", "backend", "cells", "watts now", "energy", "ETA", "state"):
-            tab.add_column(col, justify="right" if col in ("cells", "watts now", "energy", "ETA") else "left")
+        num = ("cells", "trials", "watts now", "energy", "ETA")
+        for col in ("node type", "node", "device", "model", "backend", *num[:2], "watts now", "energy", "ETA", "state"):
+            tab.add_column(col, justify="right" if col in num else "left")
         estimate = False
         for t in self.rows.values():
             estimate |= t.energy_source == SOURCE_ESTIMATE
@@ -121,8 +123,8 @@ class SweepView:
             state = {"failed": "[red]failed[/]", "done": "[green]done[/]"}.get(t.state, t.state)
             if t.message:
                 state += f" ({t.message})"
-            tab.add_row(t.node_type, t.node, t.device or "-", t.model, t.backend, f"{t.done}/{t.total}", w,
-                        fmt_joules(t.joules_so_far), fmt_duration(t.eta_s), state)
+            tab.add_row(t.node_type, t.node, t.device or "-", t.model, t.backend, f"{t.cells_done}/{t.cells_total}",
+                        f"{t.done}/{t.total}", w, fmt_joules(t.joules_so_far), fmt_duration(t.eta_s), state)
         if self.sweeps:
             done = sum(t.done for t in self.sweeps.values())
             total = sum(t.total for t in self.sweeps.values())
@@ -131,8 +133,11 @@ class SweepView:
             watts = [t.watts_now for t in running if t.watts_now is not None]
             etas = [t.eta_s for t in running if t.eta_s is not None]
             n_fail = sum(t.state == "failed" for t in self.rows.values())
+            cells = sum(t.cells_done for t in self.sweeps.values())
+            cells_all = sum(t.cells_total for t in self.sweeps.values())
             tab.add_row("[b]total[/]", f"{len(self.rows)} nodes", "", f"{len(self.sweeps)} sweeps", "",
-                        f"{done}/{total}", f"{sum(watts):.0f} W" if watts else "-", fmt_joules(joules),
+                        f"{cells}/{cells_all}", f"{done}/{total}", f"{sum(watts):.0f} W" if watts else "-",
+                        fmt_joules(joules),
                         fmt_duration(max(etas)) if etas else "-",
                         f"{len(running)} running" + (f", {n_fail} failed" if n_fail else ""))
         if estimate:

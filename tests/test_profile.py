@@ -208,3 +208,18 @@ def test_show_json_is_strict_json_with_null_for_nan_and_inf(tmp_path, capsys):
     (row,) = json.loads(out, parse_constant=refuse)
     assert row["energy_net_j"] is None and row["mean_w"] is None and row["device_energy_j"] == [None]
     assert row["energy_j"] == 4.0
+
+
+def test_progress_counts_a_cell_done_when_all_its_trials_are(tmp_path):
+    from llm_energy.profiler import ProgressTick
+
+    design = SweepDesign.grid([8, 16], [4], repeats=2, warmups=1, seed=3)  # 2 cells x 3 trials, shuffled
+    spec = ProfileSpec(model="tiny-llama", design=design, device="cpu", idle_s=0.1, min_window_s=0.05, threads=1)
+    ticks = [ev for ev in Profiler(spec, node="n").events() if isinstance(ev, ProgressTick)]
+    running = [t for t in ticks if t.state == "running"]
+    assert [t.done for t in running] == list(range(1, 7)) and {t.cells_total for t in ticks} == {2}
+    seen: list[str] = []
+    for t in running:  # t.cell is the trial key "cell/rN"
+        seen.append(t.cell.split("/")[0])
+        assert t.cells_done == sum(seen.count(c) == 3 for c in set(seen))
+    assert ticks[-1].state == "done" and ticks[-1].cells_done == 2

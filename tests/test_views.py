@@ -12,8 +12,10 @@ from llm_energy.views import SweepView, read_progress, view_from_progress
 
 
 def tick(node, model, state, done, total, **kw):
+    """Trials done/total; two trials a cell (a warm-up and a repeat)."""
+    kw.setdefault("cells_done", done // 2)
     return ProgressTick(node=node, node_type=node.split("/")[0], state=state, done=done, total=total, model=model,
-                        backend="cache", **kw)
+                        backend="cache", cells_total=total // 2, **kw)
 
 
 def text(view: SweepView) -> str:
@@ -35,7 +37,8 @@ def test_rows_per_node_totals_per_sweep_and_failures_keep_progress(tmp_path):
     assert (failed.state, failed.done, failed.total, failed.joules_so_far) == ("failed", 3, 8, 9.0)
     out = text(v)
     assert "2 nodes" in out and "3 sweeps" in out
-    assert "8/16" in out  # 4 + 1 + 3 cells done of 4 + 4 + 8
+    assert "8/16" in out  # trials: 4 + 1 + 3 done of 4 + 4 + 8
+    assert "3/8" in out  # cells (2 trials each): 2 + 0 + 1 done of 2 + 2 + 4
     assert "169.0 J" in out  # 120 + 40 + 9
     assert "350 W" in out and "1 running, 1 failed" in out  # watts now: the running node only
     # the mirror holds the same state
