@@ -152,7 +152,11 @@ def _import_sweeps(p: Path) -> pl.DataFrame:
         pl.col("GPU Energy (J)").cast(pl.Float64).alias("energy_j"),
         pl.concat_list([pl.col("GPU Energy (J)").cast(pl.Float64), pl.col("CPU Energy (J)").cast(pl.Float64)]).alias("device_energy_j"),
         pl.lit(["gpu", "cpu"]).alias("devices"),
-        pl.lit(f"{SOURCE_IMPORTED}:gpu").alias("energy_source"),
+        # the NVIDIA systems' GPU energy is the NVML counter; the data's README does not say what
+        # the M1 Pro's meter was, so its label says that rather than guess
+        pl.when(pl.col("System").str.contains("A100|V100|H100"))
+        .then(pl.lit(f"{SOURCE_IMPORTED}:nvml-counter"))
+        .otherwise(pl.lit(f"{SOURCE_IMPORTED}:gpu-meter-unstated")).alias("energy_source"),
         pl.col("Model").map_elements(_model_name, return_dtype=pl.String).alias("model"),
         pl.col("Number of GPUs").cast(pl.Int32).alias("n_gpus"),
         pl.lit("hf-nocache").alias("backend"),

@@ -23,6 +23,9 @@ def test_sweeps_and_served_import(reference):
     assert s["warmup"].sum() > 0 and s.filter(pl.col("warmup"))["repeat"].unique().to_list() == [0]
     assert s["trial_id"].n_unique() == s.height
     assert set(s["node_type"].unique()) >= {"swing-a100", "palmetto-v100", "m1-pro"}
+    label = dict(s.select("node_type", "energy_source").unique().iter_rows())
+    assert label["swing-a100"] == label["palmetto-v100"] == "imported:nvml-counter"  # NVIDIA GPUs: NVML counter
+    assert label["m1-pro"] == "imported:gpu-meter-unstated"  # the source does not say: neither do we
     v = import_wilkins2024(w / "served" / "vllm-Llama-2-7b-chat-hf-1.csv")
     assert (v["tout"] > 0).all()  # the defect column would make many negative
     big = import_wilkins2024(w / "served" / "vllm-Llama-2-70b-chat-hf-2.csv")
