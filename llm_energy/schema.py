@@ -42,7 +42,7 @@ TRIAL_SCHEMA: dict[str, pl.DataType] = {
     "energy_j": pl.Float64,  # gross energy of one generation, summed over the deployment's devices
     "energy_net_j": pl.Float64,  # energy_j - idle_w * runtime_s
     "idle_w": pl.Float64,  # idle baseline power of the devices measured (W)
-    "energy_source": pl.String,
+    "energy_source": pl.String,  # nvml-counter | nvml-power | rapl | estimate | imported:<what was measured>
     "mean_w": pl.Float64,
     "peak_w": pl.Float64,
     "n_samples": pl.Int32,  # polled power samples inside the window
