@@ -108,16 +108,27 @@ def actor_slots(cfg: PipelineConfig, nt: NodeTypeConfig, node: NodeInfo) -> int:
 
 
 def check_placement(cfg: PipelineConfig, nodes: list[NodeInfo]) -> None:
-    """Before any work: every configured type has nodes, GPU groups fit them, and every preset fits
-    the memory of every node of its type (GPU memory of its group on GPU nodes, RAM on CPU nodes)."""
-    from llm_energy.backends import resolve_dtype
-    from llm_energy.presets import count_params, get_preset, memory_needed_bytes
+    """Before any work: every configured type has nodes, GPU groups fit them, every model's context
+    holds the sweep's longest sequence, and every model fits the memory of every node of its type
+    (GPU memory of its group on GPU nodes, RAM on CPU nodes), by the same rules the profiler applies
+    on the node (:func:`llm_energy.backends.check_sweep`)."""
+    from llm_energy.backends import check_positions, read_model, resolve_dtype, sweep_memory_bytes
 
     typed = nodes_by_type(cfg, nodes)
     seq = max(cfg.sweep.tin) + max(cfg.sweep.tout)
     batch = max(cfg.sweep.batch)
     gib = 2**30
     for nt in cfg.node_types.values():
+        sources = {}
+        for m in nt.models:
+            if Path(m).is_dir():
+                continue  # a checkpoint dir is checked on the node, where it loads
+            sources[m] = src = read_model(m)
+            try:
+                check_positions(src, seq)
+            except UserError as e:
+                raise UserError(f"{cfg.source}: node_types.{nt.name}.models: {e}") from None
+        need: dict[tuple[str, bool], tuple[int, str]] = {}  # (model, on GPU) -> (bytes, dtype)
         for node in typed[nt.name]:
             actor_slots(cfg, nt, node)
             hw = node.hardware
@@ -130,15 +141,14 @@ def check_placement(cfg: PipelineConfig, nodes: list[NodeInfo]) -> None:
             have = hw.min_gpu_memory_b * nt.gpus_per_actor if gpu else hw.memory_total_b
             where = f"{nt.gpus_per_actor}x {hw.min_gpu_memory_b / gib:.1f} GiB GPU memory" if gpu else \
                 f"{hw.memory_total_b / gib:.1f} GiB of memory"
-            for m in nt.models:
-                if Path(m).is_dir():
-                    continue  # a checkpoint dir is checked when it loads
-                p = get_preset(m)
-                dtype = resolve_dtype("auto", "cuda" if gpu else "cpu")
-                need, _, _ = memory_needed_bytes(count_params(m), p.hf_config, dtype, batch, seq,
-                                                 kv_cache=nt.backend != "no-cache")
-                if need > have:
-                    raise UserError(f"{cfg.source}: node_types.{nt.name}.models: {m!r} needs {need / gib:.1f} GiB "
+            for m, src in sources.items():
+                if (m, gpu) not in need:
+                    dtype = resolve_dtype("auto", "cuda" if gpu else "cpu")
+                    need[(m, gpu)] = sweep_memory_bytes(src, dtype, batch=batch, max_seq_len=seq,
+                                                        backend=nt.backend)[0], dtype
+                b, dtype = need[(m, gpu)]
+                if b > have:
+                    raise UserError(f"{cfg.source}: node_types.{nt.name}.models: {m!r} needs {b / gib:.1f} GiB "
                                     f"({dtype}, batch {batch} x {seq} tokens) but node {node.label} has {where}")
 
 

@@ -157,6 +157,30 @@ def _first_line(e: BaseException) -> str:
     return line
 
 
+def kv_cache_len(backend: str, max_seq_len: int) -> int:
+    """Tokens a backend's KV cache holds per sequence for sequences of up to ``max_seq_len``: a static
+    cache holds its whole length bucket (what ``no-cache`` holds is not a KV cache: see
+    :func:`sweep_memory_bytes`)."""
+    return bucket_len(max_seq_len) if backend == "static" else max_seq_len
+
+
+def check_positions(src: ModelSource, max_seq_len: int) -> None:
+    """Refuse a sweep whose longest sequence (tin + tout) exceeds the model's ``max_position_embeddings``."""
+    limit = src.max_positions
+    if limit is not None and max_seq_len > limit:
+        raise UserError(f"--model={src.name!r}: the sweep's longest sequence tin + tout = {max_seq_len} tokens "
+                        f"exceeds the model's max_position_embeddings={limit}")
+
+
+def sweep_memory_bytes(src: ModelSource, dtype: str, *, batch: int, max_seq_len: int,
+                       backend: str = "cache") -> tuple[int, int, int]:
+    """(total, weights, kv) bytes a sweep of ``batch`` x ``max_seq_len`` tokens needs on ``backend``."""
+    from llm_energy.presets import memory_needed_bytes
+
+    return memory_needed_bytes(src.n_params, src.hf_config, dtype, batch, kv_cache_len(backend, max_seq_len),
+                               kv_cache=backend != "no-cache")
+
+
 def check_sweep(src: ModelSource, dtype: str, devices: list[str], *, batch: int, max_seq_len: int,
                 backend: str = "cache") -> None:
     """Refuse before anything is measured or stored: a sweep whose longest sequence (tin + tout)
@@ -167,13 +191,9 @@ def check_sweep(src: ModelSource, dtype: str, devices: list[str], *, batch: int,
 
         if not torch.cuda.is_available():
             raise bad_value("--device", devices[0], "CUDA is not available on this node")
-    limit = src.max_positions
-    if limit is not None and max_seq_len > limit:
-        raise UserError(f"--model={src.name!r}: the sweep's longest sequence tin + tout = {max_seq_len} tokens "
-                        f"exceeds the model's max_position_embeddings={limit}")
-    kv_len = bucket_len(max_seq_len) if backend == "static" else max_seq_len
-    check_fits(src.name, src.n_params, src.hf_config, dtype, devices, batch=batch, max_seq_len=kv_len,
-               kv_cache=backend != "no-cache")
+    check_positions(src, max_seq_len)
+    check_fits(src.name, src.n_params, src.hf_config, dtype, devices, batch=batch,
+               max_seq_len=kv_cache_len(backend, max_seq_len), kv_cache=backend != "no-cache")
 
 
 def load_model(name_or_dir: str, device: str = "auto", dtype: str = "auto", *,

@@ -237,7 +237,7 @@ class Profiler:
 
             torch.set_num_threads(spec.threads)
 
-        from llm_energy.backends import bucket_len, load_model, make_backend
+        from llm_energy.backends import kv_cache_len, load_model, make_backend
 
         # refuse what cannot run before the samplers start and any idle is measured
         _, max_batch, max_seq = self.preflight(todo)
@@ -256,7 +256,7 @@ class Profiler:
             yield ProgressTick(state="loading", done=0, total=total, **tick)
             loaded = load_model(spec.model, self.device, spec.dtype, gpu_indices=self.gpu_indices or None,
                                 batch=max_batch, kv_cache=spec.backend != "no-cache",
-                                max_seq_len=bucket_len(max_seq) if spec.backend == "static" else max_seq)
+                                max_seq_len=kv_cache_len(spec.backend, max_seq))
             backend = make_backend(spec.backend, loaded)
             device_name, system = _describe_hardware(samplers, primary, self.gpu_indices)
             versions = versions_json()

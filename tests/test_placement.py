@@ -122,3 +122,32 @@ def test_the_70b_fits_four_a100_80gb_as_one_actor(tmp_path):
     check_placement(cfg, nodes)
     asg = plan_assignments(cfg, TrialStore(tmp_path / "store"), nodes)
     assert [a.num_gpus for a in asg] == [4, 4] and asg[0].spec.gpu_indices == (0, 1, 2, 3)
+
+
+def test_placement_sizes_a_static_cache_by_its_bucket_as_the_node_will(tmp_path):
+    from llm_energy.backends import read_model, sweep_memory_bytes
+
+    src = read_model("llama-2-7b")
+    kw = dict(batch=1, max_seq_len=2048 + 1100)  # bucket 4096
+    cache_b = sweep_memory_bytes(src, "bfloat16", backend="cache", **kw)[0]
+    static_b = sweep_memory_bytes(src, "bfloat16", backend="static", **kw)[0]
+    assert static_b > cache_b
+    mem = (cache_b + static_b) // 2  # holds the cache backend's sweep, not the static one's bucket
+    hw = NodeHardware("h", "cpu", 8, 64 * GIB, 64 * GIB, (GpuInfo(0, "NVIDIA H100 80GB HBM3", mem, mem),), ("nvml",))
+    for backend, fits in (("cache", True), ("static", False)):
+        d = tmp_path / backend
+        d.mkdir()
+        cfg = config(d, {"h100": {"models": ["llama-2-7b"], "device": "cuda", "backend": backend}},
+                     tin=(8, 2048), tout=(8, 1100))
+        if fits:
+            check_placement(cfg, [node("n1", "h100", hw)])
+        else:
+            with pytest.raises(UserError, match=r"'llama-2-7b' needs .* GiB"):
+                check_placement(cfg, [node("n1", "h100", hw)])
+
+
+def test_placement_refuses_a_sequence_past_the_models_positions(tmp_path):
+    cfg = config(tmp_path, {"cpu": {"models": ["llama-2-7b"]}}, tin=(8, 2048), tout=(8, 2100))
+    with pytest.raises(UserError, match=r"node_types\.cpu\.models: .*tin \+ tout = 4148 tokens exceeds the model's "
+                                        r"max_position_embeddings=4096"):
+        check_placement(cfg, [node("c1", "cpu", cpu_node(1024))])
