@@ -26,9 +26,9 @@ import psutil
 import ray
 
 from cluster.actors import BACKPRESSURE_ITEMS, SAMPLE_BATCH_ROWS
-from cluster.collector import StoreWriter, StreamPump
+from cluster.collector import SAMPLE_FLUSH_ROWS, StreamPump
 from cluster.local import LocalNode, start_local_cluster
-from llm_energy.profiler import SamplesChunk
+from llm_energy.profiler import SamplesChunk, StoreWriter
 from llm_energy.schema import SAMPLE_SCHEMA
 from llm_energy.store import TrialStore
 
@@ -116,7 +116,7 @@ def stream_once(nodes: list[str], n: int, flush_rows: int) -> dict[str, float]:
         files = len(list((store.root / "samples").glob("part-*.parquet")))
         for a in actors:
             ray.kill(a)
-    assert stored == writer.samples_written == n, (stored, writer.samples_written, n)
+    assert stored == writer.summary.samples_written == n, (stored, writer.summary.samples_written, n)
     q = max(1, len(writer.rss_mb) // 4)
     first, last = float(np.median(writer.rss_mb[:q])), float(np.median(writer.rss_mb[-q:]))
     return {"n": n, "wall_s": wall, "rate": n / wall, "peak_growth_mb": (mem.peak - base) / 2**20, "files": files,
@@ -133,9 +133,9 @@ def main() -> int:
     try:
         ray.init(address=cluster.address, logging_level="ERROR")
         nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-        stream_once(nodes, 200_000, 250_000)  # warm-up: workers, imports
-        runs = [("buffered (StoreWriter)", stream_once(nodes, args.small, 250_000)),
-                ("buffered (StoreWriter)", stream_once(nodes, args.samples, 250_000)),
+        stream_once(nodes, 200_000, SAMPLE_FLUSH_ROWS)  # warm-up: workers, imports
+        runs = [("buffered (StoreWriter)", stream_once(nodes, args.small, SAMPLE_FLUSH_ROWS)),
+                ("buffered (StoreWriter)", stream_once(nodes, args.samples, SAMPLE_FLUSH_ROWS)),
                 ("baseline: a file per batch", stream_once(nodes, args.small, 1))]
     finally:
         ray.shutdown()

@@ -12,23 +12,22 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import polars as pl
 import ray
 
 from cluster.actors import ActorDone, start_actor, stream
 from cluster.config import NodeTypeConfig, PipelineConfig
 from cluster.discovery import NodeInfo, discover_nodes, nodes_by_type
 from llm_energy.errors import UserError
-from llm_energy.profiler import Profiler, ProfileSpec, ProgressTick, SamplesChunk, SweepStarted, TrialDone
+from llm_energy.profiler import Profiler, ProfileSpec, ProgressTick, StoreWriter
 from llm_energy.store import TrialStore
 
 QUEUE_BATCHES = 64
+SAMPLE_FLUSH_ROWS = 250_000  # the driver's sample buffer: one Parquet file per this many rows (~17 MB)
 
 
 @dataclass(frozen=True)
@@ -175,49 +174,6 @@ def plan_assignments(cfg: PipelineConfig, store: TrialStore, nodes: list[NodeInf
     return out
 
 
-class StoreWriter:
-    """Writes streamed profiler events to a store, buffering samples.
-
-    Samples from all actors accumulate in memory up to ``flush_rows`` (one Parquet file per flush
-    instead of one per streamed batch) and are always flushed before a trial is committed, so the
-    store keeps the single-node invariant: a trial is committed only after its samples."""
-
-    def __init__(self, store: TrialStore, flush_rows: int = 250_000, flush_s: float = 2.0) -> None:
-        self.store = store
-        self.flush_rows = flush_rows
-        self.flush_s = flush_s
-        self.samples_written = 0
-        self.trials_written = 0
-        self._buf: list = []
-        self._rows = 0
-        self._last = time.monotonic()
-
-    def add(self, events, on_tick: Callable[[ProgressTick], None] | None = None) -> None:
-        for ev in events:
-            if isinstance(ev, SamplesChunk):
-                if ev.frame.height:
-                    self._buf.append(ev.frame)
-                    self._rows += ev.frame.height
-                    if self._rows >= self.flush_rows:
-                        self.flush()
-            elif isinstance(ev, TrialDone):
-                self.flush()
-                self.trials_written += self.store.append_trials([ev.record])
-            elif isinstance(ev, SweepStarted):
-                self.store.register_sweep(ev.info.sweep_id, ev.info)
-            elif isinstance(ev, ProgressTick) and on_tick is not None:
-                on_tick(ev)
-        if self._buf and time.monotonic() - self._last >= self.flush_s:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._buf:
-            frame = pl.concat(self._buf, how="vertical_relaxed") if len(self._buf) > 1 else self._buf[0]
-            self.samples_written += self.store.append_samples(frame)
-            self._buf, self._rows = [], 0
-        self._last = time.monotonic()
-
-
 class StreamPump:
     """Drains actors' streaming generators on threads into one bounded queue.
 
@@ -269,7 +225,8 @@ def run_cluster_sweep(cfg: PipelineConfig, store: TrialStore, on_tick: Callable[
         slots[a.slot.label] = a.slot
     busy: dict[str, Assignment] = {}
     pump = StreamPump()
-    writer = StoreWriter(store)
+    writer = StoreWriter(store, flush_rows=SAMPLE_FLUSH_ROWS)
+    ticks = (lambda ev: on_tick(ev) if isinstance(ev, ProgressTick) else None) if on_tick else None
 
     limit = cfg.sweep.max_concurrent or len(slots) or 1
 
@@ -294,7 +251,7 @@ def run_cluster_sweep(cfg: PipelineConfig, store: TrialStore, on_tick: Callable[
                 if isinstance(ev, ActorDone):
                     report.samples_produced += ev.samples
                     report.trials_produced += ev.trials
-            writer.add(batch, on_tick)
+            writer.add(batch, ticks)
             continue
         writer.flush()  # the stream ended: everything it sent is in the store before it is judged
         del busy[label]
@@ -315,8 +272,8 @@ def run_cluster_sweep(cfg: PipelineConfig, store: TrialStore, on_tick: Callable[
         for other in queues:  # under max_concurrent, a freed place goes to the next slot with work
             start_next(other)
     writer.flush()
-    report.samples_written = writer.samples_written
-    report.trials_written = writer.trials_written
+    report.samples_written = writer.summary.samples_written
+    report.trials_written = writer.summary.trials_written
     return report
 
 
