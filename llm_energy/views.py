@@ -112,7 +112,7 @@ class SweepView:
     def render(self) -> Table:
         tab = Table(title=self.title, expand=False)
         num = ("cells", "trials", "watts now", "energy", "ETA")
-        for col in ("node type", "node", "device", "model", "backend", *num[:2], "watts now", "energy", "ETA", "state"):
+        for col in ("node type", "node", "device", "model", "backend", *num, "state"):
             tab.add_column(col, justify="right" if col in num else "left")
         estimate = False
         for t in self.rows.values():
