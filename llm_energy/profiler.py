@@ -239,7 +239,7 @@ class Profiler:
         spec = self.spec
         trials = list(trials if trials is not None else spec.design.trials())
         device = _resolve_device(spec.device, spec.gpu_indices)
-        gpus = (spec.gpu_indices or (int(device.split(":")[1]),)) if device.startswith("cuda") else ()
+        gpus = _cuda_ordinals(device, spec.gpu_indices)
         devices = [f"cuda:{i}" for i in gpus] if gpus else ["cpu"]
         src = read_model(spec.model)
         if not trials:
@@ -261,8 +261,7 @@ class Profiler:
                     cells_total=n_cells)
         yield ProgressTick(state="loading", done=0, total=total, **tick)
         self.device = _resolve_device(spec.device, spec.gpu_indices)
-        if self.device.startswith("cuda"):
-            self.gpu_indices = spec.gpu_indices or (int(self.device.split(":")[1]),)
+        self.gpu_indices = _cuda_ordinals(self.device, spec.gpu_indices)
         self.n_gpus = len(self.gpu_indices)
         if self.gpu_indices:
             from llm_energy.samplers.nvml import nvml_indices_for_cuda
@@ -471,6 +470,14 @@ def auto_min_window(samplers: list[PowerSampler]) -> float:
     ~1% over 1-5 s and ~4% under 1 s (docs/measurement.md)."""
     periods = [s.update_period_s for s in samplers]
     return max(0.5, 20 * max(periods, default=0.0))
+
+
+def _cuda_ordinals(device: str, gpu_indices: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The CUDA ordinals a deployment on ``device`` uses: its ``gpu_indices``, else the device's own;
+    none on the CPU."""
+    if not device.startswith("cuda"):
+        return ()
+    return tuple(gpu_indices) if gpu_indices else (int(device.split(":")[1]),)
 
 
 def _resolve_device(device: str, gpu_indices: tuple[int, ...] | None) -> str:
