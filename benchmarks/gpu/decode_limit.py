@@ -1,0 +1,246 @@
+"""Batch-1 decode ms/step of each preset against the HBM limit of the machine it runs on.
+
+    python3 -m benchmarks.gpu.decode_limit --bw-only                      # HBM copy bandwidth only
+    python3 -m benchmarks.gpu.decode_limit --presets llama-2-7b,llama-2-70b [--backend static] \
+        [--bw 4.23] [--jsonl results.jsonl]                              # live: load, compile, time
+    python3 -m benchmarks.gpu.decode_limit --table results.jsonl          # print saved live results
+    python3 -m benchmarks.gpu.decode_limit --stores data/h200/* --bw 4.23 # from measured stores (no GPU)
+
+Bandwidth: a device-to-device copy of 4 GiB, bytes read + written, median of 20 (METHOD.md: measure
+the ceiling, don't quote it). Limit: every weight read once per generated token, so a bandwidth-bound
+batch-1 step takes at least (weight bytes) / (bandwidth). Two byte counts are printed: all weights (the
+limit the issue and docs/h100.md quote) and the bytes one step must read (less the input embedding,
+of which one row is read, unless tied to the LM head; for a mixture of experts only the top-k of the
+experts' weights). Live mode builds the preset (random bf16 weights), runs the project's backend
+(``static``: StaticCache + torch.compile reduce-overhead; ``prepare`` compiles and captures, timed
+apart as compile_s), then times whole generations of --tout tokens from a --tin prompt for at least
+--min-s seconds; ms/step is decode time / (tout - 1), and J/token comes from the NVML energy counter
+over the timed generations (gross, batch 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from importlib import import_module
+from pathlib import Path
+
+
+def _imp(*names: str):
+    """The first importable module of ``names`` (the package layout before and after its split)."""
+    err = None
+    for n in names:
+        try:
+            return import_module(n)
+        except ImportError as e:  # noqa: PERF203
+            err = e
+    raise err  # type: ignore[misc]
+
+
+def backends_mod():
+    return _imp("llm_energy.measure.inference.backends", "llm_energy.backends")
+
+
+def presets_mod():
+    return _imp("llm_energy.measure.inference.presets", "llm_energy.presets")
+
+
+PAPER_PRESETS = ("llama-2-7b", "llama-2-13b", "llama-2-70b", "mistral-7b", "mixtral-8x7b", "falcon-7b", "falcon-40b")
+
+
+def measure_bandwidth(gib: float = 4.0, reps: int = 20) -> float:
+    """Device-to-device copy bandwidth in bytes/s (read + write), median of ``reps`` copies."""
+    import torch
+
+    n = int(gib * 2**30) // 2
+    src = torch.randn(n, dtype=torch.bfloat16, device="cuda")
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        dst.copy_(src)
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * n * 2 / statistics.median(times)
+
+
+def step_bytes(model, cfg, dtype_bytes: int = 2) -> tuple[int, int]:
+    """(all weight bytes, bytes one batch-1 decode step reads): input embedding excluded unless tied to
+    the LM head; expert weights scaled by top-k / experts for a mixture of experts."""
+    params = dict(model.named_parameters())
+    total = sum(p.numel() for p in params.values())
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight is emb
+    read = total - (0 if tied else emb.numel())
+    n_exp = getattr(cfg, "num_local_experts", None) or getattr(cfg, "num_experts", None)
+    k = getattr(cfg, "num_experts_per_tok", None)
+    if n_exp and k:
+        expert = sum(p.numel() for n, p in params.items() if ".experts" in n)
+        read -= int(expert * (1 - k / n_exp))
+    return total * dtype_bytes, read * dtype_bytes
+
+
+def meta_bytes(preset: str) -> tuple[int, int]:
+    """step_bytes of a preset built on the meta device (no memory)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg = presets_mod().get_preset(preset).config()
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(cfg)
+    return step_bytes(m, cfg)
+
+
+def live(preset: str, backend_name: str, bw: float, tin: int, tout: int, min_s: float) -> dict:
+    import torch
+
+    B = backends_mod()
+    t0 = time.perf_counter()
+    loaded = B.load_model(preset, "cuda:0", "auto", max_seq_len=B.kv_cache_len(backend_name, tin + tout),
+                          kv_cache=backend_name != "no-cache")
+    torch.cuda.synchronize()
+    load_s = time.perf_counter() - t0
+    all_b, read_b = step_bytes(loaded.model, loaded.config)
+    be = B.make_backend(backend_name, loaded)
+    print(f"[{preset}] loaded in {load_s:.1f} s ({all_b / 1e9:.2f} GB); preparing {backend_name} ...", flush=True)
+    t0 = time.perf_counter()
+    be.prepare(1, tin, tout)
+    torch.cuda.synchronize()
+    compile_s = time.perf_counter() - t0
+    print(f"[{preset}] prepare (compile + capture + warm-up) {compile_s:.1f} s", flush=True)
+    prompt = be.make_prompt(1, tin, seed=1)
+    be.generate(prompt, tout)  # one more untimed generation after the compile
+    energy = _energy_counter()
+    e0 = energy()
+    t_start = time.perf_counter()
+    steps = []
+    while len(steps) < 3 or time.perf_counter() - t_start < min_s:
+        r = be.generate(prompt, tout)
+        if r.tout_actual != tout or r.tin_actual != tin:
+            raise SystemExit(f"{preset}: asked tin={tin} tout={tout}, got {r.tin_actual}/{r.tout_actual}")
+        steps.append(r.decode_s / (tout - 1))
+    wall = time.perf_counter() - t_start
+    time.sleep(0.15)  # one counter update period past the end
+    e1 = energy()
+    n = len(steps)
+    ms = 1e3 * statistics.median(steps)
+    res = {
+        "preset": preset, "backend": backend_name, "tin": tin, "tout": tout, "n_generations": n,
+        "ms_per_step": ms, "ms_min": 1e3 * min(steps), "ms_max": 1e3 * max(steps),
+        "weights_b": all_b, "read_b": read_b, "bw_bps": bw,
+        "limit_ms": 1e3 * all_b / bw, "limit_read_ms": 1e3 * read_b / bw,
+        "load_s": load_s, "compile_s": compile_s, "timed_s": wall,
+        "j_per_token": (e1 - e0) / (n * tout) if e0 is not None and e1 is not None else None,
+        "mean_w": (e1 - e0) / (wall + 0.15) if e0 is not None and e1 is not None else None,
+        "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+    }
+    res["ratio"] = res["ms_per_step"] / res["limit_ms"]
+    res["ratio_read"] = res["ms_per_step"] / res["limit_read_ms"]
+    return res
+
+
+def _energy_counter():
+    """A reader of GPU 0's NVML total-energy counter in joules (None where NVML is missing)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        return lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1e3
+    except Exception:  # noqa: BLE001
+        return lambda: None
+
+
+def from_stores(dirs: list[str], bw: float) -> list[dict]:
+    """Batch-1 static (or any backend's) decode ms/step per store from its measured trials (tout >= 64)."""
+    import polars as pl
+
+    store_mod = _imp("llm_energy.trials.store", "llm_energy.store")
+    out = []
+    for d in dirs:
+        if not (Path(d) / "manifest.json").exists():
+            continue
+        df = store_mod.open_store(d).trials().filter(~pl.col("warmup") & (pl.col("batch") == 1) & (pl.col("tout") >= 64))
+        for (model, backend), g in df.group_by("model", "backend", maintain_order=True):
+            step = (1e3 * g["decode_s"] / (g["tout"] - 1))
+            all_b, read_b = meta_bytes(model)
+            ms = float(step.median())
+            out.append({"preset": model, "backend": backend, "store": d, "n_trials": g.height,
+                        "ms_per_step": ms, "ms_min": float(step.min()), "ms_max": float(step.max()),
+                        "weights_b": all_b, "read_b": read_b, "bw_bps": bw, "limit_ms": 1e3 * all_b / bw,
+                        "limit_read_ms": 1e3 * read_b / bw, "ratio": ms / (1e3 * all_b / bw),
+                        "ratio_read": ms / (1e3 * read_b / bw),
+                        "j_per_token": float((g["energy_j"] / (g["tout"] * g["batch"])).median())})
+    return out
+
+
+def print_table(rows: list[dict]) -> None:
+    if not rows:
+        print("no results")
+        return
+    bw = rows[0]["bw_bps"]
+    print(f"\nbatch-1 decode against the HBM limit (copy bandwidth {bw / 1e12:.2f} TB/s)")
+    hdr = ("preset", "backend", "weights GB", "read/step GB", "limit ms", "ms/step", "x limit", "x read-limit",
+           "J/token", "compile s")
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for r in rows:
+        jt = f"{r['j_per_token']:.2f}" if r.get("j_per_token") is not None else "-"
+        cs = f"{r['compile_s']:.0f}" if r.get("compile_s") is not None else "-"
+        rng = f" ({r['ms_min']:.2f}-{r['ms_max']:.2f})" if r.get("ms_min") is not None else ""
+        print(f"| {r['preset']} | {r['backend']} | {r['weights_b'] / 1e9:.2f} | {r['read_b'] / 1e9:.2f} | "
+              f"{r['limit_ms']:.2f} | {r['ms_per_step']:.2f}{rng} | {r['ratio']:.2f} | {r['ratio_read']:.2f} | {jt} | {cs} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--presets", default=",".join(PAPER_PRESETS))
+    ap.add_argument("--backend", default="static")
+    ap.add_argument("--bw", type=float, default=None, help="bandwidth in TB/s (default: measure it)")
+    ap.add_argument("--bw-only", action="store_true")
+    ap.add_argument("--tin", type=int, default=8)
+    ap.add_argument("--tout", type=int, default=129, help="new tokens per timed generation (default 129: 128 steps)")
+    ap.add_argument("--min-s", type=float, default=2.0, help="time generations for at least this long")
+    ap.add_argument("--jsonl", default=None, help="append each preset's result here")
+    ap.add_argument("--table", nargs="*", default=None, help="print the table of these JSONL files and exit")
+    ap.add_argument("--stores", nargs="*", default=None, help="ms/step from these stores' trials (needs --bw)")
+    args = ap.parse_args(argv)
+    if args.table is not None:
+        rows = [json.loads(line) for f in args.table for line in Path(f).read_text().splitlines() if line.strip()]
+        print_table(rows)
+        return 0
+    if args.stores is not None:
+        if args.bw is None:
+            ap.error("--stores needs --bw (TB/s, as measured on the machine the stores came from)")
+        print_table(from_stores(args.stores, args.bw * 1e12))
+        return 0
+    bw = args.bw * 1e12 if args.bw else measure_bandwidth()
+    print(f"hbm copy bandwidth: {bw / 1e12:.3f} TB/s (median of 20 copies of 4 GiB, read + write)", flush=True)
+    if args.bw_only:
+        return 0
+    rows = []
+    for p in [x for x in args.presets.split(",") if x]:
+        r = live(p, args.backend, bw, args.tin, args.tout, args.min_s)
+        print(json.dumps(r), flush=True)
+        rows.append(r)
+        if args.jsonl:
+            with open(args.jsonl, "a") as f:
+                f.write(json.dumps(r) + "\n")
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

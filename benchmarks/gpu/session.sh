@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# GPU-machine steps for data/h200 (run through the device tool from the repo root; data/h200/README.md
+# says which call ran which steps). usage: [BUDGET_S=575] bash benchmarks/gpu/session.sh STEP [STEP...]
+#
+# Steps: info | bw | dl:PRESET[:CAP_S] (decode-limit benchmark, static; cache if static fails or runs past
+# CAP_S) | dltable | grid (llama-2-7b static, 81 cells, 2 repeats) | third:PRESET:BACKEND (the 27-cell
+# third of the grid, benchmarks/gpu/profile_cells.py) | batch:PRESET:BACKEND (batch sweep).
+# Every step runs under `timeout --signal=INT` inside one deadline (BUDGET_S from the start, RESERVE_S kept
+# for packing): SIGINT stops the profiler cleanly and committed trials stay; a rerun resumes. Stores land in
+# data/h200/ and come back as $OUT/h200.tgz; a machine still warm from the last call keeps its newest copy
+# in /tmp/h200keep, which this script prefers over the tree's (FRESH=1: use the tree's).
+set -uo pipefail
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 COLUMNS=160
+T0=$(date +%s); DEADLINE=$((T0 + ${BUDGET_S:-575})); RESERVE=${RESERVE_S:-30}
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" data/h200
+exec > >(tee -a "$OUT/session.log") 2>&1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+# the frozen code snapshot (.gpu/src), not the tree's llm_energy: PYTHONSAFEPATH keeps the cwd off sys.path
+export PYTHONSAFEPATH=1 PYTHONPATH=/tmp/site:${SRC:-$PWD/.gpu/src}
+LE="python3 -m llm_energy.cli"
+KEEP=/tmp/h200keep
+if [ -d "$KEEP" ] && [ -z "${FRESH:-}" ]; then
+  for d in "$KEEP"/*/; do [ -d "$d" ] || continue; n=$(basename "$d"); rm -rf "data/h200/$n"; cp -a "$d" "data/h200/$n"; done
+  echo "stores: the warm machine's copy from $KEEP"
+fi
+finish() {
+  rm -rf "$KEEP"; mkdir -p "$KEEP"
+  for d in data/h200/*/; do [ -f "$d/manifest.json" ] && cp -a "$d" "$KEEP/"; done
+  tar czf "$OUT/h200.tgz" data/h200 && ls -la "$OUT"
+  echo "=== end $(date -u +%FT%TZ) after $(( $(date +%s) - T0 )) s"
+}
+trap finish EXIT
+left() { echo $(( DEADLINE - RESERVE - $(date +%s) )); }
+budget() {  # budget CAP_S CMD...: run CMD for at most CAP_S and at most the time left, SIGINT at the end
+  local cap=$1; shift; local l; l=$(left); [ "$l" -lt "$cap" ] && cap=$l
+  if [ "$cap" -lt 20 ]; then echo "--- skipped, ${l}s left: $*"; return 99; fi
+  echo "--- $(date -u +%T) budget ${cap}s: $*"
+  timeout --signal=INT -k 20 "$cap" "$@"; local rc=$?; echo "--- $(date -u +%T) rc=$rc"; return $rc
+}
+BW=${BW:-}
+PROFILE_COMMON=(--node-type h200 --idle-s 5 --no-live)
+for step in "$@"; do
+  IFS=: read -r kind a b c <<< "$step"
+  echo "=== step $step $(date -u +%FT%TZ) ($(left)s left)"
+  case "$kind" in
+    info)
+      nvidia-smi --query-gpu=name,driver_version,pstate,power.draw,power.limit,temperature.gpu,clocks.sm,clocks.mem,clocks.max.sm,memory.total,memory.used --format=csv
+      nvidia-smi | head -20; uname -r; nproc; free -g | head -2
+      python3 -c "import sys, torch, transformers, polars, pynvml, llm_energy; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, 'polars', polars.__version__, 'nvml-py', getattr(pynvml, '__version__', '?'), 'llm_energy from', llm_energy.__file__)"
+      $LE devices; $LE models ;;
+    bw)
+      BW=$(python3 -m benchmarks.gpu.decode_limit --bw-only | tee /dev/stderr | awk '/hbm copy bandwidth/ {print $4}')
+      echo "BW=$BW TB/s" ;;
+    dl)
+      [ -n "$BW" ] || BW=$(python3 -m benchmarks.gpu.decode_limit --bw-only | awk '/hbm copy bandwidth/ {print $4}')
+      budget "${b:-120}" python3 -m benchmarks.gpu.decode_limit --presets "$a" --bw "$BW" --jsonl "$OUT/decode_limit.jsonl"
+      rc=$?
+      if [ $rc -ne 0 ] && [ $rc -ne 99 ]; then
+        echo "static did not finish for $a (rc=$rc): the cache backend instead"
+        budget 60 python3 -m benchmarks.gpu.decode_limit --presets "$a" --backend cache --bw "$BW" --jsonl "$OUT/decode_limit.jsonl"
+      fi ;;
+    dltable)
+      [ -f "$OUT/decode_limit.jsonl" ] && python3 -m benchmarks.gpu.decode_limit --table "$OUT/decode_limit.jsonl" ;;
+    grid)
+      budget "${a:-600}" $LE profile --model llama-2-7b --backend static --tin 8..2048 --tout 8..2048 --repeats 2 \
+        --warmups 0 --out data/h200/grid-static "${PROFILE_COMMON[@]}" ;;
+    third)
+      budget "${c:-600}" python3 -m benchmarks.gpu.profile_cells --cells third --model "$a" --backend "$b" --repeats 1 \
+        --warmups 0 --out "data/h200/$a-$b" "${PROFILE_COMMON[@]}" ;;
+    batch)
+      budget "${c:-600}" $LE profile --model "$a" --backend "$b" --tin ${BATCH_TIN:-64,512} --tout ${BATCH_TOUT:-64,256} \
+        --batch ${BATCHES:-1,4,16,64,256} --repeats 1 --warmups 0 --out "data/h200/batch-$a-$b" "${PROFILE_COMMON[@]}" ;;
+    *) echo "unknown step $step" ;;
+  esac
+done
