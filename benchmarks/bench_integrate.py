@@ -1,4 +1,4 @@
-"""10 million raw power samples -> per-trial energies through llm_energy.integrate (Polars).
+"""10 million raw power samples -> per-trial energies through llm_energy.measure.integrate (Polars).
 
     .venv/bin/python -m benchmarks.bench_integrate [--samples 10000000]      (goal: under 10 s on 2 cores)
 
@@ -70,7 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=10_000_000)
     args = ap.parse_args()
-    from llm_energy.integrate import window_energy
+    from llm_energy.measure.integrate import window_energy
 
     samples, windows = make(args.samples)
     print(f"{samples.height:,} samples, {windows.height:,} trial windows")

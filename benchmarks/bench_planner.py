@@ -41,7 +41,7 @@ NODES = (("a100", 1.00, 1.00), ("h100", 0.72, 0.55), ("v100", 1.45, 1.60), ("l40
 
 def write_inputs(tmp: Path, n_deps: int) -> tuple[Path, Path]:
     """A FITS.json with ``n_deps`` deployments and a deployments YAML naming them all."""
-    from llm_energy.fits import DeploymentFit, FitsFile, TargetModel, deployment_key, save_fits
+    from llm_energy.fit.fits import DeploymentFit, FitsFile, TargetModel, deployment_key, save_fits
 
     rng = np.random.default_rng(7)
     deps, yaml_lines = {}, ["deployments:"]
@@ -82,10 +82,10 @@ def main() -> int:
         print(f"skipped: {AZURE} not found")
         return 0
 
-    from llm_energy.cli_plan import PlanRequest, load_fits_any, run_plan
-    from llm_energy.deployments import load_deployments
-    from llm_energy.planner import Planner, per_query_problem, problem_from_fits
-    from llm_energy.workload import Workload, aggregate, load_workload, save_workload
+    from llm_energy.cli.plan import PlanRequest, load_fits_any, run_plan
+    from llm_energy.plan.deployments import load_deployments
+    from llm_energy.plan.solve.planner import Planner, per_query_problem, problem_from_fits
+    from llm_energy.plan.workload import Workload, aggregate, load_workload, save_workload
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

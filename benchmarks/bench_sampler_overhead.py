@@ -31,9 +31,9 @@ def main() -> None:
 
     import socket
 
-    from llm_energy.backends import load_model, make_backend
-    from llm_energy.profiler import _resolve_device
-    from llm_energy.samplers.discover import discover_samplers
+    from llm_energy.measure.inference.backends import load_model, make_backend
+    from llm_energy.measure.profiler import _resolve_device
+    from llm_energy.measure.samplers.discover import discover_samplers
 
     device = _resolve_device(args.device, None)
     gpus = (int(device.split(":")[1]),) if device.startswith("cuda") else None

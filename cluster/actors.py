@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from llm_energy.design import PlannedTrial
-from llm_energy.profiler import Profiler, ProfileSpec, ProgressTick, SamplesChunk, TrialDone
+from llm_energy.measure.design import PlannedTrial
+from llm_energy.measure.profiler import Profiler, ProfileSpec, ProgressTick, SamplesChunk, TrialDone
 
 BACKPRESSURE_ITEMS = 16
 SAMPLE_BATCH_ROWS = 2000

@@ -3,7 +3,7 @@ requeue the unfinished trials of an actor or node that dies.
 
 Each actor's stream is drained by a thread into one bounded queue (memory stays flat: a full queue
 stops the threads, and Ray's generator backpressure then pauses the actors); the main thread writes
-events to the :class:`~llm_energy.store.TrialStore` (samples buffered into large chunks, always
+events to the :class:`~llm_energy.trials.store.TrialStore` (samples buffered into large chunks, always
 committed before the trial they belong to), the same store the single-node profiler writes, so
 ``fit``, ``plan`` and ``report`` work unchanged on the result.
 """
@@ -23,8 +23,8 @@ from cluster.actors import ActorDone, start_actor, stream
 from cluster.config import NodeTypeConfig, PipelineConfig
 from cluster.discovery import NodeInfo, discover_nodes, nodes_by_type
 from llm_energy.errors import UserError
-from llm_energy.profiler import Profiler, ProfileSpec, ProgressTick, StoreWriter
-from llm_energy.store import TrialStore
+from llm_energy.measure.profiler import Profiler, ProfileSpec, ProgressTick, StoreWriter
+from llm_energy.trials.store import TrialStore
 
 QUEUE_BATCHES = 64
 SAMPLE_FLUSH_ROWS = 250_000  # the driver's sample buffer: one Parquet file per this many rows (~17 MB)
@@ -110,8 +110,8 @@ def check_placement(cfg: PipelineConfig, nodes: list[NodeInfo]) -> None:
     """Before any work: every configured type has nodes, GPU groups fit them, every model's context
     holds the sweep's longest sequence, and every model fits the memory of every node of its type
     (GPU memory of its group on GPU nodes, RAM on CPU nodes), by the same rules the profiler applies
-    on the node (:func:`llm_energy.backends.check_sweep`)."""
-    from llm_energy.backends import check_positions, read_model, resolve_dtype, sweep_memory_bytes
+    on the node (:func:`llm_energy.measure.inference.backends.check_sweep`)."""
+    from llm_energy.measure.inference.backends import check_positions, read_model, resolve_dtype, sweep_memory_bytes
 
     typed = nodes_by_type(cfg, nodes)
     seq = max(cfg.sweep.tin) + max(cfg.sweep.tout)

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import yaml
 
-from llm_energy.backends import BACKENDS
-from llm_energy.design import SweepDesign
+from llm_energy.measure.inference.backends import BACKENDS
+from llm_energy.measure.design import SweepDesign
 from llm_energy.errors import UserError
-from llm_energy.presets import get_preset
+from llm_energy.measure.inference.presets import get_preset
 
 RESOURCE_PREFIX = "node_type:"
 

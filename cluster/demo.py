@@ -102,7 +102,7 @@ def _follow(client, job: str, timeout_s: float, progress: Path | None = None):
     from rich.console import Console
     from rich.live import Live
 
-    from llm_energy.views import view_from_progress
+    from llm_energy.report.live import view_from_progress
 
     con = Console()
     live = Live(console=con, refresh_per_second=4, transient=False) if progress and con.is_terminal else None

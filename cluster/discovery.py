@@ -1,7 +1,7 @@
 """Node discovery: every alive Ray node with its resources, node type and hardware, as typed records.
 
 The hardware (CPU model, memory, GPU kinds and memory from NVML, power meters) comes from a small
-task pinned to each node that runs :func:`llm_energy.hardware.probe_hardware` there.
+task pinned to each node that runs :func:`llm_energy.measure.hardware.probe_hardware` there.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.config import RESOURCE_PREFIX, PipelineConfig
 from llm_energy.errors import UserError
-from llm_energy.hardware import NodeHardware, probe_hardware
+from llm_energy.measure.hardware import NodeHardware, probe_hardware
 
 PROBE_TIMEOUT_S = 120.0
 

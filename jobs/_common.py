@@ -6,7 +6,29 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _code_root() -> str:
+    """Where ``llm_energy`` and ``cluster`` are imported from.
+
+    A submitted job runs in Ray's unpacked copy of its working dir, and Ray may replace or delete that
+    copy while the job runs (once the sweep's actors exit, and around ``ray.init``): a module first
+    imported after that is not found. So the job copies the two packages, about 1 MB, to a private
+    directory once at start and imports from there; run from a checkout, it imports in place."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if "runtime_resources" not in repo:
+        return repo
+    import shutil
+    import tempfile
+
+    private = tempfile.mkdtemp(prefix="llm-energy-job-")
+    for pkg in ("llm_energy", "cluster"):
+        shutil.copytree(os.path.join(repo, pkg), os.path.join(private, pkg),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return private
+
+
+sys.path.insert(0, _code_root())
 
 
 def parse(description: str) -> argparse.Namespace:

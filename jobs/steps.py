@@ -30,8 +30,8 @@ def sweep(cfg: PipelineConfig, *, live: bool | None = None) -> None:
 
     from cluster.collector import check_placement, run_cluster_sweep
     from cluster.discovery import discover_nodes
-    from llm_energy.store import TrialStore
-    from llm_energy.views import SweepView
+    from llm_energy.trials.store import TrialStore
+    from llm_energy.report.live import SweepView
 
     if not ray.is_initialized():
         ray.init(address="auto")
@@ -64,7 +64,7 @@ def plan(cfg: PipelineConfig) -> None:
     if cfg.planner is None:
         print("no planner section: skipping the plan")
         return
-    from llm_energy.fits import deployment_key, load_fits
+    from llm_energy.fit.fits import deployment_key, load_fits
 
     fits = load_fits(p["fits"])
     entries = []

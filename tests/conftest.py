@@ -14,6 +14,6 @@ def reference() -> Path:
 
 @pytest.fixture(scope="session")
 def grid_trials(reference):
-    from llm_energy.importers import import_wilkins2024
+    from llm_energy.trials.importers import import_wilkins2024
 
     return import_wilkins2024(reference / "wilkins2024" / "grid" / "all-stats-raw.csv")

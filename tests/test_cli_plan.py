@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 
 from llm_energy.cli import main
-from llm_energy.cli_plan import ASSIGNMENT_SCHEMA, PARETO_SCHEMA, PER_QUERY_SCHEMA
-from llm_energy.workload import load_workload
+from llm_energy.cli.plan import ASSIGNMENT_SCHEMA, PARETO_SCHEMA, PER_QUERY_SCHEMA
+from llm_energy.plan.workload import load_workload
 
 REPO = Path(__file__).resolve().parents[1]
 COEFFICIENTS = REPO.parent / "shared" / "reference" / "wilkins2024" / "coefficients.json"
@@ -19,7 +19,7 @@ PAPER_YAML = REPO / "configs" / "deployments.paper.yaml"
 @pytest.fixture(scope="module")
 def hand_fits(tmp_path_factory):
     """A hand-written FITS.json (positive paper-form models) and a deployments file naming its three keys."""
-    from llm_energy.fits import DeploymentFit, FitsFile, TargetModel, save_fits
+    from llm_energy.fit.fits import DeploymentFit, FitsFile, TargetModel, save_fits
 
     d = tmp_path_factory.mktemp("fits")
     deps = {}

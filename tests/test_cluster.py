@@ -18,7 +18,7 @@ from cluster.config import load_config  # noqa: E402
 from cluster.discovery import NodeInfo, discover_nodes, nodes_by_type  # noqa: E402
 from cluster.local import LocalNode, start_local_cluster  # noqa: E402
 from llm_energy.errors import UserError  # noqa: E402
-from llm_energy.store import TrialStore  # noqa: E402
+from llm_energy.trials.store import TrialStore  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ray

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("ray")
 
 from cluster.local import LocalNode, dashboard_url, start_local_cluster  # noqa: E402
-from llm_energy.store import TrialStore  # noqa: E402
+from llm_energy.trials.store import TrialStore  # noqa: E402
 from tests.test_cluster import CONFIG, REPO, write_config  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -68,7 +68,7 @@ def test_ray_job_submit_cli_runs_the_pipeline_and_mirrors_progress(tmp_path):
         assert (out / f).exists(), f
     assert TrialStore(out / "store").trials().height == 2 * 9
     # the live view's mirror: one row per node, every sweep done, totals equal to the stored trials
-    from llm_energy.views import view_from_progress
+    from llm_energy.report.live import view_from_progress
 
     view = view_from_progress(out / "progress.json")
     assert len(view.rows) == 2 and {t.state for t in view.rows.values()} == {"done"}

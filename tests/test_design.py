@@ -1,6 +1,6 @@
 import pytest
 
-from llm_energy.design import Cell, SweepDesign, design_from_lists, parse_int_list
+from llm_energy.measure.design import Cell, SweepDesign, design_from_lists, parse_int_list
 from llm_energy.errors import UserError
 
 

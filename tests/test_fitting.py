@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 
 from llm_energy.errors import UserError
-from llm_energy.fits import load_fits, predict, save_fits
-from llm_energy.fitting import SANITY_GRID, FitOptions, fit_deployments, is_sane
+from llm_energy.fit.fits import load_fits, predict, save_fits
+from llm_energy.fit.forms import SANITY_GRID, FitOptions, fit_deployments, is_sane
 
 # The paper's slide: energy model R^2 (uncentered: no-intercept OLS) and F per model.
 PUBLISHED_R2_F = {

@@ -24,9 +24,9 @@ def busy_gpu(seconds: float) -> None:
 
 
 def test_nvml_power_and_counter_are_live_and_agree():
-    from llm_energy.integrate import window_energy
-    from llm_energy.samplers.nvml import NvmlSampler
-    from llm_energy.schema import samples_frame
+    from llm_energy.measure.integrate import window_energy
+    from llm_energy.measure.samplers.nvml import NvmlSampler
+    from llm_energy.trials.schema import samples_frame
 
     s = NvmlSampler("gpu-test", gpu_indices=[0], period_s=0.02)
     s.poll_counters = True  # as the profiler does: counter update points for window edges
@@ -56,7 +56,7 @@ def test_nvml_power_and_counter_are_live_and_agree():
 
 
 def test_probe_sees_the_gpu_and_nvml():
-    from llm_energy.hardware import probe_hardware
+    from llm_energy.measure.hardware import probe_hardware
 
     hw = probe_hardware()
     assert hw.gpus and "nvml" in hw.meters
@@ -64,9 +64,9 @@ def test_probe_sees_the_gpu_and_nvml():
 
 
 def test_profiled_sweep_on_cuda_has_exact_tokens_and_nvml_energy(tmp_path):
-    from llm_energy.design import SweepDesign
-    from llm_energy.profiler import Profiler, ProfileSpec, record_events
-    from llm_energy.store import TrialStore
+    from llm_energy.measure.design import SweepDesign
+    from llm_energy.measure.profiler import Profiler, ProfileSpec, record_events
+    from llm_energy.trials.store import TrialStore
 
     design = SweepDesign.grid([8, 64], [8, 32], [1, 4], repeats=1, warmups=0, seed=0)
     spec = ProfileSpec(model="tiny-llama", design=design, device="cuda", idle_s=1.0, min_window_s=0.5,
@@ -84,7 +84,7 @@ def test_profiled_sweep_on_cuda_has_exact_tokens_and_nvml_energy(tmp_path):
 
 
 def test_static_backend_on_cuda_compiles_once_per_bucket():
-    from llm_energy.backends import bucket_len, load_model, make_backend
+    from llm_energy.measure.inference.backends import bucket_len, load_model, make_backend
 
     b = make_backend("static", load_model("tiny-llama", "cuda"))
     for tin in (8, 30, 100):  # one 256-token bucket with tout 16
@@ -94,7 +94,7 @@ def test_static_backend_on_cuda_compiles_once_per_bucket():
 
 
 def test_a_model_larger_than_the_gpu_is_refused_up_front():
-    from llm_energy.backends import load_model
+    from llm_energy.measure.inference.backends import load_model
     from llm_energy.errors import UserError
 
     free = torch.cuda.mem_get_info(0)[0]

@@ -3,8 +3,8 @@ import pytest
 
 from llm_energy.cli import main
 from llm_energy.errors import UserError
-from llm_energy.importers import import_csv, import_wilkins2024
-from llm_energy.store import open_store
+from llm_energy.trials.importers import import_csv, import_wilkins2024
+from llm_energy.trials.store import open_store
 
 
 def test_grid_import(grid_trials):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm_energy.integrate import counter_total, window_energy
+from llm_energy.measure.integrate import counter_total, window_energy
 
 
 def trace(power, t_end=3.0, poll=0.02, update=0.1, offset=0.003, node="n", device="gpu0", counter0=5000.0):

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-import llm_energy.backends as backends
-from llm_energy.design import SweepDesign
-from llm_energy.profiler import Profiler, ProfileSpec, record_events
-from llm_energy.samplers.nvml import NvmlSampler
-from llm_energy.store import TrialStore
+import llm_energy.measure.inference.backends as backends
+from llm_energy.measure.design import SweepDesign
+from llm_energy.measure.profiler import Profiler, ProfileSpec, record_events
+from llm_energy.measure.samplers.nvml import NvmlSampler
+from llm_energy.trials.store import TrialStore
 from tests.fakes.fake_pynvml import FakeNvml
 
 

@@ -11,9 +11,9 @@ from cluster.collector import actor_slots, check_placement, plan_assignments  # 
 from cluster.config import load_config  # noqa: E402
 from cluster.discovery import NodeInfo  # noqa: E402
 from llm_energy.errors import UserError  # noqa: E402
-from llm_energy.hardware import GpuInfo, NodeHardware, probe_hardware  # noqa: E402
-from llm_energy.samplers.nvml import nvml_indices_for_cuda  # noqa: E402
-from llm_energy.store import TrialStore  # noqa: E402
+from llm_energy.measure.hardware import GpuInfo, NodeHardware, probe_hardware  # noqa: E402
+from llm_energy.measure.samplers.nvml import nvml_indices_for_cuda  # noqa: E402
+from llm_energy.trials.store import TrialStore  # noqa: E402
 from tests.fakes.fake_pynvml import FakeNvml, NoDriverNvml  # noqa: E402
 from tests.fakes.powercap import make_powercap  # noqa: E402
 
@@ -125,7 +125,7 @@ def test_the_70b_fits_four_a100_80gb_as_one_actor(tmp_path):
 
 
 def test_placement_sizes_a_static_cache_by_its_bucket_as_the_node_will(tmp_path):
-    from llm_energy.backends import read_model, sweep_memory_bytes
+    from llm_energy.measure.inference.backends import read_model, sweep_memory_bytes
 
     src = read_model("llama-2-7b")
     kw = dict(batch=1, max_seq_len=2048 + 1100)  # bucket 4096

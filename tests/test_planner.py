@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llm_energy.deployments import load_deployments, parse_deployments
+from llm_energy.plan.deployments import load_deployments, parse_deployments
 from llm_energy.errors import UserError
-from llm_energy.planner import (
+from llm_energy.plan.solve.planner import (
     InfeasiblePlan,
     Planner,
     binned_problem,
@@ -21,7 +21,7 @@ from llm_energy.planner import (
     share_certificate,
     share_duals,
 )
-from llm_energy.workload import Workload, aggregate, bin_classes, synth_workload
+from llm_energy.plan.workload import Workload, aggregate, bin_classes, synth_workload
 
 REPO = Path(__file__).resolve().parents[1]
 COEFFICIENTS = REPO.parent / "shared" / "reference" / "wilkins2024" / "coefficients.json"
@@ -83,7 +83,7 @@ def test_class_and_reduced_solves_match_the_per_query_formulation(seed):
 def test_column_generation_from_a_poor_start_reaches_the_optimum(solver):
     cls, p = random_case(3, n=120, k=4, distinct=80, min_share=0.1)
     ref = Planner(per_query_problem(p, cls.query_class), method="full").solve(0.5)
-    from llm_energy.baselines import baselines
+    from llm_energy.plan.baselines import baselines
 
     rr = next(b for b in baselines(p, cls.query_class) if b.name == "round-robin")
     assert rr.feasible and p.objective(rr.x, 0.5) > ref.objective + 1e-6  # a feasible but poor start
@@ -175,7 +175,7 @@ def test_tied_deployments_are_merged_exactly_and_split_by_energy():
 def paper():
     if not COEFFICIENTS.exists():
         pytest.skip(f"reference data not found at {COEFFICIENTS}")
-    from llm_energy.fits import paper_fits_from_coefficients
+    from llm_energy.fit.fits import paper_fits_from_coefficients
 
     fits = paper_fits_from_coefficients(COEFFICIENTS)
     deps = load_deployments(PAPER_YAML)
@@ -312,7 +312,7 @@ def test_bad_parameters_and_missing_solver(monkeypatch):
         Planner(p).solve(1.5)
     with pytest.raises(UserError, match="--solver='cplex'"):
         Planner(p, solver="cplex")
-    monkeypatch.setattr("llm_energy.planner.solver_available", lambda name: False)
+    monkeypatch.setattr("llm_energy.plan.solve.planner.solver_available", lambda name: False)
     with pytest.raises(UserError, match=r"glpsol is not on PATH; install it with `make glpk`"):
         Planner(p)
 

@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 
 from llm_energy.cli import main
-from llm_energy.design import SweepDesign
-from llm_energy.profiler import Profiler, ProfileSpec, TrialDone, record_events
-from llm_energy.store import TrialStore
+from llm_energy.measure.design import SweepDesign
+from llm_energy.measure.profiler import Profiler, ProfileSpec, TrialDone, record_events
+from llm_energy.trials.store import TrialStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def test_tiny_sweep_exact_counts_and_energy(tmp_path):
     assert (win >= 0.2).all()
     assert (df["n_inner"] > 1).any()
     # the stored energy is what the stored samples integrate to
-    from llm_energy.integrate import window_energy
+    from llm_energy.measure.integrate import window_energy
 
     e = window_energy(store.samples(), df.select("trial_id", "node", "session", "t_start_mono", "t_end_mono"))
     per = e.group_by("trial_id").agg(pl.col("energy_j").sum()).join(df.select("trial_id", "energy_j", "n_inner"),
@@ -148,11 +148,11 @@ def _profile_err(capsys, argv):
 
 
 def test_memory_refusal_uses_the_sweeps_largest_batch_and_sequence_before_the_store(tmp_path, capsys, monkeypatch, no_idle):
-    from llm_energy.presets import count_params, get_preset, memory_needed_bytes
+    from llm_energy.measure.inference.presets import count_params, get_preset, memory_needed_bytes
 
     p = get_preset("tiny-llama")
     need = lambda b, s: memory_needed_bytes(count_params("tiny-llama"), p.hf_config, "float32", b, s)[0]  # noqa: E731
-    monkeypatch.setattr("llm_energy.backends.free_memory_bytes", lambda d: need(1, 4096) + 2**20)
+    monkeypatch.setattr("llm_energy.measure.inference.backends.free_memory_bytes", lambda d: need(1, 4096) + 2**20)
     out = tmp_path / "o"
     err = _profile_err(capsys, ["--model", "tiny-llama", "--tin", "8,2048", "--tout", "8,2048", "--batch", "1,64",
                                 "--out", str(out)])
@@ -161,11 +161,11 @@ def test_memory_refusal_uses_the_sweeps_largest_batch_and_sequence_before_the_st
 
 
 def test_a_sweep_that_fits_is_not_refused_at_a_fixed_4096_tokens(tmp_path, monkeypatch):
-    from llm_energy.presets import count_params, get_preset, memory_needed_bytes
+    from llm_energy.measure.inference.presets import count_params, get_preset, memory_needed_bytes
 
     p = get_preset("tiny-llama")
     need = lambda b, s: memory_needed_bytes(count_params("tiny-llama"), p.hf_config, "float32", b, s)[0]  # noqa: E731
-    monkeypatch.setattr("llm_energy.backends.free_memory_bytes", lambda d: need(1, 4096) - 1)
+    monkeypatch.setattr("llm_energy.measure.inference.backends.free_memory_bytes", lambda d: need(1, 4096) - 1)
     design = SweepDesign.grid([8], [4], repeats=1, warmups=0)
     spec = ProfileSpec(model="tiny-llama", design=design, device="cpu", idle_s=0.1, min_window_s=0.05, threads=1)
     assert record_events(Profiler(spec, node="n").events(), TrialStore(tmp_path)).trials_written == 1
@@ -211,7 +211,7 @@ def test_show_json_is_strict_json_with_null_for_nan_and_inf(tmp_path, capsys):
 
 
 def test_progress_counts_a_cell_done_when_all_its_trials_are(tmp_path):
-    from llm_energy.profiler import ProgressTick
+    from llm_energy.measure.profiler import ProgressTick
 
     design = SweepDesign.grid([8, 16], [4], repeats=2, warmups=1, seed=3)  # 2 cells x 3 trials, shuffled
     spec = ProfileSpec(model="tiny-llama", design=design, device="cpu", idle_s=0.1, min_window_s=0.05, threads=1)

@@ -6,12 +6,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from llm_energy.integrate import window_energy
-from llm_energy.samplers.discover import describe_meters, discover_samplers
-from llm_energy.samplers.estimate import EstimateSampler
-from llm_energy.samplers.nvml import NvmlSampler
-from llm_energy.samplers.rapl import RaplSampler
-from llm_energy.schema import samples_frame
+from llm_energy.measure.integrate import window_energy
+from llm_energy.measure.samplers.discover import describe_meters, discover_samplers
+from llm_energy.measure.samplers.estimate import EstimateSampler
+from llm_energy.measure.samplers.nvml import NvmlSampler
+from llm_energy.measure.samplers.rapl import RaplSampler
+from llm_energy.trials.schema import samples_frame
 from tests.fakes.fake_pynvml import FakeNvml, NoDriverNvml
 from tests.fakes.powercap import MAX_RANGE_UJ, advance, make_powercap
 
@@ -19,7 +19,7 @@ from tests.fakes.powercap import MAX_RANGE_UJ, advance, make_powercap
 @pytest.fixture
 def fake(monkeypatch):
     nv = FakeNvml()
-    monkeypatch.setattr("llm_energy.samplers.nvml.now", lambda: (nv.now, nv.now))
+    monkeypatch.setattr("llm_energy.measure.samplers.nvml.now", lambda: (nv.now, nv.now))
     return nv
 
 
@@ -98,7 +98,7 @@ def test_polling_thread_rate_and_stop():
 def test_rapl_counters_wraparound_and_power(tmp_path, monkeypatch):
     files = make_powercap(tmp_path)
     clock = {"t": 10.0}
-    monkeypatch.setattr("llm_energy.samplers.rapl.now", lambda: (clock["t"], clock["t"]))
+    monkeypatch.setattr("llm_energy.measure.samplers.rapl.now", lambda: (clock["t"], clock["t"]))
     s = RaplSampler("n", root=tmp_path)
     assert [d.device for d in s.devices()] == ["package-0", "dram-0", "package-1", "dram-1"]
     assert [d.kind for d in s.devices()] == ["cpu", "dram", "cpu", "dram"]
@@ -159,7 +159,7 @@ def test_devices_cli_json(capsys):
 
 
 def test_cpu_utilisation_reads_proc_stat_deltas(tmp_path):
-    from llm_energy.samplers.estimate import CpuUtilisation
+    from llm_energy.measure.samplers.estimate import CpuUtilisation
 
     stat = tmp_path / "stat"
     # user nice system idle iowait irq softirq steal guest guest_nice (guest is inside user)

@@ -7,8 +7,8 @@ import json
 from rich.console import Console
 
 from llm_energy.cli import main
-from llm_energy.profiler import ProgressTick
-from llm_energy.views import SweepView, read_progress, view_from_progress
+from llm_energy.measure.profiler import ProgressTick
+from llm_energy.report.live import SweepView, read_progress, view_from_progress
 
 
 def tick(node, model, state, done, total, **kw):

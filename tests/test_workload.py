@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from llm_energy.errors import UserError
-from llm_energy.workload import (
+from llm_energy.plan.workload import (
     GRID_TOKENS,
     Workload,
     aggregate,

@@ -18,7 +18,7 @@ def main() -> None:
     ap.add_argument("--preset", default="llama-2-7b")
     ap.add_argument("--gib", type=float, default=4.0)
     args = ap.parse_args()
-    from llm_energy.presets import get_preset
+    from llm_energy.measure.inference.presets import get_preset
 
     n = int(args.gib * 2**30) // 2
     src = torch.randn(n, dtype=torch.bfloat16, device="cuda")

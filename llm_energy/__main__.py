@@ -1,0 +1,7 @@
+"""``python -m llm_energy``: the same as the ``llm-energy`` command."""
+
+import sys
+
+from llm_energy.cli.main import main
+
+sys.exit(main())

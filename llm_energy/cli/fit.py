@@ -1,0 +1,300 @@
+"""``llm-energy import``, ``fit``, ``predict`` and ``report``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from llm_energy.errors import UserError, bad_value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    imp = sub.add_parser("import", help="import other tools' measurements into a store",
+                         description="Import other tools' measurements into a trial store.")
+    isub = imp.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    w = isub.add_parser("wilkins2024", help="files of Wilkins et al. (2024): grid, sweeps or served CSVs",
+                        description="Import grid (all-stats-raw.csv), sweeps (all-*-stats.csv) or served ({vllm,mii}-*.csv) "
+                                    "files of Wilkins, Keshav, Mortier (2024); the kind is detected from the header.")
+    w.add_argument("csv", nargs="+", help="one or more files")
+    w.add_argument("--out", required=True, help="store directory (created if missing)")
+    w.set_defaults(func=cmd_import_wilkins)
+    c = isub.add_parser("csv", help="any CSV, through a FIELD=COLUMN mapping",
+                        description="Import any CSV. Required fields: tin, tout, energy_j, runtime_s. Optional: batch, "
+                                    "model, node_type, system, device, n_gpus, backend, repeat, warmup, tin_actual, "
+                                    "tout_actual, and energy_scale=FACTOR (e.g. 0.001 for mJ). Without a header, "
+                                    "COLUMN is a 0-based index.")
+    c.add_argument("file")
+    c.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN", help="repeatable")
+    c.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="constant for a field the file lacks (e.g. --set model=llama-2-7b)")
+    c.add_argument("--no-header", action="store_true", help="the file has no header row")
+    c.add_argument("--out", required=True)
+    c.set_defaults(func=cmd_import_csv)
+
+    f = sub.add_parser("fit", help="fit per-deployment energy and runtime models",
+                       description="Fit one energy model and one runtime model per deployment (model x node type x "
+                                   "GPUs x backend x batch) and write FITS.json. --form paper reproduces Wilkins et al.; "
+                                   "auto (default) picks the physically sane form with the lowest held-out error.")
+    f.add_argument("dir", nargs="+", help="store directories")
+    f.add_argument("--out", required=True, help="FITS.json to write")
+    f.add_argument("--form", default="auto", help="auto (default) | paper | affine | kv-decode | attn-prefill | no-kv | batched")
+    f.add_argument("--folds", type=int, default=5, help="cross-validation folds over cells (default 5)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--pool-batch", action="store_true", help="one model over all batch sizes, batch as a factor")
+    f.add_argument("--net", action="store_true", help="fit idle-subtracted energy (energy_net_j) instead of gross")
+    f.add_argument("--drop-invalid", action="store_true",
+                   help="drop trials with NaN/inf/zero/negative energy or runtime (default: skip their deployment)")
+    f.add_argument("--candidates", action="store_true",
+                   help="also print every candidate form's held-out median and p90 relative error, whether it is "
+                        "physically sane (non-negative, non-decreasing over 1..4096 tokens) and which was chosen")
+    f.add_argument("--json", action="store_true", help="print the fits as JSON")
+    f.set_defaults(func=cmd_fit)
+
+    pr = sub.add_parser("predict", help="predict energy and runtime of queries",
+                        description="Predict energy (J) and runtime (s), with 90% intervals, for queries on every "
+                                    "deployment of a fits file (or --deployment). Without a batch size each "
+                                    "deployment predicts at the batch size it was fitted at. With one (--batch, or a "
+                                    "batch column in --queries) a query is predicted only on deployments fitted at "
+                                    "its batch size or pooled over batch sizes (fit --pool-batch, keys ending /b*); "
+                                    "a batch size that no deployment covers is an error. Non-finite values print "
+                                    "as null with --json.")
+    pr.add_argument("fits", help="FITS.json")
+    pr.add_argument("--queries", help="CSV or Parquet with columns tin, tout[, batch] (positive integers)")
+    pr.add_argument("--tin", type=int)
+    pr.add_argument("--tout", type=int)
+    pr.add_argument("--batch", type=int,
+                    help="batch size (>= 1): predict only on deployments fitted at it or pooled over batch sizes; "
+                         "with --queries, for a file without a batch column")
+    pr.add_argument("--deployment", action="append", help="restrict to these deployments (repeatable)")
+    pr.add_argument("--out", help="write CSV or Parquet (by extension)")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_predict)
+
+    rp = sub.add_parser("report", help="Markdown + PNG report of stores and their fits",
+                        description="Write a Markdown report with plots: measured vs predicted, relative residual heat "
+                                    "maps, J/token against tout, and the fits table.")
+    rp.add_argument("dir", nargs="+", help="store directories")
+    rp.add_argument("--out", required=True, help="report directory")
+    rp.add_argument("--fits", help="use this FITS.json instead of fitting anew")
+    rp.set_defaults(func=cmd_report)
+
+
+def cmd_import_wilkins(args) -> int:
+    from llm_energy.trials.importers import import_wilkins2024, store_imported
+
+    total = 0
+    for f in args.csv:
+        df = import_wilkins2024(f)
+        n = store_imported(df, args.out)
+        total += n
+        print(f"{f}: {df.height} trials ({int(df['warmup'].sum())} warm-up), {n} new -> {args.out}")
+    print(f"imported {total} trials into {args.out}")
+    return 0
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise bad_value(flag, it, "expected FIELD=VALUE")
+        k, v = it.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def cmd_import_csv(args) -> int:
+    from llm_energy.trials.importers import import_csv, store_imported
+
+    df = import_csv(args.file, _pairs(args.map, "--map"), has_header=not args.no_header, defaults=_pairs(args.set, "--set"))
+    n = store_imported(df, args.out)
+    print(f"{args.file}: {df.height} trials, {n} new -> {args.out}")
+    return 0
+
+
+def load_trials(dirs: list[str]) -> pl.DataFrame:
+    from llm_energy.trials.store import open_store
+
+    frames = [open_store(d).trials() for d in dirs]
+    df = pl.concat(frames) if frames else pl.DataFrame()
+    if df.height == 0:
+        raise UserError(f"{', '.join(dirs)}: no trials")
+    return df
+
+
+def cmd_fit(args) -> int:
+    from llm_energy.fit.fits import save_fits
+    from llm_energy.fit.forms import FORM_CHOICES, FitOptions, fit_deployments
+
+    if args.form not in FORM_CHOICES:
+        raise bad_value("--form", args.form, f"choose one of {', '.join(FORM_CHOICES)}")
+    if args.folds < 2:
+        raise bad_value("--folds", args.folds, "must be >= 2")
+    df = load_trials(args.dir)
+    opts = FitOptions(form=args.form, folds=args.folds, seed=args.seed, pool_batch=args.pool_batch,
+                      energy_column="energy_net_j" if args.net else "energy_j", drop_invalid=args.drop_invalid)
+    fits = fit_deployments(df, opts, source=",".join(args.dir))
+    save_fits(fits, args.out)
+    if args.json:
+        from llm_energy.fit.fits import to_json
+
+        print(to_json(fits.to_dict()))
+        return 0
+    from llm_energy.report.live import stdout_console
+
+    con = stdout_console()
+    con.print(fits_table(fits))
+    if args.candidates:
+        con.print(candidates_table(fits))
+    for s in fits.skipped:
+        con.print(f"skipped {s['deployment']}: {s['reason']}")
+    con.print(f"wrote {args.out}")
+    return 0
+
+
+def fits_table(fits):
+    from rich.table import Table
+
+    tab = Table(title="fits (held-out relative error: K-fold over cells)")
+    for c in ("deployment", "target", "form", "n", "R² unc.", "R² cent.", "held-out median", "held-out p90",
+              "paper form median", "90% PI"):
+        tab.add_column(c, justify="left" if c in ("deployment", "target", "form") else "right")
+    for d in fits.deployments.values():
+        for t, m in d.targets.items():
+            paper = next((c for c in m.candidates if c["form"] == "paper"), None)
+            st = m.stats
+            pi = m.interval
+            tab.add_row(d.deployment, t, m.form, str(st.get("n", d.n_trials)), _f(st.get("r2_uncentered"), ".4f"),
+                        _f(st.get("r2_centered"), ".4f"), _pct(m.cv.get("median")), _pct(m.cv.get("p90")),
+                        _pct(paper["median"]) if paper else "-",
+                        f"{_pct(pi.get('q_lo'))}..{_pct(pi.get('q_hi'))}" if pi.get("q_lo") is not None else "-")
+    return tab
+
+
+def candidates_table(fits):
+    """Every candidate form of every (deployment, target): held-out median and p90, sane, chosen."""
+    from rich.table import Table
+
+    tab = Table(title="candidate forms (held-out relative error; auto picks the sane form with the lowest median)")
+    for c in ("deployment", "target", "form", "held-out median", "held-out p90", "sane", "chosen"):
+        tab.add_column(c, justify="left" if c in ("deployment", "target", "form") else "right")
+    for d in fits.deployments.values():
+        for t, m in d.targets.items():
+            for c in sorted(m.candidates, key=lambda c: (not c["chosen"], c["median"])):
+                tab.add_row(d.deployment, t, c["form"], _pct(c["median"]), _pct(c["p90"]),
+                            "yes" if c["sane"] else "no", "*" if c["chosen"] else "")
+    return tab
+
+
+def _f(v, spec):
+    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+
+
+def _pct(v):
+    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{100 * v:+.1f}%" if v < 0 else f"{100 * v:.1f}%"
+
+
+def read_table(path: str) -> pl.DataFrame:
+    p = Path(path)
+    try:
+        if p.suffix == ".parquet":
+            return pl.read_parquet(p)
+        if p.suffix in (".jsonl", ".ndjson"):
+            return pl.read_ndjson(p)
+        return pl.read_csv(p, infer_schema_length=100000)
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such file") from None
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise UserError(f"{p}: cannot read ({str(e).splitlines()[0]})") from None
+
+
+def _positive_ints(q: pl.DataFrame, c: str, source: str, what: str) -> np.ndarray:
+    """Column ``c`` as int64, or a UserError naming the file, row and value (8.5 is not truncated)."""
+    v = q[c].cast(pl.Float64, strict=False)
+    bad = (v.is_null() | ~v.is_finite() | (v < 1) | (v != v.floor()) | (v > 2**62)).fill_null(True)
+    if bad.any():
+        i = int(bad.arg_true()[0])
+        raise UserError(f"{source}: {c}={q[c][i]!r} (row {i + 1}): {what} must be positive integers")
+    return v.cast(pl.Int64).to_numpy()
+
+
+def cmd_predict(args) -> int:
+    from llm_energy.fit.fits import load_fits, predict_all, to_json, unmatched_batches
+
+    if args.batch is not None and args.batch < 1:
+        raise bad_value("--batch", args.batch, "must be >= 1")
+    fits = load_fits(args.fits)
+    if args.queries:
+        q = read_table(args.queries)
+        for c in ("tin", "tout"):
+            if c not in q.columns:
+                raise UserError(f"{args.queries}: column {c!r} missing")
+        tin = _positive_ints(q, "tin", args.queries, "token counts")
+        tout = _positive_ints(q, "tout", args.queries, "token counts")
+        if "batch" in q.columns:
+            if args.batch is not None:
+                raise bad_value("--batch", args.batch, f"{args.queries} has a batch column; give the batch size once")
+            batch, where = _positive_ints(q, "batch", args.queries, "batch sizes"), args.queries
+        else:
+            batch, where = (np.full(len(tin), args.batch) if args.batch is not None else None), "--batch"
+    elif args.tin is not None and args.tout is not None:
+        if args.tin < 1 or args.tout < 1:
+            raise bad_value("--tin/--tout", (args.tin, args.tout), "must be positive")
+        tin, tout = np.array([args.tin]), np.array([args.tout])
+        batch, where = (np.array([args.batch]) if args.batch is not None else None), "--batch"
+    else:
+        raise UserError("give --queries FILE or --tin N --tout N")
+    for d in args.deployment or []:
+        fits.get(d, source=args.fits)
+    if batch is not None:
+        missing = unmatched_batches(fits, batch, args.deployment)
+        if missing:
+            have = [str(b) for b in sorted({fits.deployments[n].batch for n in (args.deployment or fits.deployments)})]
+            what = f"--batch={missing[0]}" if where == "--batch" else f"{where}: batch={missing[0]}"
+            raise UserError(f"{what}: no deployment{' selected' if args.deployment else ''} in "
+                            f"{args.fits} was fitted at this batch size (fitted: {', '.join(have)}); predictions are "
+                            f"made only at a fitted batch size (fit --pool-batch to model batch as a factor)")
+    out = predict_all(fits, tin, tout, batch, deployments=args.deployment)
+    if args.out:
+        p = Path(args.out)
+        blocker = next((a for a in reversed(p.parents) if a.exists() and not a.is_dir()), None)
+        if blocker is not None:
+            raise UserError(f"{p}: cannot write the predictions ({blocker} is a file, not a directory)")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            out.write_parquet(p) if p.suffix == ".parquet" else out.write_csv(p)
+        except (OSError, pl.exceptions.PolarsError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+            raise UserError(f"{p}: cannot write the predictions ({why})") from None
+    if args.json:
+        print(to_json(out.to_dicts()))
+        return 0
+    from rich.table import Table
+
+    from llm_energy.report.live import stdout_console
+
+    tab = Table(title=f"predictions ({out.height} rows)")
+    for c in ("deployment", "tin", "tout", "batch", "energy J", "90% PI", "runtime s", "90% PI "):
+        tab.add_column(c)
+    for r in out.head(50).iter_rows(named=True):
+        tab.add_row(r["deployment"], str(r["tin"]), str(r["tout"]), str(r["batch"]), f"{r['energy_j']:.2f}",
+                    _pi(r["energy_j_lo"], r["energy_j_hi"], ".2f"), f"{r['runtime_s']:.3f}",
+                    _pi(r["runtime_s_lo"], r["runtime_s_hi"], ".3f"))
+    stdout_console().print(tab)
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _pi(lo, hi, spec: str) -> str:
+    return "-" if lo is None or hi is None else f"{lo:{spec}}..{hi:{spec}}"
+
+
+def cmd_report(args) -> int:
+    from llm_energy.report.markdown import write_report
+
+    path = write_report(args.dir, args.out, fits_path=args.fits)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,279 @@
+"""``llm-energy profile`` (run a token sweep on this node) and ``llm-energy show`` (print a store)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import polars as pl
+
+from llm_energy.measure.design import DESIGN_KINDS, design_from_lists, parse_int_list
+from llm_energy.errors import UserError, bad_value
+from llm_energy.trials.schema import SOURCE_ESTIMATE
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="run a token sweep on this node and store its trials",
+        description=(
+            "Run a token sweep on this node: prompts of exactly TIN tokens, generations of exactly TOUT new "
+            "tokens, for every batch size, REPEATS times (plus warm-ups). Trials are appended to the store in "
+            "OUT; rerunning the same command resumes without repeating or losing a trial."
+        ),
+    )
+    p.add_argument("--model", required=True, help="preset name (see `llm-energy models`) or a local checkpoint dir")
+    p.add_argument("--tin", default="8,16,32", help="prompt tokens: a list (8,16,32) or a doubling range (8..2048)")
+    p.add_argument("--tout", default="8,16", help="new tokens: a list or a doubling range")
+    p.add_argument("--batch", default="1", help="batch sizes: a list or a doubling range")
+    p.add_argument("--repeats", type=int, default=3, help="measured trials per cell (default 3)")
+    p.add_argument("--warmups", type=int, default=1, help="warm-up trials per cell, stored but flagged (default 1)")
+    p.add_argument("--design", default="grid", choices=DESIGN_KINDS, help="sweep design (default grid)")
+    p.add_argument("--n-random", type=int, default=16, help="points per batch size for --design random-log")
+    p.add_argument("--backend", default="cache", help="cache (default) | no-cache | static")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--gpus", default=None, help="GPUs for a deployment sharded over several, e.g. 0,1: CUDA ordinals as this process sees them "
+                        "(under CUDA_VISIBLE_DEVICES=2,3, 0 is GPU 2; the power meter follows)")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, float32 on CPU) | bfloat16 | float16 | float32")
+    p.add_argument("--out", required=True, help="store directory (created if missing)")
+    p.add_argument("--node-type", default="local", help="label of this node's type, part of the deployment key")
+    p.add_argument("--idle-s", type=float, default=3.0, help="idle baseline seconds before the sweep (default 3)")
+    p.add_argument("--cooldown-s", type=float, default=0.0, help="pause before each trial (default 0)")
+    p.add_argument("--min-window-s", default="auto",
+                   help="repeat short generations inside one window until it lasts this long; "
+                        "auto (default): 20 meter update periods, at least 0.5 s (2 s on NVML)")
+    p.add_argument("--sample-ms", type=float, default=20.0, help="power polling period in ms (default 20)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0, help="seed for prompts and run order")
+    p.add_argument("--no-live", action="store_true", help="plain log lines instead of the live view")
+    p.set_defaults(func=cmd_profile)
+
+    s = sub.add_parser("show", help="print the trials of a store", description="Print the trials of a store.")
+    s.add_argument("dir", help="store directory")
+    s.add_argument("--json", action="store_true", help="print the trial records as a JSON list (NaN/inf as null)")
+    s.add_argument("--warmups", action="store_true", help="include warm-up trials")
+    s.add_argument("--limit", type=int, default=200, help="rows in the table (default 200; --json prints all)")
+    s.set_defaults(func=cmd_show)
+
+    c = sub.add_parser("check", help="energy accounting checks on a store's raw samples",
+                       description="Per trial: the energy counter against integrated polled power over the same "
+                                   "window. Per session: the counter's total against trials + idle x time outside "
+                                   "trial windows, and against all integrated power.")
+    c.add_argument("dir")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_check)
+
+    k = sub.add_parser("compact", help="merge a store's chunk files (optionally decimating samples)",
+                       description="Merge a store's chunk files into one trials and one samples file. With "
+                                   "--decimate-ms, keep one power sample per device per interval and only the "
+                                   "counter readings where the counter changed (what energy integration needs). "
+                                   "Do not run while a sweep writes to the store.")
+    k.add_argument("dir")
+    k.add_argument("--decimate-ms", type=float, default=None)
+    k.set_defaults(func=cmd_compact)
+
+
+def spec_from_args(args: argparse.Namespace):
+    from llm_energy.measure.profiler import ProfileSpec
+
+    tins = parse_int_list(args.tin, name="tin")
+    touts = parse_int_list(args.tout, name="tout")
+    batches = parse_int_list(args.batch, name="batch")
+    if args.repeats < 1:
+        raise bad_value("--repeats", args.repeats, "must be >= 1")
+    if args.warmups < 0:
+        raise bad_value("--warmups", args.warmups, "must be >= 0")
+    if args.sample_ms <= 0:
+        raise bad_value("--sample-ms", args.sample_ms, "must be > 0")
+    gpus = tuple(parse_int_list_zero(args.gpus)) if args.gpus else None
+    if args.min_window_s == "auto":
+        min_window = None
+    else:
+        try:
+            min_window = float(args.min_window_s)
+        except ValueError:
+            raise bad_value("--min-window-s", args.min_window_s, "expected seconds or auto") from None
+        if min_window < 0:
+            raise bad_value("--min-window-s", args.min_window_s, "must be >= 0")
+    design = design_from_lists(args.design, tins, touts, batches, repeats=args.repeats, warmups=args.warmups,
+                               seed=args.seed, n_random=args.n_random)
+    device = args.device
+    if gpus and device == "auto":
+        device = f"cuda:{gpus[0]}"
+    return ProfileSpec(
+        model=args.model, design=design, backend=args.backend, device=device, dtype=args.dtype,
+        node_type=args.node_type, idle_s=args.idle_s, cooldown_s=args.cooldown_s, min_window_s=min_window,
+        sample_period_s=args.sample_ms / 1e3, seed=args.seed, gpu_indices=gpus, threads=args.threads,
+    )
+
+
+def parse_int_list_zero(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        try:
+            v = int(part)
+        except ValueError:
+            raise bad_value("--gpus", text, f"{part!r} is not a GPU index") from None
+        if v < 0:
+            raise bad_value("--gpus", text, f"{v} is not a GPU index")
+        out.append(v)
+    return out
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from llm_energy.measure.inference.backends import BACKENDS
+    from llm_energy.measure.profiler import Profiler, ProgressTick, record_events
+    from llm_energy.trials.store import TrialStore
+    from llm_energy.report.live import SweepView, fmt_joules, stdout_console
+
+    if args.backend not in BACKENDS:
+        raise bad_value("--backend", args.backend, f"unknown backend; choose one of {', '.join(BACKENDS)}")
+    spec = spec_from_args(args)
+    _check_model_name(spec.model)
+    prof = Profiler(spec)
+    # a bad config, a sequence past the model's positions or a model too large for the sweep's largest
+    # batch x longest sequence is refused here, before the store exists and before any idle is measured
+    prof.preflight()
+    store = TrialStore(args.out)
+    done_before = store.done_trial_ids()
+    planned = spec.design.trials()
+    skipped = sum(prof.trial_id(t) in done_before for t in planned)
+    console = stdout_console()
+    if skipped:
+        console.print(f"resuming: {skipped} of {len(planned)} trials already in {args.out}")
+    with SweepView(live=False if args.no_live else None, title=f"llm-energy profile {spec.model}") as view:
+        summary = record_events(prof.events(skip=done_before), store,
+                                on_event=lambda ev: view.update(ev) if isinstance(ev, ProgressTick) else None)
+    df = store.trials().filter(pl.col("sweep_id") == prof.sweep_id)
+    meas = df.filter(~pl.col("warmup"))
+    console.print(f"wrote {summary.trials_written} trials ({summary.samples_written} samples) to {args.out}; "
+                  f"sweep {prof.sweep_id} now has {df.height} trials ({meas.height} measured)")
+    if meas.height:
+        src = meas["energy_source"][0]
+        info = store.sweeps().get(prof.sweep_id)
+        idle = f"{info.idle_w:.1f} W" if info and info.idle_w is not None else "-"
+        console.print(f"energy source: {src}{' (ESTIMATE: no power meter on this node)' if src == SOURCE_ESTIMATE else ''}; "
+                      f"idle {idle}; total {fmt_joules(float((meas['energy_j'] * meas['n_inner']).sum()))}")
+        console.print(_cell_summary(meas))
+    return 0
+
+
+def _check_model_name(model: str) -> None:
+    """Fail before touching the store for a name that is neither a preset nor a directory."""
+    from pathlib import Path
+
+    if Path(model).is_dir():
+        return
+    from llm_energy.measure.inference.presets import get_preset
+
+    get_preset(model)  # raises UserError listing the presets
+
+
+def _cell_summary(meas: pl.DataFrame):
+    from rich.table import Table
+
+    g = (
+        meas.group_by("tin", "tout", "batch")
+        .agg(
+            n=pl.len(),
+            energy_j=pl.col("energy_j").median(),
+            runtime_s=pl.col("runtime_s").median(),
+            decode_s=pl.col("decode_s").median(),
+        )
+        .sort("batch", "tin", "tout")
+    )
+    tab = Table(title="per cell (medians over repeats)")
+    for c in ("tin", "tout", "batch", "n", "energy J", "J/token", "runtime s", "ms/step"):
+        tab.add_column(c, justify="right")
+    for r in g.iter_rows(named=True):
+        step = 1e3 * r["decode_s"] / (r["tout"] - 1) if r["tout"] > 1 else math.nan
+        tab.add_row(str(r["tin"]), str(r["tout"]), str(r["batch"]), str(r["n"]), f"{r['energy_j']:.3f}",
+                    f"{r['energy_j'] / (r['tout'] * r['batch']):.4f}", f"{r['runtime_s']:.3f}", f"{step:.2f}")
+    return tab
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from llm_energy.trials.store import open_store
+    from llm_energy.report.live import stdout_console, trials_table
+
+    store = open_store(args.dir)
+    df = store.trials()
+    if not args.warmups:
+        df = df.filter(~pl.col("warmup"))
+    if args.json:
+        from llm_energy.fit.fits import to_json
+
+        print(to_json(df.to_dicts(), default=str))  # NaN/inf -> null: bare NaN is not JSON
+        return 0
+    if args.limit < 1:
+        raise bad_value("--limit", args.limit, "must be >= 1")
+    console = stdout_console()
+    if df.height == 0:
+        console.print(f"{args.dir}: no trials")
+        return 0
+    console.print(trials_table(df.head(args.limit), title=f"{args.dir}: {df.height} trials"))
+    if (df["energy_source"] == SOURCE_ESTIMATE).any():
+        console.print("note: energy_source 'estimate' rows are CPU utilisation x TDP, not a measurement")
+    if df.height > args.limit:
+        console.print(f"... {df.height - args.limit} more rows (use --limit or --json)")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from llm_energy.measure.closure import instrument_agreement, session_closure
+    from llm_energy.trials.store import open_store
+    from llm_energy.report.live import stdout_console
+
+    store = open_store(args.dir)
+    agree = instrument_agreement(store)
+    closures = session_closure(store)
+    if agree.height == 0 and not closures:
+        raise UserError(f"{args.dir}: no trials with raw counter samples to check")
+    win = store.trials().select("trial_id", (pl.col("t_end_mono") - pl.col("t_start_mono")).alias("window_s"))
+    if agree.height:
+        agree = agree.join(win, on="trial_id")
+    groups = []
+    for label, cond in (("all", pl.lit(True)), ("window < 1 s", pl.col("window_s") < 1),
+                        ("window 1-5 s", pl.col("window_s").is_between(1, 5)), ("window > 5 s", pl.col("window_s") > 5)):
+        g = agree.filter(cond) if agree.height else agree
+        if g.height:
+            groups.append({"trials": label, "n": g.height, "median": g["rel_diff"].median(),
+                           "p90_abs": g["rel_diff"].abs().quantile(0.9), "max_abs": g["rel_diff"].abs().max()})
+    sess = [{"session": c.session, "device": c.device, "seconds": c.seconds, "counter_j": c.counter_j,
+             "power_j": c.power_j, "trials_j": c.trials_j, "window_s": c.window_s, "idle_w": c.idle_w,
+             "outside_windows_j": c.outside_j, "idle_closure": c.idle_closure, "power_closure": c.power_closure}
+            for c in closures]
+    if args.json:
+        from llm_energy.fit.fits import to_json
+
+        print(to_json({"power_vs_counter": groups, "sessions": sess}))
+        return 0
+    from rich.table import Table
+
+    con = stdout_console()
+    t = Table(title="integrated power vs energy counter, per trial: (power - counter) / counter")
+    for col in ("trials", "n", "median", "p90 |.|", "max |.|"):
+        t.add_column(col, justify="right")
+    for g in groups:
+        t.add_row(g["trials"], str(g["n"]), f"{100 * g['median']:+.2f}%", f"{100 * g['p90_abs']:.2f}%", f"{100 * g['max_abs']:.2f}%")
+    con.print(t)
+    t = Table(title="session closure against the counter total")
+    for col in ("session", "device", "s", "counter J", "trials J", "idle W", "(trials + idle x outside) / counter",
+                "power / counter"):
+        t.add_column(col, justify="right")
+    for c in sess:
+        t.add_row(c["session"], c["device"], f"{c['seconds']:.0f}", f"{c['counter_j']:.0f}", f"{c['trials_j']:.0f}",
+                  f"{c['idle_w']:.1f}", f"{c['idle_closure']:.4f}", f"{c['power_closure']:.4f}")
+    con.print(t)
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from llm_energy.trials.store import open_store
+
+    if args.decimate_ms is not None and args.decimate_ms <= 0:
+        raise bad_value("--decimate-ms", args.decimate_ms, "must be > 0")
+    store = open_store(args.dir)
+    n_t, n_s, files = store.compact(decimate_s=args.decimate_ms / 1e3 if args.decimate_ms else None)
+    print(f"{args.dir}: {n_t} trials, {n_s} samples in 2 files (was {files} chunk files)")
+    return 0

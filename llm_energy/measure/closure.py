@@ -1,0 +1,81 @@
+"""Energy accounting checks on a store's raw samples (``llm-energy check``).
+
+* **Instrument agreement** per trial and device: the energy counter (interpolated between update
+  points) against the trapezoid of the polled power, over the same window.
+* **Session closure** per profiler session and device: the counter's total from the session's first
+  to last reading against (a) the sum of the trials' window energies plus the idle baseline times the
+  time outside trial windows, and (b) the trapezoid of all polled power. (a) closes only if the time
+  between windows really is idle; in practice it also holds compilation, warm-ups and the counter's
+  settle waits, so (a) is reported together with the energy measured outside windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from llm_energy.measure.integrate import window_energy
+from llm_energy.trials.store import TrialStore
+
+
+def instrument_agreement(store: TrialStore) -> pl.DataFrame:
+    """Per trial x device: counter_j, power_j and (power - counter) / counter."""
+    t = store.trials().filter(pl.col("session").is_not_null())
+    if t.height == 0:
+        return pl.DataFrame()
+    e = window_energy(store.samples(), t.select("trial_id", "node", "session", "t_start_mono", "t_end_mono"))
+    wide = (e.group_by("trial_id", "device")
+            .agg(pl.col("energy_j").filter(pl.col("method") == "counter").first().alias("counter_j"),
+                 pl.col("energy_j").filter(pl.col("method") == "trapezoid").first().alias("power_j"))
+            .drop_nulls())
+    return (wide.join(t.select("trial_id", "cell_id", "backend", "runtime_s", "n_inner"), on="trial_id")
+            .with_columns(((pl.col("power_j") - pl.col("counter_j")) / pl.col("counter_j")).alias("rel_diff"))
+            .sort("trial_id", "device"))
+
+
+@dataclass
+class SessionClosure:
+    session: str
+    device: str
+    seconds: float
+    counter_j: float  # counter total over the session
+    power_j: float  # trapezoid of all polled power over the same span
+    trials_j: float  # sum of trial window energies (energy per generation x n_inner)
+    window_s: float  # time inside trial windows
+    idle_w: float
+    outside_j: float  # counter energy outside trial windows
+
+    @property
+    def idle_closure(self) -> float:
+        """(trials + idle x time outside windows) / counter total."""
+        return (self.trials_j + self.idle_w * (self.seconds - self.window_s)) / self.counter_j
+
+    @property
+    def power_closure(self) -> float:
+        return self.power_j / self.counter_j
+
+
+def session_closure(store: TrialStore) -> list[SessionClosure]:
+    trials = store.trials().filter(pl.col("session").is_not_null())
+    samples = store.samples().filter(pl.col("session").is_not_null()).collect()
+    sweeps = store.sweeps()
+    out = []
+    for (session, device), s in samples.filter(pl.col("joules").is_not_null()).group_by(["session", "device"]):
+        s = s.sort("t_mono")
+        t0, t1 = float(s["t_mono"][0]), float(s["t_mono"][-1])
+        node = s["node"][0]
+        whole = pl.DataFrame({"trial_id": ["session"], "node": [node], "session": [session], "t_start_mono": [t0], "t_end_mono": [t1]})
+        e = window_energy(samples.filter((pl.col("session") == session) & (pl.col("device") == device)), whole)
+        counter = e.filter(pl.col("method") == "counter")["energy_j"].sum()
+        power = e.filter(pl.col("method") == "trapezoid")["energy_j"].sum()
+        tr = trials.filter(pl.col("session") == session)
+        per_dev = [de[d.index(device)] * n if device in d else 0.0
+                   for de, d, n in zip(tr["device_energy_j"].to_list(), tr["devices"].to_list(), tr["n_inner"].to_list())]
+        trials_j = float(sum(per_dev))
+        window_s = float((tr["t_end_mono"] - tr["t_start_mono"]).sum()) if tr.height else 0.0
+        sweep_ids = tr["sweep_id"].unique().to_list()
+        idle = [sweeps[x].idle_per_device_w.get(device) for x in sweep_ids if x in sweeps]
+        idle_w = float(idle[0]) if idle and idle[0] is not None else 0.0
+        out.append(SessionClosure(session, device, t1 - t0, counter, power, trials_j, window_s, idle_w, counter - trials_j))
+    return sorted(out, key=lambda c: (c.session, c.device))

@@ -1,0 +1,74 @@
+"""Baseline routings the planner's plan is compared with, all on the same predictions.
+
+* ``only:<name>``: every query on one deployment (one per deployment);
+* ``round-robin``: query i of the workload (file order) on deployment i mod K;
+* ``random``: each query on a deployment drawn uniformly (seeded);
+* ``greedy-energy``: each query on its lowest-predicted-energy deployment among those its SLO allows.
+
+None of them looks at the share, capacity or budget constraints; each result says which it breaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llm_energy.plan.solve.planner import PlanProblem
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """A baseline's predicted totals: ``energy_j`` (J), ``runtime_s`` (s, summed over queries),
+    ``accuracy`` (token-weighted mean A_K), ``violations``: constraints of the problem it breaks."""
+
+    name: str
+    energy_j: float
+    runtime_s: float
+    accuracy: float
+    violations: tuple[str, ...]
+    x: np.ndarray
+
+    @property
+    def feasible(self) -> bool:
+        return not self.violations
+
+    def saved_pct(self, plan_energy_j: float) -> float:
+        """Energy the plan saves against this baseline, in % of the baseline's energy."""
+        if self.energy_j == 0:
+            return 0.0
+        return 100.0 * (self.energy_j - plan_energy_j) / self.energy_j
+
+
+def _by_query(problem: PlanProblem, query_class: np.ndarray, dep: np.ndarray) -> np.ndarray:
+    K = problem.n_deployments
+    flat = np.bincount(query_class * K + dep, minlength=problem.n_classes * K)
+    return flat.reshape(problem.n_classes, K)
+
+
+def _result(problem: PlanProblem, name: str, x: np.ndarray) -> BaselineResult:
+    m = problem.metrics(x)
+    return BaselineResult(name=name, energy_j=m["energy_j"], runtime_s=m["runtime_s"], accuracy=m["accuracy"],
+                          violations=tuple(problem.violations(x)), x=x)
+
+
+def baselines(problem: PlanProblem, query_class: np.ndarray | None = None, seed: int = 0) -> list[BaselineResult]:
+    """All baselines for ``problem``; ``query_class[i]`` is query i's class (file order), else class order."""
+    C, K = problem.n_classes, problem.n_deployments
+    if query_class is None:
+        query_class = np.repeat(np.arange(C), problem.count)
+    query_class = np.asarray(query_class, dtype=np.int64)
+    out = []
+    for k, name in enumerate(problem.names):
+        x = np.zeros((C, K), dtype=np.int64)
+        x[:, k] = problem.count
+        out.append(_result(problem, f"only:{name}", x))
+    n = len(query_class)
+    out.append(_result(problem, "round-robin", _by_query(problem, query_class, np.arange(n) % K)))
+    rng = np.random.default_rng(seed)
+    out.append(_result(problem, "random", _by_query(problem, query_class, rng.integers(0, K, n))))
+    e = np.where(problem.allowed, problem.energy_j, np.inf)
+    x = np.zeros((C, K), dtype=np.int64)
+    x[np.arange(C), np.argmin(e, axis=1)] = problem.count
+    out.append(_result(problem, "greedy-energy", x))
+    return out

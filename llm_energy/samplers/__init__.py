@@ -1,5 +1,0 @@
-"""Power samplers: one interface (``PowerSampler``), one class per meter kind."""
-
-from llm_energy.samplers.base import MeteredDevice, PowerSampler
-
-__all__ = ["MeteredDevice", "PowerSampler"]

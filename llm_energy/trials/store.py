@@ -1,0 +1,273 @@
+"""The trial store: an append-only Parquet dataset directory (see docs/schema.md).
+
+Layout::
+
+    DIR/manifest.json              schema version + one SweepInfo per sweep (rewritten atomically)
+    DIR/trials/part-<ns>-<id>.parquet    TRIAL_SCHEMA rows, one chunk per append
+    DIR/samples/part-<ns>-<id>.parquet   SAMPLE_SCHEMA rows
+
+Every chunk is written to a temporary name in the same directory, fsynced, then renamed: a reader
+(or a resumed sweep) sees a whole chunk or none of it. A trial is committed when its trial chunk is
+renamed into place; its samples are written before it, so a SIGKILL at any moment loses no committed
+trial, and the resumed sweep reruns only trials whose chunk never landed. ``append_trials`` also
+drops trial ids already present, so a trial requeued after a node failure is never stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from llm_energy.errors import UserError
+from llm_energy.trials.schema import SAMPLE_SCHEMA, SCHEMA_VERSION, TRIAL_SCHEMA, TrialRecord, conform, trials_frame
+
+MANIFEST = "manifest.json"
+STORE_KIND = "llm-energy-store"
+
+
+@dataclass(slots=True)
+class SweepInfo:
+    """What a sweep measured and under which conditions (one per sweep id, in the manifest)."""
+
+    sweep_id: str
+    model: str
+    backend: str
+    dtype: str
+    node_type: str
+    n_gpus: int
+    node: str = ""
+    system: str = ""
+    device: str = ""
+    energy_source: str = ""
+    idle_w: float | None = None  # model loaded, nothing running (what energy_net_j subtracts)
+    idle_cold_w: float | None = None  # before the model was loaded (no CUDA context in the process)
+    idle_per_device_w: dict[str, float] = field(default_factory=dict)
+    design: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    versions: str = "{}"
+    created: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SweepInfo":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class TrialStore:
+    """A trial store directory; creates it (and its manifest) unless ``create=False``."""
+
+    def __init__(self, root: Path | str, create: bool = True) -> None:
+        self.root = Path(root)
+        self._done: set[str] | None = None
+        mpath = self.root / MANIFEST
+        if mpath.exists():
+            self._manifest = _read_manifest(mpath)
+        elif create:
+            try:
+                (self.root / "trials").mkdir(parents=True, exist_ok=True)
+                (self.root / "samples").mkdir(parents=True, exist_ok=True)
+                probe = self.root / f".probe-{uuid.uuid4().hex[:8]}"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as e:
+                raise UserError(f"{self.root}: cannot write the output directory ({e.strerror or e})") from None
+            self._manifest = {"kind": STORE_KIND, "schema_version": SCHEMA_VERSION, "created": time.time(), "sweeps": {}}
+            self._write_manifest()
+        else:
+            raise UserError(f"{self.root}: not an llm-energy store (no {MANIFEST})")
+
+    # ---- sweeps ------------------------------------------------------------------------------
+    def register_sweep(self, sweep_id: str, info: SweepInfo) -> None:
+        """Record (or update) a sweep's metadata; notes accumulate across resumed runs."""
+        old = self._manifest["sweeps"].get(sweep_id)
+        new = asdict(info)
+        if old:
+            new["notes"] = list(dict.fromkeys(list(old.get("notes", [])) + list(new.get("notes", []))))
+            new["created"] = old.get("created", new["created"])
+        self._manifest["sweeps"][sweep_id] = new
+        self._write_manifest()
+
+    def sweeps(self) -> dict[str, SweepInfo]:
+        return {k: SweepInfo.from_dict(v) for k, v in self._manifest["sweeps"].items()}
+
+    # ---- appends -----------------------------------------------------------------------------
+    def append_trials(self, records: list[TrialRecord] | pl.DataFrame) -> int:
+        """Commit trials atomically as one chunk; ids already stored are dropped. Returns rows written."""
+        df = records if isinstance(records, pl.DataFrame) else trials_frame(records)
+        df = conform(df, TRIAL_SCHEMA)
+        done = self.done_trial_ids()
+        df = df.filter(~pl.col("trial_id").is_in(list(done))).unique("trial_id", keep="first", maintain_order=True)
+        if df.height == 0:
+            return 0
+        self._write_chunk("trials", df)
+        done.update(df["trial_id"].to_list())
+        return df.height
+
+    def append_samples(self, frame: pl.DataFrame) -> int:
+        if frame.height == 0:
+            return 0
+        self._write_chunk("samples", conform(frame, SAMPLE_SCHEMA))
+        return frame.height
+
+    # ---- reads -------------------------------------------------------------------------------
+    def done_trial_ids(self) -> set[str]:
+        if self._done is None:
+            files = self._files("trials")
+            if files:
+                ids = _read_chunks(files, lambda f: pl.scan_parquet(f).select("trial_id").collect())["trial_id"].to_list()
+                self._done = set(ids)
+            else:
+                self._done = set()
+        return self._done
+
+    def trials(self) -> pl.DataFrame:
+        """All committed trials (TRIAL_SCHEMA), in commit order. A chunk that cannot be read is a
+        UserError naming it."""
+        files = self._files("trials")
+        if not files:
+            return pl.DataFrame(schema=TRIAL_SCHEMA)
+        df = _read_chunks(files, pl.read_parquet)
+        return conform(df, TRIAL_SCHEMA).unique("trial_id", keep="first", maintain_order=True)
+
+    def samples(self) -> pl.LazyFrame:
+        """All samples, lazily. Every chunk's footer is read first, so a garbage chunk is a UserError
+        naming it here, not an error deep inside a later query."""
+        files = self._files("samples")
+        if not files:
+            return pl.LazyFrame(schema=SAMPLE_SCHEMA)
+        for f in files:
+            _read_chunks([f], pl.read_parquet_schema)
+        return pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")
+
+    def compact(self, decimate_s: float | None = None) -> tuple[int, int, int]:
+        """Merge all chunks into one trials and one samples chunk; returns (trials, samples, old files).
+
+        With ``decimate_s``: one power reading per (session, device) per interval, and counter readings
+        only where the counter changed (its update points, which is all energy integration uses).
+        The merged chunks are written first, then the old ones removed: an interrupted compaction
+        leaves duplicates that readers drop (trials by id; samples by exact row), never a loss.
+        """
+        old_t, old_s = self._files("trials"), self._files("samples")
+        trials = self.trials()
+        samples = _read_chunks(old_s, lambda f: self.samples().collect()).unique(maintain_order=True) if old_s \
+            else pl.DataFrame(schema=SAMPLE_SCHEMA)
+        if decimate_s:
+            keys = ["node", "session", "device", "source"]
+            samples = samples.sort("t_mono")
+            power = (samples.filter(pl.col("watts").is_not_null())
+                     .with_columns((pl.col("t_mono") / decimate_s).floor().alias("_slot"))
+                     .unique([*keys, "_slot"], keep="first", maintain_order=True).drop("_slot"))
+            counter = samples.filter(pl.col("joules").is_not_null()).filter(
+                (pl.col("joules") != pl.col("joules").shift(1).over(keys)) | pl.col("joules").shift(1).over(keys).is_null()
+                | (pl.col("t_mono") == pl.col("t_mono").max().over(keys)))
+            samples = pl.concat([power, counter]).sort("t_mono")
+        if trials.height:
+            self._write_chunk("trials", trials)
+        if samples.height:
+            self._write_chunk("samples", conform(samples, SAMPLE_SCHEMA))
+        for f in old_t + old_s:
+            Path(f).unlink(missing_ok=True)
+        return trials.height, samples.height, len(old_t) + len(old_s)
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _files(self, kind: str) -> list[str]:
+        d = self.root / kind
+        if not d.is_dir():
+            return []
+        return sorted(str(p) for p in d.glob("part-*.parquet"))
+
+    def _write_chunk(self, kind: str, df: pl.DataFrame) -> Path:
+        d = self.root / kind
+        d.mkdir(parents=True, exist_ok=True)
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = d / f".tmp-{name}"
+        final = d / name
+        try:
+            df.write_parquet(tmp)
+            _fsync_file(tmp)
+            os.replace(tmp, final)
+            _fsync_dir(d)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"{d}: cannot write a {kind} chunk ({e.strerror or e})") from None
+        return final
+
+    def _write_manifest(self) -> None:
+        path = self.root / MANIFEST
+        tmp = self.root / f".tmp-{MANIFEST}-{uuid.uuid4().hex[:8]}"
+        try:
+            tmp.write_text(json.dumps(self._manifest, indent=2, sort_keys=True))
+            _fsync_file(tmp)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
+
+
+def _read_chunks(files: list[str], read: Any) -> Any:
+    """``read(files)``; if Polars cannot read them, a UserError naming the first chunk that fails on its
+    own (a corrupt or truncated file), or the directory when only the combination fails."""
+    try:
+        return read(files)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    for f in files:
+        try:
+            pl.read_parquet(f)
+        except (pl.exceptions.PolarsError, OSError) as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{f}: unreadable Parquet chunk ({why}); move it out of the store to read the rest") from None
+    where = Path(files[0]).parent if files else "store"
+    raise UserError(f"{where}: cannot read the chunks together ({first})") from None
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable manifest ({e})") from None
+    if not isinstance(m, dict) or m.get("kind") != STORE_KIND:
+        raise UserError(f"{path}: kind={m.get('kind') if isinstance(m, dict) else m!r}: not an llm-energy store manifest")
+    v = m.get("schema_version")
+    if not isinstance(v, int) or v > SCHEMA_VERSION:
+        raise UserError(f"{path}: schema_version={v!r}: this llm-energy reads versions <= {SCHEMA_VERSION}")
+    m.setdefault("sweeps", {})
+    return m
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def open_store(path: Path | str) -> TrialStore:
+    """An existing store (UserError naming the path if it is not one)."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such directory")
+    return TrialStore(p, create=False)
+
