@@ -31,11 +31,12 @@ def main() -> None:
 
     import socket
 
-    from llm_energy.measure.inference.backends import load_model, make_backend
-    from llm_energy.measure.profiler import _resolve_device
+    from llm_energy.measure.inference.backends import make_backend
+    from llm_energy.measure.inference.loading import load_model
+    from llm_energy.measure.inference.loading import resolve_device
     from llm_energy.measure.samplers.discover import discover_samplers
 
-    device = _resolve_device(args.device, None)
+    device = resolve_device(args.device, None)
     gpus = (int(device.split(":")[1]),) if device.startswith("cuda") else None
     loaded = load_model(args.model, device, "auto", gpu_indices=gpus)
     backend = make_backend(args.backend, loaded)

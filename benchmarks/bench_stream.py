@@ -28,7 +28,8 @@ import ray
 from cluster.actors import BACKPRESSURE_ITEMS, SAMPLE_BATCH_ROWS
 from cluster.collector import SAMPLE_FLUSH_ROWS, StreamPump
 from cluster.local import LocalNode, start_local_cluster
-from llm_energy.measure.profiler import SamplesChunk, StoreWriter
+from llm_energy.measure.record import StoreWriter
+from llm_energy.measure.events import SamplesChunk
 from llm_energy.trials.schema import SAMPLE_SCHEMA
 from llm_energy.trials.store import TrialStore
 

@@ -13,7 +13,9 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from llm_energy.measure.design import PlannedTrial
-from llm_energy.measure.profiler import Profiler, ProfileSpec, ProgressTick, SamplesChunk, TrialDone
+from llm_energy.measure.profiler import Profiler
+from llm_energy.measure.spec import ProfileSpec
+from llm_energy.measure.events import ProgressTick, SamplesChunk, TrialDone
 
 BACKPRESSURE_ITEMS = 16
 SAMPLE_BATCH_ROWS = 2000

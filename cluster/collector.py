@@ -23,7 +23,9 @@ from cluster.actors import ActorDone, start_actor, stream
 from cluster.config import NodeTypeConfig, PipelineConfig
 from cluster.discovery import NodeInfo, discover_nodes, nodes_by_type
 from llm_energy.errors import UserError
-from llm_energy.measure.profiler import Profiler, ProfileSpec, ProgressTick, StoreWriter
+from llm_energy.measure.events import ProgressTick
+from llm_energy.measure.record import StoreWriter
+from llm_energy.measure.spec import ProfileSpec, sweep_id, trial_id
 from llm_energy.trials.store import TrialStore
 
 QUEUE_BATCHES = 64
@@ -111,7 +113,8 @@ def check_placement(cfg: PipelineConfig, nodes: list[NodeInfo]) -> None:
     holds the sweep's longest sequence, and every model fits the memory of every node of its type
     (GPU memory of its group on GPU nodes, RAM on CPU nodes), by the same rules the profiler applies
     on the node (:func:`llm_energy.measure.inference.backends.check_sweep`)."""
-    from llm_energy.measure.inference.backends import check_positions, read_model, resolve_dtype, sweep_memory_bytes
+    from llm_energy.measure.inference.loading import read_model, resolve_dtype
+    from llm_energy.measure.inference.sizing import check_positions, sweep_memory_bytes
 
     typed = nodes_by_type(cfg, nodes)
     seq = max(cfg.sweep.tin) + max(cfg.sweep.tout)
@@ -164,8 +167,8 @@ def plan_assignments(cfg: PipelineConfig, store: TrialStore, nodes: list[NodeInf
     done = store.done_trial_ids()
     out = []
     for nt, spec in specs_for(cfg):
-        prof = Profiler(spec)  # only for ids: the model is not loaded
-        todo = [t.key for t in spec.design.trials() if prof.trial_id(t) not in done]
+        sweep = sweep_id(spec)
+        todo = [t.key for t in spec.design.trials() if trial_id(sweep, t) not in done]
         slots = [sl for node in typed[nt.name] for sl in node_slots(cfg, nt, node)]
         for i, sl in enumerate(slots):
             keys = todo[i::len(slots)]
@@ -280,10 +283,10 @@ def run_cluster_sweep(cfg: PipelineConfig, store: TrialStore, on_tick: Callable[
 def _requeue(store: TrialStore, a: Assignment, report: SweepReport, slots: dict[str, Slot],
              queues: dict[str, deque[Assignment]], busy: dict[str, Assignment], max_attempts: int) -> str | None:
     """Queue a failed assignment's unfinished trials on an alive slot of its type; returns that slot."""
-    prof = Profiler(a.spec)
+    sweep = sweep_id(a.spec)
     by_key = {t.key: t for t in a.spec.design.trials()}
     done = store.done_trial_ids()
-    left = [k for k in a.trial_keys if prof.trial_id(by_key[k]) not in done]
+    left = [k for k in a.trial_keys if trial_id(sweep, by_key[k]) not in done]
     if not left:
         return None
     if a.attempts >= max_attempts:

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from llm_energy.measure.inference.backends import (BACKENDS, LoadedModel, _build_sharded, bucket_len, layer_device_map, load_model,
-                                 make_backend)
+from llm_energy.measure.inference.backends import BACKENDS, make_backend
+from llm_energy.measure.inference.loading import LoadedModel, _build_sharded, layer_device_map, load_model
+from llm_energy.measure.inference.sizing import bucket_len
 from llm_energy.errors import UserError
 from llm_energy.measure.inference.presets import count_params, get_preset, list_presets
 
@@ -64,7 +65,7 @@ def test_static_backend_compiles_once_per_bucket(tiny):
 
 
 def test_model_too_large_is_refused_with_needed_and_free(monkeypatch):
-    monkeypatch.setattr("llm_energy.measure.inference.backends.free_memory_bytes", lambda d: 8 * 2**30)
+    monkeypatch.setattr("llm_energy.measure.inference.sizing.free_memory_bytes", lambda d: 8 * 2**30)
     with pytest.raises(UserError, match=r"llama-2-70b.*needs .* GiB.*has 8.0 GiB free"):
         load_model("llama-2-70b", "cpu")
 
@@ -113,12 +114,13 @@ def test_bad_checkpoint_config_is_a_one_line_user_error(tmp_path, config, needle
 
 
 def test_memory_and_position_checks_use_the_sweeps_sizes(monkeypatch):
-    from llm_energy.measure.inference.backends import check_sweep, read_model
+    from llm_energy.measure.inference.loading import read_model
+    from llm_energy.measure.inference.sizing import check_sweep
     from llm_energy.measure.inference.presets import memory_needed_bytes
 
     src = read_model("tiny-llama")
     need = lambda b, s: memory_needed_bytes(src.n_params, src.hf_config, "float32", b, s)[0]  # noqa: E731
-    monkeypatch.setattr("llm_energy.measure.inference.backends.free_memory_bytes", lambda d: need(1, 4096) - 1)
+    monkeypatch.setattr("llm_energy.measure.inference.sizing.free_memory_bytes", lambda d: need(1, 4096) - 1)
     check_sweep(src, "float32", ["cpu"], batch=1, max_seq_len=16)  # a short sweep fits where 1 x 4096 would not
     load_model("tiny-llama", "cpu", "float32", max_seq_len=16)
     with pytest.raises(UserError, match=r"KV cache .* at batch 8 x 600 tokens"):  # 8 x 600 > 1 x 4096 tokens

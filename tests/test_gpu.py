@@ -65,7 +65,9 @@ def test_probe_sees_the_gpu_and_nvml():
 
 def test_profiled_sweep_on_cuda_has_exact_tokens_and_nvml_energy(tmp_path):
     from llm_energy.measure.design import SweepDesign
-    from llm_energy.measure.profiler import Profiler, ProfileSpec, record_events
+    from llm_energy.measure.profiler import Profiler
+    from llm_energy.measure.spec import ProfileSpec
+    from llm_energy.measure.record import record_events
     from llm_energy.trials.store import TrialStore
 
     design = SweepDesign.grid([8, 64], [8, 32], [1, 4], repeats=1, warmups=0, seed=0)
@@ -84,7 +86,9 @@ def test_profiled_sweep_on_cuda_has_exact_tokens_and_nvml_energy(tmp_path):
 
 
 def test_static_backend_on_cuda_compiles_once_per_bucket():
-    from llm_energy.measure.inference.backends import bucket_len, load_model, make_backend
+    from llm_energy.measure.inference.backends import make_backend
+    from llm_energy.measure.inference.loading import load_model
+    from llm_energy.measure.inference.sizing import bucket_len
 
     b = make_backend("static", load_model("tiny-llama", "cuda"))
     for tin in (8, 30, 100):  # one 256-token bucket with tout 16
@@ -94,7 +98,7 @@ def test_static_backend_on_cuda_compiles_once_per_bucket():
 
 
 def test_a_model_larger_than_the_gpu_is_refused_up_front():
-    from llm_energy.measure.inference.backends import load_model
+    from llm_energy.measure.inference.loading import load_model
     from llm_energy.errors import UserError
 
     free = torch.cuda.mem_get_info(0)[0]

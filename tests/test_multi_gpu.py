@@ -8,9 +8,12 @@ import time
 
 import pytest
 
-import llm_energy.measure.inference.backends as backends
+import llm_energy.measure.inference.loading as loading
+import llm_energy.measure.inference.sizing as sizing
 from llm_energy.measure.design import SweepDesign
-from llm_energy.measure.profiler import Profiler, ProfileSpec, record_events
+from llm_energy.measure.profiler import Profiler
+from llm_energy.measure.spec import ProfileSpec
+from llm_energy.measure.record import record_events
 from llm_energy.measure.samplers.nvml import NvmlSampler
 from llm_energy.trials.store import TrialStore
 from tests.fakes.fake_pynvml import FakeNvml
@@ -34,9 +37,9 @@ class RealtimeNvml(FakeNvml):
 
 @pytest.fixture
 def gpus_on_cpu(monkeypatch):
-    real_load = backends.load_model
-    monkeypatch.setattr(backends, "load_model", lambda name, *a, **k: real_load(name, "cpu", "float32"))
-    monkeypatch.setattr(backends, "check_sweep", lambda *a, **k: None)  # CUDA memory: tests/test_backends.py
+    real_load = loading.load_model
+    monkeypatch.setattr(loading, "load_model", lambda name, *a, **k: real_load(name, "cpu", "float32"))
+    monkeypatch.setattr(sizing, "check_sweep", lambda *a, **k: None)  # CUDA memory: tests/test_backends.py
 
 
 def sweep(tmp_path, gpu_indices):

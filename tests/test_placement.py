@@ -125,7 +125,8 @@ def test_the_70b_fits_four_a100_80gb_as_one_actor(tmp_path):
 
 
 def test_placement_sizes_a_static_cache_by_its_bucket_as_the_node_will(tmp_path):
-    from llm_energy.measure.inference.backends import read_model, sweep_memory_bytes
+    from llm_energy.measure.inference.loading import read_model
+    from llm_energy.measure.inference.sizing import sweep_memory_bytes
 
     src = read_model("llama-2-7b")
     kw = dict(batch=1, max_seq_len=2048 + 1100)  # bucket 4096

@@ -13,7 +13,10 @@ import pytest
 
 from llm_energy.cli import main
 from llm_energy.measure.design import SweepDesign
-from llm_energy.measure.profiler import Profiler, ProfileSpec, TrialDone, record_events
+from llm_energy.measure.profiler import Profiler
+from llm_energy.measure.spec import ProfileSpec
+from llm_energy.measure.record import record_events
+from llm_energy.measure.events import TrialDone
 from llm_energy.trials.store import TrialStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,7 +155,7 @@ def test_memory_refusal_uses_the_sweeps_largest_batch_and_sequence_before_the_st
 
     p = get_preset("tiny-llama")
     need = lambda b, s: memory_needed_bytes(count_params("tiny-llama"), p.hf_config, "float32", b, s)[0]  # noqa: E731
-    monkeypatch.setattr("llm_energy.measure.inference.backends.free_memory_bytes", lambda d: need(1, 4096) + 2**20)
+    monkeypatch.setattr("llm_energy.measure.inference.sizing.free_memory_bytes", lambda d: need(1, 4096) + 2**20)
     out = tmp_path / "o"
     err = _profile_err(capsys, ["--model", "tiny-llama", "--tin", "8,2048", "--tout", "8,2048", "--batch", "1,64",
                                 "--out", str(out)])
@@ -165,7 +168,7 @@ def test_a_sweep_that_fits_is_not_refused_at_a_fixed_4096_tokens(tmp_path, monke
 
     p = get_preset("tiny-llama")
     need = lambda b, s: memory_needed_bytes(count_params("tiny-llama"), p.hf_config, "float32", b, s)[0]  # noqa: E731
-    monkeypatch.setattr("llm_energy.measure.inference.backends.free_memory_bytes", lambda d: need(1, 4096) - 1)
+    monkeypatch.setattr("llm_energy.measure.inference.sizing.free_memory_bytes", lambda d: need(1, 4096) - 1)
     design = SweepDesign.grid([8], [4], repeats=1, warmups=0)
     spec = ProfileSpec(model="tiny-llama", design=design, device="cpu", idle_s=0.1, min_window_s=0.05, threads=1)
     assert record_events(Profiler(spec, node="n").events(), TrialStore(tmp_path)).trials_written == 1
@@ -211,7 +214,7 @@ def test_show_json_is_strict_json_with_null_for_nan_and_inf(tmp_path, capsys):
 
 
 def test_progress_counts_a_cell_done_when_all_its_trials_are(tmp_path):
-    from llm_energy.measure.profiler import ProgressTick
+    from llm_energy.measure.events import ProgressTick
 
     design = SweepDesign.grid([8, 16], [4], repeats=2, warmups=1, seed=3)  # 2 cells x 3 trials, shuffled
     spec = ProfileSpec(model="tiny-llama", design=design, device="cpu", idle_s=0.1, min_window_s=0.05, threads=1)

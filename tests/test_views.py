@@ -7,7 +7,7 @@ import json
 from rich.console import Console
 
 from llm_energy.cli import main
-from llm_energy.measure.profiler import ProgressTick
+from llm_energy.measure.events import ProgressTick
 from llm_energy.report.live import SweepView, read_progress, view_from_progress
 
 

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from llm_energy.measure.inference.backends import free_memory_bytes
+    from llm_energy.measure.inference.sizing import free_memory_bytes
     from llm_energy.measure.inference.presets import list_presets, memory_needed_bytes
 
     try:

@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def spec_from_args(args: argparse.Namespace):
-    from llm_energy.measure.profiler import ProfileSpec
+    from llm_energy.measure.spec import ProfileSpec
 
     tins = parse_int_list(args.tin, name="tin")
     touts = parse_int_list(args.tout, name="tout")
@@ -122,7 +122,9 @@ def parse_int_list_zero(text: str) -> list[int]:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from llm_energy.measure.inference.backends import BACKENDS
-    from llm_energy.measure.profiler import Profiler, ProgressTick, record_events
+    from llm_energy.measure.profiler import Profiler
+    from llm_energy.measure.record import record_events
+    from llm_energy.measure.events import ProgressTick
     from llm_energy.trials.store import TrialStore
     from llm_energy.report.live import SweepView, fmt_joules, stdout_console
 

@@ -18,23 +18,30 @@ them to the driver). Per trial:
 from __future__ import annotations
 
 import hashlib
-import json
 import socket
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Collection, Iterable, Iterator, Sequence, Union
+from typing import Any, Collection, Iterator, Sequence
 
 import polars as pl
 
-from llm_energy.measure.design import Cell, PlannedTrial, SweepDesign
-from llm_energy.errors import UserError, bad_value
+from llm_energy.errors import UserError
+from llm_energy.measure.design import PlannedTrial
+from llm_energy.measure.events import (
+    ProfileError,
+    ProfileEvent,
+    ProgressTick,
+    SamplesChunk,
+    SweepStarted,
+    TrialDone,
+)
+from llm_energy.measure.inference.loading import cuda_ordinals, resolve_device
 from llm_energy.measure.integrate import window_energy
 from llm_energy.measure.samplers.base import PowerSampler, now
+from llm_energy.measure.spec import ProfileSpec, sweep_id, trial_id
 from llm_energy.trials.schema import (
     SAMPLE_SCHEMA,
-    SCHEMA_VERSION,
     SOURCE_ESTIMATE,
     IdleBaseline,
     PowerSample,
@@ -42,163 +49,9 @@ from llm_energy.trials.schema import (
     samples_frame,
     versions_json,
 )
-from llm_energy.trials.store import SweepInfo, TrialStore
-
+from llm_energy.trials.store import SweepInfo
 
 MAX_INNER = 10_000  # generations in one window at most
-
-
-class ProfileError(UserError):
-    """A measurement that cannot be trusted (e.g. a token-count mismatch); stops the sweep cleanly."""
-
-
-@dataclass(frozen=True)
-class ProfileSpec:
-    """What to profile on one node."""
-
-    model: str
-    design: SweepDesign
-    backend: str = "cache"
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"
-    node_type: str = "local"
-    idle_s: float = 3.0
-    cooldown_s: float = 0.0
-    min_window_s: float | None = None  # None: auto = max(0.5, 20 meter update periods): 2 s on NVML
-    sample_period_s: float = 0.02
-    seed: int = 0
-    gpu_indices: tuple[int, ...] | None = None
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("idle_s", "cooldown_s", "min_window_s"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise bad_value(name, getattr(self, name), "must be >= 0")
-        if self.sample_period_s <= 0:
-            raise bad_value("sample_period_s", self.sample_period_s, "must be > 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["design"] = self.design.to_dict()
-        d["gpu_indices"] = list(self.gpu_indices) if self.gpu_indices is not None else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ProfileSpec":
-        d = dict(d)
-        d["design"] = SweepDesign.from_dict(d["design"])
-        if d.get("gpu_indices") is not None:
-            d["gpu_indices"] = tuple(int(i) for i in d["gpu_indices"])
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise bad_value("profile spec", sorted(unknown)[0], "unknown field")
-        return cls(**d)
-
-
-# ---- events ---------------------------------------------------------------------------------
-@dataclass
-class SweepStarted:
-    info: SweepInfo
-
-
-@dataclass
-class SamplesChunk:
-    frame: pl.DataFrame  # SAMPLE_SCHEMA rows in time order
-
-
-@dataclass
-class TrialDone:
-    record: TrialRecord
-    done: int
-    total: int
-
-
-@dataclass
-class ProgressTick:
-    node: str
-    node_type: str
-    state: str  # loading | idle | running | done | failed
-    done: int
-    total: int
-    cell: str = ""
-    watts_now: float | None = None
-    joules_so_far: float = 0.0
-    eta_s: float | None = None
-    cells_done: int = 0  # cells whose every trial (warm-ups and repeats) is done; `done`/`total` count trials
-    cells_total: int = 0
-    model: str = ""
-    backend: str = ""
-    device: str = ""
-    energy_source: str = ""
-    message: str = ""
-
-
-ProfileEvent = Union[SweepStarted, SamplesChunk, TrialDone, ProgressTick]
-
-
-@dataclass
-class RecordSummary:
-    trials_written: int = 0
-    samples_written: int = 0
-    sweeps: list[str] = field(default_factory=list)
-
-
-class StoreWriter:
-    """Writes profiler events to a store in order, keeping its invariant: a trial is committed only
-    after its samples.
-
-    With ``flush_rows=0`` each samples chunk is written as it arrives (the single-node profiler,
-    :func:`record_events`). With a larger ``flush_rows`` samples are buffered across chunks, and
-    across the streams of many actors, into one Parquet file per flush instead of one per chunk (the
-    cluster driver); they are still flushed before every trial, after ``flush_s`` without one, and
-    by :meth:`flush` at the end."""
-
-    def __init__(self, store: TrialStore, flush_rows: int = 0, flush_s: float = 2.0) -> None:
-        self.store = store
-        self.flush_rows = flush_rows
-        self.flush_s = flush_s
-        self.summary = RecordSummary()
-        self._buf: list[pl.DataFrame] = []
-        self._rows = 0
-        self._last = time.monotonic()
-
-    def add(self, events: Iterable[Any], on_event: Callable[[Any], None] | None = None) -> None:
-        """Write ``events`` (other kinds pass through to ``on_event`` only), calling ``on_event``
-        after each one is written."""
-        for ev in events:
-            if isinstance(ev, SamplesChunk):
-                if ev.frame.height:
-                    self._buf.append(ev.frame)
-                    self._rows += ev.frame.height
-                    if self._rows >= self.flush_rows:
-                        self.flush()
-            elif isinstance(ev, TrialDone):
-                self.flush()
-                self.summary.trials_written += self.store.append_trials([ev.record])
-            elif isinstance(ev, SweepStarted):
-                self.store.register_sweep(ev.info.sweep_id, ev.info)
-                self.summary.sweeps.append(ev.info.sweep_id)
-            if on_event is not None:
-                on_event(ev)
-        if self._buf and time.monotonic() - self._last >= self.flush_s:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._buf:
-            frame = pl.concat(self._buf, how="vertical_relaxed") if len(self._buf) > 1 else self._buf[0]
-            self.summary.samples_written += self.store.append_samples(frame)
-            self._buf, self._rows = [], 0
-        self._last = time.monotonic()
-
-
-def record_events(
-    events: Iterable[ProfileEvent], store: TrialStore, on_event: Callable[[ProfileEvent], None] | None = None
-) -> RecordSummary:
-    """Write a profiler's events to a store in order (samples before the trial they belong to)."""
-    writer = StoreWriter(store)
-    writer.add(events, on_event)
-    return writer.summary
 
 
 # ---- the profiler -----------------------------------------------------------------------------
@@ -207,18 +60,7 @@ class Profiler:
         self.spec = spec
         self.node = node or socket.gethostname()
         self._samplers_given = samplers
-        # The sweep id is a function of the spec alone, so a driver without GPUs and the actors on
-        # GPU nodes compute the same trial ids; the device is resolved on the node, in events().
-        key = {
-            "schema": SCHEMA_VERSION,
-            "model": spec.model,
-            "backend": spec.backend,
-            "dtype": spec.dtype,
-            "node_type": spec.node_type,
-            "device": spec.device,
-            "gpus": list(spec.gpu_indices) if spec.gpu_indices is not None else None,
-        }
-        self.sweep_id = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        self.sweep_id = sweep_id(spec)
         self.device = ""
         self.gpu_indices: tuple[int, ...] = ()  # CUDA ordinals of this process
         self.meter_indices: tuple[int, ...] = ()  # the same GPUs as NVML indices (CUDA_VISIBLE_DEVICES mapped)
@@ -227,19 +69,20 @@ class Profiler:
         self.session = uuid.uuid4().hex[:12]  # this run: samples and windows join within it
 
     def trial_id(self, t: PlannedTrial) -> str:
-        return f"{self.sweep_id}/{t.key}"
+        return trial_id(self.sweep_id, t)
 
     def preflight(self, trials: Sequence[PlannedTrial] | None = None) -> tuple[Any, int, int]:
         """Refuse a sweep that cannot run, before anything is stored or measured: an unreadable model
         config, a sequence (tin + tout) longer than the model's ``max_position_embeddings``, or a model
         that does not fit the free memory of its device(s) at the sweep's largest batch and longest
         sequence. Returns the :class:`~llm_energy.measure.inference.backends.ModelSource` and the sizes checked."""
-        from llm_energy.measure.inference.backends import check_sweep, read_model, resolve_dtype
+        from llm_energy.measure.inference.loading import read_model, resolve_dtype
+        from llm_energy.measure.inference.sizing import check_sweep
 
         spec = self.spec
         trials = list(trials if trials is not None else spec.design.trials())
-        device = _resolve_device(spec.device, spec.gpu_indices)
-        gpus = _cuda_ordinals(device, spec.gpu_indices)
+        device = resolve_device(spec.device, spec.gpu_indices)
+        gpus = cuda_ordinals(device, spec.gpu_indices)
         devices = [f"cuda:{i}" for i in gpus] if gpus else ["cpu"]
         src = read_model(spec.model)
         if not trials:
@@ -260,8 +103,8 @@ class Profiler:
         tick = dict(node=self.node, node_type=spec.node_type, model=spec.model, backend=spec.backend,
                     cells_total=n_cells)
         yield ProgressTick(state="loading", done=0, total=total, **tick)
-        self.device = _resolve_device(spec.device, spec.gpu_indices)
-        self.gpu_indices = _cuda_ordinals(self.device, spec.gpu_indices)
+        self.device = resolve_device(spec.device, spec.gpu_indices)
+        self.gpu_indices = cuda_ordinals(self.device, spec.gpu_indices)
         self.n_gpus = len(self.gpu_indices)
         if self.gpu_indices:
             from llm_energy.measure.samplers.nvml import nvml_indices_for_cuda
@@ -275,7 +118,9 @@ class Profiler:
 
             torch.set_num_threads(spec.threads)
 
-        from llm_energy.measure.inference.backends import kv_cache_len, load_model, make_backend
+        from llm_energy.measure.inference.backends import make_backend
+        from llm_energy.measure.inference.loading import load_model
+        from llm_energy.measure.inference.sizing import kv_cache_len
 
         # refuse what cannot run before the samplers start and any idle is measured
         _, max_batch, max_seq = self.preflight(todo)
@@ -470,30 +315,6 @@ def auto_min_window(samplers: list[PowerSampler]) -> float:
     ~1% over 1-5 s and ~4% under 1 s (docs/measurement.md)."""
     periods = [s.update_period_s for s in samplers]
     return max(0.5, 20 * max(periods, default=0.0))
-
-
-def _cuda_ordinals(device: str, gpu_indices: tuple[int, ...] | None) -> tuple[int, ...]:
-    """The CUDA ordinals a deployment on ``device`` uses: its ``gpu_indices``, else the device's own;
-    none on the CPU."""
-    if not device.startswith("cuda"):
-        return ()
-    return tuple(gpu_indices) if gpu_indices else (int(device.split(":")[1]),)
-
-
-def _resolve_device(device: str, gpu_indices: tuple[int, ...] | None) -> str:
-    if device == "auto":
-        try:
-            import torch
-
-            has_cuda = torch.cuda.is_available()
-        except Exception:  # noqa: BLE001
-            has_cuda = False
-        if has_cuda:
-            return f"cuda:{gpu_indices[0] if gpu_indices else 0}"
-        return "cpu"
-    if device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        return "cuda:0" if device == "cuda" else device
-    raise bad_value("--device", device, "expected auto, cpu, cuda or cuda:N")
 
 
 def _source_label(samplers: list[PowerSampler], primary: list[str]) -> str:

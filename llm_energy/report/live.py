@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from llm_energy.measure.profiler import ProgressTick
+from llm_energy.measure.events import ProgressTick
 from llm_energy.trials.schema import SOURCE_ESTIMATE
 
 

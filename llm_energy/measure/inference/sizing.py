@@ -1,0 +1,89 @@
+"""Will a sweep fit: device memory for weights plus KV cache at the sweep's largest batch and sequence, the model's context length, and the static backend's length buckets. One set of rules, used by the node before it measures and by the cluster's placement check before any actor starts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from llm_energy.errors import UserError, bad_value
+
+if TYPE_CHECKING:  # loading imports this module
+    from llm_energy.measure.inference.loading import ModelSource
+
+MIN_BUCKET = 256
+
+
+def free_memory_bytes(device: str) -> int:
+    """Free memory of a device: CUDA's free bytes, or the host's available memory for the CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_fits(name: str, n_params: int, hf_config: dict[str, Any], dtype: str, devices: list[str], *,
+               batch: int = 1, max_seq_len: int = 4096, kv_cache: bool = True) -> None:
+    """Refuse up front a model that does not fit the free memory of its device(s) with a KV cache of
+    ``batch`` sequences of ``max_seq_len`` tokens (pass the sweep's largest batch and tin + tout)."""
+    from llm_energy.measure.inference.presets import memory_needed_bytes
+
+    need, weights, kv = memory_needed_bytes(n_params, hf_config, dtype, batch, max_seq_len, kv_cache=kv_cache)
+    free = sum(free_memory_bytes(d) for d in devices)
+    if need > free:
+        gib = 2**30
+        kv_text = f"KV cache {kv / gib:.1f} GiB at batch {batch} x {max_seq_len} tokens" if kv_cache else \
+            f"no KV cache (batch {batch} x {max_seq_len} tokens)"
+        raise UserError(
+            f"--model={name!r}: needs {need / gib:.1f} GiB in {dtype} (weights {weights / gib:.1f} GiB + {kv_text} "
+            f"+ margin), but {'+'.join(devices)} {'has' if len(devices) == 1 else 'have'} {free / gib:.1f} GiB free"
+        )
+
+
+def kv_cache_len(backend: str, max_seq_len: int) -> int:
+    """Tokens a backend's KV cache holds per sequence for sequences of up to ``max_seq_len``: a static
+    cache holds its whole length bucket (what ``no-cache`` holds is not a KV cache: see
+    :func:`sweep_memory_bytes`)."""
+    return bucket_len(max_seq_len) if backend == "static" else max_seq_len
+
+
+def check_positions(src: ModelSource, max_seq_len: int) -> None:
+    """Refuse a sweep whose longest sequence (tin + tout) exceeds the model's ``max_position_embeddings``."""
+    limit = src.max_positions
+    if limit is not None and max_seq_len > limit:
+        raise UserError(f"--model={src.name!r}: the sweep's longest sequence tin + tout = {max_seq_len} tokens "
+                        f"exceeds the model's max_position_embeddings={limit}")
+
+
+def sweep_memory_bytes(src: ModelSource, dtype: str, *, batch: int, max_seq_len: int,
+                       backend: str = "cache") -> tuple[int, int, int]:
+    """(total, weights, kv) bytes a sweep of ``batch`` x ``max_seq_len`` tokens needs on ``backend``."""
+    from llm_energy.measure.inference.presets import memory_needed_bytes
+
+    return memory_needed_bytes(src.n_params, src.hf_config, dtype, batch, kv_cache_len(backend, max_seq_len),
+                               kv_cache=backend != "no-cache")
+
+
+def check_sweep(src: ModelSource, dtype: str, devices: list[str], *, batch: int, max_seq_len: int,
+                backend: str = "cache") -> None:
+    """Refuse before anything is measured or stored: a sweep whose longest sequence (tin + tout)
+    exceeds the model's ``max_position_embeddings``, or whose largest batch x longest sequence does
+    not fit the devices' free memory (a static cache holds its whole length bucket)."""
+    if any(d.startswith("cuda") for d in devices):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise bad_value("--device", devices[0], "CUDA is not available on this node")
+    check_positions(src, max_seq_len)
+    check_fits(src.name, src.n_params, src.hf_config, dtype, devices, batch=batch,
+               max_seq_len=kv_cache_len(backend, max_seq_len), kv_cache=backend != "no-cache")
+
+
+def bucket_len(n: int) -> int:
+    """The static cache length for ``n`` tokens: the next power of two, at least MIN_BUCKET."""
+    b = MIN_BUCKET
+    while b < n:
+        b *= 2
+    return b
