@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from llm_energy.errors import UserError, bad_value
+from llm_energy.io import read_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -138,7 +139,7 @@ def cmd_fit(args) -> int:
     fits = fit_deployments(df, opts, source=",".join(args.dir))
     save_fits(fits, args.out)
     if args.json:
-        from llm_energy.fit.fits import to_json
+        from llm_energy.io import to_json
 
         print(to_json(fits.to_dict()))
         return 0
@@ -196,20 +197,6 @@ def _pct(v):
     return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{100 * v:+.1f}%" if v < 0 else f"{100 * v:.1f}%"
 
 
-def read_table(path: str) -> pl.DataFrame:
-    p = Path(path)
-    try:
-        if p.suffix == ".parquet":
-            return pl.read_parquet(p)
-        if p.suffix in (".jsonl", ".ndjson"):
-            return pl.read_ndjson(p)
-        return pl.read_csv(p, infer_schema_length=100000)
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
-    except (pl.exceptions.PolarsError, OSError) as e:
-        raise UserError(f"{p}: cannot read ({str(e).splitlines()[0]})") from None
-
-
 def _positive_ints(q: pl.DataFrame, c: str, source: str, what: str) -> np.ndarray:
     """Column ``c`` as int64, or a UserError naming the file, row and value (8.5 is not truncated)."""
     v = q[c].cast(pl.Float64, strict=False)
@@ -221,7 +208,8 @@ def _positive_ints(q: pl.DataFrame, c: str, source: str, what: str) -> np.ndarra
 
 
 def cmd_predict(args) -> int:
-    from llm_energy.fit.fits import load_fits, predict_all, to_json, unmatched_batches
+    from llm_energy.fit.fits import load_fits, predict_all, unmatched_batches
+    from llm_energy.io import to_json
 
     if args.batch is not None and args.batch < 1:
         raise bad_value("--batch", args.batch, "must be >= 1")

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "llm_energy.cli.fit",  # import, fit, predict, report
     "llm_energy.cli.plan",  # plan, workload
     "llm_energy.cli.watch",  # watch
+    "llm_energy.cli.route",  # route
 )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from llm_energy.errors import UserError, bad_value
+from llm_energy.io import json_default
 
 ASSIGNMENT_SCHEMA = {
     "tin": pl.Int64, "tout": pl.Int64, "count": pl.Int64, "deployment": pl.String, "count_assigned": pl.Int64,
@@ -328,18 +329,8 @@ def run_plan(req: PlanRequest) -> PlanOutcome:
     t["write"] = time.perf_counter() - t1
     t["total"] = time.perf_counter() - t0
     summary["timings_s"] = t
-    Path(files["summary"]).write_text(json.dumps(summary, indent=1, default=_json_default))
+    Path(files["summary"]).write_text(json.dumps(summary, indent=1, default=json_default))
     return PlanOutcome(summary=summary, files=files)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
 
 
 def assignment_frame(tin, tout, count, names, x: np.ndarray, energy_j: np.ndarray, runtime_s: np.ndarray,
@@ -487,7 +478,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     outcome = run_plan(req)
     s = outcome.summary
     if args.json:
-        print(json.dumps(s, indent=1, default=_json_default))
+        print(json.dumps(s, indent=1, default=json_default))
         return 0
     print_summary(s)
     return 0

@@ -203,7 +203,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if not args.warmups:
         df = df.filter(~pl.col("warmup"))
     if args.json:
-        from llm_energy.fit.fits import to_json
+        from llm_energy.io import to_json
 
         print(to_json(df.to_dicts(), default=str))  # NaN/inf -> null: bare NaN is not JSON
         return 0
@@ -246,7 +246,7 @@ def cmd_check(args: argparse.Namespace) -> int:
              "outside_windows_j": c.outside_j, "idle_closure": c.idle_closure, "power_closure": c.power_closure}
             for c in closures]
     if args.json:
-        from llm_energy.fit.fits import to_json
+        from llm_energy.io import to_json
 
         print(to_json({"power_vs_counter": groups, "sessions": sess}))
         return 0

@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from llm_energy.errors import UserError
+from llm_energy.io import json_default, write_text_atomic
 
 FITS_KIND = "llm-energy-fits"
 FITS_SCHEMA_VERSION = 1
@@ -130,22 +131,7 @@ class FitsFile:
 
 
 def save_fits(fits: FitsFile, path: str | Path) -> None:
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(json.dumps(fits.to_dict(), indent=1, default=_json_default))
-        tmp.replace(p)
-    except OSError as e:
-        raise UserError(f"{p}: cannot write the fits file ({e.strerror or e})") from None
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
+    write_text_atomic(path, json.dumps(fits.to_dict(), indent=1, default=json_default), what="fits file")
 
 
 def load_fits(path: str | Path) -> FitsFile:
@@ -227,32 +213,6 @@ def _check_batch(b: Any, where: str) -> int | str:
     if b == "*" or (isinstance(b, int) and not isinstance(b, bool) and b >= 1):
         return b
     raise UserError(f"{where}.batch={b!r}: expected a positive integer, or '*' for a fit pooled over batch sizes")
-
-
-def to_json(obj: Any, default: Callable[[Any], Any] | None = None, **kw: Any) -> str:
-    """Strict JSON text: NaN and +-inf become null (bare NaN/Infinity is not JSON), numpy scalars plain;
-    ``default`` converts anything else JSON lacks (e.g. ``str``)."""
-    def conv(o: Any) -> Any:
-        try:
-            return _json_default(o)
-        except TypeError:
-            if default is None:
-                raise
-            return default(o)
-
-    return json.dumps(_finite(obj), default=conv, allow_nan=False, **kw)
-
-
-def _finite(o: Any) -> Any:
-    if isinstance(o, (float, np.floating)):
-        return float(o) if np.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return [_finite(v) for v in o.tolist()]
-    return o
 
 
 PREDICTION_SCHEMA = {
