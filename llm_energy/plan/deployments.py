@@ -10,6 +10,8 @@ YAML, loaded with ``yaml.safe_load``::
         nodes: 2                    # optional: nodes serving it (default 1 when hours is given)
         hours: 1.0                  # optional: hours available; capacity = nodes x hours x 3600 s
         slo_s: 30                   # optional: a query may not go here if its predicted runtime exceeds this
+        replicas: 4                 # optional (route): instances serving in parallel (default 1)
+        max_batch: 1                # optional (route): queries one replica serves at once (default 1)
 
 Every bad entry is a :class:`UserError` naming the file, the field (``deployments[1].accuracy``) and value.
 """
@@ -24,7 +26,7 @@ import yaml
 
 from llm_energy.errors import UserError, bad_value
 
-DEPLOYMENT_KEYS = ("name", "fit", "accuracy", "nodes", "hours", "slo_s")
+DEPLOYMENT_KEYS = ("name", "fit", "accuracy", "nodes", "hours", "slo_s", "replicas", "max_batch")
 TOP_KEYS = ("deployments", "hours")
 
 
@@ -33,7 +35,8 @@ class Deployment:
     """One deployment the planner may send queries to.
 
     ``accuracy``: A_K (any scale, e.g. percent); ``nodes``: nodes serving it; ``hours``: hours available;
-    ``slo_s``: the latency SLO in seconds (None: none).
+    ``slo_s``: the latency SLO in seconds (None: none); ``replicas`` and ``max_batch`` (used by
+    ``route``, ignored by ``plan``): instances serving in parallel and queries one serves at once.
     """
 
     name: str
@@ -42,6 +45,8 @@ class Deployment:
     nodes: int | None = None
     hours: float | None = None
     slo_s: float | None = None
+    replicas: int = 1
+    max_batch: int = 1
 
     @property
     def capacity_s(self) -> float | None:
@@ -134,7 +139,12 @@ def parse_deployments(doc: object, path: str = "<deployments>") -> DeploymentsFi
         slo = e.get("slo_s")
         if slo is not None:
             slo = _number(slo, f"{where}.slo_s", path, positive=True)
-        out.append(Deployment(name=name, fit=fit, accuracy=acc, nodes=nodes, hours=hours, slo_s=slo))
+        whole = {k: int(_number(e.get(k, 1), f"{where}.{k}", path, positive=False, integer=True))
+                 for k in ("replicas", "max_batch")}
+        for k, v in whole.items():
+            if v < 1:
+                raise bad_value(f"{where}.{k}", e[k], "must be >= 1", source=path)
+        out.append(Deployment(name=name, fit=fit, accuracy=acc, nodes=nodes, hours=hours, slo_s=slo, **whole))
     return DeploymentsFile(path=path, deployments=tuple(out))
 
 
