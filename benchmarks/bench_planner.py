@@ -82,7 +82,8 @@ def main() -> int:
         print(f"skipped: {AZURE} not found")
         return 0
 
-    from llm_energy.cli.plan import PlanRequest, load_fits_any, run_plan
+    from llm_energy.cli.plan import PlanRequest, run_plan
+    from llm_energy.fit.fits import load_fits_any
     from llm_energy.plan.deployments import load_deployments
     from llm_energy.plan.solve.planner import Planner, per_query_problem, problem_from_fits
     from llm_energy.plan.workload import Workload, aggregate, load_workload, save_workload

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from llm_energy.errors import UserError, bad_value
+from llm_energy.fit.fits import load_fits_any
 from llm_energy.io import json_default
 
 ASSIGNMENT_SCHEMA = {
@@ -124,22 +125,6 @@ def cmd_workload_resample(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------
 # plan
-
-
-def load_fits_any(path: str):
-    """A FitsFile from FITS.json, or from the paper's coefficients.json (has ``alpha_coeffs``)."""
-    from llm_energy.fit.fits import load_fits, paper_fits_from_coefficients
-
-    p = Path(path)
-    if not p.is_file():
-        raise bad_value("--fits", path, "no such file")
-    try:
-        doc = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{p}: not a readable JSON fits file ({e})") from None
-    if isinstance(doc, dict) and "alpha_coeffs" in doc:
-        return paper_fits_from_coefficients(p)
-    return load_fits(p)
 
 
 @dataclass

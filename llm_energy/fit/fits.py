@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 
-from llm_energy.errors import UserError
+from llm_energy.errors import UserError, bad_value
 from llm_energy.io import json_default, write_text_atomic
 
 FITS_KIND = "llm-energy-fits"
@@ -314,3 +314,17 @@ def paper_fits_from_coefficients(path: str | Path) -> FitsFile:
             },
         )
     return FitsFile(deployments=deps, source=str(p), created=time.time())
+
+
+def load_fits_any(path: str | Path) -> FitsFile:
+    """A FitsFile from FITS.json, or from the paper's coefficients.json (has ``alpha_coeffs``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise bad_value("--fits", path, "no such file")
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{p}: not a readable JSON fits file ({e})") from None
+    if isinstance(doc, dict) and "alpha_coeffs" in doc:
+        return paper_fits_from_coefficients(p)
+    return load_fits(p)
