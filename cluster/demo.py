@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         from ray.job_submission import JobStatus, JobSubmissionClient
 
         client = _client(JobSubmissionClient, url)
-        entry = f"{sys.executable} jobs/pipeline.py --config {args.config} --out {out} --no-live"
+        entry = entrypoint(args.config, out)
         print(f"cluster up in {time.time() - t0:.1f} s; dashboard {url}\n$ ray job submit --address {url} "
               f"--working-dir . -- {entry}", flush=True)
         job = _submit(client, entrypoint=entry, runtime_env={
@@ -70,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
         cluster.shutdown()
         print(f"cluster stopped; demo took {time.time() - t0:.0f} s")
+
+
+def entrypoint(config: str | Path, out: Path) -> str:
+    """The job's command line. Ray runs an entrypoint through a shell, so every path is quoted: a space,
+    ``;`` or ``$`` in a path is part of the path, never shell syntax."""
+    return shlex.join([sys.executable, "jobs/pipeline.py", "--config", str(config), "--out", str(out), "--no-live"])
 
 
 def _client(cls, url: str, tries: int = 30):

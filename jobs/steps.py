@@ -28,7 +28,8 @@ def paths(cfg: PipelineConfig) -> dict[str, Path]:
 def sweep(cfg: PipelineConfig, *, live: bool | None = None) -> None:
     import ray
 
-    from cluster.collector import check_placement, run_cluster_sweep
+    from cluster.collector import run_cluster_sweep
+    from cluster.placement import check_placement
     from cluster.discovery import discover_nodes
     from llm_energy.trials.store import TrialStore
     from llm_energy.report.live import SweepView

@@ -13,6 +13,7 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
+import cluster.collector as collector  # noqa: E402
 from cluster.collector import run_cluster_sweep  # noqa: E402
 from cluster.config import load_config  # noqa: E402
 from cluster.discovery import NodeInfo, discover_nodes, nodes_by_type  # noqa: E402
@@ -77,7 +78,7 @@ def test_actors_pinned_to_distinct_nodes_and_every_sample_stored(local_cluster, 
     assert store.trials().height == 16
 
 
-def test_worker_killed_mid_sweep_loses_and_repeats_nothing(local_cluster, tmp_path):
+def test_worker_killed_mid_sweep_loses_and_repeats_nothing(local_cluster, tmp_path, monkeypatch):
     cfg = load_config(write_config(tmp_path, sweep={**CONFIG["sweep"], "tin": [8, 16, 32, 64], "tout": [4, 8, 16],
                                                     "repeats": 2}))
     cfg = type(cfg)(**{**cfg.__dict__, "node_types": {"cpu-a": cfg.node_types["cpu-a"]},
@@ -97,6 +98,10 @@ def test_worker_killed_mid_sweep_loses_and_repeats_nothing(local_cluster, tmp_pa
                 return
             time.sleep(0.05)
 
+    # On a real cluster Ray lists a lost node alive until its health checks time out (about 30 s by
+    # default; this test cluster's are fast): the requeue sees the node list as it was before the kill.
+    before = discover_nodes()
+    monkeypatch.setattr(collector, "discover_nodes", lambda *a, **k: before)
     t = threading.Thread(target=killer)
     t.start()
     rep = run_cluster_sweep(cfg, store)
@@ -106,6 +111,9 @@ def test_worker_killed_mid_sweep_loses_and_repeats_nothing(local_cluster, tmp_pa
     assert trials.height == 12 * 2 and trials["trial_id"].n_unique() == 24  # all of them, none twice
     assert rep.requeued and not rep.failed
     assert rep.trials_written == 24  # the requeued trials were written once, by the surviving node
+    # no attempt spent on the dead node: every requeue went to the surviving cpu-a node at once
+    dead = f"cpu-a/{victim.node_id[:8]}"
+    assert all(not r.endswith(f"-> {dead}") for r in rep.requeued), rep.requeued
 
 
 def test_probed_nodes_and_placement_errors_before_any_work(local_cluster, tmp_path, monkeypatch):

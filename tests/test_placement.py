@@ -7,7 +7,7 @@ import yaml
 
 pytest.importorskip("ray")
 
-from cluster.collector import actor_slots, check_placement, plan_assignments  # noqa: E402
+from cluster.placement import actor_slots, check_placement, plan_assignments
 from cluster.config import load_config  # noqa: E402
 from cluster.discovery import NodeInfo  # noqa: E402
 from llm_energy.errors import UserError  # noqa: E402

@@ -78,7 +78,7 @@ def read_model(name_or_dir: str) -> ModelSource:
     # errors for a bad one (OSError for bad JSON, ValueError for an unknown model_type, huggingface_hub's
     # validation errors for inconsistent sizes): each is reported as one line naming the file
     try:
-        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)  # never run code from a checkout
     except Exception as e:  # noqa: BLE001
         raise UserError(f"{cfg_path}: not a usable model config ({_first_line(e)})") from None
     try:
@@ -126,7 +126,8 @@ def load_model(name_or_dir: str, device: str = "auto", dtype: str = "auto", *,
     torch.manual_seed(seed)
     tdt = _torch_dtype(dt)
     if checkpoint and has_weights:
-        kw: dict[str, Any] = {"local_files_only": True, "dtype": tdt, "attn_implementation": "sdpa"}
+        kw: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False, "dtype": tdt,
+                              "attn_implementation": "sdpa"}
         if len(gpus) > 1:
             kw["device_map"] = layer_device_map(cfg.num_hidden_layers, devices)
         else:
