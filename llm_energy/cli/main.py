@@ -16,8 +16,7 @@ from llm_energy.errors import UserError
 # Modules that add subcommands, in --help order.
 COMMAND_MODULES = (
     "llm_energy.cli.profile",  # profile, show
-    "llm_energy.cli.node",  # devices
-    "llm_energy.cli.models",  # models
+    "llm_energy.cli.node",  # devices, models
     "llm_energy.cli.fit",  # import, fit, predict, report
     "llm_energy.cli.plan",  # plan, workload
     "llm_energy.cli.watch",  # watch
