@@ -5,12 +5,13 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup glpk demo test bench clean help
+.PHONY: setup glpk demo test bench reference clean help
 
 help:
 	@echo "make demo   set up, start a local 3-raylet Ray cluster, run profile -> fit -> plan -> report"
 	@echo "make test   set up and run the test suite"
 	@echo "make bench  run the benchmarks in benchmarks/"
+	@echo "make reference  fetch the authors' public data (pinned commits, checksums) for the tests that use it"
 
 setup: $(STAMP) glpk
 
@@ -33,6 +34,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
+
+reference:
+	$(PYTHON) scripts/fetch_reference.py
 
 bench: setup
 	$(PY) -m benchmarks.run_all

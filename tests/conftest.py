@@ -2,14 +2,15 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+from tests.reference import reference_dir, require
+
+REFERENCE = reference_dir()
 
 
 @pytest.fixture(scope="session")
 def reference() -> Path:
-    if not (REFERENCE / "wilkins2024" / "grid" / "all-stats-raw.csv").exists():
-        pytest.skip(f"reference data not found at {REFERENCE}")
-    return REFERENCE
+    """The reference data folder (``make reference`` fetches it; tests skip with that hint without it)."""
+    return require("wilkins2024/grid/all-stats-raw.csv").parents[2]
 
 
 @pytest.fixture(scope="session")
