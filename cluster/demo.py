@@ -24,14 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="configs/demo.yaml")
     ap.add_argument("--timeout-s", type=float, default=600)
     ap.add_argument("--out", default=None, help="output directory (default: the config's out:)")
+    ap.add_argument("--ray-logs", action="store_true", help="show Ray's own INFO logs (hidden by default)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
     from cluster.config import load_config
+    from cluster.connect import RAY_LOGS_ENV, quiet_ray_logger
     from cluster.local import LocalNode, dashboard_url, start_local_cluster
 
     cfg = load_config(REPO / args.config)  # fail before starting anything
     out = Path(args.out).resolve() if args.out else REPO / cfg.out
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if args.ray_logs:
+        os.environ[RAY_LOGS_ENV] = "1"  # the raylets and the job inherit it
+    quiet_ray_logger()
     t0 = time.time()
     types = list(cfg.node_types)
     nodes = [LocalNode(types[0]), *(LocalNode(t) for t in types)]  # the first type twice: >= 3 raylets for 2 types
@@ -109,6 +114,7 @@ def _follow(client, job: str, timeout_s: float, progress: Path | None = None):
     from rich.console import Console
     from rich.live import Live
 
+    from cluster.connect import drop_ray_info
     from llm_energy.report.live import view_from_progress
 
     con = Console()
@@ -117,6 +123,7 @@ def _follow(client, job: str, timeout_s: float, progress: Path | None = None):
         live.start()
 
     def emit(text: str) -> None:
+        text = drop_ray_info(text)
         if live is None:
             sys.stdout.write(text)
             sys.stdout.flush()

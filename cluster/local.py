@@ -46,8 +46,8 @@ def start_local_cluster(nodes: list[LocalNode], *, head_type: str | None = None,
 
 
 def dashboard_url(cluster) -> str:
-    import ray
+    from cluster.connect import connect
 
-    ctx = ray.init(address=cluster.address, ignore_reinit_error=True)
+    ctx = connect(cluster.address)
     url = ctx.dashboard_url
     return url if url.startswith("http") else f"http://{url}"

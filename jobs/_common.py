@@ -90,9 +90,9 @@ def run_step(step: str) -> None:
         cfg = config(args)
 
         if step == "sweep":
-            import ray
+            from cluster.connect import connect
 
-            ray.init(address=args.address or "auto")
+            connect(args.address)
             steps.sweep(cfg, live=False if args.no_live else None)
         else:
             getattr(steps, step)(cfg)

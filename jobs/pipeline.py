@@ -7,11 +7,10 @@ from _common import config, guarded, parse
 def main() -> int:
     args = parse("llm-energy pipeline: sweep -> fit -> plan -> report on a Ray cluster")
     cfg = config(args)  # validated before any work starts
-    import ray
-
     import steps
+    from cluster.connect import connect
 
-    ray.init(address=args.address or "auto")
+    connect(args.address)
     steps.sweep(cfg, live=False if args.no_live else None)
     steps.fit(cfg)
     steps.plan(cfg)

@@ -28,6 +28,7 @@ def paths(cfg: PipelineConfig) -> dict[str, Path]:
 def sweep(cfg: PipelineConfig, *, live: bool | None = None) -> None:
     import ray
 
+    from cluster.connect import connect
     from cluster.collector import run_cluster_sweep
     from cluster.placement import check_placement
     from cluster.discovery import discover_nodes
@@ -35,7 +36,7 @@ def sweep(cfg: PipelineConfig, *, live: bool | None = None) -> None:
     from llm_energy.report.live import SweepView
 
     if not ray.is_initialized():
-        ray.init(address="auto")
+        connect()
     nodes = discover_nodes(probe=True)
     check_placement(cfg, nodes)  # fail before any work: a type with no node, a preset too big for its nodes
     print(f"cluster: {len(nodes)} nodes: " + ", ".join(
