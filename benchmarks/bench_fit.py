@@ -13,7 +13,8 @@ REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "wilkins202
 
 
 def main() -> None:
-    from llm_energy.fit.forms import FitOptions, comparison, fit_deployments
+    from llm_energy.fit.fits import comparison
+    from llm_energy.fit.forms import FitOptions, fit_deployments
     from llm_energy.trials.importers import import_wilkins2024
 
     trials = import_wilkins2024(REF)

@@ -75,15 +75,15 @@ def test_slide_r2_and_f_table_reproduced_for_all_seven_models(paper_fits):
     assert len(paper_fits.deployments) == 7
     for model, (r2, f) in PUBLISHED_R2_F.items():
         st = _dep(paper_fits, model).targets["energy_j"].stats
-        assert st["r2_statsmodels"] == pytest.approx(st["r2_uncentered"])
+        assert st.r2_statsmodels == pytest.approx(st.r2_uncentered)
         if model in SLIDE_DATA_DIFFERS:
-            assert abs(st["r2_uncentered"] - r2) < 0.002, model
+            assert abs(st.r2_uncentered - r2) < 0.002, model
             continue
-        assert round(st["r2_uncentered"], 3) == r2
-        assert st["f"] == pytest.approx(f, rel=5e-4)
+        assert round(st.r2_uncentered, 3) == r2
+        assert st.f == pytest.approx(f, rel=5e-4)
         # the centered R^2 of the same fit is lower, as the reference README says (about 0.96 to 0.975)
-        assert 0.95 < st["r2_centered"] < st["r2_uncentered"]
-        assert len(st["ci95_lo"]) == 3 and all(lo < hi for lo, hi in zip(st["ci95_lo"], st["ci95_hi"]))
+        assert 0.95 < st.r2_centered < st.r2_uncentered
+        assert len(st.ci95_lo) == 3 and all(lo < hi for lo, hi in zip(st.ci95_lo, st.ci95_hi))
 
 
 def test_paper_form_predicts_negative_energy_and_is_flagged_not_sane(paper_fits):
@@ -97,9 +97,9 @@ def test_auto_meets_the_targets_on_every_grid_model(auto_fits):
     for d in auto_fits.deployments.values():
         for t in ("energy_j", "runtime_s"):
             m = d.targets[t]
-            paper = next(c for c in m.candidates if c["form"] == "paper")
-            assert m.cv["median"] <= 0.10, (d.deployment, t, m.cv)
-            assert paper["median"] > 3 * m.cv["median"]
+            paper = m.candidate("paper")
+            assert m.cv.median <= 0.10, (d.deployment, t, m.cv)
+            assert paper.median > 3 * m.cv.median
             assert m.form != "paper" and is_sane(m)
         ii, oo = np.meshgrid(np.arange(1, 4097, 15), np.arange(1, 4097, 15))
         assert (d.targets["energy_j"].predict(ii.ravel(), oo.ravel()) >= 0).all()

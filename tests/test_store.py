@@ -5,8 +5,8 @@ import polars as pl
 import pytest
 
 from llm_energy.errors import UserError
-from llm_energy.trials.schema import SAMPLE_SCHEMA, TRIAL_SCHEMA, PowerSample, TrialRecord, samples_frame
-from llm_energy.trials.store import SweepInfo, TrialStore, open_store
+from llm_energy.trials.schema import SAMPLE_SCHEMA, TRIAL_SCHEMA, PowerSample, SweepInfo, TrialRecord, samples_frame
+from llm_energy.trials.store import TrialStore, open_store
 
 
 def make_record(i: int, sweep: str = "s1") -> TrialRecord:

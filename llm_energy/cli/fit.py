@@ -115,19 +115,10 @@ def cmd_import_csv(args) -> int:
     return 0
 
 
-def load_trials(dirs: list[str]) -> pl.DataFrame:
-    from llm_energy.trials.store import open_store
-
-    frames = [open_store(d).trials() for d in dirs]
-    df = pl.concat(frames) if frames else pl.DataFrame()
-    if df.height == 0:
-        raise UserError(f"{', '.join(dirs)}: no trials")
-    return df
-
-
 def cmd_fit(args) -> int:
     from llm_energy.fit.fits import save_fits
     from llm_energy.fit.forms import FORM_CHOICES, FitOptions, fit_deployments
+    from llm_energy.trials.store import load_trials
 
     if args.form not in FORM_CHOICES:
         raise bad_value("--form", args.form, f"choose one of {', '.join(FORM_CHOICES)}")
@@ -143,7 +134,7 @@ def cmd_fit(args) -> int:
 
         print(to_json(fits.to_dict()))
         return 0
-    from llm_energy.report.live import stdout_console
+    from llm_energy.report.tables import candidates_table, fits_table, stdout_console
 
     con = stdout_console()
     con.print(fits_table(fits))
@@ -153,48 +144,6 @@ def cmd_fit(args) -> int:
         con.print(f"skipped {s['deployment']}: {s['reason']}")
     con.print(f"wrote {args.out}")
     return 0
-
-
-def fits_table(fits):
-    from rich.table import Table
-
-    tab = Table(title="fits (held-out relative error: K-fold over cells)")
-    for c in ("deployment", "target", "form", "n", "R² unc.", "R² cent.", "held-out median", "held-out p90",
-              "paper form median", "90% PI"):
-        tab.add_column(c, justify="left" if c in ("deployment", "target", "form") else "right")
-    for d in fits.deployments.values():
-        for t, m in d.targets.items():
-            paper = next((c for c in m.candidates if c["form"] == "paper"), None)
-            st = m.stats
-            pi = m.interval
-            tab.add_row(d.deployment, t, m.form, str(st.get("n", d.n_trials)), _f(st.get("r2_uncentered"), ".4f"),
-                        _f(st.get("r2_centered"), ".4f"), _pct(m.cv.get("median")), _pct(m.cv.get("p90")),
-                        _pct(paper["median"]) if paper else "-",
-                        f"{_pct(pi.get('q_lo'))}..{_pct(pi.get('q_hi'))}" if pi.get("q_lo") is not None else "-")
-    return tab
-
-
-def candidates_table(fits):
-    """Every candidate form of every (deployment, target): held-out median and p90, sane, chosen."""
-    from rich.table import Table
-
-    tab = Table(title="candidate forms (held-out relative error; auto picks the sane form with the lowest median)")
-    for c in ("deployment", "target", "form", "held-out median", "held-out p90", "sane", "chosen"):
-        tab.add_column(c, justify="left" if c in ("deployment", "target", "form") else "right")
-    for d in fits.deployments.values():
-        for t, m in d.targets.items():
-            for c in sorted(m.candidates, key=lambda c: (not c["chosen"], c["median"])):
-                tab.add_row(d.deployment, t, c["form"], _pct(c["median"]), _pct(c["p90"]),
-                            "yes" if c["sane"] else "no", "*" if c["chosen"] else "")
-    return tab
-
-
-def _f(v, spec):
-    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
-
-
-def _pct(v):
-    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{100 * v:+.1f}%" if v < 0 else f"{100 * v:.1f}%"
 
 
 def _positive_ints(q: pl.DataFrame, c: str, source: str, what: str) -> np.ndarray:
@@ -207,13 +156,9 @@ def _positive_ints(q: pl.DataFrame, c: str, source: str, what: str) -> np.ndarra
     return v.cast(pl.Int64).to_numpy()
 
 
-def cmd_predict(args) -> int:
-    from llm_energy.fit.fits import load_fits, predict_all, unmatched_batches
-    from llm_energy.io import to_json
-
-    if args.batch is not None and args.batch < 1:
-        raise bad_value("--batch", args.batch, "must be >= 1")
-    fits = load_fits(args.fits)
+def _queries(args) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
+    """tin, tout and batch (None: each deployment's own) of ``predict``'s queries, and where the batch
+    sizes came from (the queries file or ``--batch``), for the error naming a batch no fit covers."""
     if args.queries:
         q = read_table(args.queries)
         for c in ("tin", "tout"):
@@ -224,65 +169,69 @@ def cmd_predict(args) -> int:
         if "batch" in q.columns:
             if args.batch is not None:
                 raise bad_value("--batch", args.batch, f"{args.queries} has a batch column; give the batch size once")
-            batch, where = _positive_ints(q, "batch", args.queries, "batch sizes"), args.queries
-        else:
-            batch, where = (np.full(len(tin), args.batch) if args.batch is not None else None), "--batch"
-    elif args.tin is not None and args.tout is not None:
+            return tin, tout, _positive_ints(q, "batch", args.queries, "batch sizes"), args.queries
+        return tin, tout, (np.full(len(tin), args.batch) if args.batch is not None else None), "--batch"
+    if args.tin is not None and args.tout is not None:
         if args.tin < 1 or args.tout < 1:
             raise bad_value("--tin/--tout", (args.tin, args.tout), "must be positive")
-        tin, tout = np.array([args.tin]), np.array([args.tout])
-        batch, where = (np.array([args.batch]) if args.batch is not None else None), "--batch"
-    else:
-        raise UserError("give --queries FILE or --tin N --tout N")
-    for d in args.deployment or []:
-        fits.get(d, source=args.fits)
+        batch = np.array([args.batch]) if args.batch is not None else None
+        return np.array([args.tin]), np.array([args.tout]), batch, "--batch"
+    raise UserError("give --queries FILE or --tin N --tout N")
+
+
+def _write_predictions(out: pl.DataFrame, path: str) -> None:
+    p = Path(path)
+    blocker = next((a for a in reversed(p.parents) if a.exists() and not a.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"{p}: cannot write the predictions ({blocker} is a file, not a directory)")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        out.write_parquet(p) if p.suffix == ".parquet" else out.write_csv(p)
+    except (OSError, pl.exceptions.PolarsError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise UserError(f"{p}: cannot write the predictions ({why})") from None
+
+
+def cmd_predict(args) -> int:
+    from llm_energy.fit.fits import find_fit, load_fits, predict_all, unmatched_batches
+    from llm_energy.io import to_json
+
+    if args.batch is not None and args.batch < 1:
+        raise bad_value("--batch", args.batch, "must be >= 1")
+    fits = load_fits(args.fits)
+    tin, tout, batch, where = _queries(args)
+    selected = [find_fit(fits, d, source=args.fits) for d in args.deployment or []]
     if batch is not None:
         missing = unmatched_batches(fits, batch, args.deployment)
         if missing:
-            have = [str(b) for b in sorted({fits.deployments[n].batch for n in (args.deployment or fits.deployments)})]
+            have = [str(b) for b in sorted({d.batch for d in (selected or fits.deployments.values())})]
             what = f"--batch={missing[0]}" if where == "--batch" else f"{where}: batch={missing[0]}"
             raise UserError(f"{what}: no deployment{' selected' if args.deployment else ''} in "
                             f"{args.fits} was fitted at this batch size (fitted: {', '.join(have)}); predictions are "
                             f"made only at a fitted batch size (fit --pool-batch to model batch as a factor)")
     out = predict_all(fits, tin, tout, batch, deployments=args.deployment)
     if args.out:
-        p = Path(args.out)
-        blocker = next((a for a in reversed(p.parents) if a.exists() and not a.is_dir()), None)
-        if blocker is not None:
-            raise UserError(f"{p}: cannot write the predictions ({blocker} is a file, not a directory)")
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            out.write_parquet(p) if p.suffix == ".parquet" else out.write_csv(p)
-        except (OSError, pl.exceptions.PolarsError) as e:
-            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
-            raise UserError(f"{p}: cannot write the predictions ({why})") from None
+        _write_predictions(out, args.out)
     if args.json:
         print(to_json(out.to_dicts()))
         return 0
-    from rich.table import Table
+    from llm_energy.report.tables import predictions_table, stdout_console
 
-    from llm_energy.report.live import stdout_console
-
-    tab = Table(title=f"predictions ({out.height} rows)")
-    for c in ("deployment", "tin", "tout", "batch", "energy J", "90% PI", "runtime s", "90% PI "):
-        tab.add_column(c)
-    for r in out.head(50).iter_rows(named=True):
-        tab.add_row(r["deployment"], str(r["tin"]), str(r["tout"]), str(r["batch"]), f"{r['energy_j']:.2f}",
-                    _pi(r["energy_j_lo"], r["energy_j_hi"], ".2f"), f"{r['runtime_s']:.3f}",
-                    _pi(r["runtime_s_lo"], r["runtime_s_hi"], ".3f"))
-    stdout_console().print(tab)
+    stdout_console().print(predictions_table(out))
     if args.out:
         print(f"wrote {args.out}")
     return 0
 
 
-def _pi(lo, hi, spec: str) -> str:
-    return "-" if lo is None or hi is None else f"{lo:{spec}}..{hi:{spec}}"
-
-
 def cmd_report(args) -> int:
+    """The report of the stores with the fits of ``--fits``, or with fits made here with the defaults."""
+    from llm_energy.fit.fits import load_fits
+    from llm_energy.fit.forms import fit_deployments
     from llm_energy.report.markdown import write_report
+    from llm_energy.trials.store import load_trials
 
-    path = write_report(args.dir, args.out, fits_path=args.fits)
+    trials = load_trials(args.dir)
+    fits = load_fits(args.fits) if args.fits else fit_deployments(trials, source=",".join(args.dir))
+    path = write_report(trials, fits, args.out, stores=args.dir)
     print(f"wrote {path}")
     return 0

@@ -48,7 +48,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    from llm_energy.report.live import stdout_console
+    from llm_energy.report.tables import stdout_console
 
     con = stdout_console()
     con.print(f"node {node}: {info['cpu']}, {info['logical_cores']} logical cores; torch CUDA "
@@ -97,7 +97,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    from llm_energy.report.live import stdout_console
+    from llm_energy.report.tables import stdout_console
 
     tab = Table(title=f"model presets (memory here: {', '.join(f'{d} {free[d] / 2**30:.0f} GiB free' for d in devs)})")
     for c in ("preset", "family", "params", "bf16 weights GiB", "KV MiB/1k tok", "needs GiB here", "fits here"):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 import polars as pl
 
-from llm_energy.measure.design import DESIGN_KINDS, design_from_lists, parse_int_list
 from llm_energy.errors import UserError, bad_value
+from llm_energy.measure.design import DESIGN_KINDS, design_from_lists, parse_int_list
 from llm_energy.trials.schema import SOURCE_ESTIMATE
 
 
@@ -121,12 +120,13 @@ def parse_int_list_zero(text: str) -> list[int]:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from llm_energy.measure.events import ProgressTick
     from llm_energy.measure.inference.backends import BACKENDS
     from llm_energy.measure.profiler import Profiler
     from llm_energy.measure.record import record_events
-    from llm_energy.measure.events import ProgressTick
+    from llm_energy.report.live import SweepView
+    from llm_energy.report.tables import cell_summary_table, fmt_joules, stdout_console
     from llm_energy.trials.store import TrialStore
-    from llm_energy.report.live import SweepView, fmt_joules, stdout_console
 
     if args.backend not in BACKENDS:
         raise bad_value("--backend", args.backend, f"unknown backend; choose one of {', '.join(BACKENDS)}")
@@ -156,7 +156,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         idle = f"{info.idle_w:.1f} W" if info and info.idle_w is not None else "-"
         console.print(f"energy source: {src}{' (ESTIMATE: no power meter on this node)' if src == SOURCE_ESTIMATE else ''}; "
                       f"idle {idle}; total {fmt_joules(float((meas['energy_j'] * meas['n_inner']).sum()))}")
-        console.print(_cell_summary(meas))
+        console.print(cell_summary_table(meas))
     return 0
 
 
@@ -171,32 +171,9 @@ def _check_model_name(model: str) -> None:
     get_preset(model)  # raises UserError listing the presets
 
 
-def _cell_summary(meas: pl.DataFrame):
-    from rich.table import Table
-
-    g = (
-        meas.group_by("tin", "tout", "batch")
-        .agg(
-            n=pl.len(),
-            energy_j=pl.col("energy_j").median(),
-            runtime_s=pl.col("runtime_s").median(),
-            decode_s=pl.col("decode_s").median(),
-        )
-        .sort("batch", "tin", "tout")
-    )
-    tab = Table(title="per cell (medians over repeats)")
-    for c in ("tin", "tout", "batch", "n", "energy J", "J/token", "runtime s", "ms/step"):
-        tab.add_column(c, justify="right")
-    for r in g.iter_rows(named=True):
-        step = 1e3 * r["decode_s"] / (r["tout"] - 1) if r["tout"] > 1 else math.nan
-        tab.add_row(str(r["tin"]), str(r["tout"]), str(r["batch"]), str(r["n"]), f"{r['energy_j']:.3f}",
-                    f"{r['energy_j'] / (r['tout'] * r['batch']):.4f}", f"{r['runtime_s']:.3f}", f"{step:.2f}")
-    return tab
-
-
 def cmd_show(args: argparse.Namespace) -> int:
+    from llm_energy.report.tables import stdout_console, trials_table
     from llm_energy.trials.store import open_store
-    from llm_energy.report.live import stdout_console, trials_table
 
     store = open_store(args.dir)
     df = store.trials()
@@ -223,8 +200,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from llm_energy.measure.closure import instrument_agreement, session_closure
+    from llm_energy.report.tables import stdout_console
     from llm_energy.trials.store import open_store
-    from llm_energy.report.live import stdout_console
 
     store = open_store(args.dir)
     agree = instrument_agreement(store)

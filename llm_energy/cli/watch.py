@@ -37,7 +37,8 @@ def finished(view) -> bool:
 def cmd_watch(args: argparse.Namespace) -> int:
     from rich.live import Live
 
-    from llm_energy.report.live import stdout_console, view_from_progress
+    from llm_energy.report.live import view_from_progress
+    from llm_energy.report.tables import stdout_console
 
     if not args.interval > 0:
         raise bad_value("--interval", args.interval, "must be > 0 seconds")

@@ -5,22 +5,29 @@ A target model is ``y = sum_k coef_k * term_k(tin, tout, batch)`` with terms fro
 
     {"kind": "llm-energy-fits", "schema_version": 1, "created": EPOCH, "source": "...",
      "deployments": [{"deployment": KEY, "model", "node_type", "n_gpus", "backend", "batch", "system",
-                      "energy_source", "n_trials", "n_cells",
+                      "energy_source", "n_trials", "n_cells", "idle_w",
                       "targets": {"energy_j": TARGET, "runtime_s": TARGET}}],
      "skipped": [{"deployment": KEY, "reason": "..."}]}
     TARGET = {"form", "terms": [...], "coef": [...], "space": "linear", "method",
               "stats": {...}, "cv": {"median", "p90", "folds"}, "interval": {"level", "q_lo", "q_hi"},
               "candidates": [{"form", "median", "p90", "sane", "chosen"}]}
 
+``stats``, ``cv``, ``interval`` and ``candidates`` are the records of :mod:`llm_energy.fit.records`.
+``idle_w`` (optional; null or absent: unknown) is the deployment's measured idle power in W (model
+loaded, nothing running, summed over its devices): the median of its trials' idle baselines. It is
+what a replica that is on but serving nothing draws (the online router charges it).
+
 Deployment keys: ``{model}@{node_type}[x{n_gpus}]/{backend}/b{batch}`` (``x{n_gpus}`` only on GPU
 nodes), e.g. ``llama-2-7b@h100x1/static/b1``; a fit pooled over batch sizes ends in ``/b*``.
+:func:`deployment_key` (scalars) and :func:`deployment_key_expr` (a trial frame's columns) are its one
+definition; :func:`find_fit` is every lookup of a deployment in a fits file.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from llm_energy.errors import UserError, bad_value
+from llm_energy.fit.records import Candidate, CVResult, FitStats, Interval
 from llm_energy.io import json_default, write_text_atomic
 
 FITS_KIND = "llm-energy-fits"
@@ -50,10 +58,44 @@ TERMS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
     "batch*tout^2": lambda i, o, b: b * o * o,
 }
 
+# The deployment key's one template, filled by str.format for scalars and by pl.format for frames:
+# model, node_type, the GPU part ("x{n_gpus}" on GPU nodes, else ""), backend, batch ("*" when pooled).
+_KEY_TEMPLATE = "{}@{}{}/{}/b{}"
 
-def deployment_key(model: str, node_type: str, n_gpus: int, backend: str, batch: int | str) -> str:
-    hw = f"{node_type}x{n_gpus}" if n_gpus and n_gpus > 0 else node_type
-    return f"{model}@{hw}/{backend}/b{batch}"
+
+def deployment_key(model: str, node_type: str, n_gpus: int | None, backend: str, batch: int | str) -> str:
+    gpus = f"x{n_gpus}" if n_gpus and n_gpus > 0 else ""
+    return _KEY_TEMPLATE.format(model, node_type, gpus, backend, batch)
+
+
+def deployment_key_expr(*, pool_batch: bool = False) -> pl.Expr:
+    """:func:`deployment_key` of every row of a trial frame (columns model, node_type, n_gpus, backend,
+    batch; a null n_gpus counts as 0), with batch ``*`` when fits are pooled over batch sizes."""
+    gpus = pl.when(pl.col("n_gpus") > 0).then(pl.format("x{}", pl.col("n_gpus"))).otherwise(pl.lit(""))
+    batch = pl.lit("*") if pool_batch else pl.col("batch")
+    return pl.format(_KEY_TEMPLATE, pl.col("model"), pl.col("node_type"), gpus, pl.col("backend"), batch)
+
+
+@dataclass(frozen=True)
+class DeploymentKey:
+    """A deployment by its parts, for :func:`find_fit` where the caller knows what it deployed but not
+    necessarily on how many GPUs: ``n_gpus=None`` matches any GPU count (0 on a CPU node)."""
+
+    model: str
+    node_type: str
+    n_gpus: int | None
+    backend: str
+    batch: int | str
+
+    def candidates(self, gpu_counts: set[int]) -> list[str]:
+        """The key strings this may name, given the GPU counts a fits file holds."""
+        counts = sorted(gpu_counts) if self.n_gpus is None else [self.n_gpus]
+        return [deployment_key(self.model, self.node_type, n, self.backend, self.batch) for n in counts]
+
+    def __str__(self) -> str:
+        if self.n_gpus is None:
+            return _KEY_TEMPLATE.format(self.model, self.node_type, "[xN]", self.backend, self.batch)
+        return deployment_key(self.model, self.node_type, self.n_gpus, self.backend, self.batch)
 
 
 def design_matrix(terms: list[str], tin, tout, batch=None) -> np.ndarray:
@@ -70,25 +112,51 @@ class TargetModel:
     coef: list[float]
     space: str = "linear"
     method: str = "ols"
-    stats: dict[str, Any] = field(default_factory=dict)
-    cv: dict[str, Any] = field(default_factory=dict)
-    interval: dict[str, Any] = field(default_factory=dict)
-    candidates: list[dict[str, Any]] = field(default_factory=list)
+    stats: FitStats = field(default_factory=FitStats)
+    cv: CVResult | None = None
+    interval: Interval | None = None
+    candidates: list[Candidate] = field(default_factory=list)
 
     def predict(self, tin, tout, batch=None) -> np.ndarray:
         return design_matrix(self.terms, tin, tout, batch) @ np.asarray(self.coef, dtype=float)
 
     @property
     def has_interval(self) -> bool:
-        return self.interval.get("q_lo") is not None and self.interval.get("q_hi") is not None
+        return self.interval is not None and self.interval.bounded
 
     def bounds(self, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """90% (or ``interval.level``) prediction interval from cross-validated relative residuals
         (NaN where the model has no interval; :func:`predict` reports those as null)."""
-        lo, hi = self.interval.get("q_lo"), self.interval.get("q_hi")
-        if lo is None or hi is None:
+        if not self.has_interval:
             return np.full_like(pred, np.nan), np.full_like(pred, np.nan)
-        return pred * (1 + lo), pred * (1 + hi)
+        return pred * (1 + self.interval.q_lo), pred * (1 + self.interval.q_hi)
+
+    def candidate(self, form: str) -> Candidate | None:
+        """The candidate-table row of ``form`` (None if it was not a candidate)."""
+        return next((c for c in self.candidates if c.form == form), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"form": self.form, "terms": list(self.terms), "coef": list(self.coef), "space": self.space,
+                "method": self.method, "stats": self.stats.to_dict(), "cv": self.cv.to_dict() if self.cv else {},
+                "interval": self.interval.to_dict() if self.interval else {},
+                "candidates": [c.to_dict() for c in self.candidates]}
+
+    @classmethod
+    def from_dict(cls, m: dict[str, Any], where: str) -> "TargetModel":
+        """One target of a fits file, validated (UserError naming ``where``, the field and the value)."""
+        terms, coef = list(m["terms"]), [float(c) for c in m["coef"]]
+        unknown = [x for x in terms if x not in TERMS]
+        if unknown:
+            raise UserError(f"{where}.terms={unknown[0]!r}: unknown term; known: {', '.join(TERMS)}")
+        if len(terms) != len(coef) or not np.all(np.isfinite(coef)):
+            raise UserError(f"{where}.coef={m['coef']!r}: needs one finite number per term")
+        if m.get("space", "linear") != "linear":
+            raise UserError(f"{where}.space={m.get('space')!r}: only 'linear' is supported")
+        return cls(form=str(m.get("form", "?")), terms=terms, coef=coef, space="linear",
+                   method=str(m.get("method", "")), stats=FitStats.from_dict(m.get("stats")),
+                   cv=CVResult.from_dict(m.get("cv")),
+                   interval=Interval.from_dict(_check_interval(m.get("interval"), f"{where}.interval")),
+                   candidates=[Candidate.from_dict(c) for c in m.get("candidates") or []])
 
 
 @dataclass
@@ -104,6 +172,27 @@ class DeploymentFit:
     energy_source: str = ""
     n_trials: int = 0
     n_cells: int = 0
+    idle_w: float | None = None  # measured idle power (W), None where the store had none
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"deployment": self.deployment, "model": self.model, "node_type": self.node_type,
+                "n_gpus": self.n_gpus, "backend": self.backend, "batch": self.batch, "system": self.system,
+                "energy_source": self.energy_source, "n_trials": self.n_trials, "n_cells": self.n_cells,
+                "idle_w": self.idle_w, "targets": {t: m.to_dict() for t, m in self.targets.items()}}
+
+    @classmethod
+    def from_dict(cls, e: dict[str, Any], where: str) -> "DeploymentFit":
+        """One deployment of a fits file, validated; a file without ``idle_w`` gives None."""
+        targets = {t: TargetModel.from_dict(m, f"{where}.targets.{t}") for t, m in e["targets"].items()}
+        for t in TARGETS:
+            if t not in targets:
+                raise UserError(f"{where}.targets: missing {t!r}")
+        return cls(deployment=str(e["deployment"]), model=str(e.get("model", "")),
+                   node_type=str(e.get("node_type", "")), n_gpus=int(e.get("n_gpus", 0)),
+                   backend=str(e.get("backend", "")), batch=_check_batch(e.get("batch", 1), where),
+                   targets=targets, system=str(e.get("system", "")), energy_source=str(e.get("energy_source", "")),
+                   n_trials=int(e.get("n_trials", 0)), n_cells=int(e.get("n_cells", 0)),
+                   idle_w=_check_idle(e.get("idle_w"), where))
 
 
 @dataclass
@@ -113,21 +202,27 @@ class FitsFile:
     source: str = ""
     created: float = 0.0
 
-    def get(self, name: str, *, source: str = "FITS.json") -> DeploymentFit:
-        if name not in self.deployments:
-            raise UserError(f"{source}: deployment={name!r} not in the fits file; it has: "
-                            f"{', '.join(self.deployments) or '(none)'}")
-        return self.deployments[name]
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": FITS_KIND, "schema_version": FITS_SCHEMA_VERSION, "created": self.created or time.time(),
-            "source": self.source,
-            "deployments": [{**{k: v for k, v in asdict(d).items() if k != "targets"},
-                             "targets": {t: asdict(m) for t, m in d.targets.items()}}
-                            for d in self.deployments.values()],
+            "source": self.source, "deployments": [d.to_dict() for d in self.deployments.values()],
             "skipped": self.skipped,
         }
+
+
+def find_fit(fits: FitsFile, key: str | DeploymentKey, *, source: str = "FITS.json") -> DeploymentFit:
+    """The deployment ``key`` names: a key string exactly, or a :class:`DeploymentKey` by its parts
+    (any GPU count where its n_gpus is None). None, or more than one, is a UserError listing the keys."""
+    if isinstance(key, str):
+        found = [key] if key in fits.deployments else []
+    else:
+        found = [k for k in key.candidates({d.n_gpus for d in fits.deployments.values()}) if k in fits.deployments]
+    if len(found) == 1:
+        return fits.deployments[found[0]]
+    if not found:
+        raise UserError(f"{source}: deployment={str(key)!r} not in the fits file; it has: "
+                        f"{', '.join(fits.deployments) or '(none)'}")
+    raise UserError(f"{source}: deployment={str(key)!r} matches {', '.join(found)}: give its GPU count")
 
 
 def save_fits(fits: FitsFile, path: str | Path) -> None:
@@ -153,30 +248,7 @@ def load_fits(path: str | Path) -> FitsFile:
     for k, e in enumerate(d.get("deployments") or []):
         where = f"{src}: deployments[{k}]"
         try:
-            targets = {}
-            for t, m in e["targets"].items():
-                terms, coef = list(m["terms"]), [float(c) for c in m["coef"]]
-                unknown = [x for x in terms if x not in TERMS]
-                if unknown:
-                    raise UserError(f"{where}.targets.{t}.terms={unknown[0]!r}: unknown term; known: {', '.join(TERMS)}")
-                if len(terms) != len(coef) or not np.all(np.isfinite(coef)):
-                    raise UserError(f"{where}.targets.{t}.coef={m['coef']!r}: needs one finite number per term")
-                if m.get("space", "linear") != "linear":
-                    raise UserError(f"{where}.targets.{t}.space={m.get('space')!r}: only 'linear' is supported")
-                targets[t] = TargetModel(form=str(m.get("form", "?")), terms=terms, coef=coef, space="linear",
-                                         method=str(m.get("method", "")), stats=dict(m.get("stats") or {}),
-                                         cv=dict(m.get("cv") or {}),
-                                         interval=_check_interval(m.get("interval"), f"{where}.targets.{t}.interval"),
-                                         candidates=list(m.get("candidates") or []))
-            for t in TARGETS:
-                if t not in targets:
-                    raise UserError(f"{where}.targets: missing {t!r}")
-            dep = DeploymentFit(deployment=str(e["deployment"]), model=str(e.get("model", "")),
-                                node_type=str(e.get("node_type", "")), n_gpus=int(e.get("n_gpus", 0)),
-                                backend=str(e.get("backend", "")), batch=_check_batch(e.get("batch", 1), where),
-                                targets=targets,
-                                system=str(e.get("system", "")), energy_source=str(e.get("energy_source", "")),
-                                n_trials=int(e.get("n_trials", 0)), n_cells=int(e.get("n_cells", 0)))
+            dep = DeploymentFit.from_dict(e, where)
         except (KeyError, TypeError, ValueError, AttributeError) as ex:
             raise UserError(f"{where}: malformed entry ({type(ex).__name__}: {ex})") from None
         deps[dep.deployment] = dep
@@ -208,6 +280,15 @@ def _check_interval(iv: Any, where: str) -> dict[str, Any]:
     return dict(iv)
 
 
+def _check_idle(w: Any, where: str) -> float | None:
+    """A deployment's idle power: null or absent (unknown), else a finite number of watts >= 0."""
+    if w is None:
+        return None
+    if not _is_number(w) or w < 0:
+        raise UserError(f"{where}.idle_w={w!r}: expected idle power in W (a finite number >= 0) or null")
+    return float(w)
+
+
 def _check_batch(b: Any, where: str) -> int | str:
     """A deployment's batch: a positive integer, or '*' for a fit pooled over batch sizes."""
     if b == "*" or (isinstance(b, int) and not isinstance(b, bool) and b >= 1):
@@ -229,7 +310,7 @@ def predict(fits: FitsFile, deployment: str, tin, tout, batch=None) -> pl.DataFr
     pooled over batch sizes (``/b*``): a model fitted at one batch size says nothing about another.
     Bounds are null where the model has no interval.
     """
-    dep = fits.get(deployment)
+    dep = find_fit(fits, deployment)
     i = np.asarray(tin, dtype=np.int64)
     o = np.asarray(tout, dtype=np.int64)
     if batch is None:
@@ -254,7 +335,7 @@ def predict(fits: FitsFile, deployment: str, tin, tout, batch=None) -> pl.DataFr
 def unmatched_batches(fits: FitsFile, batch, deployments: list[str] | None = None) -> list[int]:
     """Batch sizes among ``batch`` that no (selected) deployment can predict: none fitted at that
     batch and none pooled over batch sizes."""
-    deps = [fits.deployments[n] for n in (deployments or list(fits.deployments))]
+    deps = [find_fit(fits, n) for n in (deployments or list(fits.deployments))]
     if any(d.batch == "*" for d in deps):
         return []
     have = {d.batch for d in deps}
@@ -273,7 +354,7 @@ def predict_all(fits: FitsFile, tin, tout, batch=None, deployments: list[str] | 
     b = np.asarray(batch, dtype=np.int64) * np.ones_like(i)
     parts = []
     for n in names:
-        d = fits.deployments[n]
+        d = find_fit(fits, n)
         keep = np.ones(len(i), dtype=bool) if d.batch == "*" else b == d.batch
         if keep.any():
             parts.append(predict(fits, n, i[keep], o[keep], b[keep]))
@@ -309,7 +390,7 @@ def paper_fits_from_coefficients(path: str | Path) -> FitsFile:
             system="AMD EPYC 7742 + NVIDIA A100-SXM4-40GB (published fit)", energy_source="published",
             targets={
                 "energy_j": TargetModel("paper", terms, [a["alpha_0"], a["alpha_1"], a["alpha_2"]], method="published",
-                                        stats={"accuracy": acc}),
+                                        stats=FitStats(accuracy=acc)),
                 "runtime_s": TargetModel("paper", terms, [b["beta_0"], b["beta_1"], b["beta_2"]], method="published"),
             },
         )
@@ -328,3 +409,28 @@ def load_fits_any(path: str | Path) -> FitsFile:
     if isinstance(doc, dict) and "alpha_coeffs" in doc:
         return paper_fits_from_coefficients(p)
     return load_fits(p)
+
+
+@dataclass
+class ComparisonRow:
+    """Held-out relative error of the paper form against the chosen form, per (deployment, target)."""
+
+    deployment: str
+    target: str
+    paper_median: float
+    paper_p90: float
+    auto_form: str
+    auto_median: float
+    auto_p90: float
+
+
+def comparison(fits: FitsFile) -> list[ComparisonRow]:
+    """Paper form vs chosen form, held-out error per deployment and target (NaN where absent)."""
+    nan = float("nan")
+    rows = []
+    for d in fits.deployments.values():
+        for t, m in d.targets.items():
+            paper = m.candidate("paper")
+            rows.append(ComparisonRow(d.deployment, t, paper.median if paper else nan, paper.p90 if paper else nan,
+                                      m.form, m.cv.median if m.cv else nan, m.cv.p90 if m.cv else nan))
+    return rows

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from llm_energy.errors import UserError, bad_value
-from llm_energy.fit.fits import TARGETS, DeploymentFit, FitsFile, TargetModel, deployment_key, design_matrix
+from llm_energy.fit.fits import DeploymentFit, FitsFile, TargetModel, deployment_key_expr, design_matrix
+from llm_energy.fit.records import Candidate, CVResult, FitStats, Interval
 
 FORMS: dict[str, list[str]] = {
     "paper": ["tin", "tout", "tin*tout"],
@@ -80,7 +81,7 @@ def fit_target(form: str, tin: np.ndarray, tout: np.ndarray, batch: np.ndarray, 
     beta, _ = nnls((X * w[:, None]) / scale, np.ones_like(y), maxiter=50 * X.shape[1])
     coef = beta / scale
     active = coef > 0
-    stats: dict = {}
+    stats = FitStats()
     if active.any():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -89,27 +90,22 @@ def fit_target(form: str, tin: np.ndarray, tout: np.ndarray, batch: np.ndarray, 
     return TargetModel(form, terms, [float(c) for c in coef], method="nnls-relative", stats=stats)
 
 
-def _stats(res, X, y, coef, *, uncentered_native: bool, names=None) -> dict:
+def _stats(res, X, y, coef, *, uncentered_native: bool, names=None) -> FitStats:
     pred = X @ coef
     ssr = float(np.sum((y - pred) ** 2))
     r2_unc = 1 - ssr / float(np.sum(y**2))
     r2_c = 1 - ssr / float(np.sum((y - y.mean()) ** 2)) if len(y) > 1 and np.ptp(y) > 0 else float("nan")
     ci = np.asarray(res.conf_int(0.05))
-    out = {
-        "n": int(len(y)),
-        "terms_fitted": names,
-        "se": [float(v) for v in np.asarray(res.bse)],
-        "ci95_lo": [float(v) for v in ci[:, 0]],
-        "ci95_hi": [float(v) for v in ci[:, 1]],
-        "pvalues": [float(v) for v in np.asarray(res.pvalues)],
-        "f": float(res.fvalue) if res.fvalue is not None and np.isfinite(res.fvalue) else None,
-        "f_pvalue": float(res.f_pvalue) if res.f_pvalue is not None and np.isfinite(res.f_pvalue) else None,
-        "r2_uncentered": r2_unc,
-        "r2_centered": r2_c,
-    }
-    if uncentered_native:
-        out["r2_statsmodels"] = float(res.rsquared)  # uncentered for a model without a constant
-    return out
+    return FitStats(
+        n=int(len(y)), terms_fitted=names, se=[float(v) for v in np.asarray(res.bse)],
+        ci95_lo=[float(v) for v in ci[:, 0]], ci95_hi=[float(v) for v in ci[:, 1]],
+        pvalues=[float(v) for v in np.asarray(res.pvalues)],
+        f=float(res.fvalue) if res.fvalue is not None and np.isfinite(res.fvalue) else None,
+        f_pvalue=float(res.f_pvalue) if res.f_pvalue is not None and np.isfinite(res.f_pvalue) else None,
+        r2_uncentered=r2_unc, r2_centered=r2_c,
+        # statsmodels' own R^2: uncentered for a model without a constant
+        r2_statsmodels=float(res.rsquared) if uncentered_native else None,
+    )
 
 
 def is_sane(m: TargetModel, batches=(1,)) -> bool:
@@ -164,10 +160,11 @@ def fit_one_target(tin, tout, batch, y, cells, opts: FitOptions, forms: list[str
     ok = np.isfinite(held) & (np.abs(held) > 0)
     resid = y[ok] / held[ok] - 1.0
     a = (1 - opts.level) / 2
-    model.interval = {"level": opts.level, "q_lo": float(np.quantile(resid, a)) if resid.size else None,
-                      "q_hi": float(np.quantile(resid, 1 - a)) if resid.size else None, "method": "cv-conformal-relative"}
-    model.cv = {"median": med, "p90": p90, "folds": opts.folds, "seed": opts.seed, "unit": "relative error"}
-    model.candidates = [{"form": f, "median": m_, "p90": p_, "sane": s_, "chosen": f == form}
+    model.interval = Interval(level=opts.level, q_lo=float(np.quantile(resid, a)) if resid.size else None,
+                              q_hi=float(np.quantile(resid, 1 - a)) if resid.size else None,
+                              method="cv-conformal-relative")
+    model.cv = CVResult(median=med, p90=p90, folds=opts.folds, seed=opts.seed)
+    model.candidates = [Candidate(form=f, median=m_, p90=p_, sane=s_, chosen=f == form)
                         for f, _, _, m_, p_, s_ in results]
     return model
 
@@ -179,59 +176,84 @@ def fit_deployments(trials: pl.DataFrame, opts: FitOptions | None = None, *, sou
         raise bad_value("--form", opts.form, f"choose one of {', '.join(FORM_CHOICES)}")
     if opts.form in POOLED_ONLY and not opts.pool_batch:
         raise bad_value("--form", opts.form, "needs --pool-batch (batch size is a factor of this form)")
-    df = validate_trials(trials, source=source or "trials", energy_column=opts.energy_column)
-    df = df.filter(~pl.col("warmup"))
-    if df.height == 0:
-        raise UserError(f"{source or 'trials'}: no measured (non-warm-up) trials to fit")
-    tin_col = pl.coalesce("tin_actual", "tin").cast(pl.Float64).alias("_tin")
-    tout_col = pl.coalesce("tout_actual", "tout").cast(pl.Float64).alias("_tout")
-    df = df.with_columns(tin_col, tout_col, pl.col("batch").cast(pl.Float64).alias("_batch"))
-    batch_key = pl.lit("*") if opts.pool_batch else pl.col("batch").cast(pl.String)
-    df = df.with_columns(
-        pl.concat_str([pl.col("model"), pl.lit("@"), pl.col("node_type"),
-                       pl.when(pl.col("n_gpus") > 0).then(pl.lit("x") + pl.col("n_gpus").cast(pl.String)).otherwise(pl.lit("")),
-                       pl.lit("/"), pl.col("backend"), pl.lit("/b"), batch_key]).alias("_dep")
-    )
-    if opts.form == "auto":
-        forms = [f for f in FORMS if (f in POOLED_ONLY) == opts.pool_batch or (f not in POOLED_ONLY)]
-    else:
-        forms = [opts.form] if opts.form == "paper" else ["paper", opts.form]
-    if not opts.pool_batch:
-        forms = [f for f in forms if f not in POOLED_ONLY]
+    df = _prepared(trials, opts, source or "trials")
+    forms = candidate_forms(opts)
     deps: dict[str, DeploymentFit] = {}
     skipped: list[dict[str, str]] = []
-    df = df.with_columns(invalid_target_rows(df, opts.energy_column).alias("_bad"))
     for (dep,), g in df.sort("_dep").group_by(["_dep"], maintain_order=True):
-        bad = g.filter(pl.col("_bad"))
-        if bad.height:
-            r = bad.row(0, named=True)
-            what = f"{bad.height} trial(s) with invalid targets, e.g. {r['trial_id'] if 'trial_id' in g.columns else '?'}: " \
-                   f"{opts.energy_column}={r[opts.energy_column]!r}, runtime_s={r['runtime_s']!r}"
-            if not opts.drop_invalid:
-                skipped.append({"deployment": dep, "reason": what + " (use --drop-invalid to fit without them)"})
-                continue
-            g = g.filter(~pl.col("_bad"))
-        n_cells = g.select(pl.struct("_tin", "_tout", "_batch").n_unique()).item()
-        need = opts.min_cells or max(len(FORMS[f]) for f in forms) + 2
-        if n_cells < need:
-            skipped.append({"deployment": dep, "reason": f"{n_cells} distinct cells, fewer than the {need} the forms need"})
-            continue
-        tin, tout, batch = (g[c].to_numpy() for c in ("_tin", "_tout", "_batch"))
-        cells = g.select(pl.concat_str([pl.col("_tin").cast(pl.String), pl.col("_tout").cast(pl.String),
-                                        pl.col("_batch").cast(pl.String)], separator="-")).to_series().to_numpy()
-        targets = {}
-        for t, col in (("energy_j", opts.energy_column), ("runtime_s", "runtime_s")):
-            targets[t] = fit_one_target(tin, tout, batch, g[col].to_numpy().astype(float), cells, opts, forms)
-        first = g.row(0, named=True)
-        deps[dep] = DeploymentFit(
-            deployment=dep, model=first["model"], node_type=first["node_type"], n_gpus=int(first["n_gpus"] or 0),
-            backend=first["backend"], batch="*" if opts.pool_batch else int(first["batch"]), targets=targets,
-            system=first["system"] or "", energy_source=first["energy_source"] or "", n_trials=g.height, n_cells=n_cells,
-        )
+        fit = _fit_deployment(dep, g, opts, forms)
+        if isinstance(fit, str):
+            skipped.append({"deployment": dep, "reason": fit})
+        else:
+            deps[dep] = fit
     if not deps:
         reasons = "; ".join(f"{s['deployment']}: {s['reason']}" for s in skipped)
         raise UserError(f"{source or 'trials'}: no deployment could be fitted ({reasons})")
     return FitsFile(deployments=deps, skipped=skipped, source=source, created=time.time())
+
+
+def candidate_forms(opts: FitOptions) -> list[str]:
+    """The forms fitted and cross-validated for every deployment (the paper form always among them)."""
+    if opts.form == "auto":
+        forms = [f for f in FORMS if (f in POOLED_ONLY) == opts.pool_batch or (f not in POOLED_ONLY)]
+    else:
+        forms = [opts.form] if opts.form == "paper" else ["paper", opts.form]
+    return forms if opts.pool_batch else [f for f in forms if f not in POOLED_ONLY]
+
+
+def _prepared(trials: pl.DataFrame, opts: FitOptions, source: str) -> pl.DataFrame:
+    """Validated measured trials with the fit's columns: _tin/_tout (actual tokens where known),
+    _batch, _dep (the deployment key) and _bad (targets that cannot be fitted)."""
+    df = validate_trials(trials, source=source, energy_column=opts.energy_column).filter(~pl.col("warmup"))
+    if df.height == 0:
+        raise UserError(f"{source}: no measured (non-warm-up) trials to fit")
+    return df.with_columns(
+        pl.coalesce("tin_actual", "tin").cast(pl.Float64).alias("_tin"),
+        pl.coalesce("tout_actual", "tout").cast(pl.Float64).alias("_tout"),
+        pl.col("batch").cast(pl.Float64).alias("_batch"),
+        deployment_key_expr(pool_batch=opts.pool_batch).alias("_dep"),
+        invalid_target_rows(df, opts.energy_column).alias("_bad"),
+    )
+
+
+def _fit_deployment(dep: str, g: pl.DataFrame, opts: FitOptions, forms: list[str]) -> DeploymentFit | str:
+    """One deployment's two target models, or the reason it was skipped."""
+    bad = g.filter(pl.col("_bad"))
+    if bad.height:
+        r = bad.row(0, named=True)
+        what = f"{bad.height} trial(s) with invalid targets, e.g. {r['trial_id'] if 'trial_id' in g.columns else '?'}: " \
+               f"{opts.energy_column}={r[opts.energy_column]!r}, runtime_s={r['runtime_s']!r}"
+        if not opts.drop_invalid:
+            return what + " (use --drop-invalid to fit without them)"
+        g = g.filter(~pl.col("_bad"))
+    n_cells = g.select(pl.struct("_tin", "_tout", "_batch").n_unique()).item()
+    need = opts.min_cells or max(len(FORMS[f]) for f in forms) + 2
+    if n_cells < need:
+        return f"{n_cells} distinct cells, fewer than the {need} the forms need"
+    tin, tout, batch = (g[c].to_numpy() for c in ("_tin", "_tout", "_batch"))
+    cells = g.select(pl.concat_str([pl.col("_tin").cast(pl.String), pl.col("_tout").cast(pl.String),
+                                    pl.col("_batch").cast(pl.String)], separator="-")).to_series().to_numpy()
+    targets = {t: fit_one_target(tin, tout, batch, g[col].to_numpy().astype(float), cells, opts, forms)
+               for t, col in (("energy_j", opts.energy_column), ("runtime_s", "runtime_s"))}
+    first = g.row(0, named=True)
+    return DeploymentFit(
+        deployment=dep, model=first["model"], node_type=first["node_type"], n_gpus=int(first["n_gpus"] or 0),
+        backend=first["backend"], batch="*" if opts.pool_batch else int(first["batch"]), targets=targets,
+        system=first["system"] or "", energy_source=first["energy_source"] or "", n_trials=g.height, n_cells=n_cells,
+        idle_w=idle_power(g),
+    )
+
+
+def idle_power(trials: pl.DataFrame) -> float | None:
+    """A deployment's idle power (W): the median over its sweeps of each sweep's idle baseline (model
+    loaded, nothing running, its devices summed); None where no trial carries one (imported data)."""
+    if "idle_w" not in trials.columns:
+        return None
+    ok = trials.filter(pl.col("idle_w").is_finite() & (pl.col("idle_w") >= 0))
+    if ok.height == 0:
+        return None
+    per_sweep = ok.group_by("sweep_id").agg(pl.col("idle_w").median()) if "sweep_id" in ok.columns else ok
+    return float(per_sweep["idle_w"].median())
 
 
 REQUIRED = ("tin", "tout", "batch", "runtime_s", "model", "node_type", "n_gpus", "backend", "warmup")
@@ -257,25 +279,3 @@ def invalid_target_rows(df: pl.DataFrame, energy_column: str) -> pl.Expr:
                               for c in (energy_column, "runtime_s")])
 
 
-@dataclass
-class ComparisonRow:
-    deployment: str
-    target: str
-    paper_median: float
-    paper_p90: float
-    auto_form: str
-    auto_median: float
-    auto_p90: float
-    extra: dict = field(default_factory=dict)
-
-
-def comparison(fits: FitsFile) -> list[ComparisonRow]:
-    """Paper form vs chosen form, held-out error per deployment and target."""
-    rows = []
-    for d in fits.deployments.values():
-        for t, m in d.targets.items():
-            paper = next((c for c in m.candidates if c["form"] == "paper"), None)
-            rows.append(ComparisonRow(d.deployment, t, paper["median"] if paper else float("nan"),
-                                      paper["p90"] if paper else float("nan"), m.form, m.cv.get("median", float("nan")),
-                                      m.cv.get("p90", float("nan"))))
-    return rows

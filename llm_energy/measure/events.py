@@ -8,10 +8,7 @@ from typing import Union
 import polars as pl
 
 from llm_energy.errors import UserError
-from llm_energy.trials.schema import (
-    TrialRecord,
-)
-from llm_energy.trials.store import SweepInfo
+from llm_energy.trials.schema import SweepInfo, TrialRecord
 
 
 class ProfileError(UserError):

@@ -45,11 +45,11 @@ from llm_energy.trials.schema import (
     SOURCE_ESTIMATE,
     IdleBaseline,
     PowerSample,
+    SweepInfo,
     TrialRecord,
     samples_frame,
     versions_json,
 )
-from llm_energy.trials.store import SweepInfo
 
 MAX_INNER = 10_000  # generations in one window at most
 

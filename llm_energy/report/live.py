@@ -1,4 +1,4 @@
-"""Terminal views: live sweep progress (rich) and trial tables.
+"""The live sweep view (rich), and the progress file that mirrors it to another process.
 
 :class:`SweepView` shows one row per node from :class:`~llm_energy.measure.profiler.ProgressTick` events
 (cells and trials done/total, ETA, watts now, joules so far, state). Without a TTY it degrades to plain log
@@ -8,36 +8,17 @@ lines (one per state change and at most one progress line every ``log_every_s``)
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from llm_energy.measure.events import ProgressTick
+from llm_energy.report.tables import fmt_duration, fmt_joules
 from llm_energy.trials.schema import SOURCE_ESTIMATE
-
-
-def fmt_duration(s: float | None) -> str:
-    if s is None:
-        return "-"
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
-
-
-def fmt_joules(j: float | None) -> str:
-    if j is None:
-        return "-"
-    for unit, k in (("MJ", 1e6), ("kJ", 1e3)):
-        if abs(j) >= k:
-            return f"{j / k:.2f} {unit}"
-    return f"{j:.1f} J"
 
 
 class SweepView:
@@ -196,22 +177,3 @@ def view_from_progress(path: Path, console: Console | None = None) -> SweepView 
     return v
 
 
-def trials_table(df: pl.DataFrame, title: str = "trials") -> Table:
-    tab = Table(title=title)
-    cols = ["cell_id", "rep", "tin", "tout", "batch", "runtime s", "prefill ms", "energy J", "net J", "J/token",
-            "ms/step", "source", "model", "backend", "device"]
-    for c in cols:
-        tab.add_column(c, justify="left" if c in ("cell_id", "source", "model", "backend", "device") else "right")
-    for r in df.iter_rows(named=True):
-        toks = max(1, r["tout"] * r["batch"])
-        step_ms = 1e3 * (r["decode_s"] or 0.0) / max(1, r["tout"] - 1) if r["tout"] > 1 else float("nan")
-        rep = f"{r['repeat']}{'w' if r['warmup'] else ''}"
-        tab.add_row(r["cell_id"], rep, str(r["tin"]), str(r["tout"]), str(r["batch"]), f"{r['runtime_s']:.3f}",
-                    f"{1e3 * r['prefill_s']:.1f}", f"{r['energy_j']:.2f}", f"{r['energy_net_j']:.2f}",
-                    f"{r['energy_j'] / toks:.4f}", f"{step_ms:.2f}", r["energy_source"], r["model"], r["backend"],
-                    r["device"])
-    return tab
-
-
-def stdout_console() -> Console:
-    return Console(file=sys.stdout)

@@ -35,8 +35,8 @@ from pathlib import Path
 import polars as pl
 
 from llm_energy.errors import UserError, bad_value
-from llm_energy.trials.schema import SOURCE_IMPORTED, TRIAL_SCHEMA, conform
-from llm_energy.trials.store import SweepInfo, TrialStore
+from llm_energy.trials.schema import SOURCE_IMPORTED, TRIAL_SCHEMA, SweepInfo, conform
+from llm_energy.trials.store import TrialStore
 
 SERVED_COLUMNS = ["timestamp", "phase", "runtime_s", "gpu_energy_mj", "input_tokens", "iteration", "model", "n_gpus",
                   "prompt", "output_tokens_defect", "total_tokens", "batch_size", "cpu_core", "method", "mem_total_mb",

@@ -194,3 +194,32 @@ class IdleBaseline:
     per_device: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     source: str = ""
+
+
+@dataclass(slots=True)
+class SweepInfo:
+    """What a sweep measured and under which conditions (one per sweep id, in the manifest)."""
+
+    sweep_id: str
+    model: str
+    backend: str
+    dtype: str
+    node_type: str
+    n_gpus: int
+    node: str = ""
+    system: str = ""
+    device: str = ""
+    energy_source: str = ""
+    idle_w: float | None = None  # model loaded, nothing running (what energy_net_j subtracts)
+    idle_cold_w: float | None = None  # before the model was loaded (no CUDA context in the process)
+    idle_per_device_w: dict[str, float] = field(default_factory=dict)
+    design: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    versions: str = "{}"
+    created: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SweepInfo":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})

@@ -19,46 +19,25 @@ import json
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from llm_energy.errors import UserError
-from llm_energy.trials.schema import SAMPLE_SCHEMA, SCHEMA_VERSION, TRIAL_SCHEMA, TrialRecord, conform, trials_frame
+from llm_energy.trials.schema import (
+    SAMPLE_SCHEMA,
+    SCHEMA_VERSION,
+    TRIAL_SCHEMA,
+    SweepInfo,
+    TrialRecord,
+    conform,
+    trials_frame,
+)
 
 MANIFEST = "manifest.json"
 STORE_KIND = "llm-energy-store"
-
-
-@dataclass(slots=True)
-class SweepInfo:
-    """What a sweep measured and under which conditions (one per sweep id, in the manifest)."""
-
-    sweep_id: str
-    model: str
-    backend: str
-    dtype: str
-    node_type: str
-    n_gpus: int
-    node: str = ""
-    system: str = ""
-    device: str = ""
-    energy_source: str = ""
-    idle_w: float | None = None  # model loaded, nothing running (what energy_net_j subtracts)
-    idle_cold_w: float | None = None  # before the model was loaded (no CUDA context in the process)
-    idle_per_device_w: dict[str, float] = field(default_factory=dict)
-    design: dict[str, Any] = field(default_factory=dict)
-    spec: dict[str, Any] = field(default_factory=dict)
-    versions: str = "{}"
-    created: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SweepInfo":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class TrialStore:
@@ -271,3 +250,12 @@ def open_store(path: Path | str) -> TrialStore:
         raise UserError(f"{p}: no such directory")
     return TrialStore(p, create=False)
 
+
+def load_trials(dirs: list[str]) -> pl.DataFrame:
+    """Every committed trial of the stores in ``dirs``, one frame (:data:`TRIAL_SCHEMA`): what the fit
+    and report stages read. A directory that is not a store, or stores with no trial, is a UserError."""
+    frames = [open_store(d).trials() for d in dirs]
+    df = pl.concat(frames) if frames else pl.DataFrame()
+    if df.height == 0:
+        raise UserError(f"{', '.join(dirs)}: no trials")
+    return df

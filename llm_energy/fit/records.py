@@ -1,0 +1,119 @@
+"""Typed records of a fitted target model: statistics, cross-validation, interval, candidate forms.
+
+They cross from the fit stage into the report tables, ``fit --json``/``--candidates``, the planner and
+the benchmarks, so they are records with named fields rather than dicts read by string key. Each has
+``to_dict`` (the exact objects FITS.json holds, key for key) and ``from_dict`` (lenient: unknown keys
+are ignored, missing ones are None; :func:`llm_energy.fit.fits.load_fits` validates what it must).
+An absent record (a published fit has no CV, no interval and no candidates) is ``None`` on the
+:class:`~llm_energy.fit.fits.TargetModel` and ``{}`` in the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+# FitStats keys written for every fitted model, in file order (r2_statsmodels and accuracy follow when set)
+_FITTED_STATS = ("n", "terms_fitted", "se", "ci95_lo", "ci95_hi", "pvalues", "f", "f_pvalue", "r2_uncentered",
+                 "r2_centered")
+
+
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in dict(d).items() if k in names}
+
+
+@dataclass
+class FitStats:
+    """In-sample statistics of one fit (statsmodels), per fitted term where a list.
+
+    ``n`` is None for a model that was not fitted here (published coefficients, or NNLS keeping no
+    term); ``terms_fitted`` is None for the paper form (all its terms are fitted), else the terms NNLS
+    kept. ``r2_uncentered`` is what a no-intercept OLS reports (the paper's R^2); ``r2_statsmodels``
+    (paper form only) is statsmodels' own, equal to it. ``accuracy`` is a published fit's accuracy.
+    """
+
+    n: int | None = None
+    terms_fitted: list[str] | None = None
+    se: list[float] = field(default_factory=list)
+    ci95_lo: list[float] = field(default_factory=list)
+    ci95_hi: list[float] = field(default_factory=list)
+    pvalues: list[float] = field(default_factory=list)
+    f: float | None = None
+    f_pvalue: float | None = None
+    r2_uncentered: float | None = None
+    r2_centered: float | None = None
+    r2_statsmodels: float | None = None
+    accuracy: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        out = {k: d[k] for k in _FITTED_STATS} if self.n is not None else {}
+        out.update({k: d[k] for k in ("r2_statsmodels", "accuracy") if d[k] is not None})
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "FitStats":
+        return cls(**_known(cls, d or {}))
+
+
+@dataclass
+class CVResult:
+    """Held-out relative error |pred - y| / y of K-fold cross-validation over cells."""
+
+    median: float
+    p90: float
+    folds: int | None = None
+    seed: int | None = None
+    unit: str = "relative error"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "CVResult | None":
+        k = _known(cls, d or {})
+        if k.get("median") is None and k.get("p90") is None:
+            return None
+        return cls(**{"median": float("nan"), "p90": float("nan"), **k})
+
+
+@dataclass
+class Interval:
+    """A prediction interval as relative bounds: ``pred x (1 + q_lo) .. pred x (1 + q_hi)``; q_lo and
+    q_hi are both None when there were no held-out residuals to take them from."""
+
+    level: float | None = None
+    q_lo: float | None = None
+    q_hi: float | None = None
+    method: str | None = None
+
+    @property
+    def bounded(self) -> bool:
+        return self.q_lo is not None and self.q_hi is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "Interval | None":
+        return cls(**_known(cls, d)) if d else None
+
+
+@dataclass
+class Candidate:
+    """One candidate form of a (deployment, target): its held-out median and p90 relative error,
+    whether it is physically sane, and whether it was chosen."""
+
+    form: str
+    median: float = float("nan")
+    p90: float = float("nan")
+    sane: bool = False
+    chosen: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Candidate":
+        return cls(**_known(cls, d))
