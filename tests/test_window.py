@@ -229,3 +229,17 @@ def test_discovery_falls_back_to_the_estimate(tmp_path):
     meter.close()
     with pytest.raises(UserError, match="no power meter"):
         EnergyMeter(nvml=NoDriverNvml(), powercap_root=tmp_path / "none", allow_estimate=False)
+
+
+def test_repeat_fills_the_minimum_window_and_divides():
+    s = EstimateSampler("n", tdp_w=100, idle_w=30)
+    meter = EnergyMeter([s])
+    m, out = meter.repeat("step", lambda: time.sleep(0.02) or "ok")
+    assert m.name == "step" and out == ["ok"] * m.n_calls and m.n_calls >= 10
+    assert not m.short_window and m.time_s >= meter.min_window_s
+    assert m.energy_per_call_j == pytest.approx(m.energy_j / m.n_calls) and 30 * m.time_s <= m.energy_j
+    m, out = meter.repeat("capped", lambda: time.sleep(0.02), max_calls=3)
+    assert m.n_calls == 3 and m.short_window and m.energy_per_call_j is None  # capped short of the window
+    with pytest.raises(UserError, match="max_calls"):
+        meter.repeat("none", lambda: None, max_calls=0)
+    s.close()

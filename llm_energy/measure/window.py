@@ -14,7 +14,8 @@ has one (NVML's total-energy counter, RAPL), else the trapezoid of polled power,
 ``estimate``). A window shorter than the meter's minimum (the profiler's :func:`auto_min_window`: 20
 meter update periods, at least 0.5 s) reports no energy at all (``energy_j is None``,
 ``short_window`` set, ``note`` saying why) rather than a plausible number that cannot be trusted:
-repeat short work inside one window and divide, as the profiler does with ``n_inner``.
+repeat short work inside one window and divide, as the profiler does with ``n_inner``
+(:meth:`EnergyMeter.repeat` does it: ``energy_per_call_j``).
 
 Windows may overlap or nest under different names. The samplers poll while a window is open (or
 for the whole of ``with meter:``); the first window to open waits one counter update period first
@@ -30,15 +31,15 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import polars as pl
 
 from llm_energy.errors import UserError, bad_value
 from llm_energy.measure.integrate import window_energy
-from llm_energy.measure.profiler import _source_label, auto_min_window
+from llm_energy.measure.profiler import MAX_INNER, _source_label, auto_min_window
 from llm_energy.measure.samplers.base import MeteredDevice, PowerSampler, now
 from llm_energy.trials.schema import SAMPLE_SCHEMA, SOURCE_ESTIMATE, PowerSample, samples_frame
 
@@ -68,10 +69,15 @@ class Measurement:
     t_start_mono: float
     t_end_mono: float
     note: str = ""
+    n_calls: int = 1  # back-to-back calls inside the window (EnergyMeter.repeat), as a trial's n_inner
 
     @property
     def mean_w(self) -> float | None:
         return self.energy_j / self.time_s if self.energy_j is not None and self.time_s > 0 else None
+
+    @property
+    def energy_per_call_j(self) -> float | None:
+        return self.energy_j / self.n_calls if self.energy_j is not None else None
 
     @property
     def is_estimate(self) -> bool:
@@ -202,6 +208,19 @@ class EnergyMeter:
             self.cancel_window(name)
             raise
         w.measurement = self.end_window(name)
+
+    def repeat(self, name: str, fn: Callable[[], Any], *, max_calls: int = MAX_INNER) -> tuple[Measurement, list[Any]]:
+        """Call ``fn()`` back to back inside one window until the window lasts ``min_window_s`` (as
+        the profiler repeats a short trial ``n_inner`` times): work too short to meter on its own gets
+        an energy per call (``energy_per_call_j``). Returns the measurement and what ``fn`` returned."""
+        if max_calls < 1:
+            raise bad_value("max_calls", max_calls, "must be >= 1")
+        results: list[Any] = []
+        with self.window(name) as w:
+            t0 = self._open[name].t_start_mono
+            while not results or (time.monotonic() - t0 < self.min_window_s and len(results) < max_calls):
+                results.append(fn())
+        return replace(w.measurement, n_calls=len(results)), results
 
     @property
     def open_windows(self) -> tuple[str, ...]:
