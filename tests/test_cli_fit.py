@@ -140,3 +140,51 @@ def test_fits_file_with_a_bad_batch_is_refused(grid_store, tmp_path, capsys):
     assert main(["predict", str(f), "--tin", "8", "--tout", "8"]) == 2
     err = capsys.readouterr().err.strip()
     assert f"{f}: deployments[2].batch='x'" in err and len(err.splitlines()) == 1
+
+
+def test_report_takes_the_fits_and_fits_nothing(grid_store, tmp_path, monkeypatch):
+    from llm_energy.fit import forms
+    from llm_energy.fit.fits import load_fits
+    from llm_energy.report.markdown import write_report
+    from llm_energy.trials.store import load_trials
+
+    monkeypatch.setattr(forms, "fit_deployments", lambda *a, **k: pytest.fail("write_report fitted models"))
+    trials = load_trials([str(grid_store / "store")])
+    path = write_report(trials, load_fits(grid_store / "fits.json"), tmp_path / "r", stores=["STORE"])
+    md = path.read_text()
+    assert md.startswith("# llm-energy report") and "Stores: STORE; 566 measured trials, 7 deployments." in md
+    assert "| Llama-2-7b-chat-hf@swing-a100x1/hf-nocache/b1 | NVIDIA A100-SXM4-40GB |" in md
+
+
+STAGE_FLOORS = {  # a stage may import only from the stages listed (and itself)
+    "trials": {"trials"},
+    "fit": {"fit", "trials"},
+    "report": {"report", "fit", "trials", "measure"},
+}
+
+
+def test_stage_imports_run_down_the_floors():
+    """trials <- fit <- report: no module imports from a stage above it (cli included), even inside
+    a function."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "llm_energy"
+    for stage, allowed in STAGE_FLOORS.items():
+        for f in sorted((root / stage).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text())):
+                mods = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                    [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                for m in mods:
+                    parts = m.split(".")
+                    if parts[0] != "llm_energy" or len(parts) < 2 or parts[1] in ("errors", "io"):
+                        continue
+                    assert parts[1] in allowed, f"{f.relative_to(root)} imports {m}"
+
+
+def test_show_prints_an_imported_store_without_prefill_or_net_energy(grid_store, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    capsys.readouterr()
+    assert main(["show", str(grid_store / "store"), "--limit", "3"]) == 0  # prefill_s and energy_net_j are null
+    out = capsys.readouterr().out
+    assert "566 trials" in out and "i8-o8-b1" in out and "... 563 more rows" in out

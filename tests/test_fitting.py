@@ -210,3 +210,83 @@ def test_predict_refuses_a_batch_the_deployment_was_not_fitted_at(auto_fits):
     assert predict(auto_fits, key, [8], [8], [1])["batch"].to_list() == [1]
     with pytest.raises(UserError, match="batch=4.*fitted at batch 1 only"):
         predict(auto_fits, key, [8], [8], [4])
+
+
+def _with_idle(trials, watts=(80.0, 90.0, 130.0)):
+    """Trials split into three sweeps with different idle baselines (and a fourth that measured none)."""
+    sweep = np.arange(trials.height) % 4
+    return trials.with_columns(pl.Series("sweep_id", [f"s{i}" for i in sweep]),
+                               pl.Series("idle_w", np.array([*watts, np.nan])[sweep]).fill_nan(None))
+
+
+def test_save_load_save_is_byte_identical(auto_fits, paper_fits, grid_trials, reference, tmp_path):
+    """The typed records write back exactly the objects they were read from (fits.json unchanged)."""
+    from llm_energy.fit.fits import paper_fits_from_coefficients
+
+    pooled = fit_deployments(_with_idle(grid_trials.filter(pl.col("model") == "falcon-7b")), FitOptions(pool_batch=True))
+    published = paper_fits_from_coefficients(reference / "wilkins2024" / "coefficients.json")
+    for fits in (auto_fits, paper_fits, pooled, published):
+        a, b = tmp_path / "a.json", tmp_path / "b.json"
+        save_fits(fits, a)
+        save_fits(load_fits(a), b)
+        assert a.read_text() == b.read_text()
+
+
+def test_idle_power_is_carried_into_the_fits_file(grid_trials, tmp_path):
+    one = _with_idle(grid_trials.filter(pl.col("model") == "Llama-2-7b-chat-hf"))
+    fits = fit_deployments(one, FitOptions(form="paper"))
+    (d,) = fits.deployments.values()
+    assert d.idle_w == pytest.approx(90.0)  # the median over the three sweeps that measured one
+    p = tmp_path / "fits.json"
+    save_fits(fits, p)
+    doc = json.loads(p.read_text())
+    assert doc["deployments"][0]["idle_w"] == pytest.approx(90.0)
+    assert load_fits(p).deployments[d.deployment].idle_w == pytest.approx(90.0)
+    # imported data without an idle baseline: None, written as null
+    (imp,) = fit_deployments(grid_trials.filter(pl.col("model") == "Llama-2-7b-chat-hf"),
+                             FitOptions(form="paper")).deployments.values()
+    assert imp.idle_w is None
+    # an old fits file without the key still loads, with idle_w None
+    del doc["deployments"][0]["idle_w"]
+    p.write_text(json.dumps(doc))
+    assert load_fits(p).deployments[d.deployment].idle_w is None
+    for bad in (-1, "80 W", True, float("inf")):
+        doc["deployments"][0]["idle_w"] = bad
+        p.write_text(json.dumps(doc))
+        with pytest.raises(UserError, match=re.escape(str(p)) + r".*deployments\[0\]\.idle_w="):
+            load_fits(p)
+
+
+def test_deployment_key_is_one_definition_for_scalars_and_frames():
+    from llm_energy.fit.fits import deployment_key, deployment_key_expr
+
+    rows = pl.DataFrame({"model": ["m", "m", "m", "m"], "node_type": ["h100", "cpu", "cpu", "a100"],
+                         "n_gpus": [4, 0, None, 1], "backend": ["static", "cache", "cache", "cache"],
+                         "batch": [1, 8, 2, 16]}, schema_overrides={"n_gpus": pl.Int32, "batch": pl.Int32})
+    keys = rows.select(deployment_key_expr().alias("k"), deployment_key_expr(pool_batch=True).alias("p"))
+    want = [deployment_key(r["model"], r["node_type"], r["n_gpus"], r["backend"], r["batch"])
+            for r in rows.iter_rows(named=True)]
+    assert keys["k"].to_list() == want == ["m@h100x4/static/b1", "m@cpu/cache/b8", "m@cpu/cache/b2", "m@a100x1/cache/b16"]
+    assert keys["p"].to_list() == [deployment_key(r["model"], r["node_type"], r["n_gpus"], r["backend"], "*")
+                                   for r in rows.iter_rows(named=True)]
+
+
+def test_find_fit_by_key_or_by_parts():
+    from llm_energy.fit.fits import DeploymentFit, DeploymentKey, FitsFile, TargetModel, deployment_key, find_fit
+
+    def dep(model, node, gpus):
+        key = deployment_key(model, node, gpus, "cache", 1)
+        t = TargetModel("paper", ["tin"], [1.0])
+        return key, DeploymentFit(key, model, node, gpus, "cache", 1, {"energy_j": t, "runtime_s": t})
+
+    fits = FitsFile(dict([dep("m", "cpu", 0), dep("m", "cpu2", 0), dep("m", "h100", 1), dep("m", "h100", 2)]))
+    assert find_fit(fits, "m@h100x2/cache/b1").n_gpus == 2
+    # by parts: a node type is never matched by its prefix (cpu is not cpu2), the GPU count is part of it
+    assert find_fit(fits, DeploymentKey("m", "cpu", None, "cache", 1)).deployment == "m@cpu/cache/b1"
+    assert find_fit(fits, DeploymentKey("m", "h100", 1, "cache", 1)).deployment == "m@h100x1/cache/b1"
+    with pytest.raises(UserError, match=r"m@h100\[xN\]/cache/b1.*matches m@h100x1/cache/b1, m@h100x2/cache/b1"):
+        find_fit(fits, DeploymentKey("m", "h100", None, "cache", 1))
+    with pytest.raises(UserError, match=r"F\.json: deployment='m@h100x1/cache/b4' not in the fits file; it has: m@cpu"):
+        find_fit(fits, DeploymentKey("m", "h100", 1, "cache", 4), source="F.json")
+    with pytest.raises(UserError, match=r"deployment='nope' not in the fits file"):
+        find_fit(fits, "nope")
