@@ -85,7 +85,9 @@ def main() -> int:
     from llm_energy.cli.plan import PlanRequest, run_plan
     from llm_energy.fit.fits import load_fits_any
     from llm_energy.plan.deployments import load_deployments
-    from llm_energy.plan.solve.planner import Planner, per_query_problem, problem_from_fits
+    from llm_energy.plan.solve.planner import Planner
+    from llm_energy.plan.costs import problem_from_fits
+    from llm_energy.plan.problem import per_query_problem
     from llm_energy.plan.workload import Workload, aggregate, load_workload, save_workload
 
     with tempfile.TemporaryDirectory() as d:

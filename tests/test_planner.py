@@ -8,19 +8,11 @@ import pytest
 
 from llm_energy.plan.deployments import load_deployments, parse_deployments
 from llm_energy.errors import UserError
-from llm_energy.plan.solve.planner import (
-    InfeasiblePlan,
-    Planner,
-    binned_problem,
-    binning_report,
-    lagrangian_bound,
-    make_problem,
-    per_query_problem,
-    problem_from_fits,
-    realise_bins,
-    share_certificate,
-    share_duals,
-)
+from llm_energy.plan.solve.planner import Planner
+from llm_energy.plan.solve.duals import lagrangian_bound, share_certificate, share_duals
+from llm_energy.plan.binning import binned_problem, binning_report, realise_bins
+from llm_energy.plan.costs import problem_from_fits
+from llm_energy.plan.problem import InfeasiblePlan, make_problem, per_query_problem
 from llm_energy.plan.workload import Workload, aggregate, bin_classes, synth_workload
 
 REPO = Path(__file__).resolve().parents[1]
@@ -312,7 +304,7 @@ def test_bad_parameters_and_missing_solver(monkeypatch):
         Planner(p).solve(1.5)
     with pytest.raises(UserError, match="--solver='cplex'"):
         Planner(p, solver="cplex")
-    monkeypatch.setattr("llm_energy.plan.solve.planner.solver_available", lambda name: False)
+    monkeypatch.setattr("llm_energy.plan.solve.solvers.solver_available", lambda name: False)
     with pytest.raises(UserError, match=r"glpsol is not on PATH; install it with `make glpk`"):
         Planner(p)
 

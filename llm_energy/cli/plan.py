@@ -205,17 +205,10 @@ def run_plan(req: PlanRequest) -> PlanOutcome:
     """Load, aggregate, predict, solve, compare and write: the whole ``plan`` command without printing."""
     from llm_energy.plan.baselines import baselines
     from llm_energy.plan.deployments import load_deployments
-    from llm_energy.plan.solve.planner import (
-        NEGATIVE_POLICIES,
-        Planner,
-        binned_problem,
-        binning_report,
-        check_solver,
-        handle_negative,
-        predict_matrix,
-        problem_from_fits,
-        realise_bins,
-    )
+    from llm_energy.plan.solve.planner import Planner
+    from llm_energy.plan.solve.solvers import check_solver
+    from llm_energy.plan.binning import binned_problem, binning_report, realise_bins
+    from llm_energy.plan.costs import NEGATIVE_POLICIES, handle_negative, predict_matrix, problem_from_fits
     from llm_energy.plan.workload import aggregate, bin_classes, load_workload, parse_column_mapping
 
     t: dict[str, float] = {}

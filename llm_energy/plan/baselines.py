@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llm_energy.plan.solve.planner import PlanProblem
+from llm_energy.plan.problem import PlanProblem
 
 
 @dataclass(frozen=True)

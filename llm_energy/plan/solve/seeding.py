@@ -1,0 +1,244 @@
+"""Seeding: which columns the first master holds, so that the solver sees a small problem.
+
+The LP optimum of the share-only problem is fixed by K deployment prices: each class goes to the
+deployment minimising cost - price. Estimating those prices in numpy (:func:`dual_prices`, the
+entropy-smoothed Lagrangian dual) tells us which classes sit near a tie (:func:`near_ties`): only
+they need to be master rows; every other class is fixed to its best column. A share-feasible repair
+(:func:`share_repair`) adds the columns that make the first master feasible without slack. Nothing
+here affects *correctness*: the loop certifies optimality and prices in whatever is missing; the
+seed only decides how much work that takes. :func:`single_threaded_blas` exists because these many
+tiny numpy calls were 5-10x slower with OpenBLAS's thread pools spinning on a small, busy machine.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+
+from llm_energy.plan.problem import PlanProblem, Row, row_coefficients
+from llm_energy.plan.solve.duals import RowDuals, lagrangian_costs
+
+
+@contextmanager
+def single_threaded_blas():
+    """Run a block with the OpenBLAS libraries numpy and scipy bundle limited to one thread.
+
+    dual_prices makes hundreds of tiny BLAS calls (inside L-BFGS-B); on a small, busy machine OpenBLAS's
+    thread pools spin and slow them 5-10x (measured on 2 shared cores). Found through the process's
+    loaded libraries with ctypes; a no-op where they cannot be found (threadpoolctl would do the same).
+    """
+    import ctypes
+
+    libs = []
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {fields[-1] for fields in map(str.split, f)
+                     if len(fields) >= 6 and "openblas" in fields[-1] and ".so" in fields[-1]}
+        for path in sorted(paths):
+            lib = ctypes.CDLL(path)
+            for get, put in (("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+                             ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                             ("openblas_get_num_threads", "openblas_set_num_threads")):
+                if hasattr(lib, get) and hasattr(lib, put):
+                    n = int(getattr(lib, get)())
+                    getattr(lib, put)(ctypes.c_int(1))
+                    libs.append((getattr(lib, put), n))
+                    break
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        for put, n in libs:
+            put(ctypes.c_int(n))
+
+
+def _dual_rows(p: PlanProblem) -> list[Row]:
+    """The non-class rows :func:`dual_prices` prices, in its variable order."""
+    K = p.n_deployments
+    rows = [Row("share_lo", k) for k in range(K) if p.share_lo[k] > 0]
+    rows += [Row("share_hi", k) for k in range(K)]
+    rows += [Row("capacity", int(k)) for k in np.flatnonzero(np.isfinite(p.capacity_s))]
+    rows += [Row("budget", 0)] if p.energy_budget_j is not None else []
+    rows += [Row("floor", 0)] if p.accuracy_floor is not None else []
+    return rows
+
+
+class _SmoothedDual:
+    """The entropy-smoothed Lagrangian dual of ``p`` under ``cost``, over v = |y| >= 0 (one per row)."""
+
+    def __init__(self, p: PlanProblem, cost: np.ndarray, rows: list[Row]) -> None:
+        self.cost, self.K = cost, p.n_deployments
+        n = float(p.count.sum())
+        self.sign = np.array([1.0 if r.sense == ">=" else -1.0 for r in rows])
+        self.b = np.array([r.rhs(p) for r in rows]) / n
+        self.dep = np.array([r.deployment for r in rows])
+        self.kinds = np.array([r.kind for r in rows])
+        self.is_share = np.isin(self.kinds, ("share_lo", "share_hi"))
+        self.is_cap = self.kinds == "capacity"
+        self.coefs = row_coefficients(p)
+        fin = np.where(np.isfinite(cost), cost, np.nan)
+        spread = float(np.nanmedian(np.nanmax(fin, axis=1) - np.nanmin(fin, axis=1)))
+        self.spread = spread if spread > 0 else 1.0
+
+    def maximise(self, rows: np.ndarray, w: np.ndarray, tau: float, v0: np.ndarray, maxiter: int) -> np.ndarray:
+        """L-BFGS-B from ``v0`` on classes ``rows`` (weights ``w``) at temperature tau x the cost spread."""
+        from scipy.optimize import minimize
+
+        r = minimize(self._negated(rows, w, tau * self.spread), v0, jac=True, method="L-BFGS-B",
+                     bounds=[(0, None)] * len(v0), options={"maxiter": maxiter, "gtol": 1e-12, "ftol": 1e-15})
+        return r.x
+
+    def _negated(self, rows: np.ndarray, w: np.ndarray, t: float):
+        """-dual and its gradient in v, for the minimiser."""
+        sign, b, dep, kinds, is_share, is_cap, K = (self.sign, self.b, self.dep, self.kinds, self.is_share,
+                                                   self.is_cap, self.K)
+        c = self.cost[rows]
+        rn = self.coefs["capacity"][rows] if is_cap.any() else None
+        en = self.coefs["budget"][rows] if "budget" in kinds else None
+        an = self.coefs["floor"][rows] if "floor" in kinds else None
+
+        def f(v: np.ndarray):
+            y = sign * v
+            share = np.bincount(dep[is_share], weights=y[is_share], minlength=K)
+            term = np.broadcast_to(share, c.shape)
+            if rn is not None:
+                cap = np.zeros(K)
+                cap[dep[is_cap]] = y[is_cap]
+                term = term + cap[None, :] * rn
+            if en is not None:
+                term = term + y[kinds == "budget"][0] * en
+            if an is not None:
+                term = term + y[kinds == "floor"][0] * an
+            a = (term - c) / t
+            m = a.max(axis=1)
+            e = np.exp(a - m[:, None])
+            s = e.sum(axis=1)
+            pi = e * (w / s)[:, None]  # count-weighted assignment probabilities
+            # elementwise sums, not BLAS: a multithreaded gemv leaves OpenBLAS threads spinning on
+            # 2 busy cores and slowed this loop 5-10x
+            g = -t * float(np.sum(w * (m + np.log(s)))) + float(np.sum(y * b))
+            grad_y = b.copy()
+            nk = pi.sum(axis=0)
+            grad_y[is_share] -= nk[dep[is_share]]
+            if rn is not None:
+                grad_y[is_cap] -= (pi * rn).sum(axis=0)[dep[is_cap]]
+            if en is not None:
+                grad_y[kinds == "budget"] -= (pi * en).sum()
+            if an is not None:
+                grad_y[kinds == "floor"] -= (pi * an).sum()
+            return -g, -(sign * grad_y)
+
+        return f
+
+
+def dual_prices(p: PlanProblem, cost: np.ndarray, *, sample: int = 2000, seed: int = 0) -> RowDuals:
+    """Estimated duals of every non-class row (share, capacity, budget, floor): a starting point only.
+
+    Maximises the entropy-smoothed Lagrangian dual
+    sum_c n_c softmin_tau(cost[c, :] - (y A)[c, :]) + y b over y with each row's sign (>= rows y >= 0,
+    <= rows y <= 0), by L-BFGS-B with bounds while annealing tau down to 1e-4 of the typical cost
+    spread (first on a count-weighted sample of at most ``sample`` classes, then on all). The solver's
+    duals or :func:`share_certificate` certify optimality afterwards; these only choose what it sees.
+    """
+    C, K = cost.shape
+    rows = _dual_rows(p)
+    if C == 0 or (K == 1 and len(rows) <= 2):
+        return RowDuals({row: 0.0 for row in rows})
+    dual = _SmoothedDual(p, cost, rows)
+    n = float(p.count.sum())
+    v = np.zeros(len(rows))
+    taus: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)
+    with single_threaded_blas():
+        if C > sample:
+            idx = np.random.default_rng(seed).choice(C, sample, replace=False, p=p.count / n)
+            for tau in taus[:3]:
+                v = dual.maximise(idx, np.full(sample, 1.0 / sample), tau, v, 200)
+            taus = taus[2:]
+        for tau in taus:
+            v = dual.maximise(np.arange(C), p.count / n, tau, v, 40 if C > sample else 300)
+    return RowDuals({row: float(sg * vi) for row, sg, vi in zip(rows, dual.sign, v)})
+
+
+def seed_columns(p: PlanProblem, zeta: float, min_classes: int) -> np.ndarray:
+    """A zeta's starting columns (C, K bool): each class's near ties under estimated duals (at least
+    ``min_classes`` classes with two candidates), plus the columns of a share-feasible repair, so the
+    first master is small and starts feasible."""
+    cost = p.cost(zeta)
+    red = lagrangian_costs(p, cost, dual_prices(p, cost), clip=False)
+    return near_ties(red, min_classes) | (share_repair(red, p.count, p.share_lo, p.share_hi) > 0)
+
+
+def near_ties(red: np.ndarray, min_classes: int) -> np.ndarray:
+    """Candidate columns (C, K bool): each class's best column(s) under ``red``, plus every column within
+    delta of it, delta the least gap giving at least ``min_classes`` classes two candidates."""
+    C, K = red.shape
+    best = red.min(axis=1)
+    gap = red - best[:, None]
+    scale = float(np.abs(red[np.isfinite(red)]).max(initial=0.0))
+    delta = 1e-9 * (scale + 1.0)
+    if K > 1 and C and min_classes > 0:
+        second = np.partition(gap, 1, axis=1)[:, 1]
+        finite = second[np.isfinite(second)]
+        m = min(finite.size, min_classes)
+        if m > 0:
+            delta = max(delta, float(np.partition(finite, m - 1)[m - 1]))
+    return gap <= delta
+
+
+def share_repair(red: np.ndarray, count: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """An assignment (C, K counts) meeting the share bounds, near argmin_K ``red`` (reduced costs).
+
+    Starts from each class on its best column; then every deployment below its lower bound takes
+    queries from deployments above theirs, and every deployment over its upper bound gives queries to
+    deployments below theirs, cheapest moves (least increase in ``red``) first. Its columns seed the
+    master so the solver starts from a feasible point (the elastic slacks stay at 0).
+    """
+    C, K = red.shape
+    x = np.zeros((C, K), dtype=np.int64)
+    best = np.argmin(red, axis=1)
+    x[np.arange(C), best] = count
+    n = x.sum(axis=0)
+    for k in np.argsort(n):
+        need = int(lo[k] - n[k])
+        if need <= 0:
+            continue
+        src = np.argmax(x, axis=1)  # each class's main deployment
+        move = red[:, k] - red[np.arange(C), src]
+        ok = np.isfinite(move) & (src != k)
+        for c in np.flatnonzero(ok)[np.argsort(move[ok], kind="stable")]:
+            j = src[c]
+            take = min(need, int(x[c, j]), int(n[j] - lo[j]))
+            if take <= 0:
+                continue
+            x[c, j] -= take
+            x[c, k] += take
+            n[j] -= take
+            n[k] += take
+            need -= take
+            if need == 0:
+                break
+    for k in np.argsort(-n):
+        extra = int(n[k] - hi[k])
+        if extra <= 0:
+            continue
+        rows = np.flatnonzero(x[:, k])
+        alt = np.where(np.arange(K)[None, :] == k, np.inf, red[rows])
+        dest = np.argmin(alt, axis=1)
+        move = alt[np.arange(len(rows)), dest] - red[rows, k]
+        for i in np.argsort(move, kind="stable"):
+            c, j = rows[i], dest[i]
+            if not np.isfinite(move[i]):
+                break
+            take = min(extra, int(x[c, k]), int(hi[j] - n[j]))
+            if take <= 0:
+                continue
+            x[c, k] -= take
+            x[c, j] += take
+            n[k] -= take
+            n[j] += take
+            extra -= take
+            if extra == 0:
+                break
+    return x
