@@ -243,3 +243,18 @@ def test_repeat_fills_the_minimum_window_and_divides():
     with pytest.raises(UserError, match="max_calls"):
         meter.repeat("none", lambda: None, max_calls=0)
     s.close()
+
+
+def test_meter_leaves_what_it_was_given_and_closes_what_it_found(gpus, tmp_path):
+    _, sampler = gpus
+    sampler.start()  # the caller's own polling
+    meter = EnergyMeter([sampler], min_window_s=0.5)
+    with meter.window("w"):
+        time.sleep(0.1)
+    meter.close()
+    assert sampler.running  # not the meter's to stop
+    sampler.stop()
+    nv = FakeNvml()
+    with pytest.raises(UserError, match="gpu7"):
+        EnergyMeter(nvml=nv, powercap_root=tmp_path / "none", devices=["gpu7"])
+    assert nv.shutdowns == 1  # what discovery opened is closed again when the meter refuses

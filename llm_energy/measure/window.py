@@ -134,6 +134,24 @@ class EnergyMeter:
 
             samplers = discover_samplers(self.node, gpu_indices=gpu_indices, period_s=period_s, cpu=cpu, **discover)
         self.samplers = list(samplers)
+        try:
+            self._choose(devices, min_window_s)
+        except UserError:
+            if self._owned:
+                for s in self.samplers:
+                    s.close()
+            raise
+        self.sync = sync
+        self.session = uuid.uuid4().hex[:12]
+        self._open: dict[str, _Open] = {}
+        self._held = False  # polling kept on by start()/with meter
+        self._started: list[PowerSampler] = []  # samplers this meter started (and so stops)
+        self._frame = pl.DataFrame(schema=SAMPLE_SCHEMA)
+        self._lock = threading.RLock()
+        self._closed = False
+
+    def _choose(self, devices: Sequence[str] | None, min_window_s: float | None) -> None:
+        """The devices energy_j sums, their label and update period, and the minimum window."""
         if not self.samplers:
             raise UserError("no power meter on this node (no NVML GPU, no readable RAPL, estimate not allowed)")
         self.metered: list[MeteredDevice] = [d for s in self.samplers for d in s.devices()]
@@ -150,14 +168,6 @@ class EnergyMeter:
             raise bad_value("min_window_s", min_window_s, f"below {FLOOR_PERIODS} meter update periods "
                             f"({floor:g} s on {self.energy_source}): energy over a shorter window cannot be trusted")
         self.min_window_s = float(min_window_s) if min_window_s is not None else auto_min_window(self._mine)
-        self.sync = sync
-        self.session = uuid.uuid4().hex[:12]
-        self._open: dict[str, _Open] = {}
-        self._held = False  # polling kept on by start()/with meter
-        self._started: list[PowerSampler] = []  # samplers this meter started (and so stops)
-        self._frame = pl.DataFrame(schema=SAMPLE_SCHEMA)
-        self._lock = threading.RLock()
-        self._closed = False
 
     # ---- windows ---------------------------------------------------------------------------
     def begin_window(self, name: str) -> None:
@@ -173,6 +183,7 @@ class EnergyMeter:
             c0 = self._read_counters()
             _, t0 = now()
             self._open[name] = _Open(t0, tuple(c0))
+            self._prune()  # drains the samplers: a long-held meter does not pile up readings
 
     def end_window(self, name: str) -> Measurement:
         """Close window ``name`` and return its :class:`Measurement`."""
@@ -269,11 +280,12 @@ class EnergyMeter:
             raise UserError(f"no open window {name!r} (open: {', '.join(self._open) or 'none'})") from None
 
     def _poll_on(self) -> None:
+        for s in self.samplers:  # counter update points between the edges (see integrate)
+            s.poll_counters = True
         idle = [s for s in self.samplers if not s.running]
         if not idle:
             return
         for s in idle:
-            s.poll_counters = True
             s.start()
         self._started.extend(idle)
         # one reading (and one counter update) before the first window's start edge
@@ -334,7 +346,7 @@ class EnergyMeter:
         nodes = sorted({s.node for s in self.samplers})
         win = pl.DataFrame({"trial_id": ["w"] * len(nodes), "node": nodes, "session": [self.session] * len(nodes),
                             "t_start_mono": [t0] * len(nodes), "t_end_mono": [t1] * len(nodes)})
-        e = window_energy(self._frame, win)
+        e = window_energy(self._frame.filter(pl.col("t_mono") >= t0 - HISTORY_S), win)
         # per device: the counter where one exists, else the trapezoid (as the profiler chooses)
         e = e.sort(pl.col("method") != "counter").unique("device", keep="first", maintain_order=True)
         return {r["device"]: r for r in e.iter_rows(named=True)}
