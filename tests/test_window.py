@@ -13,22 +13,7 @@ from llm_energy.measure.samplers.rapl import RaplSampler
 from llm_energy.measure.window import EnergyMeter, Measurement
 from tests.fakes.fake_pynvml import UPDATE_S, FakeNvml, NoDriverNvml
 from tests.fakes.powercap import MAX_RANGE_UJ, make_powercap
-
-
-class RealtimeNvml(FakeNvml):
-    """The fake NVML on time.monotonic (t = 0 at construction); counters still step every 100 ms."""
-
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-        super().__init__()
-
-    @property
-    def now(self) -> float:
-        return time.monotonic() - self.t0
-
-    @now.setter
-    def now(self, _: float) -> None:
-        pass
+from tests.test_multi_gpu import RealtimeNvml  # the fake NVML on a real-time clock
 
 
 @pytest.fixture
