@@ -56,9 +56,20 @@ def sweep(cfg: PipelineConfig, *, live: bool | None = None) -> None:
 
 
 def fit(cfg: PipelineConfig) -> None:
+    """Fit every deployment of the store with the default forms (chosen by held-out error)."""
+    from llm_energy.fit.fits import save_fits
+    from llm_energy.fit.forms import fit_deployments
+    from llm_energy.report.tables import fits_table, stdout_console
+    from llm_energy.trials.store import load_trials
+
     p = paths(cfg)
-    if cli(["fit", str(p["store"]), "--out", str(p["fits"])]) != 0:
-        raise UserError("fit failed")
+    fits = fit_deployments(load_trials([str(p["store"])]), source=str(p["store"]))
+    save_fits(fits, p["fits"])
+    con = stdout_console()
+    con.print(fits_table(fits))
+    for s in fits.skipped:
+        con.print(f"skipped {s['deployment']}: {s['reason']}")
+    con.print(f"wrote {p['fits']}")
 
 
 def plan(cfg: PipelineConfig) -> None:
@@ -97,7 +108,12 @@ def plan(cfg: PipelineConfig) -> None:
 
 
 def report(cfg: PipelineConfig) -> None:
+    """The Markdown report with plots, from the store and the fits of the fit step."""
+    from llm_energy.fit.fits import load_fits
+    from llm_energy.report.markdown import write_report
+    from llm_energy.trials.store import load_trials
+
     p = paths(cfg)
-    if cli(["report", str(p["store"]), "--out", str(p["report"]), "--fits", str(p["fits"])]) != 0:
-        raise UserError("report failed")
-    print(f"report: {p['report'] / 'report.md'}")
+    store = str(p["store"])
+    path = write_report(load_trials([store]), load_fits(p["fits"]), p["report"], stores=[store])
+    print(f"report: {path}")

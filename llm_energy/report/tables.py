@@ -8,6 +8,7 @@ of :mod:`llm_energy.report.markdown` both render.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from typing import Iterator
 
@@ -20,8 +21,15 @@ from llm_energy.fit.fits import DeploymentFit, FitsFile, TargetModel
 from llm_energy.fit.records import Candidate
 
 
+NON_TTY_WIDTH = 200  # a job log, a pipe or a file: wide enough that no table is cut
+
+
 def stdout_console() -> Console:
-    return Console(file=sys.stdout)
+    """The console tables print to: a terminal's own width; elsewhere (a Ray job's log, a pipe, a file)
+    ``$COLUMNS`` if set, else :data:`NON_TTY_WIDTH`, so columns are never cut to a few characters."""
+    if sys.stdout.isatty():
+        return Console(file=sys.stdout)
+    return Console(file=sys.stdout, width=int(os.environ.get("COLUMNS") or 0) or NON_TTY_WIDTH)
 
 
 def fmt_duration(s: float | None) -> str:
