@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.bench_planner [--n 1000000] [--deployments 16] [--bins 24]
                                                  [--per-query-n 10000] [--per-query-solver glpk|highs]
 
-End to end with GLPK (``llm-energy plan`` in process: load Parquet, aggregate, predict, build, solve,
-baselines, write), exact and binned; prints wall times per stage, the binned plan's objective gap
+End to end with GLPK (``llm_energy.plan.run.run``, what ``llm-energy plan`` calls: load Parquet,
+aggregate, predict, build, solve, baselines, write), exact and binned; prints wall times per stage, the binned plan's objective gap
 against the exact optimum (and the bound it reported), and, on the first --per-query-n queries, the
 per-query formulation (one variable per query and deployment, all handed to the solver) against our
 class + column-generation solve: wall-time ratio and the two optima (they must be equal).
@@ -82,12 +82,12 @@ def main() -> int:
         print(f"skipped: {AZURE} not found")
         return 0
 
-    from llm_energy.cli.plan import PlanRequest, run_plan
     from llm_energy.fit.fits import load_fits_any
     from llm_energy.plan.deployments import load_deployments
     from llm_energy.plan.solve.planner import Planner
     from llm_energy.plan.costs import problem_from_fits
     from llm_energy.plan.problem import per_query_problem
+    from llm_energy.plan.run import PlanRequest, run
     from llm_energy.plan.workload import Workload, aggregate, load_workload, save_workload
 
     with tempfile.TemporaryDirectory() as d:
@@ -99,21 +99,21 @@ def main() -> int:
         print(f"workload: {args.n} queries resampled from {AZURE.name} ({trace.n_queries} queries, "
               f"{aggregate(trace).n_classes} distinct pairs); {args.deployments} deployments; zeta={args.zeta}")
 
-        def plan(**kw) -> tuple[float, dict]:
+        def plan(**kw):
             req = PlanRequest(fits=str(fits_path), deployments=str(dep_path), workload=str(wl_path),
                               out=str(tmp / kw.pop("out")), zeta=args.zeta, **kw)
             t0 = time.perf_counter()
-            s = run_plan(req).summary
+            s = run(req).summary
             return time.perf_counter() - t0, s
 
         wall, exact = plan(out="exact", solver="glpk")
-        t = exact["timings_s"]
+        t = exact.timings_s
         print(f"\nexact, GLPK: {wall:.2f} s end to end  [load {t['load']:.2f}, aggregate {t['aggregate']:.2f}, "
-              f"predict {t['predict']:.2f}, solve {t['solve']:.2f} (Pyomo build {exact['build_s']:.2f}, GLPK "
-              f"{exact['solve_s']:.2f} in {exact['solver_calls']} calls, largest master {exact['master_classes']} "
-              f"classes / {exact['master_columns']} columns), baselines {t['baselines']:.2f}, write {t['write']:.2f}]")
-        print(f"  {exact['workload']['classes']} classes, status {exact['status']}, objective "
-              f"{exact['objective']:.6f}, energy {exact['energy_j'] / 1e6:.3f} MJ, accuracy {exact['accuracy']:.3f}")
+              f"predict {t['predict']:.2f}, solve {t['solve']:.2f} (Pyomo build {exact.build_s:.2f}, GLPK "
+              f"{exact.solve_s:.2f} in {exact.solver_calls} calls, largest master {exact.master_classes} "
+              f"classes / {exact.master_columns} columns), baselines {t['baselines']:.2f}, write {t['write']:.2f}]")
+        print(f"  {exact.workload.classes} classes, status {exact.status}, objective "
+              f"{exact.objective:.6f}, energy {exact.energy_j / 1e6:.3f} MJ, accuracy {exact.accuracy:.3f}")
         print(f"  goal < 5 s: {'met' if wall < 5 else 'NOT met'}")
 
         cmd = [sys.executable, "-m", "llm_energy.cli", "plan", "--fits", str(fits_path), "--deployments",
@@ -122,39 +122,39 @@ def main() -> int:
         t0 = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
         wall_cli = time.perf_counter() - t0
-        ok = r.returncode == 0 and abs(json.loads(r.stdout)["objective"] - exact["objective"]) < 1e-6 * abs(
-            exact["objective"])
+        ok = r.returncode == 0 and abs(json.loads(r.stdout)["objective"] - exact.objective) < 1e-6 * abs(
+            exact.objective)
         print(f"  as a fresh `llm-energy plan` process (interpreter start and imports included): {wall_cli:.2f} s"
               f"{'' if ok else ' (FAILED: ' + r.stderr.strip()[-300:] + ')'}")
 
         wall_b, binned = plan(out="binned", solver="glpk", bins=args.bins)
-        b = binned["binning"]
-        gap = (binned["objective"] - exact["objective"]) / abs(exact["objective"])
-        print(f"\nbinned ({args.bins}x{args.bins} log bins -> {b['bin_classes']} classes), GLPK: {wall_b:.2f} s end "
-              f"to end (solve {binned['timings_s']['solve']:.2f})")
-        print(f"  objective gap vs exact: {gap:.3e} (relative); reported bound {b['bound_rel']:.3e} "
-              f"(a priori {b['bound_a_priori'] / abs(exact['objective']):.3e}); "
-              f"{'within bound' if gap <= b['bound_rel'] + 1e-12 else 'BOUND VIOLATED'}")
+        b = binned.binning
+        gap = (binned.objective - exact.objective) / abs(exact.objective)
+        print(f"\nbinned ({args.bins}x{args.bins} log bins -> {b.bin_classes} classes), GLPK: {wall_b:.2f} s end "
+              f"to end (solve {binned.timings_s['solve']:.2f})")
+        print(f"  objective gap vs exact: {gap:.3e} (relative); reported bound {b.bound_rel:.3e} "
+              f"(a priori {b.bound_a_priori / abs(exact.objective):.3e}); "
+              f"{'within bound' if gap <= b.bound_rel + 1e-12 else 'BOUND VIOLATED'}")
 
-        busiest = sorted(exact["deployments"], key=lambda k: exact["deployments"][k]["runtime_s"])[-3:]
+        busiest = sorted(exact.deployments, key=lambda k: exact.deployments[k].runtime_s)[-3:]
         text = dep_path.read_text()
         for name in busiest:  # half the node-hours each needs when unconstrained
-            hours = 0.5 * exact["deployments"][name]["runtime_s"] / 3600
+            hours = 0.5 * exact.deployments[name].runtime_s / 3600
             text = text.replace(f"  - name: {name}\n", f"  - name: {name}\n    hours: {hours}\n")
         cap_path = tmp / "capacity.yaml"
         cap_path.write_text(text)
         t0 = time.perf_counter()
-        cap = run_plan(PlanRequest(fits=str(fits_path), deployments=str(cap_path), workload=str(wl_path),
-                                   out=str(tmp / "cap"), zeta=args.zeta, solver="glpk")).summary
+        cap = run(PlanRequest(fits=str(fits_path), deployments=str(cap_path), workload=str(wl_path),
+                              out=str(tmp / "cap"), zeta=args.zeta, solver="glpk")).summary
         wall_c = time.perf_counter() - t0
         print(f"\nexact with capacity rows on the 3 busiest deployments (MIP), GLPK: {wall_c:.2f} s end to end "
-              f"(solve {cap['timings_s']['solve']:.2f}, {cap['solver_calls']} calls, largest master "
-              f"{cap['master_classes']} classes); status {cap['status']}, proven gap {cap['gap']:.2e}, objective "
-              f"{cap['objective']:.3f} (unconstrained {exact['objective']:.3f})")
+              f"(solve {cap.timings_s['solve']:.2f}, {cap.solver_calls} calls, largest master "
+              f"{cap.master_classes} classes); status {cap.status}, proven gap {cap.gap:.2e}, objective "
+              f"{cap.objective:.3f} (unconstrained {exact.objective:.3f})")
 
         wall_h, highs = plan(out="highs", solver="highs")
-        print(f"\nexact, HiGHS: {wall_h:.2f} s end to end (solve {highs['timings_s']['solve']:.2f}); objective "
-              f"{highs['objective']:.6f} (GLPK {exact['objective']:.6f})")
+        print(f"\nexact, HiGHS: {wall_h:.2f} s end to end (solve {highs.timings_s['solve']:.2f}); objective "
+              f"{highs.objective:.6f} (GLPK {exact.objective:.6f})")
 
         if args.per_query_n:
             n = args.per_query_n

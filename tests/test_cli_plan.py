@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from llm_energy.cli import main
-from llm_energy.cli.plan import ASSIGNMENT_SCHEMA, PARETO_SCHEMA, PER_QUERY_SCHEMA
+from llm_energy.plan.outputs import ASSIGNMENT_SCHEMA, PARETO_SCHEMA, PER_QUERY_SCHEMA
 from llm_energy.plan.workload import load_workload
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,3 +243,32 @@ def test_nodes_without_hours_is_said_not_silently_ignored(tmp_path, capsys, hand
     s = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert any("small: nodes without hours sets no capacity limit" in x for x in s["warnings"])
     assert "nodes without hours" in out + err
+
+
+def test_plan_summary_is_the_json_and_run_is_the_cli(tmp_path, capsys, hand_fits):
+    from llm_energy.errors import UserError
+    from llm_energy.plan.run import PlanRequest
+    from llm_energy.plan.run import run as run_plan
+    from llm_energy.plan.summary import PlanSummary
+
+    fits, dep, w = hand_fits
+    rc, out, err = run(capsys, "plan", "--fits", fits, "--deployments", dep, "--workload", w, "--out",
+                       tmp_path / "p", "--pareto", "--pareto-steps", 3, "--bins", 4, "--json")
+    assert rc == 0, err
+    s = PlanSummary.load(tmp_path / "p")
+    assert s.to_dict() == json.loads(out) and s.to_json() == (tmp_path / "p" / "summary.json").read_text()
+    assert s.binning.bin_classes <= 16 and len(s.pareto) == 3 and s.deployments["big"].count > 0
+    assert PlanSummary.from_dict(s.to_dict()) == s
+    req = PlanRequest(fits=str(fits), deployments=str(dep), workload=str(w), out=str(tmp_path / "lib"),
+                      pareto_steps=3, bins=4)
+    outcome = run_plan(req)  # no plot function: no figure written or listed
+    lib = outcome.summary.to_dict()
+    assert "pareto_png" not in lib["files"] and not (tmp_path / "lib" / "pareto.png").exists()
+    for key in ("objective", "energy_j", "deployments", "baselines", "pareto", "binning"):
+        assert lib[key] == s.to_dict()[key]
+    assert outcome.x.sum() == s.workload.queries
+    with pytest.raises(UserError, match=r"--zeta=1\.5: must be in \[0, 1\]"):
+        PlanRequest(fits=str(fits), deployments=str(dep), workload=str(w), out=str(tmp_path / "x"), zeta=1.5)
+    with pytest.raises(UserError, match="--min-accuracy sets the objective itself; drop --zeta"):
+        PlanRequest(fits=str(fits), deployments=str(dep), workload=str(w), out=str(tmp_path / "x"), zeta=0.2,
+                    min_accuracy=50)

@@ -368,3 +368,15 @@ def test_deployments_yaml_parses_and_validates(tmp_path):
         load_deployments(f)
     with pytest.raises(UserError, match=r"--only='zz': unknown deployment"):
         d.select(["zz"])
+
+
+def test_solve_returns_shares_and_row_duals_that_prove_the_bound():
+    from llm_energy.plan.problem import Row
+    from llm_energy.plan.solve.planner import solve
+
+    cls, p = random_case(14, min_share=0.05)
+    s = solve(p, 0.4)
+    assert abs(s.shares.sum() - 1) < 1e-12 and np.array_equal(s.per_deployment, s.x.sum(axis=0))
+    assert all(isinstance(r, Row) for r in s.duals) and set(s.duals.named(p.names)) >= {"share_hi[d0]"}
+    bound, _ = lagrangian_bound(p, p.cost(0.4), s.duals)
+    assert rel_close(bound, s.lp_bound) and s.objective >= bound - 1e-9

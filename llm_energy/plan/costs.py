@@ -38,6 +38,18 @@ class NegativePredictions:
     policy: str
     examples: list[tuple[int, int]] = field(default_factory=list)
 
+    def to_dict(self) -> dict:
+        """As in summary.json: the examples as {tin, tout} records."""
+        return {"queries_energy": self.queries_energy, "queries_runtime": self.queries_runtime,
+                "by_deployment": self.by_deployment, "policy": self.policy,
+                "examples": [{"tin": a, "tout": b} for a, b in self.examples]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NegativePredictions:
+        return cls(queries_energy=d["queries_energy"], queries_runtime=d["queries_runtime"],
+                   by_deployment=d["by_deployment"], policy=d["policy"],
+                   examples=[(e["tin"], e["tout"]) for e in d["examples"]])
+
     def warning(self, n_queries: int) -> str | None:
         """One line for the plan's warnings (None when nothing was negative)."""
         if not self.queries_energy and not self.queries_runtime:

@@ -1,0 +1,314 @@
+"""The plan pipeline as one library call: :func:`run` (a :class:`PlanRequest`) -> :class:`PlanOutcome`.
+
+Load the deployments, fits and workload; aggregate the queries into classes; predict every class on
+every deployment; solve (exactly, or on bins with a bounded error; with an optional zeta sweep);
+compare with the baselines; write the plan directory. The CLI (``llm-energy plan``), the benchmarks,
+the Ray jobs and the demo all call this, so they all plan the same way.
+
+A :class:`PlanRequest` is checked once, when it is made: every later step trusts it. (Only what
+needs the files, e.g. ``--only`` naming a deployment the file lacks, is checked when they are read.)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
+
+from llm_energy.errors import UserError, bad_value
+from llm_energy.plan.costs import NegativePredictions, check_negative_policy, predicted_costs, problem_from_fits
+from llm_energy.plan.outputs import assignment_frame, pareto_frame, per_query_frame, plan_dir
+from llm_energy.plan.problem import PlanProblem, check_min_share, check_zeta
+from llm_energy.plan.solve.solvers import SolveSettings
+from llm_energy.plan.summary import (
+    BaselineSummary,
+    ConstraintsSummary,
+    Normalisation,
+    ParetoPoint,
+    PlanSummary,
+    WorkloadSummary,
+    deployment_summaries,
+    formulation_text,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llm_energy.plan.binning import BinningReport, Bins
+    from llm_energy.plan.deployments import DeploymentsFile
+    from llm_energy.plan.solve.planner import PlanSolution
+    from llm_energy.plan.workload import Workload, WorkloadClasses
+
+MODES = ("zeta", "min-accuracy", "max-energy")
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """Everything a plan needs, as the ``plan`` flags state it (see the CLI for meanings and units).
+
+    ``zeta`` None means the default 0.5, or what ``min_accuracy`` (zeta = 1: least energy above the
+    floor) or ``max_energy`` (zeta = 0: most accuracy within the budget) set; ``pareto_steps`` None: no
+    sweep. Checked here, once, with messages naming the flags (:class:`~llm_energy.errors.UserError`);
+    ``settings`` is the checked :class:`SolveSettings`.
+    """
+
+    fits: str
+    deployments: str
+    workload: str
+    out: str
+    columns: str | None = None
+    only: tuple[str, ...] | None = None
+    zeta: float | None = None
+    pareto_steps: int | None = None
+    min_accuracy: float | None = None
+    max_energy: float | None = None
+    energy_budget: float | None = None
+    min_share: float = 0.01
+    solver: str = "glpk"
+    method: str = "reduced"
+    time_limit_s: float = 60.0
+    mip_gap: float = 1e-4
+    bins: int | None = None
+    negative: str = "clip"
+    per_query: bool = False
+    seed: int = 0
+    settings: SolveSettings = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._check_objective()
+        check_min_share(self.min_share)
+        if self.pareto_steps is not None and self.pareto_steps < 2:
+            raise bad_value("--pareto-steps", self.pareto_steps, "must be >= 2")
+        if self.min_accuracy is not None and not math.isfinite(self.min_accuracy):
+            raise bad_value("--min-accuracy", self.min_accuracy, "must be a finite number")
+        for flag, v in (("--max-energy", self.max_energy), ("--energy-budget", self.energy_budget)):
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise bad_value(flag, v, "must be a positive number of joules")
+        if self.energy_budget is not None and self.max_energy is not None:
+            raise UserError("--max-energy is already a budget; drop --energy-budget")
+        if self.bins is not None and self.bins < 1:
+            raise bad_value("--bins", self.bins, "must be >= 1")
+        check_negative_policy(self.negative)
+        if Path(self.out).exists() and not Path(self.out).is_dir():  # before the solve, not after it
+            raise bad_value("--out", self.out, "is a file; the plan is a directory")
+        object.__setattr__(self, "settings", SolveSettings(solver=self.solver, method=self.method,
+                                                           time_limit_s=self.time_limit_s, mip_gap=self.mip_gap))
+
+    def _check_objective(self) -> None:
+        modes = [n for n, v in (("--min-accuracy", self.min_accuracy), ("--max-energy", self.max_energy))
+                 if v is not None]
+        if len(modes) > 1:
+            raise UserError("--min-accuracy and --max-energy exclude each other: choose one")
+        if modes and self.zeta is not None:
+            raise UserError(f"{modes[0]} sets the objective itself; drop --zeta")
+        if modes and self.pareto_steps is not None:
+            raise UserError(f"{modes[0]} and --pareto exclude each other")
+        if self.zeta is not None:
+            check_zeta(self.zeta)
+
+    @property
+    def mode(self) -> str:
+        """zeta | min-accuracy | max-energy."""
+        return "min-accuracy" if self.min_accuracy is not None else "max-energy" if self.max_energy is not None \
+            else "zeta"
+
+    @property
+    def chosen_zeta(self) -> float:
+        """The zeta of the plan: as given (default 0.5); 1 for min-accuracy, 0 for max-energy."""
+        return {"min-accuracy": 1.0, "max-energy": 0.0}.get(self.mode, 0.5 if self.zeta is None else self.zeta)
+
+    @property
+    def energy_budget_j(self) -> float | None:
+        """The energy budget row's J: ``max_energy`` in max-energy mode, else ``energy_budget``."""
+        return self.max_energy if self.mode == "max-energy" else self.energy_budget
+
+    def sweep_zetas(self) -> list[float]:
+        """The Pareto sweep's zetas (empty without one), the chosen zeta among them."""
+        if not self.pareto_steps:
+            return []
+        zetas = list(np.linspace(0.0, 1.0, self.pareto_steps))
+        if min(abs(z - self.chosen_zeta) for z in zetas) > 1e-12:
+            zetas = sorted(zetas + [self.chosen_zeta])  # the chosen point is on the front it is shown on
+        return zetas
+
+
+@dataclass
+class PlanOutcome:
+    """The result of :func:`run`: ``summary`` (as written to summary.json), ``files`` written by kind,
+    and what was solved: the ``problem`` on the exact classes, its ``classes``, the ``solution`` of the
+    solve (on bins with ``--bins``) and ``x`` (C, K), the plan on the exact classes."""
+
+    summary: PlanSummary
+    files: dict[str, str]
+    problem: PlanProblem
+    classes: WorkloadClasses
+    solution: PlanSolution
+    x: np.ndarray
+
+
+@dataclass
+class _Inputs:
+    deployments: DeploymentsFile
+    fits: object
+    workload: Workload
+
+
+@dataclass
+class _Solved:
+    solution: PlanSolution
+    x: np.ndarray
+    binning: BinningReport | None
+    pareto: list[ParetoPoint] = field(default_factory=list)
+
+
+class _Timer(dict):
+    """Seconds per stage, in the order the stages ran (summary.json's ``timings_s``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.t0 = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t1 = time.perf_counter()
+        yield
+        self[name] = time.perf_counter() - t1
+
+
+def _load(req: PlanRequest) -> _Inputs:
+    from llm_energy.fit.fits import load_fits_any
+    from llm_energy.plan.deployments import load_deployments
+    from llm_energy.plan.workload import load_workload, parse_column_mapping
+
+    deps = load_deployments(req.deployments)
+    if req.only:
+        deps = deps.select(list(req.only), "--only")
+    fits = load_fits_any(req.fits)
+    return _Inputs(deps, fits, load_workload(req.workload, parse_column_mapping(req.columns)))
+
+
+def _input_warnings(req: PlanRequest, inputs: _Inputs, neg: NegativePredictions) -> list[str]:
+    warnings = []
+    w = neg.warning(inputs.workload.n_queries)
+    if w:
+        warnings.append(w)
+    no_hours = [d.name for d in inputs.deployments.deployments if d.nodes is not None and d.hours is None]
+    if no_hours:
+        warnings.append(f"{req.deployments}: {', '.join(no_hours)}: nodes without hours sets no capacity limit "
+                        f"(capacity = nodes x hours x 3600 s); add hours to limit them")
+    return warnings
+
+
+def _solve(req: PlanRequest, problem: PlanProblem, bins: Bins | None, warnings: list[str]) -> _Solved:
+    """The plan for the chosen zeta and the sweep, on bins if asked (realised on the exact classes)."""
+    from llm_energy.plan.solve.planner import Planner
+
+    planner = Planner(problem if bins is None else bins.problem, req.settings)
+    zetas, zeta = req.sweep_zetas(), req.chosen_zeta
+    if zetas:
+        planner.prepare(zetas + [zeta])
+    sol = planner.solve(zeta)
+    out = _Solved(solution=sol, x=sol.x, binning=None)
+    if bins is not None:
+        out.x, moves = bins.realise(sol.x, zeta)
+        out.binning = bins.report(out.x, sol.x, zeta, moves, sol.duals)
+        broken = problem.violations(out.x)
+        if broken:
+            warnings.append(f"--bins {req.bins}: the binned plan, checked on exact predictions, breaks "
+                            f"{', '.join(broken)}")
+    for z in map(float, zetas):
+        s = planner.solve(z)
+        xs = s.x if bins is None else bins.realise(s.x, z)[0]
+        m = problem.metrics(xs)
+        out.pareto.append(ParetoPoint(zeta=z, status=s.status, objective=problem.objective(xs, z),
+                                      energy_j=m["energy_j"], accuracy=m["accuracy"], runtime_s=m["runtime_s"],
+                                      gap=s.gap))
+    return out
+
+
+def _summary(req: PlanRequest, problem: PlanProblem, solved: _Solved, baselines, neg: NegativePredictions,
+             warnings: list[str], n_queries: int, n_classes: int) -> PlanSummary:
+    sol, x = solved.solution, solved.x
+    metrics = problem.metrics(x)
+    if sol.status != "optimal":
+        warnings.append(f"solver status {sol.status}: the plan is the best found, within {sol.gap:.3g} of the "
+                        f"LP bound; raise --time-limit to prove optimality")
+    objective = sol.objective if solved.binning is None else problem.objective(x, req.chosen_zeta)
+    return PlanSummary(
+        status=sol.status, objective=objective, objective_per_query=objective / n_queries, lp_bound=sol.lp_bound,
+        gap=sol.gap, energy_j=metrics["energy_j"], accuracy=metrics["accuracy"],
+        accuracy_per_query=metrics["accuracy_per_query"], runtime_s=metrics["runtime_s"],
+        deployments=deployment_summaries(problem, x, n_queries), solver=sol.solver, solve_s=sol.solve_s,
+        build_s=sol.build_s, method=sol.method, formulation=formulation_text(problem, sol, req.mip_gap),
+        mip_gap=req.mip_gap, time_limit_s=req.time_limit_s, solver_calls=sol.rounds,
+        master_classes=sol.master_classes, master_columns=sol.master_columns, zeta=req.chosen_zeta,
+        mode=req.mode, constraints=ConstraintsSummary.of(problem), normalisation=Normalisation.of(problem),
+        workload=WorkloadSummary(source=req.workload, queries=n_queries, classes=n_classes),
+        negative_predictions=neg, binning=solved.binning,
+        baselines=[BaselineSummary.of(b, metrics["energy_j"]) for b in baselines], warnings=warnings,
+        pareto=solved.pareto or None)
+
+
+def _write(req: PlanRequest, summary: PlanSummary, problem: PlanProblem, classes: WorkloadClasses,
+           inputs: _Inputs, solved: _Solved, plot_pareto: Callable[[PlanSummary, str], None] | None
+           ) -> dict[str, str]:
+    """The plan directory's tables (summary.json is written last, by :func:`run`)."""
+    out = plan_dir(req.out)
+    files = {"assignment": str(out / "assignment.parquet"), "summary": str(out / "summary.json")}
+    assignment_frame(classes.tin, classes.tout, classes.count, problem.names, solved.x, problem.energy_j,
+                     problem.runtime_s).write_parquet(files["assignment"])
+    if req.per_query:
+        files["assignment_per_query"] = str(out / "assignment_per_query.parquet")
+        wl = inputs.workload
+        per_query_frame(wl.tin, wl.tout, classes.query_class, problem.names, solved.x).write_parquet(
+            files["assignment_per_query"])
+    if solved.pareto:
+        files["pareto"] = str(out / "pareto.parquet")
+        pareto_frame(solved.pareto, req.chosen_zeta).write_parquet(files["pareto"])
+        if plot_pareto is not None:
+            files["pareto_png"] = str(out / "pareto.png")
+            plot_pareto(summary, files["pareto_png"])
+    return files
+
+
+def run(req: PlanRequest, *, plot_pareto: Callable[[PlanSummary, str], None] | None = None) -> PlanOutcome:
+    """Load, aggregate, predict, solve, compare and write: a whole plan, without printing.
+
+    ``plot_pareto(summary, path)`` draws ``pareto.png`` for a sweep (the plan stage draws nothing
+    itself: figures belong to the report, e.g. :func:`llm_energy.report.plan_views.plot_pareto`);
+    without it no figure is written or listed.
+    """
+    from llm_energy.plan.baselines import baselines
+    from llm_energy.plan.binning import make_bins
+    from llm_energy.plan.workload import aggregate
+
+    timer = _Timer()
+    inputs = _load(req)
+    timer["load"] = time.perf_counter() - timer.t0
+    with timer.stage("aggregate"):
+        classes = aggregate(inputs.workload)
+    with timer.stage("predict"):
+        problem, neg = problem_from_fits(classes, inputs.deployments, inputs.fits, min_share=req.min_share,
+                                         energy_budget_j=req.energy_budget_j, accuracy_floor=req.min_accuracy,
+                                         negative=req.negative, fits_source=req.fits)
+    warnings = _input_warnings(req, inputs, neg)
+    with timer.stage("solve"):
+        def costs(tin, tout, count):
+            return predicted_costs(inputs.fits, inputs.deployments, tin, tout, count, req.negative, req.fits)[:2]
+
+        bins = make_bins(problem, classes, req.bins, costs) if req.bins else None
+        solved = _solve(req, problem, bins, warnings)
+    with timer.stage("baselines"):
+        bl = baselines(problem, classes.query_class, req.seed)
+    with timer.stage("write"):
+        summary = _summary(req, problem, solved, bl, neg, warnings, inputs.workload.n_queries, classes.n_classes)
+        files = _write(req, summary, problem, classes, inputs, solved, plot_pareto)
+        summary.files = files
+    timer["total"] = time.perf_counter() - timer.t0
+    summary.timings_s = dict(timer)
+    summary.save(files["summary"])
+    return PlanOutcome(summary=summary, files=files, problem=problem, classes=classes, solution=solved.solution,
+                       x=solved.x)
