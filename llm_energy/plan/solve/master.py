@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -155,18 +155,76 @@ class RestrictedMaster:
     """The columns the solver may use (``cols``, C x K bool), the classes that are master rows, and the
     Pyomo model over them, built on first use after the columns change.
 
+    ``full``: every allowed column, every class a row (small problems, ``--method full``). Otherwise
+    each zeta starts from its ``seed(zeta)`` columns (computed once, kept in ``seeds``): added to the
+    columns held while at most ``max_shared`` classes have two or more, else replacing them.
     A class is a master row when it has two or more columns, or was named when columns were added (a
     class pricing added a column to stays a row); the master's classes only grow until :meth:`clear`.
     ``builds``/``build_s`` count the model building this cost.
     """
 
-    def __init__(self, problem: PlanProblem) -> None:
-        self.p = problem
+    def __init__(self, problem: PlanProblem, *, full: bool, seed: Callable[[float], np.ndarray],
+                 max_shared: int) -> None:
+        self.p, self.full, self._seed_of, self.max_shared = problem, full, seed, max_shared
+        self.seeds: dict[float, np.ndarray] = {}
         self.cols: np.ndarray | None = None
         self.classes: np.ndarray | None = None
         self._master: Master | None = None
         self.builds = 0
         self.build_s = 0.0
+
+    # -- which columns, for which zeta -----------------------------------------------------------------
+
+    def _seed(self, zeta: float) -> np.ndarray:
+        if zeta not in self.seeds:
+            self.seeds[zeta] = self._seed_of(zeta)
+        return self.seeds[zeta]
+
+    @staticmethod
+    def _shared(cols: np.ndarray) -> int:
+        return int((cols.sum(axis=1) >= 2).sum())
+
+    def prepare(self, zetas: Sequence[float]) -> None:
+        """Seed the columns of every zeta in ``zetas``. While the union of their masters stays small
+        (``max_shared`` classes) one model serves the whole sweep (zeta is a mutable Param); otherwise
+        each zeta gets its own small master when it is solved."""
+        if self.full:
+            if self.cols is None:
+                self.set(self.p.allowed.copy(), np.arange(self.p.n_classes))
+            return
+        seeds = [self._seed(z) for z in zetas]
+        if not seeds:
+            return
+        union = np.logical_or.reduce(seeds + ([self.cols] if self.cols is not None else []))
+        if self._shared(union) <= self.max_shared:
+            self.set(union)
+
+    def install(self, zeta: float) -> None:
+        """Hold this zeta's seed before it is solved (see the class docstring)."""
+        if self.full:
+            self.prepare([zeta])
+            return
+        seed = self._seed(zeta)
+        if self.covers(seed):
+            return
+        union = seed if self.cols is None else (self.cols | seed)
+        if self._shared(union) > self.max_shared:
+            self.clear()
+            union = seed
+        self.set(union)
+
+    def seed_columns(self, x: np.ndarray, zetas: Sequence[float] = ()) -> None:
+        """Start from the columns an assignment ``x`` (C, K) uses (a warm start, e.g. a previous plan)
+        instead of the seeds of ``zetas``. Optimality is still certified by the loop."""
+        if self.full:
+            return
+        cols = (np.asarray(x) > 0) & self.p.allowed
+        for z in zetas:
+            self.seeds[float(z)] = cols
+        self.clear()
+        self.set(cols)
+
+    # -- the columns and the model ---------------------------------------------------------------------
 
     def clear(self) -> None:
         """Forget the columns (the next :meth:`set` starts a fresh, small master)."""

@@ -44,7 +44,7 @@ from llm_energy.errors import UserError
 from llm_energy.plan.problem import InfeasiblePlan, PlanProblem, check_problem, check_zeta
 from llm_energy.plan.solve.duals import RowDuals, lagrangian_bound, share_certificate, share_duals
 from llm_energy.plan.solve.master import Master, RestrictedMaster, set_integer
-from llm_energy.plan.solve.seeding import seed_columns
+from llm_energy.plan.solve.seeding import seed_from_prices
 from llm_energy.plan.solve.solvers import SolveResult, SolveSettings, row_duals, solve_master
 from llm_energy.plan.solve.ties import merge_ties, split_ties, tie_labels
 
@@ -111,8 +111,8 @@ class _Clock:
 class ColumnGeneration:
     """The exact solve of one problem whose deployments are not tied (steps 1-4 of the module docstring).
 
-    It keeps, between the zetas of a sweep, the master's columns (:class:`RestrictedMaster`) and each
-    zeta's seed; ``penalty`` (of the elastic slacks) only ever rises, when it proved too small.
+    It keeps, between the zetas of a sweep, the master's columns and each zeta's seed
+    (:class:`RestrictedMaster`); ``penalty`` (of the elastic slacks) only ever rises, when it proved too small.
     """
 
     def __init__(self, problem: PlanProblem, settings: SolveSettings) -> None:
@@ -124,59 +124,8 @@ class ColumnGeneration:
         scale = float(np.abs(en[problem.allowed]).max() + np.abs(an[problem.allowed]).max()) + 1.0
         self.penalty = 1e3 * scale
         self.tol = 1e-7 * scale
-        self.master = RestrictedMaster(problem)
-        self.seeds: dict[float, np.ndarray] = {}
-
-    # -- which columns the master holds ------------------------------------------------------------
-
-    def _seed(self, zeta: float) -> np.ndarray:
-        if zeta not in self.seeds:
-            self.seeds[zeta] = seed_columns(self.p, zeta, self.min_master)
-        return self.seeds[zeta]
-
-    def _shared(self, cols: np.ndarray) -> int:
-        return int((cols.sum(axis=1) >= 2).sum())
-
-    def prepare(self, zetas: Sequence[float]) -> None:
-        """Seed the columns of every zeta in ``zetas``. While the union of their masters stays small
-        (``max_shared`` classes) one model serves the whole sweep (zeta is a mutable Param); otherwise
-        each zeta gets its own small master when it is solved."""
-        if self.method == "full":
-            if self.master.cols is None:
-                self.master.set(self.p.allowed.copy(), np.arange(self.p.n_classes))
-            return
-        seeds = [self._seed(z) for z in zetas]
-        if not seeds:
-            return
-        union = np.logical_or.reduce(seeds + ([self.master.cols] if self.master.cols is not None else []))
-        if self._shared(union) <= self.settings.max_shared:
-            self.master.set(union)
-
-    def _install(self, zeta: float) -> None:
-        """Make the master hold this zeta's seed: added to the current columns while the master stays
-        small, else replacing them (a fresh small master)."""
-        if self.method == "full":
-            self.prepare([zeta])
-            return
-        seed = self._seed(zeta)
-        if self.master.covers(seed):
-            return
-        union = seed if self.master.cols is None else (self.master.cols | seed)
-        if self._shared(union) > self.settings.max_shared:
-            self.master.clear()
-            union = seed
-        self.master.set(union)
-
-    def warm_start(self, x: np.ndarray, zetas: Sequence[float] = ()) -> None:
-        """Start the master from the columns an assignment ``x`` (C, K) uses (e.g. a previous plan)
-        instead of the price heuristic for ``zetas``. Optimality is still certified."""
-        if self.method == "full":
-            return
-        cols = (np.asarray(x) > 0) & self.p.allowed
-        for z in zetas:
-            self.seeds[float(z)] = cols
-        self.master.clear()
-        self.master.set(cols)
+        self.master = RestrictedMaster(problem, full=self.method == "full", max_shared=settings.max_shared,
+                                       seed=lambda zeta: seed_from_prices(problem, zeta, self.min_master))
 
     # -- solving -----------------------------------------------------------------------------------
 
@@ -277,7 +226,7 @@ class ColumnGeneration:
 
     def solve(self, zeta: float) -> PlanSolution:
         """The optimal plan for ``zeta`` (steps 1-4 of the module docstring)."""
-        self._install(zeta)
+        self.master.install(zeta)
         p = self.p
         clock = _Clock(time.perf_counter(), self.settings.time_limit_s)
         build0 = self.master.build_s
@@ -334,12 +283,12 @@ class Planner:
         return self.exact.master.builds
 
     def prepare(self, zetas: Sequence[float]) -> None:
-        """Seed one master for the untied zetas of a coming sweep (see :meth:`ColumnGeneration.prepare`)."""
-        self.exact.prepare([z for z in zetas if tie_labels(self.p, self.p.cost(z)) is None])
+        """Seed one master for the untied zetas of a coming sweep (see :meth:`RestrictedMaster.prepare`)."""
+        self.exact.master.prepare([z for z in zetas if tie_labels(self.p, self.p.cost(z)) is None])
 
     def seed_columns(self, x: np.ndarray, zetas: Sequence[float] = ()) -> None:
-        """Warm start from the columns of an assignment ``x`` (see :meth:`ColumnGeneration.warm_start`)."""
-        self.exact.warm_start(x, zetas)
+        """Warm start from the columns of an assignment ``x`` (see :meth:`RestrictedMaster.seed_columns`)."""
+        self.exact.master.seed_columns(x, zetas)
 
     def solve(self, zeta: float) -> PlanSolution:
         """The optimal plan for ``zeta``.

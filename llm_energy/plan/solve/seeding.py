@@ -161,7 +161,7 @@ def dual_prices(p: PlanProblem, cost: np.ndarray, *, sample: int = 2000, seed: i
     return RowDuals({row: float(sg * vi) for row, sg, vi in zip(rows, dual.sign, v)})
 
 
-def seed_columns(p: PlanProblem, zeta: float, min_classes: int) -> np.ndarray:
+def seed_from_prices(p: PlanProblem, zeta: float, min_classes: int) -> np.ndarray:
     """A zeta's starting columns (C, K bool): each class's near ties under estimated duals (at least
     ``min_classes`` classes with two candidates), plus the columns of a share-feasible repair, so the
     first master is small and starts feasible."""
