@@ -82,13 +82,15 @@ class PlanProblem:
         n = self.n_queries
         return np.full(self.n_deployments, math.floor((1.0 - self.min_share) * n + 1e-9), dtype=np.int64)
 
+    def _mean_over_pairs(self, per_query: np.ndarray) -> float:
+        """Mean of ``per_query`` (C, K) over queries and deployments (1 if not positive: a unit must be)."""
+        v = float((self.count[:, None] * per_query).sum() / (self.n_queries * self.n_deployments))
+        return v if v > 0 else 1.0
+
     @cached_property
     def energy_scale(self) -> float:
         """E_bar: mean predicted energy per query over queries and deployments (J)."""
-        if self.scales:
-            return self.scales[0]
-        v = float((self.count[:, None] * self.energy_j).sum() / (self.n_queries * self.n_deployments))
-        return v if v > 0 else 1.0
+        return self.scales[0] if self.scales else self._mean_over_pairs(self.energy_j)
 
     @cached_property
     def accuracy_scale(self) -> float:
@@ -101,10 +103,7 @@ class PlanProblem:
     @cached_property
     def runtime_scale(self) -> float:
         """R_bar: mean predicted runtime per query (s), the unit of the capacity rows' slack."""
-        if self.scales:
-            return self.scales[2]
-        v = float((self.count[:, None] * self.runtime_s).sum() / (self.n_queries * self.n_deployments))
-        return v if v > 0 else 1.0
+        return self.scales[2] if self.scales else self._mean_over_pairs(self.runtime_s)
 
     def energy_norm(self) -> np.ndarray:
         return self.energy_j / self.energy_scale

@@ -13,6 +13,7 @@ tiny numpy calls were 5-10x slower with OpenBLAS's thread pools spinning on a sm
 from __future__ import annotations
 
 from contextlib import contextmanager
+from itertools import takewhile
 
 import numpy as np
 
@@ -207,18 +208,8 @@ def share_repair(red: np.ndarray, count: np.ndarray, lo: np.ndarray, hi: np.ndar
         src = np.argmax(x, axis=1)  # each class's main deployment
         move = red[:, k] - red[np.arange(C), src]
         ok = np.isfinite(move) & (src != k)
-        for c in np.flatnonzero(ok)[np.argsort(move[ok], kind="stable")]:
-            j = src[c]
-            take = min(need, int(x[c, j]), int(n[j] - lo[j]))
-            if take <= 0:
-                continue
-            x[c, j] -= take
-            x[c, k] += take
-            n[j] -= take
-            n[k] += take
-            need -= take
-            if need == 0:
-                break
+        order = np.flatnonzero(ok)[np.argsort(move[ok], kind="stable")]
+        _transfer(x, n, ((c, src[c], k) for c in order), need, lambda j, _: int(n[j] - lo[j]))
     for k in np.argsort(-n):
         extra = int(n[k] - hi[k])
         if extra <= 0:
@@ -227,18 +218,22 @@ def share_repair(red: np.ndarray, count: np.ndarray, lo: np.ndarray, hi: np.ndar
         alt = np.where(np.arange(K)[None, :] == k, np.inf, red[rows])
         dest = np.argmin(alt, axis=1)
         move = alt[np.arange(len(rows)), dest] - red[rows, k]
-        for i in np.argsort(move, kind="stable"):
-            c, j = rows[i], dest[i]
-            if not np.isfinite(move[i]):
-                break
-            take = min(extra, int(x[c, k]), int(hi[j] - n[j]))
-            if take <= 0:
-                continue
-            x[c, k] -= take
-            x[c, j] += take
-            n[k] -= take
-            n[j] += take
-            extra -= take
-            if extra == 0:
-                break
+        order = takewhile(lambda i: np.isfinite(move[i]), np.argsort(move, kind="stable"))
+        _transfer(x, n, ((rows[i], k, dest[i]) for i in order), extra, lambda _, j: int(hi[j] - n[j]))
     return x
+
+
+def _transfer(x: np.ndarray, n: np.ndarray, moves, amount: int, room) -> None:
+    """Move up to ``amount`` queries along ``moves`` ((class, from, to), cheapest first), each move at most
+    what the class has at ``from`` and ``room(from, to)``; ``x`` and the per-deployment totals ``n`` in place."""
+    for c, j, k in moves:
+        take = min(amount, int(x[c, j]), room(j, k))
+        if take <= 0:
+            continue
+        x[c, j] -= take
+        x[c, k] += take
+        n[j] -= take
+        n[k] += take
+        amount -= take
+        if amount == 0:
+            break
