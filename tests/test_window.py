@@ -1,6 +1,7 @@
 """Measurement windows (llm_energy.measure.window) on the fake NVML (real-time clock, counters that
 update every 100 ms), the fake powercap tree and the labelled CPU estimate."""
 
+import json
 import os
 import time
 
@@ -205,6 +206,8 @@ def test_estimate_window_is_labelled():
     assert m.energy_source == "estimate" and m.is_estimate and m.device_source == {"cpu": "estimate"}
     assert 30 * m.time_s <= m.energy_j <= 100 * m.time_s
     assert m.n_samples >= 10  # ~30 polls at 50 Hz
+    d = m.to_dict()
+    assert json.loads(json.dumps(d)) == d and d["device_energy_j"] == {"cpu": m.energy_j} and d["n_calls"] == 1
     s.close()
 
 

@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -83,6 +83,13 @@ class Measurement:
     def is_estimate(self) -> bool:
         """True when any part of ``energy_j`` is the CPU estimate (utilisation x TDP), not a meter."""
         return SOURCE_ESTIMATE in self.energy_source.split("+")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain fields (dicts and lists), e.g. for ``pl.DataFrame([m.to_dict() for m in ms])`` or JSON."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update(device_energy_j=dict(self.device_energy_j), device_source=dict(self.device_source),
+                   devices=list(self.devices))
+        return out
 
 
 class Window:
