@@ -25,6 +25,11 @@ SOURCE_RAPL = "rapl"  # /sys/class/powercap energy_uj counters
 SOURCE_ESTIMATE = "estimate"  # CPU utilisation x TDP: no meter exists; every report says so
 SOURCE_IMPORTED = "imported"  # read from another tool's files (the label says what they measured)
 
+# Trial quality (docs/schema.md): "ok", or "suspect:<code>[,<code>...]" with the reason in quality_note.
+# A suspect trial's energy is stored as measured, never replaced by a plausible number; fit leaves it out.
+QUALITY_OK = "ok"
+QUALITY_SUSPECT = "suspect"
+
 TRIAL_SCHEMA: dict[str, pl.DataType] = {
     "trial_id": pl.String,  # f"{sweep_id}/{cell_id}/r{repeat}", unique in a store
     "sweep_id": pl.String,  # hash of what makes trials comparable (model, backend, node, dtype, ...)
@@ -64,6 +69,8 @@ TRIAL_SCHEMA: dict[str, pl.DataType] = {
     "backend": pl.String,  # cache | no-cache | static | imported:<method>
     "dtype": pl.String,
     "versions": pl.String,  # JSON of software versions
+    "quality": pl.String,  # "ok" | "suspect:<code>[,<code>...]" (a meter reading that cannot be trusted)
+    "quality_note": pl.String,  # why, per device ("" when ok)
 }
 
 SAMPLE_SCHEMA: dict[str, pl.DataType] = {
@@ -143,6 +150,8 @@ class TrialRecord:
     dtype: str
     versions: str = "{}"
     session: str = ""
+    quality: str = QUALITY_OK
+    quality_note: str = ""
 
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -162,6 +171,35 @@ def conform(df: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         for n, t in schema.items()
     ]
     return df.select(exprs)
+
+
+def with_quality_default(df: pl.DataFrame) -> pl.DataFrame:
+    """Trials written before the quality columns existed (old stores, imported rows) are "ok"."""
+    if "quality" not in df.columns:
+        return df
+    return df.with_columns(pl.col("quality").fill_null(QUALITY_OK), pl.col("quality_note").fill_null(""))
+
+
+def suspect_rows() -> pl.Expr:
+    """True for trials flagged suspect (a missing quality is ok)."""
+    return pl.col("quality").fill_null(QUALITY_OK).str.starts_with(QUALITY_SUSPECT)
+
+
+def split_suspect(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(trusted, suspect) trials; a frame without a quality column is all trusted."""
+    if "quality" not in df.columns:
+        return df, df.clear()
+    bad = suspect_rows()
+    return df.filter(~bad), df.filter(bad)
+
+
+def quality_counts(df: pl.DataFrame) -> dict[str, int]:
+    """Suspect trials per reason code (a trial with two codes counts under both)."""
+    if "quality" not in df.columns:
+        return {}
+    codes = (df.filter(suspect_rows()).select(pl.col("quality").str.strip_prefix(f"{QUALITY_SUSPECT}:").str.split(","))
+             .explode("quality")["quality"].to_list())
+    return {c: codes.count(c) for c in sorted(set(codes))}
 
 
 def versions_json(extra: dict[str, str] | None = None) -> str:
@@ -218,8 +256,50 @@ class SweepInfo:
     versions: str = "{}"
     created: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # one record per profiler run (session) of this sweep: its node, idle baselines and meters; the
+    # fields above are the first run's and are never overwritten by a resume
+    runs: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SweepInfo":
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+#: what a resumed run must share with the sweep it adds trials to (besides what ``sweep_id`` hashes)
+IDENTITY_SPEC_KEYS = ("seed", "min_window_s", "backend", "dtype")
+
+
+def sweep_identity(info: SweepInfo) -> dict[str, Any]:
+    """The settings that make a sweep's trials comparable, from what its record holds: the design
+    (cells, repeats, warm-ups, kind), the spec's seed, window, backend and dtype, the resolved dtype
+    and the energy source. A key the record lacks (an imported sweep has no design) is not compared."""
+    out: dict[str, Any] = {}
+    d = info.design or {}
+    if d.get("cells") is not None:
+        cells = sorted(tuple(int(x) for x in c) for c in d["cells"])
+        out["tin"] = sorted({c[0] for c in cells})
+        out["tout"] = sorted({c[1] for c in cells})
+        out["batch"] = sorted({c[2] for c in cells})
+        out["cells"] = cells
+    for k in ("kind", "repeats", "warmups"):
+        if k in d:
+            out["design" if k == "kind" else k] = d[k]
+    spec = info.spec or {}
+    for k in IDENTITY_SPEC_KEYS:
+        if k in spec:
+            out[f"spec.{k}" if k == "dtype" else k] = spec[k]
+    if info.dtype:
+        out["dtype"] = info.dtype
+    if info.energy_source:
+        out["energy_source"] = info.energy_source
+    return out
+
+
+def identity_diff(stored: SweepInfo, new: SweepInfo) -> list[tuple[str, Any, Any]]:
+    """(key, stored value, new value) for every identity key both records hold and that differs."""
+    a, b = sweep_identity(stored), sweep_identity(new)
+    diff = [(k, a[k], b[k]) for k in a if k in b and a[k] != b[k]]
+    if any(k in ("tin", "tout", "batch") for k, _, _ in diff):
+        diff = [x for x in diff if x[0] != "cells"]  # the lists say it already
+    return diff

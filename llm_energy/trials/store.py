@@ -19,6 +19,7 @@ import json
 import os
 import time
 import uuid
+import weakref
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import polars as pl
 
 from llm_energy.errors import UserError
+from llm_energy.trials import lock as store_lock
 from llm_energy.trials.schema import (
     SAMPLE_SCHEMA,
     SCHEMA_VERSION,
@@ -33,7 +35,9 @@ from llm_energy.trials.schema import (
     SweepInfo,
     TrialRecord,
     conform,
+    identity_diff,
     trials_frame,
+    with_quality_default,
 )
 
 MANIFEST = "manifest.json"
@@ -41,11 +45,24 @@ STORE_KIND = "llm-energy-store"
 
 
 class TrialStore:
-    """A trial store directory; creates it (and its manifest) unless ``create=False``."""
+    """A trial store directory; creates it (and its manifest) unless ``create=False``.
 
-    def __init__(self, root: Path | str, create: bool = True) -> None:
+    Every write takes the store's advisory lock (:mod:`llm_energy.trials.lock`) first, and this object
+    holds it until it is closed or collected: a second writing process is refused with a UserError
+    naming the holder. ``writer`` takes it at once (``wait``: blocking until it is free), before
+    anything is read, so a command is refused before it does any work."""
+
+    def __init__(self, root: Path | str, create: bool = True, *, writer: str | None = None, wait: bool = False) -> None:
         self.root = Path(root)
         self._done: set[str] | None = None
+        self._lock_key: str | None = None
+        if writer is not None:
+            if create:
+                try:
+                    self.root.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise UserError(f"{self.root}: cannot write the output directory ({e.strerror or e})") from None
+            self.lock(writer, wait=wait)
         mpath = self.root / MANIFEST
         if mpath.exists():
             self._manifest = _read_manifest(mpath)
@@ -63,14 +80,52 @@ class TrialStore:
         else:
             raise UserError(f"{self.root}: not an llm-energy store (no {MANIFEST})")
 
+    # ---- the write lock ----------------------------------------------------------------------
+    def lock(self, what: str = "", *, wait: bool = False) -> None:
+        """Take the store's write lock (held until :meth:`close`); re-reads the manifest and the
+        committed ids, which another writer may have changed before."""
+        if self._lock_key is not None:
+            return
+        self._lock_key = store_lock.acquire(self.root, what, wait=wait)
+        weakref.finalize(self, store_lock.release, self._lock_key)
+        if (self.root / MANIFEST).exists():
+            self._manifest = _read_manifest(self.root / MANIFEST)
+        self._done = None
+
+    def close(self) -> None:
+        """Release the write lock (if this object took it)."""
+        if self._lock_key is not None:
+            store_lock.release(self._lock_key)
+            self._lock_key = None
+
     # ---- sweeps ------------------------------------------------------------------------------
     def register_sweep(self, sweep_id: str, info: SweepInfo) -> None:
-        """Record (or update) a sweep's metadata; notes accumulate across resumed runs."""
+        """Record a sweep's metadata, or add a run to a sweep already recorded. A run whose settings
+        differ from the sweep's (design, seed, window, backend, dtype, energy source:
+        :func:`~llm_energy.trials.schema.identity_diff`) is a UserError: its trials are not mixed in.
+        The recorded fields are never rewritten; each run's idle baseline is kept in ``runs``; notes
+        accumulate."""
+        self.lock()
         old = self._manifest["sweeps"].get(sweep_id)
         new = asdict(info)
+        if not new["runs"]:
+            new["runs"] = [_run_record(new)]
         if old:
-            new["notes"] = list(dict.fromkeys(list(old.get("notes", [])) + list(new.get("notes", []))))
-            new["created"] = old.get("created", new["created"])
+            stored = SweepInfo.from_dict(old)
+            diff = identity_diff(stored, info)
+            if diff:
+                what = ", ".join(f"{k}={a!r} (this run: {b!r})" for k, a, b in diff)
+                raise UserError(f"{self.root}: sweep {sweep_id} was measured with {what}; not mixing the two")
+            merged = dict(old)
+            for k, v in new.items():  # fill what an older record lacked, never overwrite
+                if merged.get(k) in (None, "", {}, []) and k != "runs":
+                    merged[k] = v
+            runs = list(old.get("runs") or [_run_record(old)])
+            seen = {r.get("session") for r in runs if r.get("session")}
+            runs += [r for r in new["runs"] if r not in runs and (not r.get("session") or r["session"] not in seen)]
+            merged["runs"] = runs
+            merged["notes"] = list(dict.fromkeys(list(old.get("notes", [])) + list(new.get("notes", []))))
+            new = merged
         self._manifest["sweeps"][sweep_id] = new
         self._write_manifest()
 
@@ -81,7 +136,8 @@ class TrialStore:
     def append_trials(self, records: list[TrialRecord] | pl.DataFrame) -> int:
         """Commit trials atomically as one chunk; ids already stored are dropped. Returns rows written."""
         df = records if isinstance(records, pl.DataFrame) else trials_frame(records)
-        df = conform(df, TRIAL_SCHEMA)
+        df = with_quality_default(conform(df, TRIAL_SCHEMA))
+        self.lock()
         done = self.done_trial_ids()
         df = df.filter(~pl.col("trial_id").is_in(list(done))).unique("trial_id", keep="first", maintain_order=True)
         if df.height == 0:
@@ -114,7 +170,7 @@ class TrialStore:
         if not files:
             return pl.DataFrame(schema=TRIAL_SCHEMA)
         df = _read_chunks(files, pl.read_parquet)
-        return conform(df, TRIAL_SCHEMA).unique("trial_id", keep="first", maintain_order=True)
+        return with_quality_default(conform(df, TRIAL_SCHEMA)).unique("trial_id", keep="first", maintain_order=True)
 
     def samples(self) -> pl.LazyFrame:
         """All samples, lazily. Every chunk's footer is read first, so a garbage chunk is a UserError
@@ -164,6 +220,7 @@ class TrialStore:
         return sorted(str(p) for p in d.glob("part-*.parquet"))
 
     def _write_chunk(self, kind: str, df: pl.DataFrame) -> Path:
+        self.lock()
         d = self.root / kind
         d.mkdir(parents=True, exist_ok=True)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
@@ -180,6 +237,10 @@ class TrialStore:
         return final
 
     def _write_manifest(self) -> None:
+        if self._lock_key is None:
+            keep = self._manifest
+            self.lock()
+            self._manifest = keep  # what this call is writing (lock() re-read the file)
         path = self.root / MANIFEST
         tmp = self.root / f".tmp-{MANIFEST}-{uuid.uuid4().hex[:8]}"
         try:
@@ -189,6 +250,12 @@ class TrialStore:
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise UserError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
+
+
+def _run_record(info: dict[str, Any]) -> dict[str, Any]:
+    """One run's own record (a sweep record without ``runs`` is its first run)."""
+    keys = ("session", "node", "created", "idle_w", "idle_cold_w", "idle_per_device_w", "versions")
+    return {k: info.get(k) for k in keys if k in info}
 
 
 def _read_chunks(files: list[str], read: Any) -> Any:
