@@ -7,6 +7,8 @@
   time outside trial windows, and (b) the trapezoid of all polled power. (a) closes only if the time
   between windows really is idle; in practice it also holds compilation, warm-ups and the counter's
   settle waits, so (a) is reported together with the energy measured outside windows.
+* **Quality**: how many trials the meters' checks flagged suspect, and why
+  (:mod:`llm_energy.measure.quality`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,25 @@ from dataclasses import dataclass
 import polars as pl
 
 from llm_energy.measure.integrate import window_energy
+from llm_energy.trials.schema import SweepInfo, quality_counts, suspect_rows
 from llm_energy.trials.store import TrialStore
+
+
+def quality_summary(trials: pl.DataFrame, limit: int = 20) -> dict:
+    """Trials ok and suspect, suspect flags per reason code, and the first ``limit`` suspect trials."""
+    bad = trials.filter(suspect_rows())
+    rows = bad.select("trial_id", "quality", "quality_note").head(limit).to_dicts() if bad.height else []
+    return {"ok": trials.height - bad.height, "suspect": bad.height, "reasons": quality_counts(trials),
+            "suspect_trials": rows}
+
+
+def run_idle_w(info: SweepInfo, session: str, device: str) -> float | None:
+    """The idle power of ``device`` measured by the run ``session`` of a sweep (each run keeps its own
+    baseline); the sweep's first baseline for records without runs."""
+    for r in info.runs:
+        if r.get("session") == session:
+            return (r.get("idle_per_device_w") or {}).get(device)
+    return info.idle_per_device_w.get(device)
 
 
 def instrument_agreement(store: TrialStore) -> pl.DataFrame:
@@ -75,7 +95,7 @@ def session_closure(store: TrialStore) -> list[SessionClosure]:
         trials_j = float(sum(per_dev))
         window_s = float((tr["t_end_mono"] - tr["t_start_mono"]).sum()) if tr.height else 0.0
         sweep_ids = tr["sweep_id"].unique().to_list()
-        idle = [sweeps[x].idle_per_device_w.get(device) for x in sweep_ids if x in sweeps]
+        idle = [run_idle_w(sweeps[x], session, device) for x in sweep_ids if x in sweeps]
         idle_w = float(idle[0]) if idle and idle[0] is not None else 0.0
         out.append(SessionClosure(session, device, t1 - t0, counter, power, trials_j, window_s, idle_w, counter - trials_j))
     return sorted(out, key=lambda c: (c.session, c.device))

@@ -12,12 +12,21 @@ them to the driver). Per trial:
 3. energy per device from :func:`llm_energy.measure.integrate.window_energy` (counter interpolation where a
    counter exists, else the trapezoid of polled power), gross and net of the idle baseline measured
    before the sweep;
-4. token counts checked: a generation that did not produce exactly what was asked is an error.
+4. token counts checked: a generation that did not produce exactly what was asked is an error;
+5. the window's raw readings checked (:mod:`llm_energy.measure.quality`): a stuck, frozen or
+   stepped-back meter, or power above the device's limit, marks the trial ``suspect``, as does a
+   suspect idle baseline or a CPU estimate pinned at its TDP.
+
+A meter that fails mid-sweep (``MeterReadError``: an NVMLError at a window edge, or every poll
+failing) stops the sweep with one line naming the device; the trials committed before it stay and
+rerunning the same command resumes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import socket
 import time
 import uuid
@@ -38,8 +47,9 @@ from llm_energy.measure.events import (
 )
 from llm_energy.measure.inference.loading import cuda_ordinals, resolve_device
 from llm_energy.measure.integrate import window_energy
-from llm_energy.measure.samplers.base import PowerSampler, now
-from llm_energy.measure.spec import ProfileSpec, sweep_id, trial_id
+from llm_energy.measure.quality import Flag, assess_idle, assess_window, meter_info, quality_label
+from llm_energy.measure.samplers.base import MeterReadError, PowerSampler, now
+from llm_energy.measure.spec import ProfileSpec, resume_spec, sweep_id, trial_id
 from llm_energy.trials.schema import (
     SAMPLE_SCHEMA,
     SOURCE_ESTIMATE,
@@ -52,6 +62,7 @@ from llm_energy.trials.schema import (
 )
 
 MAX_INNER = 10_000  # generations in one window at most
+log = logging.getLogger("llm_energy.profile")
 
 
 # ---- the profiler -----------------------------------------------------------------------------
@@ -67,9 +78,45 @@ class Profiler:
         self.n_gpus = 0
         self._tail = pl.DataFrame(schema=SAMPLE_SCHEMA)
         self.session = uuid.uuid4().hex[:12]  # this run: samples and windows join within it
+        self._meters: dict = {}
+        self._idle_flags: list[Flag] = []
 
     def trial_id(self, t: PlannedTrial) -> str:
         return trial_id(self.sweep_id, t)
+
+    def resume_into(self, sweeps: dict[str, SweepInfo], *, new_sweep: bool = False, where: str = "") -> None:
+        """Bind this run to the store's sweeps: resume the sweep of the same id only if its recorded
+        settings (design, seed, window, backend, dtype, energy source) are this run's; else a
+        UserError saying what differs, or with ``new_sweep`` the next sweep variant whose settings
+        match or that does not exist yet (:func:`~llm_energy.measure.spec.resume_spec`)."""
+        self._resolve_devices()
+        spec = resume_spec(sweeps, self.spec, self.energy_source, new_sweep=new_sweep, where=where, n_gpus=self.n_gpus)
+        if spec != self.spec:
+            self.spec, self.sweep_id = spec, sweep_id(spec)
+
+    def energy_source(self) -> str:
+        """The label this node's meters would give the sweep's energy (discovers and closes them)."""
+        self._resolve_devices()
+        samplers = self._samplers_given if self._samplers_given is not None else self._discover()
+        try:
+            return _source_label(samplers, self._primary_devices(samplers))
+        finally:
+            if self._samplers_given is None:
+                for s in samplers:
+                    s.close()
+
+    def _resolve_devices(self) -> None:
+        spec = self.spec
+        self.device = resolve_device(spec.device, spec.gpu_indices)
+        self.gpu_indices = cuda_ordinals(self.device, spec.gpu_indices)
+        self.n_gpus = len(self.gpu_indices)
+        if self.gpu_indices:
+            from llm_energy.measure.samplers.nvml import nvml_indices_for_cuda
+
+            try:
+                self.meter_indices = tuple(nvml_indices_for_cuda(self.gpu_indices))
+            except ValueError as e:
+                raise UserError(f"--gpus: {e}") from None
 
     def preflight(self, trials: Sequence[PlannedTrial] | None = None) -> tuple[Any, int, int]:
         """Refuse a sweep that cannot run, before anything is stored or measured: an unreadable model
@@ -97,92 +144,110 @@ class Profiler:
         spec = self.spec
         skip = set(skip)
         todo = [t for t in (trials if trials is not None else spec.design.trials()) if self.trial_id(t) not in skip]
-        total = len(todo)
         left_in_cell = Counter(t.cell.cell_id for t in todo)
-        n_cells, cells_done = len(left_in_cell), 0
         tick = dict(node=self.node, node_type=spec.node_type, model=spec.model, backend=spec.backend,
-                    cells_total=n_cells)
-        yield ProgressTick(state="loading", done=0, total=total, **tick)
-        self.device = resolve_device(spec.device, spec.gpu_indices)
-        self.gpu_indices = cuda_ordinals(self.device, spec.gpu_indices)
-        self.n_gpus = len(self.gpu_indices)
-        if self.gpu_indices:
-            from llm_energy.measure.samplers.nvml import nvml_indices_for_cuda
-
-            try:
-                self.meter_indices = tuple(nvml_indices_for_cuda(self.gpu_indices))
-            except ValueError as e:
-                raise UserError(f"--gpus: {e}") from None
+                    cells_total=len(left_in_cell))
+        yield ProgressTick(state="loading", done=0, total=len(todo), **tick)
+        self._resolve_devices()
         if spec.threads:
             import torch
 
             torch.set_num_threads(spec.threads)
-
-        from llm_energy.measure.inference.backends import make_backend
-        from llm_energy.measure.inference.loading import load_model
-        from llm_energy.measure.inference.sizing import kv_cache_len
-
         # refuse what cannot run before the samplers start and any idle is measured
         _, max_batch, max_seq = self.preflight(todo)
 
         samplers = self._samplers_given if self._samplers_given is not None else self._discover()
         primary = self._primary_devices(samplers)
+        self._meters = meter_info(samplers)
         for s in samplers:
             s.period_s = spec.sample_period_s
             s.poll_counters = True
             s.start()
         try:
-            # ---- idle before the model exists (no CUDA context: the device's deepest idle) ----
-            yield ProgressTick(state="idle", done=0, total=total, message="cold idle", **tick)
-            cold, cold_frame = self._idle_baseline(samplers, primary, min(spec.idle_s, 3.0))
-            yield SamplesChunk(cold_frame)
-            yield ProgressTick(state="loading", done=0, total=total, **tick)
-            loaded = load_model(spec.model, self.device, spec.dtype, gpu_indices=self.gpu_indices or None,
-                                batch=max_batch, kv_cache=spec.backend != "no-cache",
-                                max_seq_len=kv_cache_len(spec.backend, max_seq))
-            backend = make_backend(spec.backend, loaded)
-            device_name, system = _describe_hardware(samplers, primary, self.gpu_indices)
-            versions = versions_json()
-            # ---- idle baseline (model resident, nothing running): what energy_net_j subtracts ----
-            yield ProgressTick(state="idle", done=0, total=total, device=device_name, **tick)
-            idle, idle_frame = self._idle_baseline(samplers, primary, spec.idle_s)
-            source = _source_label(samplers, primary)
-            info = SweepInfo(
-                sweep_id=self.sweep_id, model=spec.model, backend=spec.backend, dtype=loaded.dtype,
-                node_type=spec.node_type, n_gpus=self.n_gpus, node=self.node, system=system, device=device_name,
-                energy_source=source, idle_w=idle.watts, idle_per_device_w=idle.per_device, idle_cold_w=cold.watts,
-                design=spec.design.to_dict(), spec=spec.to_dict(), versions=versions, created=time.time(),
-                notes=["CPU energy is an estimate (utilisation x TDP), not a measurement"] if source == SOURCE_ESTIMATE else [],
-            )
-            yield SweepStarted(info)
-            yield SamplesChunk(idle_frame)
-            joules = 0.0
-            t_begin = time.monotonic()
-            for i, t in enumerate(todo):
-                rec, frame = self._run_trial(
-                    t, backend, samplers, primary, idle, source,
-                    device_name=device_name, system=system, dtype=loaded.dtype, versions=versions,
-                )
-                joules += rec.energy_j * rec.n_inner
-                yield SamplesChunk(frame)
-                yield TrialDone(rec, i + 1, total)
-                elapsed = time.monotonic() - t_begin
-                eta = elapsed / (i + 1) * (total - i - 1)
-                left_in_cell[t.cell.cell_id] -= 1
-                cells_done += left_in_cell[t.cell.cell_id] == 0
-                yield ProgressTick(
-                    state="running", done=i + 1, total=total, cell=t.key, watts_now=rec.mean_w,
-                    joules_so_far=joules, eta_s=eta, cells_done=cells_done, device=device_name,
-                    energy_source=source, **tick,
-                )
-            yield ProgressTick(state="done", done=total, total=total, joules_so_far=joules, device=device_name,
-                               energy_source=source, eta_s=0.0, cells_done=n_cells, **tick)
+            yield from self._sweep(todo, samplers, primary, tick, left_in_cell, max_batch, max_seq)
+        except MeterReadError as e:
+            raise ProfileError(f"meter failed mid-sweep: {e}; the trials measured before it are committed: "
+                               "rerun the same command to resume") from None
         finally:
             for s in samplers:
                 s.stop()
             if self._samplers_given is None:
                 for s in samplers:
                     s.close()
+
+    def _sweep(self, todo: list[PlannedTrial], samplers: list[PowerSampler], primary: list[str], tick: dict,
+               left_in_cell: Counter, max_batch: int, max_seq: int) -> Iterator[ProfileEvent]:
+        from llm_energy.measure.inference.backends import make_backend
+        from llm_energy.measure.inference.loading import load_model
+        from llm_energy.measure.inference.sizing import kv_cache_len
+
+        spec, total, cells_done = self.spec, len(todo), 0
+        # ---- idle before the model exists (no CUDA context: the device's deepest idle) ----
+        yield ProgressTick(state="idle", done=0, total=total, message="cold idle", **tick)
+        cold, cold_frame, _ = self._idle_baseline(samplers, primary, min(spec.idle_s, 3.0))
+        yield SamplesChunk(cold_frame)
+        yield ProgressTick(state="loading", done=0, total=total, **tick)
+        loaded = load_model(spec.model, self.device, spec.dtype, gpu_indices=self.gpu_indices or None,
+                            batch=max_batch, kv_cache=spec.backend != "no-cache",
+                            max_seq_len=kv_cache_len(spec.backend, max_seq))
+        backend = make_backend(spec.backend, loaded)
+        device_name, system = _describe_hardware(samplers, primary, self.gpu_indices)
+        # ---- idle baseline (model resident, nothing running): what energy_net_j subtracts ----
+        yield ProgressTick(state="idle", done=0, total=total, device=device_name, **tick)
+        idle, idle_frame, idle_flags = self._idle_baseline(samplers, primary, spec.idle_s)
+        self._idle_flags = assess_idle(idle_flags, idle.per_device, primary, self._meters)
+        source = _source_label(samplers, primary)
+        info = self._sweep_info(loaded.dtype, source, cold, idle, device_name, system)
+        if self._idle_flags:
+            msg = f"warning: every trial of this run is flagged suspect: {quality_label(self._idle_flags)[1]}"
+            log.warning(msg)
+            yield ProgressTick(state="idle", done=0, total=total, device=device_name, message=msg, **tick)
+        yield SweepStarted(info)
+        yield SamplesChunk(idle_frame)
+        joules = 0.0
+        t_begin = time.monotonic()
+        for i, t in enumerate(todo):
+            rec, frame = self._run_trial(t, backend, samplers, primary, idle, source, device_name=device_name,
+                                         system=system, dtype=loaded.dtype, versions=info.versions)
+            joules += rec.energy_j * rec.n_inner
+            yield SamplesChunk(frame)
+            yield TrialDone(rec, i + 1, total)
+            elapsed = time.monotonic() - t_begin
+            left_in_cell[t.cell.cell_id] -= 1
+            cells_done += left_in_cell[t.cell.cell_id] == 0
+            yield ProgressTick(
+                state="running", done=i + 1, total=total, cell=t.key, watts_now=rec.mean_w,
+                joules_so_far=joules, eta_s=elapsed / (i + 1) * (total - i - 1), cells_done=cells_done,
+                device=device_name, energy_source=source, **tick,
+            )
+        yield ProgressTick(state="done", done=total, total=total, joules_so_far=joules, device=device_name,
+                           energy_source=source, eta_s=0.0, cells_done=len(left_in_cell), **tick)
+
+    def _sweep_info(self, dtype: str, source: str, cold: IdleBaseline, idle: IdleBaseline, device_name: str,
+                    system: str) -> SweepInfo:
+        """The sweep's record, with this run (session, node, idle baselines, meters) as its one run."""
+        spec, now_s, versions = self.spec, time.time(), versions_json()
+        notes = ["CPU energy is an estimate (utilisation x TDP), not a measurement"] if source == SOURCE_ESTIMATE else []
+        if self._idle_flags:
+            notes.append(f"run {self.session}: {quality_label(self._idle_flags)[1]}")
+        run = {"session": self.session, "node": self.node, "created": now_s, "idle_w": idle.watts,
+               "idle_cold_w": cold.watts, "idle_per_device_w": idle.per_device, "versions": versions,
+               "idle_quality": quality_label(self._idle_flags)[0],
+               "meters": {d: dataclasses.asdict(m) for d, m in self._meters.items()}}
+        return SweepInfo(
+            sweep_id=self.sweep_id, model=spec.model, backend=spec.backend, dtype=dtype,
+            node_type=spec.node_type, n_gpus=self.n_gpus, node=self.node, system=system, device=device_name,
+            energy_source=source, idle_w=idle.watts, idle_per_device_w=idle.per_device, idle_cold_w=cold.watts,
+            design=spec.design.to_dict(), spec=spec.to_dict(), versions=versions, created=now_s, notes=notes,
+            runs=[run],
+        )
+
+    def _check_meters(self, samplers: list[PowerSampler]) -> None:
+        """Raise the error of a sampler whose polls have all failed lately (see PowerSampler.failure)."""
+        for s in samplers:
+            err = s.failure()
+            if err is not None:
+                raise err if isinstance(err, MeterReadError) else MeterReadError(s.source, type(s).__name__, err)
 
     # ------------------------------------------------------------------------------------------
     def _discover(self) -> list[PowerSampler]:
@@ -235,7 +300,9 @@ class Profiler:
         if periods:
             time.sleep(1.2 * max(periods))
 
-    def _idle_baseline(self, samplers, primary, seconds: float) -> tuple[IdleBaseline, pl.DataFrame]:
+    def _idle_baseline(self, samplers, primary, seconds: float) -> tuple[IdleBaseline, pl.DataFrame, list[Flag]]:
+        """Idle power over ``seconds`` of nothing running, its samples, and what the quality checks
+        found wrong with its readings."""
         spec = self.spec
         c0 = self._read_counters(samplers)
         _, t0 = now()
@@ -243,12 +310,15 @@ class Profiler:
         _, t1 = now()
         c1 = self._read_counters(samplers)
         self._settle(samplers)
+        self._check_meters(samplers)
         frame = self._collect(samplers, c0 + c1)
         e = self._energy(frame, "idle", t0, t1)
         dur = t1 - t0
         per = {r["device"]: r["energy_j"] / dur for r in e.iter_rows(named=True)}
         watts = sum(per.get(d, 0.0) for d in primary)
-        return IdleBaseline(watts=watts, per_device=per, seconds=dur, source=_source_label(samplers, primary)), frame
+        flags = assess_window(frame, t0, t1, primary, {d: per[d] * dur for d in primary if d in per}, self._meters)
+        idle = IdleBaseline(watts=watts, per_device=per, seconds=dur, source=_source_label(samplers, primary))
+        return idle, frame, flags
 
     def _run_trial(self, t: PlannedTrial, backend, samplers, primary, idle: IdleBaseline, source: str, *,
                    device_name: str, system: str, dtype: str, versions: str) -> tuple[TrialRecord, pl.DataFrame]:
@@ -270,6 +340,7 @@ class Profiler:
         n_inner = len(results)
         c1 = self._read_counters(samplers)
         self._settle(samplers)
+        self._check_meters(samplers)
         for r in results:
             if r.tin_actual != c.tin or r.tout_actual != c.tout or r.batch != c.batch:
                 raise ProfileError(
@@ -293,6 +364,8 @@ class Profiler:
                                   & (pl.col("t_mono") >= m0) & (pl.col("t_mono") <= m1))
         update = max((s.update_period_s for s in samplers), default=0.1)
         devices = list(by_dev)
+        flags = assess_window(frame, m0, m1, primary, {d: by_dev[d]["energy_j"] for d in primary}, self._meters)
+        quality, quality_note = quality_label(flags + self._idle_flags)
         rec = TrialRecord(
             trial_id=tid, sweep_id=self.sweep_id, cell_id=c.cell_id, repeat=t.repeat, warmup=t.warmup,
             tin=c.tin, tout=c.tout, batch=c.batch, tin_actual=results[0].tin_actual, tout_actual=results[0].tout_actual,
@@ -303,7 +376,7 @@ class Profiler:
             device_energy_j=[by_dev[d]["energy_j"] / n_inner for d in devices], devices=devices,
             t_start=w0, t_end=w1, t_start_mono=m0, t_end_mono=m1, node=self.node, node_type=spec.node_type,
             system=system, device=device_name, n_gpus=self.n_gpus, model=spec.model, backend=spec.backend,
-            dtype=dtype, versions=versions, session=self.session,
+            dtype=dtype, versions=versions, session=self.session, quality=quality, quality_note=quality_note,
         )
         return rec, frame
 

@@ -9,6 +9,11 @@ A sampler covers one meter kind on one node and one or more devices. It offers t
   what was polled since the last drain.
 
 Every reading is a :class:`~llm_energy.trials.schema.PowerSample` labelled with its ``source``.
+
+A read that fails raises :class:`MeterReadError` naming the device. The polling thread skips a failed
+poll, counts it and keeps the error; :meth:`PowerSampler.failure` says when the meter has failed for
+good (``FAIL_POLLS`` polls in a row), so the profiler stops the sweep with one line instead of
+measuring on without a meter.
 """
 
 from __future__ import annotations
@@ -19,6 +24,18 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from llm_energy.trials.schema import PowerSample
+
+#: consecutive failed polls after which a meter counts as failed (not a transient error)
+FAIL_POLLS = 5
+
+
+class MeterReadError(Exception):
+    """A meter read failed (e.g. ``pynvml.NVMLError`` mid-sweep): which device, which meter, and why."""
+
+    def __init__(self, device: str, meter: str, error: BaseException) -> None:
+        self.device, self.meter, self.error = device, meter, error
+        why = str(error).strip() or "no message"
+        super().__init__(f"{device} ({meter}): {type(error).__name__}: {why}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +73,10 @@ class PowerSampler(ABC):
         #: directly (a bound on what it can take from inference, unlike a noisy tokens/s comparison)
         self.poll_cpu_s = 0.0
         self.polls = 0
+        #: failed polls in all, in a row now, and the last error
+        self.poll_errors = 0
+        self.failed_in_a_row = 0
+        self.last_error: BaseException | None = None
         self._buf: list[PowerSample] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -77,6 +98,10 @@ class PowerSampler(ABC):
     def close(self) -> None:
         """Release the meter (e.g. nvmlShutdown). Stops polling first."""
         self.stop()
+
+    def failure(self) -> BaseException | None:
+        """The error of a meter whose last ``FAIL_POLLS`` polls all failed, else None."""
+        return self.last_error if self.failed_in_a_row >= FAIL_POLLS else None
 
     # ---- background polling (shared) ---------------------------------------------------------
     def start(self) -> None:
@@ -114,8 +139,12 @@ class PowerSampler(ABC):
                 readings = self.read_power()
                 if self.poll_counters and self.has_counter:
                     readings += self.read_counters()
-            except Exception:  # noqa: BLE001 - a failed read is skipped, never kills the sweep
+                self.failed_in_a_row = 0
+            except Exception as e:  # noqa: BLE001 - a failed poll is skipped and counted (see failure())
                 readings = []
+                self.poll_errors += 1
+                self.failed_in_a_row += 1
+                self.last_error = e
             if readings:
                 with self._lock:
                     self._buf.extend(readings)

@@ -107,7 +107,7 @@ class EstimateSampler(PowerSampler):
         self._util = CpuUtilisation()  # primed: the first reading covers the time since now
 
     def devices(self) -> list[MeteredDevice]:
-        return [MeteredDevice("cpu", self.cpu, "cpu", SOURCE_ESTIMATE,
+        return [MeteredDevice("cpu", self.cpu, "cpu", SOURCE_ESTIMATE, power_limit_w=self.tdp_w,
                               note=f"estimate: no meter (idle {self.idle_w:.0f} W + util x (TDP {self.tdp_w:.0f} W "
                                    f"- idle); TDP {self.tdp_origin})")]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from llm_energy.measure.samplers.base import MeteredDevice, PowerSampler, now
+from llm_energy.measure.samplers.base import MeteredDevice, MeterReadError, PowerSampler, now
 from llm_energy.trials.schema import SOURCE_NVML_COUNTER, SOURCE_NVML_POWER, PowerSample
 
 FI_POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT (nvml.h); pynvml exposes it when new enough
@@ -107,13 +107,16 @@ class NvmlSampler(PowerSampler):
         out = []
         for i, h, inst in zip(self.indices, self.handles, self.instant):
             w, m = now()
-            if inst:
-                v = self.nvml.nvmlDeviceGetFieldValues(h, [self._fi])[0]
-                if getattr(v, "nvmlReturn", 1) != 0:
-                    continue
-                watts = _field_value(v) / 1000.0
-            else:
-                watts = self.nvml.nvmlDeviceGetPowerUsage(h) / 1000.0
+            try:
+                if inst:
+                    v = self.nvml.nvmlDeviceGetFieldValues(h, [self._fi])[0]
+                    if getattr(v, "nvmlReturn", 1) != 0:
+                        continue
+                    watts = _field_value(v) / 1000.0
+                else:
+                    watts = self.nvml.nvmlDeviceGetPowerUsage(h) / 1000.0
+            except Exception as e:  # noqa: BLE001 - NVMLError (GPU lost, driver gone, ...): name the device
+                raise MeterReadError(f"gpu{i}", "NVML", e) from e
             out.append(PowerSample(w, m, self.node, f"gpu{i}", SOURCE_NVML_POWER, watts=watts))
         return out
 
@@ -123,7 +126,10 @@ class NvmlSampler(PowerSampler):
             if not ok:
                 continue
             w, m = now()
-            mj = self.nvml.nvmlDeviceGetTotalEnergyConsumption(h)
+            try:
+                mj = self.nvml.nvmlDeviceGetTotalEnergyConsumption(h)
+            except Exception as e:  # noqa: BLE001
+                raise MeterReadError(f"gpu{i}", "NVML", e) from e
             out.append(PowerSample(w, m, self.node, f"gpu{i}", SOURCE_NVML_COUNTER, joules=mj / 1000.0))
         return out
 

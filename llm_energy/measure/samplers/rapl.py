@@ -3,6 +3,13 @@
 Zones ``intel-rapl:N`` (name ``package-N``) and their ``dram`` subzones hold ``energy_uj``, a counter
 that wraps at ``max_energy_range_uj``: readings are unwrapped with a running offset per zone. Power is
 the counter delta between polls. Since CVE-2020-8694 ``energy_uj`` is often readable by root only.
+
+A reading below the previous one is a wrap only where the range makes it plausible: the energy the
+wrap implies (the rest of the range plus the new value) must fit the time since the previous read at
+the zone's ``constraint_0_max_power_uw`` (x ``WRAP_SLACK``; ``DEFAULT_MAX_W`` where that is not
+readable). Otherwise the counter stepped back (a firmware glitch, a reset): the reading is kept as it
+is, so the stored counter visibly falls and the trial over it is flagged (llm_energy.measure.quality),
+instead of a whole range (~262 kJ) being added to one window.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from llm_energy.measure.samplers.base import MeteredDevice, PowerSampler, now
 from llm_energy.trials.schema import SOURCE_RAPL, PowerSample
 
 DEFAULT_ROOT = "/sys/class/powercap"
+DEFAULT_MAX_W = 1000.0  # per zone, where constraint_0_max_power_uw is not readable: above any CPU package
+WRAP_SLACK = 1.5
 
 
 @dataclass
@@ -24,7 +33,9 @@ class _Zone:
     kind: str  # "cpu" | "dram"
     path: Path
     max_range_uj: int
+    max_power_w: float | None = None  # constraint_0_max_power_uw where readable
     last_raw: int | None = None
+    last_raw_t: float | None = None
     offset_uj: int = 0
     last_j: float | None = None
     last_t: float | None = None
@@ -45,10 +56,10 @@ def find_zones(root: str | os.PathLike | None = None) -> list[_Zone]:
             continue
         n = pkg.name.split(":")[1]
         name = _read(pkg / "name") or f"package-{n}"
-        zones.append(_Zone(name if name.startswith("package") else f"package-{n}", "cpu", pkg, _max(pkg)))
+        zones.append(_Zone(name if name.startswith("package") else f"package-{n}", "cpu", pkg, _max(pkg), _max_power(pkg)))
         for sub in sorted(pkg.glob(f"intel-rapl:{n}:*")):
             if _read(sub / "name") == "dram" and (sub / "energy_uj").exists():
-                zones.append(_Zone(f"dram-{n}", "dram", sub, _max(sub)))
+                zones.append(_Zone(f"dram-{n}", "dram", sub, _max(sub), _max_power(sub)))
     return zones
 
 
@@ -62,6 +73,12 @@ def _read(p: Path) -> str | None:
 def _max(zone: Path) -> int:
     v = _read(zone / "max_energy_range_uj")
     return int(v) if v and v.isdigit() else 2**32
+
+
+def _max_power(zone: Path) -> float | None:
+    """The zone's maximum power (W) from its first constraint, where readable and nonzero."""
+    v = _read(zone / "constraint_0_max_power_uw")
+    return int(v) / 1e6 if v and v.isdigit() and int(v) > 0 else None
 
 
 class RaplSampler(PowerSampler):
@@ -82,15 +99,24 @@ class RaplSampler(PowerSampler):
 
     def devices(self) -> list[MeteredDevice]:
         return [MeteredDevice(z.device, self._cpu if z.kind == "cpu" else "DRAM", z.kind, SOURCE_RAPL,
-                              note=f"RAPL {z.path.name}") for z in self.zones]
+                              power_limit_w=z.max_power_w, note=f"RAPL {z.path.name}") for z in self.zones]
 
     def _joules(self, z: _Zone) -> float:
         with self._zlock:
             raw = int((z.path / "energy_uj").read_text())
-            if z.last_raw is not None and raw < z.last_raw:
+            _, t = now()
+            if z.last_raw is not None and raw < z.last_raw and self._plausible_wrap(z, raw, t):
                 z.offset_uj += z.max_range_uj  # the counter wrapped
-            z.last_raw = raw
+            z.last_raw, z.last_raw_t = raw, t
             return (raw + z.offset_uj) / 1e6
+
+    @staticmethod
+    def _plausible_wrap(z: _Zone, raw: int, t: float) -> bool:
+        """Whether a fall from ``z.last_raw`` to ``raw`` can be a wrap: the energy it implies fits the
+        time since the previous read at the zone's maximum power."""
+        implied_j = (z.max_range_uj - z.last_raw + raw) / 1e6
+        dt = max(t - (z.last_raw_t if z.last_raw_t is not None else t), 1e-3)
+        return implied_j <= WRAP_SLACK * (z.max_power_w or DEFAULT_MAX_W) * dt
 
     def read_counters(self) -> list[PowerSample]:
         out = []
