@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also print every candidate form's held-out median and p90 relative error, whether it is "
                         "physically sane (non-negative, non-decreasing over 1..4096 tokens) and which was chosen")
     f.add_argument("--json", action="store_true", help="print the fits as JSON")
+    f.add_argument("--include-suspect", action="store_true",
+                   help="also fit trials flagged suspect (quality; default: left out, with a count)")
     f.set_defaults(func=cmd_fit)
 
     pr = sub.add_parser("predict", help="predict energy and runtime of queries",
@@ -76,10 +78,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     rp = sub.add_parser("report", help="Markdown + PNG report of stores and their fits",
                         description="Write a Markdown report with plots: measured vs predicted, relative residual heat "
-                                    "maps, J/token against tout, and the fits table.")
+                                    "maps, J/token against tout, and the fits table; energy per node and per "
+                                    "deployment and one trial's power trace; with --plan the plan (shares, baselines, "
+                                    "Pareto front, chosen point), with --route the routing policies; with a grid "
+                                    "intensity, carbon (gCO2e) beside energy. See docs/report.md.")
     rp.add_argument("dir", nargs="+", help="store directories")
     rp.add_argument("--out", required=True, help="report directory")
     rp.add_argument("--fits", help="use this FITS.json instead of fitting anew")
+    rp.add_argument("--plan", metavar="DIR", help="a plan directory (llm-energy plan --out DIR; --pareto for the front)")
+    rp.add_argument("--route", metavar="DIR", help="a route directory (llm-energy route --out DIR): policies' energy and latency")
+    g = rp.add_mutually_exclusive_group()
+    g.add_argument("--grid-gco2-per-kwh", type=float, metavar="X",
+                   help="grid carbon intensity, constant (gCO2e/kWh): carbon beside energy")
+    g.add_argument("--grid-intensity", metavar="FILE",
+                   help="hourly grid carbon intensity, CSV with columns hour (ISO 8601 or epoch s, increasing) and "
+                        "gco2_per_kwh: each trial at its hour, plans and routes at the mean")
+    rp.add_argument("--trace-trial", metavar="TRIAL_ID",
+                    help="the trial whose power trace is drawn (default: the measured trial with the most samples)")
     rp.set_defaults(func=cmd_report)
 
 
@@ -125,6 +140,8 @@ def cmd_fit(args) -> int:
     if args.folds < 2:
         raise bad_value("--folds", args.folds, "must be >= 2")
     df = load_trials(args.dir)
+    if not args.include_suspect:
+        df = _drop_suspect(df)
     opts = FitOptions(form=args.form, folds=args.folds, seed=args.seed, pool_batch=args.pool_batch,
                       energy_column="energy_net_j" if args.net else "energy_j", drop_invalid=args.drop_invalid)
     fits = fit_deployments(df, opts, source=",".join(args.dir))
@@ -144,6 +161,20 @@ def cmd_fit(args) -> int:
         con.print(f"skipped {s['deployment']}: {s['reason']}")
     con.print(f"wrote {args.out}")
     return 0
+
+
+def _drop_suspect(df: pl.DataFrame) -> pl.DataFrame:
+    """Trials whose meter readings were flagged suspect are left out of a fit; says how many (stderr)."""
+    import sys
+
+    from llm_energy.trials.schema import quality_counts, split_suspect
+
+    kept, bad = split_suspect(df)
+    if bad.height:
+        why = ", ".join(f"{k} x{n}" for k, n in quality_counts(bad).items())
+        print(f"fit: left out {bad.height} suspect trial(s) of {df.height} ({why}); --include-suspect fits them",
+              file=sys.stderr)
+    return kept
 
 
 def _positive_ints(q: pl.DataFrame, c: str, source: str, what: str) -> np.ndarray:
@@ -227,11 +258,17 @@ def cmd_report(args) -> int:
     """The report of the stores with the fits of ``--fits``, or with fits made here with the defaults."""
     from llm_energy.fit.fits import load_fits
     from llm_energy.fit.forms import fit_deployments
+    from llm_energy.report.carbon import grid_from_args
     from llm_energy.report.markdown import write_report
     from llm_energy.trials.store import load_trials
 
+    grid = grid_from_args(args.grid_gco2_per_kwh, args.grid_intensity)  # bad intensity fails before any work
+    for flag, d in (("--plan", args.plan), ("--route", args.route)):
+        if d is not None and not (Path(d) / "summary.json").is_file():
+            raise bad_value(flag, d, "no summary.json there (not a plan/route output directory)")
     trials = load_trials(args.dir)
     fits = load_fits(args.fits) if args.fits else fit_deployments(trials, source=",".join(args.dir))
-    path = write_report(trials, fits, args.out, stores=args.dir)
+    path = write_report(trials, fits, args.out, stores=args.dir, plan_dir=args.plan, route_dir=args.route,
+                        grid=grid, trace_trial=args.trace_trial)
     print(f"wrote {path}")
     return 0

@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="seed for prompts and run order")
     p.add_argument("--no-live", action="store_true", help="plain log lines instead of the live view")
+    p.add_argument("--new-sweep", action="store_true",
+                   help="when OUT holds this sweep measured with other settings (design, seed, window, energy "
+                        "source), start a new sweep beside it instead of refusing")
+    p.add_argument("--wait", action="store_true", help="wait for another writer of OUT to finish instead of refusing")
     p.set_defaults(func=cmd_profile)
 
     s = sub.add_parser("show", help="print the trials of a store", description="Print the trials of a store.")
@@ -69,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Do not run while a sweep writes to the store.")
     k.add_argument("dir")
     k.add_argument("--decimate-ms", type=float, default=None)
+    k.add_argument("--wait", action="store_true", help="wait for another writer of DIR to finish instead of refusing")
     k.set_defaults(func=cmd_compact)
 
 
@@ -136,7 +141,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     # a bad config, a sequence past the model's positions or a model too large for the sweep's largest
     # batch x longest sequence is refused here, before the store exists and before any idle is measured
     prof.preflight()
-    store = TrialStore(args.out)
+    store = TrialStore(args.out, writer="profile", wait=args.wait)  # one writer at a time
+    prof.resume_into(store.sweeps(), new_sweep=args.new_sweep, where=args.out)  # same settings or refuse
     done_before = store.done_trial_ids()
     planned = spec.design.trials()
     skipped = sum(prof.trial_id(t) in done_before for t in planned)
@@ -157,7 +163,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
         console.print(f"energy source: {src}{' (ESTIMATE: no power meter on this node)' if src == SOURCE_ESTIMATE else ''}; "
                       f"idle {idle}; total {fmt_joules(float((meas['energy_j'] * meas['n_inner']).sum()))}")
         console.print(cell_summary_table(meas))
+    _print_quality(console, df)
     return 0
+
+
+def _print_quality(console, df: pl.DataFrame) -> None:
+    """One warning line per suspect reason (trials whose meter readings cannot be trusted)."""
+    from llm_energy.trials.schema import quality_counts
+
+    counts = quality_counts(df)
+    if counts:
+        console.print(f"warning: {sum(counts.values())} flag(s) on suspect trials of {df.height}: "
+                      + ", ".join(f"{k} x{n}" for k, n in counts.items())
+                      + " (energy kept as measured; fit leaves them out; see quality_note in show --json)")
 
 
 def _check_model_name(model: str) -> None:
@@ -193,19 +211,23 @@ def cmd_show(args: argparse.Namespace) -> int:
     console.print(trials_table(df.head(args.limit), title=f"{args.dir}: {df.height} trials"))
     if (df["energy_source"] == SOURCE_ESTIMATE).any():
         console.print("note: energy_source 'estimate' rows are CPU utilisation x TDP, not a measurement")
+    _print_quality(console, df)
     if df.height > args.limit:
         console.print(f"... {df.height - args.limit} more rows (use --limit or --json)")
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from llm_energy.measure.closure import instrument_agreement, session_closure
+    from llm_energy.measure.closure import instrument_agreement, quality_summary, session_closure
     from llm_energy.report.tables import stdout_console
     from llm_energy.trials.store import open_store
 
     store = open_store(args.dir)
     agree = instrument_agreement(store)
     closures = session_closure(store)
+    quality = quality_summary(store.trials())
+    if not args.json:
+        _print_quality(stdout_console(), store.trials())
     if agree.height == 0 and not closures:
         raise UserError(f"{args.dir}: no trials with raw counter samples to check")
     win = store.trials().select("trial_id", (pl.col("t_end_mono") - pl.col("t_start_mono")).alias("window_s"))
@@ -225,7 +247,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         from llm_energy.io import to_json
 
-        print(to_json({"power_vs_counter": groups, "sessions": sess}))
+        print(to_json({"power_vs_counter": groups, "sessions": sess, "quality": quality}))
         return 0
     from rich.table import Table
 
@@ -253,6 +275,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
     if args.decimate_ms is not None and args.decimate_ms <= 0:
         raise bad_value("--decimate-ms", args.decimate_ms, "must be > 0")
     store = open_store(args.dir)
+    store.lock("compact", wait=args.wait)
     n_t, n_s, files = store.compact(decimate_s=args.decimate_ms / 1e3 if args.decimate_ms else None)
     print(f"{args.dir}: {n_t} trials, {n_s} samples in 2 files (was {files} chunk files)")
     return 0

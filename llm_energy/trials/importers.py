@@ -63,8 +63,10 @@ def _model_name(s: str) -> str:
 
 
 def _finish(df: pl.DataFrame, source: Path, label: str) -> pl.DataFrame:
-    """Ids, cell ids and defaults shared by every importer."""
-    sweep = pl.concat_str([pl.lit(label), pl.col("model"), pl.col("node_type"), pl.col("backend"),
+    """Ids, cell ids and defaults shared by every importer. Sweep ids hash the file's content, not its
+    name: two different files both named run.csv both import, the same file imported twice adds nothing."""
+    content = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
+    sweep = pl.concat_str([pl.lit(f"{label}|{content}"), pl.col("model"), pl.col("node_type"), pl.col("backend"),
                            pl.col("n_gpus").cast(pl.String)], separator="|")
     df = df.with_columns(
         sweep.map_elements(lambda s: hashlib.sha1(s.encode()).hexdigest()[:12], return_dtype=pl.String).alias("sweep_id"),
@@ -282,7 +284,7 @@ def import_csv(path: str | Path, mapping: dict[str, str], *, has_header: bool = 
         df = df.with_columns(pl.lit(False).alias("warmup"))
     df = df.with_columns(pl.lit(f"{SOURCE_IMPORTED}:csv").alias("energy_source"), pl.lit(1, pl.Int32).alias("n_inner"),
                          pl.lit(str(p)).alias("node"))
-    return _finish(df, p, f"csv-{p.name}")
+    return _finish(df, p, "csv")
 
 
 def _energy_scale(text: str | None) -> float:
