@@ -120,14 +120,14 @@ class ColumnGeneration:
         small = int(problem.allowed.sum()) <= settings.full_below
         self.method = "full" if (settings.method == "full" or small) else "reduced"
         self.min_master = settings.min_master if settings.min_master is not None else max(32, 4 * problem.n_deployments)
+        # the slack penalty must outweigh any cost a slack could save (1e3 x the largest cost), and the
+        # pricing tolerance sit far below any real cost difference (1e-7 x the same scale)
         en, an = problem.energy_norm(), problem.accuracy_norm()
         scale = float(np.abs(en[problem.allowed]).max() + np.abs(an[problem.allowed]).max()) + 1.0
         self.penalty = 1e3 * scale
         self.tol = 1e-7 * scale
         self.master = RestrictedMaster(problem, full=self.method == "full", max_shared=settings.max_shared,
                                        seed=lambda zeta: seed_from_prices(problem, zeta, self.min_master))
-
-    # -- solving -----------------------------------------------------------------------------------
 
     def _call(self, master: Master, clock: _Clock, *, zeta: float, weight: float, penalty: float,
               integer: bool) -> SolveResult:
