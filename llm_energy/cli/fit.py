@@ -78,10 +78,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     rp = sub.add_parser("report", help="Markdown + PNG report of stores and their fits",
                         description="Write a Markdown report with plots: measured vs predicted, relative residual heat "
-                                    "maps, J/token against tout, and the fits table.")
+                                    "maps, J/token against tout, and the fits table; energy per node and per "
+                                    "deployment and one trial's power trace; with --plan the plan (shares, baselines, "
+                                    "Pareto front, chosen point), with --route the routing policies; with a grid "
+                                    "intensity, carbon (gCO2e) beside energy. See docs/report.md.")
     rp.add_argument("dir", nargs="+", help="store directories")
     rp.add_argument("--out", required=True, help="report directory")
     rp.add_argument("--fits", help="use this FITS.json instead of fitting anew")
+    rp.add_argument("--plan", metavar="DIR", help="a plan directory (llm-energy plan --out DIR; --pareto for the front)")
+    rp.add_argument("--route", metavar="DIR", help="a route directory (llm-energy route --out DIR): policies' energy and latency")
+    g = rp.add_mutually_exclusive_group()
+    g.add_argument("--grid-gco2-per-kwh", type=float, metavar="X",
+                   help="grid carbon intensity, constant (gCO2e/kWh): carbon beside energy")
+    g.add_argument("--grid-intensity", metavar="FILE",
+                   help="hourly grid carbon intensity, CSV with columns hour (ISO 8601 or epoch s, increasing) and "
+                        "gco2_per_kwh: each trial at its hour, plans and routes at the mean")
+    rp.add_argument("--trace-trial", metavar="TRIAL_ID",
+                    help="the trial whose power trace is drawn (default: the measured trial with the most samples)")
     rp.set_defaults(func=cmd_report)
 
 
@@ -245,11 +258,17 @@ def cmd_report(args) -> int:
     """The report of the stores with the fits of ``--fits``, or with fits made here with the defaults."""
     from llm_energy.fit.fits import load_fits
     from llm_energy.fit.forms import fit_deployments
+    from llm_energy.report.carbon import grid_from_args
     from llm_energy.report.markdown import write_report
     from llm_energy.trials.store import load_trials
 
+    grid = grid_from_args(args.grid_gco2_per_kwh, args.grid_intensity)  # bad intensity fails before any work
+    for flag, d in (("--plan", args.plan), ("--route", args.route)):
+        if d is not None and not (Path(d) / "summary.json").is_file():
+            raise bad_value(flag, d, "no summary.json there (not a plan/route output directory)")
     trials = load_trials(args.dir)
     fits = load_fits(args.fits) if args.fits else fit_deployments(trials, source=",".join(args.dir))
-    path = write_report(trials, fits, args.out, stores=args.dir)
+    path = write_report(trials, fits, args.out, stores=args.dir, plan_dir=args.plan, route_dir=args.route,
+                        grid=grid, trace_trial=args.trace_trial)
     print(f"wrote {path}")
     return 0
