@@ -40,8 +40,9 @@ import polars as pl
 from llm_energy.errors import UserError, bad_value
 from llm_energy.measure.integrate import window_energy
 from llm_energy.measure.profiler import MAX_INNER, _source_label, auto_min_window
-from llm_energy.measure.samplers.base import MeteredDevice, PowerSampler, now
-from llm_energy.trials.schema import SAMPLE_SCHEMA, SOURCE_ESTIMATE, PowerSample, samples_frame
+from llm_energy.measure.quality import assess_window, meter_info, quality_label
+from llm_energy.measure.samplers.base import MeteredDevice, MeterReadError, PowerSampler, now
+from llm_energy.trials.schema import QUALITY_OK, SAMPLE_SCHEMA, SOURCE_ESTIMATE, PowerSample, samples_frame
 
 #: samples kept from before the oldest open window: the start edge's counter interpolation needs
 #: the update point before it (the profiler keeps the same 1 s tail)
@@ -69,6 +70,8 @@ class Measurement:
     t_start_mono: float
     t_end_mono: float
     note: str = ""
+    quality: str = QUALITY_OK  # as a trial's: "ok", or "suspect:<code>,..." from llm_energy.measure.quality
+    quality_note: str = ""  # what the quality checks saw, per device
     n_calls: int = 1  # back-to-back calls inside the window (EnergyMeter.repeat), as a trial's n_inner
 
     @property
@@ -162,6 +165,7 @@ class EnergyMeter:
         if not self.samplers:
             raise UserError("no power meter on this node (no NVML GPU, no readable RAPL, estimate not allowed)")
         self.metered: list[MeteredDevice] = [d for s in self.samplers for d in s.devices()]
+        self._meters = meter_info(self.samplers)
         self.devices = tuple(devices) if devices is not None else _default_devices(self.metered)
         unknown = sorted(set(self.devices) - {d.device for d in self.metered})
         if unknown or not self.devices:
@@ -187,7 +191,10 @@ class EnergyMeter:
                 raise UserError(f"window {name!r} is already open (open: {', '.join(self._open)})")
             self._poll_on()
             _sync_cuda(self.sync)
-            c0 = self._read_counters()
+            try:
+                c0 = self._read_counters()
+            except MeterReadError as e:
+                raise UserError(f"window {name!r}: meter failed: {e}") from None
             _, t0 = now()
             self._open[name] = _Open(t0, tuple(c0))
             self._prune()  # drains the samplers: a long-held meter does not pile up readings
@@ -198,13 +205,16 @@ class EnergyMeter:
             state = self._pop(name)
             _sync_cuda(self.sync)
             _, t1 = now()
-            c1 = self._read_counters()
-            dur = t1 - state.t_start_mono
-            short = dur < self.min_window_s
-            if not short:
+            try:
+                c1, failed = self._read_counters(), None
+            except MeterReadError as e:
+                c1, failed = [], e
+            short = t1 - state.t_start_mono < self.min_window_s
+            if not short and failed is None:
                 _settle(self.samplers)  # one update past the end edge, so it can be interpolated
+            failed = failed or next((f for f in (s.failure() for s in self._mine) if f is not None), None)
             self._take(list(state.counters) + c1)
-            m = self._measure(name, state.t_start_mono, t1, short)
+            m = self._measure(name, state.t_start_mono, t1, short, failed)
             self._prune()
             return m
 
@@ -327,17 +337,22 @@ class EnergyMeter:
         keep_from = min((o.t_start_mono for o in self._open.values()), default=now()[1]) - HISTORY_S
         self._frame = self._frame.filter(pl.col("t_mono") >= keep_from)
 
-    def _measure(self, name: str, t0: float, t1: float, short: bool) -> Measurement:
-        by_dev = {} if short else self._energy(t0, t1)
+    def _measure(self, name: str, t0: float, t1: float, short: bool, failed: BaseException | None) -> Measurement:
+        by_dev = {} if short or failed is not None else self._energy(t0, t1)
         missing = [d for d in self.devices if d not in by_dev]
         total = None if missing else sum(by_dev[d]["energy_j"] for d in self.devices)
         inside = self._frame.filter(pl.col("watts").is_not_null() & pl.col("device").is_in(self.devices)
                                     & pl.col("t_mono").is_between(t0, t1))
-        if short:
+        quality, quality_note = QUALITY_OK, ""
+        if failed is not None:
+            note = f"meter failed: {failed}: no energy reported"
+        elif short:
             note = (f"window {t1 - t0:.3g} s is shorter than min_window_s {self.min_window_s:g} s "
                     f"(meter updates every {self.update_period_s:g} s): no energy reported; repeat the work inside one window")
         else:
             note = f"no readings for {', '.join(missing)}" if missing else ""
+            energies = {d: by_dev[d]["energy_j"] for d in self.devices if d in by_dev}
+            quality, quality_note = quality_label(assess_window(self._frame, t0, t1, self.devices, energies, self._meters))
         return Measurement(
             name=name, time_s=t1 - t0, energy_j=total,
             device_energy_j=MappingProxyType({d.device: by_dev[d.device]["energy_j"] if d.device in by_dev else None
@@ -346,7 +361,7 @@ class EnergyMeter:
             device_source=MappingProxyType({d.device: by_dev[d.device]["source"] if d.device in by_dev else d.source
                                             for d in self.metered}),
             n_samples=inside.height, short_window=short, min_window_s=self.min_window_s,
-            t_start_mono=t0, t_end_mono=t1, note=note,
+            t_start_mono=t0, t_end_mono=t1, note=note, quality=quality, quality_note=quality_note,
         )
 
     def _energy(self, t0: float, t1: float) -> dict[str, dict[str, Any]]:
