@@ -86,12 +86,15 @@ def test_measured_energy_carries_no_estimate_mark(full_report):
         assert marked(png) is None, png.name
 
 
-def test_estimated_energy_is_marked_on_every_figure_that_shows_it(tmp_path):
+def test_estimated_energy_is_marked_on_every_figure_that_shows_it(tmp_path, plan_dir):
     est = estimate_copy(tmp_path / "est")
     out = tmp_path / "r"
-    assert main(["report", str(est), "--out", str(out)]) == 0  # fits made here, on estimated energy
+    # fits made here, on estimated energy: the plan's predictions come from such fits
+    assert main(["report", str(est), "--out", str(out), "--plan", str(plan_dir)]) == 0
     md = (out / "report.md").read_text()
     assert "**Estimated energy:**" in md
+    for f in ("plan.png", "plan_pareto.png"):
+        assert marked(out / f) == "llama-2-7b@h100x1/cache/b1, llama-2-7b@h100x1/no-cache/b1", f
     for f in ENERGY_FIGURES:  # the power trace shows one trial, of one deployment
         want = "llama-2-7b@h100x1/" if f == "power_trace.png" else "llama-2-7b@h100x1/cache/b1"
         assert want in (marked(out / f) or ""), f

@@ -12,6 +12,7 @@ import pytest
 from llm_energy.cli import main
 from llm_energy.errors import UserError
 from llm_energy.report.carbon import GridIntensity, grams_co2e, load_grid_csv
+from tests.test_report import plan_dir  # noqa: F401 - the fixture
 
 REPO = Path(__file__).resolve().parents[1]
 NVML = REPO / "data" / "h100" / "issue3"
@@ -64,18 +65,25 @@ def test_half_hourly_rows_and_naive_or_epoch_hours(tmp_path):
         g.at([datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc).timestamp()], what=["t1"])
 
 
-def test_report_with_an_hourly_series(tmp_path):
+def test_report_with_an_hourly_series(tmp_path, plan_dir):
+    from llm_energy.plan.summary import PlanSummary
     from llm_energy.trials.store import load_trials
 
     trials = load_trials([str(NVML)])
     t0 = float(trials["t_start"].min())
     n = int(float(trials["t_start"].max()) // 3600 - t0 // 3600) + 1
-    grid = hourly_csv(tmp_path / "grid.csv", t0, [321.0] * n)
+    values = [321.0] * n + [100.0, 500.0]  # the hours after the sweep move the mean, not the trials
+    grid = hourly_csv(tmp_path / "grid.csv", t0, values)
     out = tmp_path / "r"
-    assert main(["report", str(NVML), "--fits", str(FITS), "--out", str(out), "--grid-intensity", str(grid)]) == 0
+    assert main(["report", str(NVML), "--fits", str(FITS), "--out", str(out), "--grid-intensity", str(grid),
+                 "--plan", str(plan_dir)]) == 0
     md = (out / "report.md").read_text()
     window_j = float((trials["energy_j"] * trials["n_inner"].fill_null(1)).sum())
     assert f"hourly values from {grid}" in md and f"| {window_j / 3.6e6 * 321:.3g} |" in md
+    e = PlanSummary.load(plan_dir).energy_j  # a plan: the series' mean, and its cleanest and dirtiest hours
+    total = next(r for r in md.splitlines() if r.startswith("| **total** |"))
+    assert f"| {e / 1e3:.2f} | {e / 3.6e6 * np.mean(values):.3g} |" in total
+    assert f"would emit {e / 3.6e6 * 100:.3g} .. {e / 3.6e6 * 500:.3g} gCO2e" in md
 
 
 @pytest.mark.parametrize("text, want", [
