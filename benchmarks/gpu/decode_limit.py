@@ -41,8 +41,20 @@ def _imp(*names: str):
     raise err  # type: ignore[misc]
 
 
-def backends_mod():
-    return _imp("llm_energy.measure.inference.backends", "llm_energy.backends")
+def _attr(name: str, *modules: str):
+    """``name`` from the first of ``modules`` that is importable and defines it."""
+    for n in modules:
+        try:
+            m = import_module(n)
+        except ImportError:
+            continue
+        if hasattr(m, name):
+            return getattr(m, name)
+    raise ImportError(f"{name} not found in {', '.join(modules)}")
+
+
+_INFERENCE = ("llm_energy.measure.inference.loading", "llm_energy.measure.inference.sizing",
+              "llm_energy.measure.inference.backends", "llm_energy.backends")
 
 
 def presets_mod():
@@ -103,26 +115,28 @@ def meta_bytes(preset: str) -> tuple[int, int]:
     return step_bytes(m, cfg)
 
 
-def live(preset: str, backend_name: str, bw: float, tin: int, tout: int, min_s: float) -> dict:
+def live(preset: str, backend_name: str, bw: float, tin: int, tout: int, min_s: float, device: str = "cuda:0") -> dict:
     import torch
 
-    B = backends_mod()
+    load_model, kv_cache_len, make_backend = (_attr(n, *_INFERENCE) for n in ("load_model", "kv_cache_len", "make_backend"))
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     t0 = time.perf_counter()
-    loaded = B.load_model(preset, "cuda:0", "auto", max_seq_len=B.kv_cache_len(backend_name, tin + tout),
-                          kv_cache=backend_name != "no-cache")
-    torch.cuda.synchronize()
+    loaded = load_model(preset, device, "auto", max_seq_len=kv_cache_len(backend_name, tin + tout),
+                        kv_cache=backend_name != "no-cache")
+    sync()
     load_s = time.perf_counter() - t0
     all_b, read_b = step_bytes(loaded.model, loaded.config)
-    be = B.make_backend(backend_name, loaded)
+    be = make_backend(backend_name, loaded)
     print(f"[{preset}] loaded in {load_s:.1f} s ({all_b / 1e9:.2f} GB); preparing {backend_name} ...", flush=True)
     t0 = time.perf_counter()
     be.prepare(1, tin, tout)
-    torch.cuda.synchronize()
+    sync()
     compile_s = time.perf_counter() - t0
     print(f"[{preset}] prepare (compile + capture + warm-up) {compile_s:.1f} s", flush=True)
     prompt = be.make_prompt(1, tin, seed=1)
     be.generate(prompt, tout)  # one more untimed generation after the compile
-    energy = _energy_counter()
+    energy = _energy_counter() if cuda else (lambda: None)
     e0 = energy()
     t_start = time.perf_counter()
     steps = []
@@ -144,7 +158,7 @@ def live(preset: str, backend_name: str, bw: float, tin: int, tout: int, min_s: 
         "load_s": load_s, "compile_s": compile_s, "timed_s": wall,
         "j_per_token": (e1 - e0) / (n * tout) if e0 is not None and e1 is not None else None,
         "mean_w": (e1 - e0) / (wall + 0.15) if e0 is not None and e1 is not None else None,
-        "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__,
     }
     res["ratio"] = res["ms_per_step"] / res["limit_ms"]
     res["ratio_read"] = res["ms_per_step"] / res["limit_read_ms"]
@@ -210,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="static")
     ap.add_argument("--bw", type=float, default=None, help="bandwidth in TB/s (default: measure it)")
     ap.add_argument("--bw-only", action="store_true")
+    ap.add_argument("--device", default="cuda:0", help="cuda:N (default cuda:0); cpu only to test this script")
     ap.add_argument("--tin", type=int, default=8)
     ap.add_argument("--tout", type=int, default=129, help="new tokens per timed generation (default 129: 128 steps)")
     ap.add_argument("--min-s", type=float, default=2.0, help="time generations for at least this long")
@@ -232,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for p in [x for x in args.presets.split(",") if x]:
-        r = live(p, args.backend, bw, args.tin, args.tout, args.min_s)
+        r = live(p, args.backend, bw, args.tin, args.tout, args.min_s, args.device)
         print(json.dumps(r), flush=True)
         rows.append(r)
         if args.jsonl:

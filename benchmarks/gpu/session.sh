@@ -3,8 +3,11 @@
 # says which call ran which steps). usage: [BUDGET_S=575] bash benchmarks/gpu/session.sh STEP [STEP...]
 #
 # Steps: info | bw | dl:PRESET[:CAP_S] (decode-limit benchmark, static; cache if static fails or runs past
-# CAP_S) | dltable | grid (llama-2-7b static, 81 cells, 2 repeats) | third:PRESET:BACKEND (the 27-cell
-# third of the grid, benchmarks/gpu/profile_cells.py) | batch:PRESET:BACKEND (batch sweep).
+# CAP_S) | dltable | grid (llama-2-7b static, 81 cells, 2 repeats) | grid-cache (llama-2-7b cache, the same
+# 81 cells, REPEATS, default 1) | third:PRESET:BACKEND[:CAP_S] (the 27-cell third of the grid,
+# benchmarks/gpu/profile_cells.py) | batch:PRESET:BACKEND[:CAP_S] (batch sweep: BATCH_TIN x BATCH_TOUT x
+# BATCHES) | refuse:PRESET:BACKEND:BATCH (the same sweep at a batch that must be refused before any work).
+# Code: SRC, default the frozen snapshot .gpu/src where it exists, else the tree itself.
 # Every step runs under `timeout --signal=INT` inside one deadline (BUDGET_S from the start, RESERVE_S kept
 # for packing): SIGINT stops the profiler cleanly and committed trials stay; a rerun resumes. Stores land in
 # data/h200/ and come back as $OUT/h200.tgz; a machine still warm from the last call keeps its newest copy
@@ -16,7 +19,8 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" data/h200
 exec > >(tee -a "$OUT/session.log") 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 # the frozen code snapshot (.gpu/src), not the tree's llm_energy: PYTHONSAFEPATH keeps the cwd off sys.path
-export PYTHONSAFEPATH=1 PYTHONPATH=/tmp/site:${SRC:-$PWD/.gpu/src}
+if [ -z "${SRC:-}" ]; then if [ -d .gpu/src/llm_energy ]; then SRC=$PWD/.gpu/src; else SRC=$PWD; fi; fi
+export PYTHONSAFEPATH=1 PYTHONPATH=/tmp/site:$SRC
 LE="python3 -m llm_energy.cli"
 KEEP=/tmp/h200keep
 if [ -d "$KEEP" ] && [ -z "${FRESH:-}" ]; then
@@ -64,12 +68,19 @@ for step in "$@"; do
     grid)
       budget "${a:-600}" $LE profile --model llama-2-7b --backend static --tin 8..2048 --tout 8..2048 --repeats 2 \
         --warmups 0 --out data/h200/grid-static "${PROFILE_COMMON[@]}" ;;
+    grid-cache)
+      budget "${a:-600}" $LE profile --model llama-2-7b --backend cache --tin 8..2048 --tout 8..2048 --repeats ${REPEATS:-1} \
+        --warmups 0 --out data/h200/grid-cache "${PROFILE_COMMON[@]}" ;;
     third)
       budget "${c:-600}" python3 -m benchmarks.gpu.profile_cells --cells third --model "$a" --backend "$b" --repeats 1 \
         --warmups 0 --out "data/h200/$a-$b" "${PROFILE_COMMON[@]}" ;;
     batch)
-      budget "${c:-600}" $LE profile --model "$a" --backend "$b" --tin ${BATCH_TIN:-64,512} --tout ${BATCH_TOUT:-64,256} \
-        --batch ${BATCHES:-1,4,16,64,256} --repeats 1 --warmups 0 --out "data/h200/batch-$a-$b" "${PROFILE_COMMON[@]}" ;;
+      budget "${c:-600}" $LE profile --model "$a" --backend "$b" --tin ${BATCH_TIN:-64,256} --tout ${BATCH_TOUT:-64,256} \
+        --batch ${BATCHES:-1..256} --repeats 1 --warmups 0 --out "data/h200/batch-$a-$b" "${PROFILE_COMMON[@]}" ;;
+    refuse)
+      budget 60 $LE profile --model "$a" --backend "$b" --tin ${BATCH_TIN:-64,256} --tout ${BATCH_TOUT:-64,256} \
+        --batch "$c" --repeats 1 --warmups 0 --out /tmp/refused "${PROFILE_COMMON[@]}"
+      echo "refusal check $a $b batch $c: exit $? (2 = refused before any work)" ;;
     *) echo "unknown step $step" ;;
   esac
 done
