@@ -197,3 +197,18 @@ def test_identical_pareto_points_share_one_label():
     ax.plot([1, 2, 2, 3], [1, 2, 2, 3], "o")
     texts = label_points(ax, [1, 2, 2, 3], [1, 2, 2, 3], ["0", "0.2", "0.3", "1"])
     assert sorted(t.get_text() for t in texts) == ["0", "0.2, 0.3", "1"]
+
+
+def test_suspect_trials_are_counted_and_left_out(tmp_path):
+    from llm_energy.report.markdown import write_report
+    from llm_energy.fit.fits import load_fits
+    from llm_energy.trials.store import load_trials
+
+    trials = load_trials([str(NVML)])
+    bad = trials["trial_id"].is_in(trials["trial_id"].head(5).to_list())
+    flagged = trials.with_columns(pl.when(bad).then(pl.lit("suspect:frozen")).otherwise(pl.lit("ok")).alias("quality"))
+    md = write_report(flagged, load_fits(FITS), tmp_path / "r", stores=[str(NVML)]).read_text()
+    kept = trials.filter(~bad)
+    window_j = float((kept["energy_j"] * kept["n_inner"].fill_null(1)).sum())
+    assert "**Suspect trials:** 5 trials" in md and "5 suspect trials left out" in md
+    assert f"| {kept.height} | " in md and f"| {window_j / 1e3:.2f} | {window_j / 3.6e6:.4f} |" in md
