@@ -1,0 +1,189 @@
+"""``route`` as a library call: :func:`run` (:class:`RouteRequest` -> :class:`RouteOutcome`), no printing.
+
+Loads the fits, deployments and trace (or a workload on synthetic arrivals), predicts every query class
+on every deployment once, and for each rate scale and policy routes and simulates the trace, then
+writes ``DIR/queries.parquet`` (:data:`~llm_energy.route.metrics.QUERIES_SCHEMA`), ``DIR/summary.json``
+(``policies``: metrics per policy at the first rate scale; ``sweep``: every rate scale's), the plots, and
+``DIR/workload.parquet`` + ``DIR/offline_deployments.yaml`` (``plan`` on them solves ``offline``'s problem).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from llm_energy.errors import UserError, bad_value
+from llm_energy.io import to_json, write_text_atomic
+from llm_energy.route.trace import ARRIVAL_KINDS, Trace, load_trace, parse_rate_scales, synthetic_trace
+
+SUMMARY_KEYS = ("energy_j", "idle_energy_j", "total_energy_j", "accuracy", "latency_p50_s", "latency_p99_s",
+                "wait_p99_s", "slo_violations", "deployments", "regret_pct")
+
+
+@dataclass
+class RouteRequest:
+    """Everything ``route`` needs (see the CLI flags for meanings and units)."""
+
+    fits: str
+    deployments: str
+    trace: str
+    out: str
+    policy: str = "all"
+    rate_scale: str | float = 1.0
+    zeta: float = 0.5
+    min_share: float = 0.01
+    slo_s: float | None = None
+    window_s: float = 300.0
+    seed: int = 0
+    columns: str | None = None
+    arrivals: str = "trace"  # trace | poisson | gamma
+    rate: float | None = None
+    cv: float = 1.0
+    idle_w: str | float | None = None
+    utilisation: float | None = 0.9
+    queue_weight: float = 1.0
+    solver: str = "glpk"
+    time_limit_s: float = 60.0
+    only: list[str] | None = None
+    plots: bool = True
+    write_queries: bool = True
+
+
+@dataclass
+class RouteOutcome:
+    """The summary (as written to summary.json) and the output paths."""
+
+    summary: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def check_request(req: RouteRequest) -> list[float]:
+    """Validate the options that need no file; returns the rate scales."""
+    if not (isinstance(req.zeta, (int, float)) and math.isfinite(req.zeta) and 0 <= req.zeta <= 1):
+        raise bad_value("--zeta", req.zeta, "must be in [0, 1]")
+    if not (math.isfinite(req.min_share) and 0 <= req.min_share <= 0.5):
+        raise bad_value("--min-share", req.min_share, "must be in [0, 0.5]")
+    if not (math.isfinite(req.window_s) and req.window_s > 0):
+        raise bad_value("--window-s", req.window_s, "must be seconds > 0")
+    if req.utilisation is not None and not (math.isfinite(req.utilisation) and 0 < req.utilisation <= 1):
+        raise bad_value("--utilisation", req.utilisation, "must be in (0, 1], or 'none' for no fleet capacity")
+    if not (math.isfinite(req.queue_weight) and req.queue_weight >= 0):
+        raise bad_value("--queue-weight", req.queue_weight, "must be >= 0")
+    if req.slo_s is not None and not (math.isfinite(req.slo_s) and req.slo_s > 0):
+        raise bad_value("--slo-s", req.slo_s, "must be seconds > 0")
+    if req.arrivals not in ARRIVAL_KINDS:
+        raise bad_value("--arrivals", req.arrivals, f"expected one of {', '.join(ARRIVAL_KINDS)}")
+    if req.arrivals != "trace" and req.rate is None:
+        raise UserError(f"--arrivals {req.arrivals} needs --rate (queries per second)")
+    if Path(req.out).exists() and not Path(req.out).is_dir():
+        raise bad_value("--out", req.out, "is a file; the route output is a directory")
+    return parse_rate_scales(req.rate_scale)
+
+
+def load_inputs(req: RouteRequest):
+    """(trace, deployments, fits) validated."""
+    from llm_energy.fit.fits import load_fits_any
+    from llm_energy.plan.deployments import load_deployments
+
+    deps = load_deployments(req.deployments)
+    if req.only:
+        deps = deps.select(req.only, "--only")
+    fits = load_fits_any(req.fits)
+    if req.arrivals == "trace":
+        trace = load_trace(req.trace, req.columns)
+    else:
+        trace = synthetic_trace(req.trace, req.rate, req.arrivals, req.cv, req.seed, req.columns)
+    return trace, deps, fits
+
+
+def run(req: RouteRequest) -> RouteOutcome:
+    """Route and simulate; write the outputs; return the summary."""
+    from llm_energy.route.fleet import build_fleet, check_slo
+    from llm_energy.route.policies import parse_policies
+
+    t0 = time.perf_counter()
+    scales = check_request(req)
+    trace, deps, fits = load_inputs(req)
+    fleet = build_fleet(fits, deps, trace.tin, trace.tout, idle_w=req.idle_w, fits_source=req.fits)
+    check_slo(fleet, req.slo_s)
+    policies = parse_policies(req.policy, fleet.names)
+    out = Path(req.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise bad_value("--out", req.out, f"cannot create it ({e.strerror or e})") from None
+    sweep, frames, timings = [], [], {}
+    for x in scales:
+        res, fr, tm = simulate_scale(req, fleet, trace.scaled(x) if x != 1.0 else trace, policies, x)
+        sweep.append({"rate_scale": x, "arrival_rate_per_s": trace.n_queries / max(trace.span_s / x, 1e-12),
+                      "policies": res})
+        frames += fr
+        timings[f"x{x:g}"] = tm
+    files = write_outputs(req, out, fleet, trace, frames, sweep, trace.span_s / scales[0])
+    summary = {
+        "policies": sweep[0]["policies"], "rate_scale": scales[0],
+        "sweep": sweep if len(scales) > 1 else None,
+        "trace": {"source": trace.source, "queries": trace.n_queries, "classes": int(len(fleet.count)),
+                  "span_s": trace.span_s, "arrival_rate_per_s": trace.n_queries / max(trace.span_s, 1e-12),
+                  "arrivals": req.arrivals},
+        "fleet": {n: {"replicas": int(r), "max_batch": int(b), "idle_w": float(w), "accuracy": float(a)}
+                  for n, r, b, w, a in zip(fleet.names, fleet.replicas, fleet.max_batch, fleet.idle_w, fleet.accuracy)},
+        "options": {"zeta": req.zeta, "min_share": req.min_share, "slo_s": req.slo_s, "window_s": req.window_s,
+                    "utilisation": req.utilisation, "queue_weight": req.queue_weight, "seed": req.seed,
+                    "solver": req.solver},
+        "served_once": all(m.get("served_once", True) for s in sweep for m in s["policies"].values()),
+        "warnings": fleet.warnings,
+        "timings_s": {**timings, "total": time.perf_counter() - t0},
+        "files": files,
+    }
+    write_text_atomic(out / "summary.json", to_json(summary, indent=1), what="route summary")
+    return RouteOutcome(summary, files)
+
+
+def simulate_scale(req: RouteRequest, fleet, trace: Trace, policies: list[str], x: float):
+    """Every policy on one (scaled) trace: metrics by policy, the per-query frames, seconds per policy."""
+    from llm_energy.route.metrics import add_regret, policy_metrics, queries_frame
+    from llm_energy.route.policies import RouteContext, get_policy
+
+    ctx = RouteContext(fleet=fleet, arrival=trace.arrival_s, zeta=req.zeta, min_share=req.min_share, slo_s=req.slo_s,
+                       seed=req.seed, queue_weight=req.queue_weight, window_s=req.window_s,
+                       utilisation=req.utilisation, solver=req.solver, time_limit_s=req.time_limit_s)
+    cost = ctx.cost_c()
+    res, frames, tm = {}, [], {}
+    for name in policies:
+        t1 = time.perf_counter()
+        routed = get_policy(name)(ctx)
+        tm[name] = time.perf_counter() - t1
+        m = policy_metrics(fleet, cost, trace.arrival_s, routed, req.slo_s)
+        m["served_once"] = bool(len(routed.dep) == trace.n_queries and np.all(routed.start >= trace.arrival_s))
+        m["route_s"] = tm[name]
+        res[name] = m
+        if req.write_queries:
+            frames.append(queries_frame(fleet, trace.tin, trace.tout, trace.arrival_s, routed, name, x))
+    add_regret(res)
+    return res, frames, tm
+
+
+def write_outputs(req: RouteRequest, out: Path, fleet, trace: Trace, frames: list, sweep: list, span_s: float
+                  ) -> dict[str, str]:
+    from llm_energy.route.offline import plan_deployments_yaml
+
+    files = {"summary": str(out / "summary.json"), "workload": str(out / "workload.parquet"),
+             "offline_deployments": str(out / "offline_deployments.yaml")}
+    pl.DataFrame({"tin": trace.tin, "tout": trace.tout}).write_parquet(files["workload"])
+    write_text_atomic(files["offline_deployments"], plan_deployments_yaml(fleet, span_s, req.utilisation),
+                      what="deployments file")
+    if frames:
+        files["queries"] = str(out / "queries.parquet")
+        pl.concat(frames).write_parquet(files["queries"])
+    if req.plots:
+        from llm_energy.route.plots import plot_all
+
+        files.update(plot_all(out, frames, sweep, req.slo_s))
+    return files
