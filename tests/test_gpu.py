@@ -97,11 +97,26 @@ def test_static_backend_on_cuda_compiles_once_per_bucket():
     assert b.compiles == 1 and bucket_len(100 + 16) == 256
 
 
+def refusal_batch(free_bytes: int, model: str = "llama-2-70b", max_seq_len: int = 4096) -> int:
+    """The smallest power-of-two batch at which ``model`` (weights + KV cache of ``max_seq_len`` tokens a
+    sequence + margin) needs more than ``free_bytes``: 1 on an 80 GB card, more on an H200, where
+    llama-2-70b fits at batch 1."""
+    from llm_energy.measure.inference.loading import read_model
+    from llm_energy.measure.inference.presets import memory_needed_bytes
+
+    src = read_model(model)
+    batch = 1
+    while memory_needed_bytes(src.n_params, src.hf_config, "bfloat16", batch, max_seq_len)[0] <= free_bytes:
+        batch *= 2
+    return batch
+
+
 def test_a_model_larger_than_the_gpu_is_refused_up_front():
     from llm_energy.measure.inference.loading import load_model
     from llm_energy.errors import UserError
 
     free = torch.cuda.mem_get_info(0)[0]
-    with pytest.raises(UserError, match=r"llama-2-70b.*needs .* GiB"):
-        load_model("llama-2-70b", "cuda")
+    batch = refusal_batch(free)  # what does not fit the card this runs on, not an assumed 80 GB
+    with pytest.raises(UserError, match=rf"llama-2-70b.*needs .* GiB.*batch {batch} x 4096"):
+        load_model("llama-2-70b", "cuda", batch=batch)
     assert torch.cuda.mem_get_info(0)[0] >= free * 0.95  # refused before any weights were allocated
