@@ -9,7 +9,6 @@ labelled estimate (utilisation x TDP): see README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -60,13 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"job {job}: {status} after {time.time() - t0:.0f} s", flush=True)
         if status != JobStatus.SUCCEEDED:
             return 1
-        summary = out / "plan" / "summary.json"
-        if summary.exists():
-            s = json.loads(summary.read_text())
-            print(f"plan: {s.get('status')} energy {s.get('energy_j', 0) / 1e3:.2f} kJ, accuracy {s.get('accuracy', 0):.2f}; "
-                  + ", ".join(f"{k}: {v['count']} ({100 * v['share']:.1f}%)" for k, v in s.get("deployments", {}).items()))
-            for b in s.get("baselines", [])[:6]:
-                print(f"  baseline {b['name']}: {b['energy_j'] / 1e3:.2f} kJ, plan saves {b['saved_pct']:.1f}%")
+        if (out / "plan" / "summary.json").exists():
+            from llm_energy.plan.summary import PlanSummary
+
+            s = PlanSummary.load(out / "plan")
+            print(f"plan: {s.status} energy {s.energy_j / 1e3:.2f} kJ, accuracy {s.accuracy:.2f}; "
+                  + ", ".join(f"{k}: {v.count} ({100 * v.share:.1f}%)" for k, v in s.deployments.items()))
+            for b in s.baselines[:6]:
+                print(f"  baseline {b.name}: {b.energy_j / 1e3:.2f} kJ, plan saves {b.saved_pct:.1f}%")
         print(f"report: {out / 'report' / 'report.md'}")
         print("note: CPU energy on this machine is an ESTIMATE (utilisation x TDP), not a measurement")
         return 0

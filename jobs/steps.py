@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import yaml
+from typing import TYPE_CHECKING
 
 from cluster.config import PipelineConfig
 from llm_energy.errors import UserError
 
-
-def cli(argv: list[str]) -> int:
-    """Run an ``llm-energy`` command in a subprocess, exactly as a user would (its output goes to the
-    job's log); ``llm_energy`` is installed on every node (ray_cluster.yaml's setup commands)."""
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "llm_energy.cli", *argv]).returncode
+if TYPE_CHECKING:
+    from llm_energy.plan.deployments import DeploymentsFile
+    from llm_energy.plan.workload import Workload
 
 
 def paths(cfg: PipelineConfig) -> dict[str, Path]:
     out = Path(cfg.out)
-    return {"store": out / "store", "fits": out / "fits.json", "deploy": out / "deployments.yaml",
-            "workload": out / "workload.csv", "plan": out / "plan", "report": out / "report"}
+    return {"store": out / "store", "fits": out / "fits.json", "workload": out / "workload.csv",
+            "plan": out / "plan", "report": out / "report"}
 
 
 def sweep(cfg: PipelineConfig, *, live: bool | None = None) -> None:
@@ -72,39 +66,48 @@ def fit(cfg: PipelineConfig) -> None:
     con.print(f"wrote {p['fits']}")
 
 
-def plan(cfg: PipelineConfig) -> None:
+def deployments(cfg: PipelineConfig, fits) -> "DeploymentsFile":
+    """The planner's deployments: each config entry bound to the fit its node type's sweep produced
+    (any GPU count: a node type has one), as the planner reads them."""
+    from llm_energy.fit.fits import DeploymentKey, find_fit
+    from llm_energy.plan.deployments import Deployment, DeploymentsFile
+
     p = paths(cfg)
+    out = []
+    for d in cfg.planner.deployments:
+        key = DeploymentKey(d.model, d.node_type, None, cfg.node_types[d.node_type].backend, cfg.sweep.batch[0])
+        dep = find_fit(fits, key, source=f"{cfg.source}: planner deployment {d.name!r} in {p['fits']}")
+        out.append(Deployment(name=d.name, fit=dep.deployment, accuracy=d.accuracy, nodes=d.nodes, hours=d.hours,
+                              slo_s=d.slo_s))
+    return DeploymentsFile(f"{cfg.source}: planner.deployments", tuple(out))
+
+
+def workload(cfg: PipelineConfig) -> "Workload":
+    """The config's workload: its file, or a seeded synthetic one (also written to OUT/workload.csv)."""
+    from llm_energy.plan.workload import load_workload, save_workload, synth_workload
+
+    if cfg.workload.path:
+        return load_workload(cfg.workload.path)
+    wl = synth_workload(cfg.workload.synth, cfg.workload.n, cfg.workload.seed)
+    path = save_workload(wl, paths(cfg)["workload"])
+    print(f"wrote {wl.n_queries} queries ({cfg.workload.synth}, seed {cfg.workload.seed}) to {path}")
+    return wl
+
+
+def plan(cfg: PipelineConfig) -> None:
+    """The energy-optimal partition of the workload over the config's deployments (plan.run)."""
     if cfg.planner is None:
         print("no planner section: skipping the plan")
         return
-    from llm_energy.fit.fits import deployment_key, load_fits
+    from llm_energy.fit.fits import load_fits
+    from llm_energy.plan.run import PlanRequest, run
+    from llm_energy.report.plan_views import plot_pareto, print_summary
 
+    p = paths(cfg)
     fits = load_fits(p["fits"])
-    entries = []
-    for d in cfg.planner.deployments:
-        batch = cfg.sweep.batch[0]
-        key = deployment_key(d.model, d.node_type, 0, cfg.node_types[d.node_type].backend, batch)
-        match = [k for k in fits.deployments if k.startswith(f"{d.model}@{d.node_type}") and k.endswith(
-            f"/{cfg.node_types[d.node_type].backend}/b{batch}")]
-        if not match:
-            raise UserError(f"{cfg.source}: planner deployment {d.name!r}: no fit {key!r} in {p['fits']}")
-        e = {"name": d.name, "fit": match[0], "accuracy": d.accuracy}
-        for k in ("nodes", "hours", "slo_s"):
-            if getattr(d, k) is not None:
-                e[k] = getattr(d, k)
-        entries.append(e)
-    p["deploy"].write_text(yaml.safe_dump({"deployments": entries}))
-    if cfg.workload.path:
-        wl = cfg.workload.path
-    else:
-        wl = str(p["workload"])
-        if cli(["workload", "synth", "--kind", cfg.workload.synth, "--n", str(cfg.workload.n), "--seed",
-                str(cfg.workload.seed), "--out", wl]) != 0:
-            raise UserError("workload synth failed")
-    if cli(["plan", "--fits", str(p["fits"]), "--deployments", str(p["deploy"]), "--workload", wl,
-            "--zeta", str(cfg.planner.zeta), "--min-share", str(cfg.planner.min_share), "--solver",
-            cfg.planner.solver, "--out", str(p["plan"])]) != 0:
-        raise UserError("plan failed")
+    req = PlanRequest(fits=fits, deployments=deployments(cfg, fits), workload=workload(cfg), out=str(p["plan"]),
+                      zeta=cfg.planner.zeta, min_share=cfg.planner.min_share, solver=cfg.planner.solver)
+    print_summary(run(req, plot_pareto=plot_pareto).summary)
 
 
 def report(cfg: PipelineConfig) -> None:

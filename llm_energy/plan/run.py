@@ -37,6 +37,7 @@ from llm_energy.plan.summary import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from llm_energy.fit.fits import FitsFile
     from llm_energy.plan.binning import BinningReport, Bins
     from llm_energy.plan.deployments import DeploymentsFile
     from llm_energy.plan.solve.planner import PlanSolution
@@ -55,9 +56,9 @@ class PlanRequest:
     ``settings`` is the checked :class:`SolveSettings`.
     """
 
-    fits: str
-    deployments: str
-    workload: str
+    fits: str | FitsFile  # a fits file (or the paper's coefficients.json), or one in memory
+    deployments: str | DeploymentsFile  # a deployments YAML, or one in memory
+    workload: str | Workload  # a workload file, or queries in memory
     out: str
     columns: str | None = None
     only: tuple[str, ...] | None = None
@@ -108,6 +109,13 @@ class PlanRequest:
             raise UserError(f"{modes[0]} and --pareto exclude each other")
         if self.zeta is not None:
             check_zeta(self.zeta)
+
+    @property
+    def sources(self) -> tuple[str, str, str]:
+        """Where the fits, deployments and workload came from (a path, or what the object says)."""
+        f, d, w = self.fits, self.deployments, self.workload
+        return (f if isinstance(f, str) else f.source or "<fits in memory>",
+                d if isinstance(d, str) else d.path, w if isinstance(w, str) else w.source)
 
     @property
     def mode(self) -> str:
@@ -183,11 +191,13 @@ def _load(req: PlanRequest) -> _Inputs:
     from llm_energy.plan.deployments import load_deployments
     from llm_energy.plan.workload import load_workload, parse_column_mapping
 
-    deps = load_deployments(req.deployments)
+    deps = load_deployments(req.deployments) if isinstance(req.deployments, str) else req.deployments
     if req.only:
         deps = deps.select(list(req.only), "--only")
-    fits = load_fits_any(req.fits)
-    return _Inputs(deps, fits, load_workload(req.workload, parse_column_mapping(req.columns)))
+    fits = load_fits_any(req.fits) if isinstance(req.fits, str) else req.fits
+    workload = (load_workload(req.workload, parse_column_mapping(req.columns)) if isinstance(req.workload, str)
+                else req.workload)
+    return _Inputs(deps, fits, workload)
 
 
 def _input_warnings(req: PlanRequest, inputs: _Inputs, neg: NegativePredictions) -> list[str]:
@@ -197,7 +207,7 @@ def _input_warnings(req: PlanRequest, inputs: _Inputs, neg: NegativePredictions)
         warnings.append(w)
     no_hours = [d.name for d in inputs.deployments.deployments if d.nodes is not None and d.hours is None]
     if no_hours:
-        warnings.append(f"{req.deployments}: {', '.join(no_hours)}: nodes without hours sets no capacity limit "
+        warnings.append(f"{req.sources[1]}: {', '.join(no_hours)}: nodes without hours sets no capacity limit "
                         f"(capacity = nodes x hours x 3600 s); add hours to limit them")
     return warnings
 
@@ -246,7 +256,7 @@ def _summary(req: PlanRequest, problem: PlanProblem, solved: _Solved, baselines,
         mip_gap=req.mip_gap, time_limit_s=req.time_limit_s, solver_calls=sol.rounds,
         master_classes=sol.master_classes, master_columns=sol.master_columns, zeta=req.chosen_zeta,
         mode=req.mode, constraints=ConstraintsSummary.of(problem), normalisation=Normalisation.of(problem),
-        workload=WorkloadSummary(source=req.workload, queries=n_queries, classes=n_classes),
+        workload=WorkloadSummary(source=req.sources[2], queries=n_queries, classes=n_classes),
         negative_predictions=neg, binning=solved.binning,
         baselines=[BaselineSummary.of(b, metrics["energy_j"]) for b in baselines], warnings=warnings,
         pareto=solved.pareto or None)
@@ -293,11 +303,11 @@ def run(req: PlanRequest, *, plot_pareto: Callable[[PlanSummary, str], None] | N
     with timer.stage("predict"):
         problem, neg = problem_from_fits(classes, inputs.deployments, inputs.fits, min_share=req.min_share,
                                          energy_budget_j=req.energy_budget_j, accuracy_floor=req.min_accuracy,
-                                         negative=req.negative, fits_source=req.fits)
+                                         negative=req.negative, fits_source=req.sources[0])
     warnings = _input_warnings(req, inputs, neg)
     with timer.stage("solve"):
         def costs(tin, tout, count):
-            return predicted_costs(inputs.fits, inputs.deployments, tin, tout, count, req.negative, req.fits)[:2]
+            return predicted_costs(inputs.fits, inputs.deployments, tin, tout, count, req.negative, req.sources[0])[:2]
 
         bins = make_bins(problem, classes, req.bins, costs) if req.bins else None
         solved = _solve(req, problem, bins, warnings)
