@@ -6,7 +6,8 @@
 # CAP_S) | dltable | grid (llama-2-7b static, 81 cells, 2 repeats) | grid-cache (llama-2-7b cache, the same
 # 81 cells, REPEATS, default 1) | third:PRESET:BACKEND[:CAP_S] (the 27-cell third of the grid,
 # benchmarks/gpu/profile_cells.py) | batch:PRESET:BACKEND[:CAP_S] (batch sweep: BATCH_TIN x BATCH_TOUT x
-# BATCHES) | refuse:PRESET:BACKEND:BATCH (the same sweep at a batch that must be refused before any work).
+# BATCHES) | refuse:PRESET:BACKEND:BATCH (the same sweep at a batch that must be refused before any work) |
+# gputests (pytest -m gpu tests/test_gpu.py).
 # Code: SRC, default the frozen snapshot .gpu/src where it exists, else the tree itself.
 # Every step runs under `timeout --signal=INT` inside one deadline (BUDGET_S from the start, RESERVE_S kept
 # for packing): SIGINT stops the profiler cleanly and committed trials stay; a rerun resumes. Stores land in
@@ -81,6 +82,8 @@ for step in "$@"; do
       budget 60 $LE profile --model "$a" --backend "$b" --tin ${BATCH_TIN:-64,256} --tout ${BATCH_TOUT:-64,256} \
         --batch "$c" --repeats 1 --warmups 0 --out /tmp/refused "${PROFILE_COMMON[@]}"
       echo "refusal check $a $b batch $c: exit $? (2 = refused before any work)" ;;
+    gputests)
+      budget "${a:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py ;;
     *) echo "unknown step $step" ;;
   esac
 done
