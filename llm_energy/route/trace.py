@@ -95,14 +95,16 @@ def arrival_seconds(s: pl.Series, path: str) -> np.ndarray:
     name = s.name
     if s.dtype == pl.String:
         try:
-            s = s.str.to_datetime(time_unit="ns", strict=True)
-        except Exception:  # noqa: BLE001 (polars raises several kinds)
-            num = s.cast(pl.Float64, strict=False)
-            bad = num.is_null() & s.is_not_null()
-            if bad.any():
-                i = int(bad.arg_max())
-                raise UserError(f"{path}: row {i}: {name}={s[i]!r}: not a date-time or a number of seconds") from None
-            s = num
+            dt = s.str.to_datetime(time_unit="ns", strict=False)
+        except Exception:  # noqa: BLE001 (polars raises several kinds for unparseable formats)
+            dt = pl.Series(name, [None] * len(s), dtype=pl.Datetime("ns"))
+        num = s.cast(pl.Float64, strict=False)
+        parsed = dt if dt.null_count() <= num.null_count() else num
+        bad = parsed.is_null() & s.is_not_null()
+        if bad.any():
+            i = int(bad.arg_max())
+            raise UserError(f"{path}: row {i}: {name}={s[i]!r}: not a date-time or a number of seconds")
+        s = parsed
     if s.dtype.is_temporal():
         if s.null_count():
             i = int(s.is_null().arg_max())
