@@ -156,30 +156,6 @@ def test_report_takes_the_fits_and_fits_nothing(grid_store, tmp_path, monkeypatc
     assert "| Llama-2-7b-chat-hf@swing-a100x1/hf-nocache/b1 | NVIDIA A100-SXM4-40GB |" in md
 
 
-STAGE_FLOORS = {  # a stage may import only from the stages listed (and itself)
-    "trials": {"trials"},
-    "fit": {"fit", "trials"},
-    "report": {"report", "fit", "trials", "measure"},
-}
-
-
-def test_stage_imports_run_down_the_floors():
-    """trials <- fit <- report: no module imports from a stage above it (cli included), even inside
-    a function."""
-    import ast
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1] / "llm_energy"
-    for stage, allowed in STAGE_FLOORS.items():
-        for f in sorted((root / stage).rglob("*.py")):
-            for node in ast.walk(ast.parse(f.read_text())):
-                mods = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
-                    [a.name for a in node.names] if isinstance(node, ast.Import) else []
-                for m in mods:
-                    parts = m.split(".")
-                    if parts[0] != "llm_energy" or len(parts) < 2 or parts[1] in ("errors", "io"):
-                        continue
-                    assert parts[1] in allowed, f"{f.relative_to(root)} imports {m}"
 
 
 def test_show_prints_an_imported_store_without_prefill_or_net_energy(grid_store, capsys, monkeypatch):
