@@ -12,9 +12,8 @@ from llm_energy.measure.samplers.estimate import EstimateSampler
 from llm_energy.measure.samplers.nvml import NvmlSampler
 from llm_energy.measure.samplers.rapl import RaplSampler
 from llm_energy.measure.window import EnergyMeter, Measurement
-from tests.fakes.fake_pynvml import UPDATE_S, FakeNvml, NoDriverNvml
+from tests.fakes.fake_pynvml import UPDATE_S, FakeNvml, NoDriverNvml, RealtimeNvml
 from tests.fakes.powercap import MAX_RANGE_UJ, make_powercap
-from tests.test_multi_gpu import RealtimeNvml  # the fake NVML on a real-time clock
 
 
 @pytest.fixture
@@ -246,3 +245,34 @@ def test_meter_leaves_what_it_was_given_and_closes_what_it_found(gpus, tmp_path)
     with pytest.raises(UserError, match="gpu7"):
         EnergyMeter(nvml=nv, powercap_root=tmp_path / "none", devices=["gpu7"])
     assert nv.shutdowns == 1  # what discovery opened is closed again when the meter refuses
+
+
+def test_a_frozen_counter_is_flagged_and_its_energy_kept(gpus):
+    fake, sampler = gpus
+    fake.gpus[0].counter_frozen_at = fake.now + 0.3  # the counter stops; power still reads ~71 W
+    meter = EnergyMeter([sampler], devices=["gpu0"], min_window_s=0.5)
+    with meter.window("frozen") as w:
+        time.sleep(1.4)
+    m = w.measurement
+    assert m.quality == "suspect:counter-frozen" and "gpu0: energy counter unchanged" in m.quality_note
+    assert m.energy_j is not None and m.energy_j < 0.5 * fake.gpus[0].idle_w * m.time_s  # as measured, not mended
+    with meter.window("still-frozen") as w:  # too short to call frozen: 0 J is flagged all the same
+        time.sleep(0.6)
+    assert w.quality == "suspect:energy-nonpositive" and w.energy_j == 0.0
+    other = EnergyMeter([sampler], devices=["gpu1"], min_window_s=0.5)
+    with other.window("healthy") as h:  # the A100's counter is fine
+        time.sleep(0.6)
+    assert h.quality == "ok" and h.quality_note == "" and h.energy_j > 0
+
+
+def test_a_gpu_lost_mid_window_gives_no_energy(gpus):
+    fake, sampler = gpus
+    meter = EnergyMeter([sampler], min_window_s=0.5)
+    meter.begin_window("lost")
+    fake.gpus[1].lost_at = fake.now + 0.2  # falls off the bus inside the window
+    time.sleep(0.7)
+    m = meter.end_window("lost")
+    assert m.energy_j is None and m.note.startswith("meter failed: gpu1 (NVML): NVMLError_GpuIsLost: GPU is lost")
+    with pytest.raises(UserError, match="meter failed: gpu1"):
+        meter.begin_window("next")
+    assert meter.open_windows == ()
