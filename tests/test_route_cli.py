@@ -203,3 +203,21 @@ def test_paper_fleet_on_the_conversation_trace(azure_conv, capsys, tmp_path):
                           "--workload", out / "workload.parquet", "--out", tmp_path / "plan", "--json")
     assert rc == 0, err
     assert json.loads(stdout)["energy_j"] == pytest.approx(p["offline"]["energy_j"], rel=1e-12)
+
+
+def test_library_call_with_objects(small, tmp_path):
+    """What the pipeline calls: llm_energy.route.run(RouteRequest) with in-memory fits, deployments, workload."""
+    from llm_energy.fit.fits import load_fits
+    from llm_energy.plan.deployments import load_deployments
+    from llm_energy.plan.workload import synth_workload
+    from llm_energy.route import RouteRequest, run
+
+    d, _, fleet = small
+    out = run(RouteRequest(fits=load_fits(H100_FITS), deployments=load_deployments(fleet),
+                           trace=synth_workload("mix", 250, 3), arrivals="poisson", rate=1.0, policy="greedy,dual",
+                           out=str(tmp_path / "lib"), plots=False))
+    assert set(out.summary["policies"]) == {"offline", "greedy", "dual"}
+    assert out.summary["served_once"] and Path(out.files["queries"]).exists()
+    with pytest.raises(Exception, match="needs --arrivals"):
+        run(RouteRequest(fits=load_fits(H100_FITS), deployments=load_deployments(fleet),
+                         trace=synth_workload("mix", 10, 3), out=str(tmp_path / "lib2")))

@@ -30,9 +30,9 @@ SUMMARY_KEYS = ("energy_j", "idle_energy_j", "total_energy_j", "accuracy", "late
 class RouteRequest:
     """Everything ``route`` needs (see the CLI flags for meanings and units)."""
 
-    fits: str
-    deployments: str
-    trace: str
+    fits: Any  # path, or a FitsFile
+    deployments: Any  # path, or a DeploymentsFile
+    trace: Any  # path, a Trace, or a Workload (with arrivals poisson|gamma and rate)
     out: str
     policy: str = "all"
     rate_scale: str | float = 1.0
@@ -87,15 +87,25 @@ def check_request(req: RouteRequest) -> list[float]:
 
 
 def load_inputs(req: RouteRequest):
-    """(trace, deployments, fits) validated."""
+    """(trace, deployments, fits) validated. Each may be given as a path or as the object itself
+    (a FitsFile, a DeploymentsFile, a :class:`Trace`, or a Workload to put on synthetic arrivals)."""
     from llm_energy.fit.fits import load_fits_any
     from llm_energy.plan.deployments import load_deployments
+    from llm_energy.plan.workload import Workload
+    from llm_energy.route.trace import synthetic_arrivals
 
-    deps = load_deployments(req.deployments)
+    deps = load_deployments(req.deployments) if isinstance(req.deployments, (str, Path)) else req.deployments
     if req.only:
         deps = deps.select(req.only, "--only")
-    fits = load_fits_any(req.fits)
-    if req.arrivals == "trace":
+    fits = load_fits_any(req.fits) if isinstance(req.fits, (str, Path)) else req.fits
+    if isinstance(req.trace, Trace):
+        trace = req.trace
+    elif isinstance(req.trace, Workload):
+        if req.arrivals == "trace":
+            raise UserError("a workload without arrival times needs --arrivals poisson|gamma and --rate")
+        t = synthetic_arrivals(req.trace.n_queries, req.rate, req.arrivals, req.cv, req.seed)
+        trace = Trace(req.trace.tin, req.trace.tout, t, f"{req.trace.source} ({req.arrivals} {req.rate:g}/s)")
+    elif req.arrivals == "trace":
         trace = load_trace(req.trace, req.columns)
     else:
         trace = synthetic_trace(req.trace, req.rate, req.arrivals, req.cv, req.seed, req.columns)
@@ -110,7 +120,8 @@ def run(req: RouteRequest) -> RouteOutcome:
     t0 = time.perf_counter()
     scales = check_request(req)
     trace, deps, fits = load_inputs(req)
-    fleet = build_fleet(fits, deps, trace.tin, trace.tout, idle_w=req.idle_w, fits_source=req.fits)
+    fleet = build_fleet(fits, deps, trace.tin, trace.tout, idle_w=req.idle_w, fits_source=str(req.fits)
+                        if isinstance(req.fits, (str, Path)) else "the fits")
     check_slo(fleet, req.slo_s)
     policies = parse_policies(req.policy, fleet.names)
     out = Path(req.out)

@@ -1,0 +1,153 @@
+"""Online routing speed: the Azure conversation trace (19,366 queries, 1 hour) under every policy, and
+1,000,000 queries under ``dual``, each against a plain-Python event loop in the same run.
+
+    .venv/bin/python -m benchmarks.bench_route [--n 1000000] [--slo-s 400] [--reference-n 1000000]
+
+Fleet: the paper's three Llama-2 deployments (the authors' coefficients.json when found, else the
+project's H100 fits under the same names) with 150 / 150 / 40 replicas for the hour; for the million the
+same fleet scaled by n / 19,366 and the queries resampled from the trace on Poisson arrivals at the same
+hour's rate x that factor. "ours" = route + serve + metrics in process (``get_policy(p)(ctx)`` and
+``policy_metrics``), fits predicted once per class; "plain" = the plain-Python event loop of
+:mod:`llm_energy.route.reference` (every query's prediction on every deployment in Python from the
+fitted coefficients, an event heap, FIFO deques) replaying the same decisions; both must give the same
+start and end times. Goals: every policy < 2 s on the hour, dual < 10 s on the million (2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+AZURE = REPO / "data" / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
+PAPER = [REPO / "reference" / "wilkins2024" / "coefficients.json",
+         REPO.parent / "shared" / "reference" / "wilkins2024" / "coefficients.json"]
+REPLICAS = {"llama-2-7b": 150, "llama-2-13b": 150, "llama-2-70b": 40}
+ACCURACY = {"llama-2-7b": 50.97, "llama-2-13b": 55.69, "llama-2-70b": 64.52}
+H100_KEYS = {"llama-2-7b": "llama-2-7b@h100x1/static/b1", "llama-2-13b": "llama-2-7b@h100x1/cache/b1",
+             "llama-2-70b": "llama-2-7b@h100x1/no-cache/b1"}
+
+
+def inputs(tmp: Path, scale: float) -> tuple[str, Path, str]:
+    """(fits path, deployments YAML with replicas x scale, which fits)."""
+    paper = next((p for p in PAPER if p.exists()), None)
+    keys = ({"llama-2-7b": "llama-2-7b@a100x1/paper/b1", "llama-2-13b": "llama-2-13b@a100x1/paper/b1",
+             "llama-2-70b": "llama-2-70b@a100x4/paper/b1"} if paper else H100_KEYS)
+    lines = ["deployments:"] + [f"  - {{name: {n}, fit: '{keys[n]}', accuracy: {ACCURACY[n]}, "
+                                f"replicas: {max(1, round(r * scale))}}}" for n, r in REPLICAS.items()]
+    path = tmp / f"fleet-x{scale:g}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    fits = str(paper) if paper else str(REPO / "data" / "h100" / "fits.json")
+    return fits, path, ("the paper's coefficients" if paper else "data/h100/fits.json (paper coefficients not found)")
+
+
+def ours(fleet, arrival, policy: str, slo_s: float, window_s: float):
+    from llm_energy.route.metrics import policy_metrics
+    from llm_energy.route.policies import RouteContext, get_policy
+
+    t0 = time.perf_counter()
+    ctx = RouteContext(fleet=fleet, arrival=arrival, slo_s=slo_s, window_s=window_s)
+    routed = get_policy(policy)(ctx)
+    m = policy_metrics(fleet, ctx.cost_c(), arrival, routed, slo_s)
+    return time.perf_counter() - t0, routed, m
+
+
+def plain(fits, deps, tin, tout, arrival, dep) -> tuple[float, list, list]:
+    """The plain-Python event loop replaying ``dep``: per-query predictions in Python, event heap."""
+    from llm_energy.route.reference import py_predict, simulate_events
+
+    t0 = time.perf_counter()
+    models = [fits.deployments[d.fit].targets for d in deps.deployments]
+    slots = [d.replicas * d.max_batch for d in deps.deployments]
+    service = [[max(py_predict(m["runtime_s"].terms, m["runtime_s"].coef, float(i), float(o)), 0.0) for m in models]
+               for i, o in zip(tin.tolist(), tout.tolist())]
+    energy = [[max(py_predict(m["energy_j"].terms, m["energy_j"].coef, float(i), float(o)), 0.0) for m in models]
+              for i, o in zip(tin.tolist(), tout.tolist())]
+    d = dep.tolist()
+    _, start, end = simulate_events(arrival.tolist(), service, slots, lambda q: d[q])
+    sum(energy[q][d[q]] for q in range(len(d)))
+    return time.perf_counter() - t0, start, end
+
+
+def load(fits_path: str, deps_path: Path, tin, tout):
+    from llm_energy.fit.fits import load_fits_any
+    from llm_energy.plan.deployments import load_deployments
+    from llm_energy.route.fleet import build_fleet
+
+    fits, deps = load_fits_any(fits_path), load_deployments(deps_path)
+    t0 = time.perf_counter()
+    fleet = build_fleet(fits, deps, tin, tout)
+    return fits, deps, fleet, time.perf_counter() - t0
+
+
+def bench_hour(tmp: Path, slo_s: float, window_s: float) -> None:
+    from llm_energy.route.policies import POLICY_NAMES
+    from llm_energy.route.trace import load_trace
+
+    trace = load_trace(AZURE)
+    fits_path, deps_path, which = inputs(tmp, 1.0)
+    fits, deps, fleet, t_pred = load(fits_path, deps_path, trace.tin, trace.tout)
+    print(f"hour: {trace.n_queries} queries over {trace.span_s:.0f} s ({which}); fleet {REPLICAS}; "
+          f"SLO {slo_s:g} s; predictions for {len(fleet.count)} classes x 3 in {t_pred:.3f} s")
+    print(f"{'policy':<18}{'ours s':>8}{'plain s':>9}{'ratio':>8}{'same times':>12}{'energy MJ':>11}"
+          f"{'p99 s':>9}{'SLO viol.':>10}  goal < 2 s")
+    for p in list(POLICY_NAMES) + [f"only:{n}" for n in fleet.names]:
+        ours(fleet, trace.arrival_s, p, slo_s, window_s)  # warm (imports, solver start)
+        t, routed, m = ours(fleet, trace.arrival_s, p, slo_s, window_s)
+        tp, st, en = plain(fits, deps, trace.tin, trace.tout, trace.arrival_s, routed.dep)
+        same = bool(np.allclose(st, routed.start, atol=1e-6) and np.allclose(en, routed.end, atol=1e-6))
+        print(f"{p:<18}{t:>8.3f}{tp:>9.2f}{tp / t:>7.0f}x{str(same):>12}{m['energy_j'] / 1e6:>11.2f}"
+              f"{m['latency_p99_s']:>9.1f}{m['slo_violations']:>10}  {'met' if t < 2 else 'NOT met'}")
+
+
+def bench_million(tmp: Path, n: int, slo_s: float, window_s: float, ref_n: int) -> None:
+    from llm_energy.route.trace import load_trace, synthetic_arrivals
+
+    src = load_trace(AZURE)
+    scale = n / src.n_queries
+    idx = np.random.default_rng(0).integers(0, src.n_queries, n)
+    tin, tout = src.tin[idx], src.tout[idx]
+    arrival = synthetic_arrivals(n, src.n_queries / src.span_s * scale, "poisson", 1.0, seed=0)
+    fits_path, deps_path, which = inputs(tmp, scale)
+    t0 = time.perf_counter()
+    fits, deps, fleet, t_pred = load(fits_path, deps_path, tin, tout)
+    t_load = time.perf_counter() - t0
+    t, routed, m = ours(fleet, arrival, "dual", slo_s, window_s)
+    print(f"\nmillion: {n} queries resampled from the trace ({len(fleet.count)} classes), Poisson at "
+          f"{n / arrival[-1]:.0f}/s over {arrival[-1]:.0f} s, fleet x{scale:.1f} ({which})")
+    print(f"  dual: {t:.2f} s route + serve + metrics ({m['dual']['windows_solved']} LP solves, "
+          f"{m['dual']['solve_s']:.2f} s in them), {t_load:.2f} s load + class predictions; total {t + t_load:.2f} s; "
+          f"goal < 10 s: {'met' if t + t_load < 10 else 'NOT met'}")
+    print(f"  energy {m['energy_j'] / 1e6:.1f} MJ, accuracy {m['accuracy']:.2f}, p99 {m['latency_p99_s']:.1f} s, "
+          f"SLO violations {m['slo_violations']}")
+    k = min(ref_n, n)
+    tp, st, en = plain(fits, deps, tin[:k], tout[:k], arrival[:k], routed.dep[:k])
+    same = bool(np.allclose(st, routed.start[:k], atol=1e-6) and np.allclose(en, routed.end[:k], atol=1e-6))
+    est = tp * n / k
+    print(f"  plain-Python event loop replaying dual's decisions on {k} queries: {tp:.2f} s"
+          + (f" (x{n / k:.0f} -> {est:.0f} s for {n})" if k < n else "")
+          + f"; same start/end times: {same}; ratio {est / (t + t_load):.1f}x")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--slo-s", type=float, default=400.0)
+    ap.add_argument("--window-s", type=float, default=300.0)
+    ap.add_argument("--reference-n", type=int, default=1_000_000, help="queries the plain loop replays (million)")
+    args = ap.parse_args()
+    if not AZURE.exists():
+        print(f"skipped: {AZURE} not found")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_hour(Path(tmp), args.slo_s, args.window_s)
+        bench_million(Path(tmp), args.n, args.slo_s, args.window_s, args.reference_n)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
