@@ -173,3 +173,40 @@ def test_cpu_utilisation_reads_proc_stat_deltas(tmp_path):
     assert u() == 0.0  # only idle advanced
     u.close()
     assert 0.0 <= CpuUtilisation(str(tmp_path / "missing"))() <= 1.0  # no /proc/stat: psutil
+
+
+def test_rapl_a_counter_falling_a_few_joules_is_not_a_wrap(tmp_path, monkeypatch):
+    """A wrap only where max_energy_range_uj makes it plausible: 3 J back 20 ms after the last read
+    would be ~262 kJ in 20 ms (13 MW) as a wrap; it stays a visible fall instead."""
+    files = make_powercap(tmp_path, start_uj=100_000_000_000, max_power_uw=225_000_000)
+    clock = {"t": 10.0}
+    monkeypatch.setattr("llm_energy.measure.samplers.rapl.now", lambda: (clock["t"], clock["t"]))
+    s = RaplSampler("n", root=tmp_path)
+    assert s.devices()[0].power_limit_w == 225.0 and s.devices()[1].power_limit_w is None  # DRAM: no constraint
+    before = {c.device: c.joules for c in s.read_counters()}
+    clock["t"] += 0.02
+    files["package-0"].write_text(f"{100_000_000_000 - 3_000_000}\n")
+    after = {c.device: c.joules for c in s.read_counters()}
+    assert after["package-0"] - before["package-0"] == pytest.approx(-3.0)  # was +262143 J
+    # a real wrap is still a wrap: 100 J over 1 s at up to 225 W
+    clock["t"] += 1.0
+    files["package-0"].write_text(f"{MAX_RANGE_UJ - 50_000_000}\n")
+    j1 = s.read_counters()[0].joules
+    clock["t"] += 1.0
+    files["package-0"].write_text("50000000\n")
+    assert s.read_counters()[0].joules - j1 == pytest.approx(100.0)
+
+
+def test_nvml_errors_name_the_device_and_a_failing_meter_is_reported(fake):
+    from llm_energy.measure.samplers.base import FAIL_POLLS, MeterReadError
+
+    s = NvmlSampler("n", gpu_indices=[0], nvml=fake, period_s=0.005)
+    fake.gpus[0].lost_at = 0.0
+    with pytest.raises(MeterReadError, match=r"^gpu0 \(NVML\): NVMLError_GpuIsLost: GPU is lost$"):
+        s.read_counters()
+    s.start()
+    deadline = time.monotonic() + 5
+    while s.failure() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    s.stop()
+    assert s.poll_errors >= FAIL_POLLS and isinstance(s.failure(), MeterReadError) and s.drain() == []
