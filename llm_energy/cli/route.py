@@ -12,12 +12,14 @@ from llm_energy.errors import bad_value
 from llm_energy.io import to_json
 
 
+HELP = "route arriving queries online (policies, trace-replay simulator, offline yardstick)"
+DESCRIPTION = ("Replay a trace (or synthetic arrivals) through the deployments' replicas: a FIFO queue per deployment, "
+               "replicas x max_batch slots, service time and energy from the fits, idle power for idle replicas. "
+               "Compares routing policies with the planner's offline partition.")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "route", help="route arriving queries online (policies, trace-replay simulator, offline yardstick)",
-        description="Replay a trace (or synthetic arrivals) through the deployments' replicas: a FIFO queue per "
-                    "deployment, replicas x max_batch slots, service time and energy from the fits, idle power "
-                    "for idle replicas. Compares routing policies with the planner's offline partition.")
+    p = sub.add_parser("route", help=HELP, description=DESCRIPTION)
     p.add_argument("--fits", required=True, help="FITS.json (llm-energy fit) or the paper's coefficients.json")
     p.add_argument("--deployments", required=True,
                    help="deployments YAML (as for plan; replicas and max_batch per deployment, default 1)")
