@@ -20,6 +20,7 @@ def _plt():
 def plot_sweep(path: Path, sweep: list[dict]) -> None:
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    sweep = sorted(sweep, key=lambda s: s["arrival_rate_per_s"])
     rates = [s["arrival_rate_per_s"] for s in sweep]
     for name in sweep[0]["policies"]:
         e = [s["policies"][name]["total_energy_j"] / 1e6 for s in sweep]
@@ -31,6 +32,7 @@ def plot_sweep(path: Path, sweep: list[dict]) -> None:
     ax1.set_ylabel("total energy, active + idle (MJ)")
     ax2.set_xlabel("arrival rate (queries/s)")
     ax2.set_ylabel("p99 latency (s)")
+    ax1.set_yscale("log")
     ax2.set_yscale("log")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
