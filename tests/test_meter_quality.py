@@ -167,7 +167,7 @@ def cpu_sweep(tmp_path, samplers, *, window=0.6, on_event=None):
     return store.trials()
 
 
-def test_a_rapl_counter_stepping_back_is_flagged_not_taken_for_a_wrap(tmp_path):
+def test_a_rapl_counter_stepping_back_is_flagged_not_taken_for_a_wrap(tmp_path, capsys):
     files = make_powercap(tmp_path / "pc", start_uj=100_000_000_000)  # mid-range: no real wrap possible
     with PowercapClock(files, {"package-0": 40.0, "dram-0": 4.0, "package-1": 35.0, "dram-1": 4.0}) as clock:
         rapl = RaplSampler("n", root=tmp_path / "pc")
@@ -185,6 +185,15 @@ def test_a_rapl_counter_stepping_back_is_flagged_not_taken_for_a_wrap(tmp_path):
     assert "counter-step-back" in second["quality"]
     fell = float(second["quality_note"].split("fell by ")[1].split(" J")[0])
     assert 1.0 < fell <= 3.0  # 3 J back, less what 40 W put in between two reads
+    # `check` finds the same from the stored raw samples
+    import json
+
+    from llm_energy.cli import main
+
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "store"), "--json"]) == 0
+    q = json.loads(capsys.readouterr().out)["quality"]
+    assert q["suspect"] == 1 and q["recheck"]["reasons"] == {"counter-step-back": 1}
 
 
 def test_rapl_power_above_the_zones_max_power_is_flagged(tmp_path):

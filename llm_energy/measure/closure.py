@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from llm_energy.measure.integrate import window_energy
-from llm_energy.trials.schema import SweepInfo, quality_counts, suspect_rows
+from llm_energy.measure.quality import MeterInfo, assess_window, quality_label
+from llm_energy.trials.schema import SOURCE_NVML_POWER, SweepInfo, quality_counts, suspect_rows
 from llm_energy.trials.store import TrialStore
 
 
@@ -30,13 +31,53 @@ def quality_summary(trials: pl.DataFrame, limit: int = 20) -> dict:
             "suspect_trials": rows}
 
 
+def _run(info: SweepInfo | None, session: str) -> dict:
+    return next((r for r in (info.runs if info else []) if r.get("session") == session), {})
+
+
+def _meters(info: SweepInfo | None, session: str, devices: list[str], source: str) -> dict[str, MeterInfo]:
+    """The run's meters as recorded (limits, update periods); for runs recorded before that, what the
+    trial's energy source implies (no limits)."""
+    rec = _run(info, session).get("meters") or {}
+    out = {d: MeterInfo(**m) for d, m in rec.items() if isinstance(m, dict)}
+    for d in devices:
+        if d not in out:
+            nvml = source.startswith("nvml")
+            out[d] = MeterInfo(SOURCE_NVML_POWER if nvml else source, 0.1 if nvml else 0.001 if source == "rapl" else 0.02,
+                               None, source in ("nvml-counter", "rapl"))
+    return out
+
+
+def recheck_quality(store: TrialStore) -> pl.DataFrame:
+    """The meters' checks run again on the stored raw samples of every measured trial: trial_id, the
+    stored quality and the rechecked one with its note. (A compacted store keeps one power reading per
+    interval and only the counter's update points: a frozen counter no longer shows there.)"""
+    trials = store.trials().filter(pl.col("session").is_not_null() & pl.col("devices").is_not_null())
+    cols = {"trial_id": pl.String, "quality": pl.String, "recheck": pl.String, "recheck_note": pl.String}
+    if trials.height == 0:
+        return pl.DataFrame(schema=cols)
+    samples = store.samples().filter(pl.col("session").is_in(trials["session"].unique().to_list())).collect()
+    streams = samples.partition_by("node", "session", as_dict=True)
+    sweeps, rows = store.sweeps(), []
+    for r in trials.iter_rows(named=True):
+        frame = streams.get((r["node"], r["session"]))
+        devs = [d for d in r["devices"] if d.startswith("gpu") == bool(r["n_gpus"])]
+        if frame is None or not devs:
+            continue
+        t0, t1 = r["t_start_mono"], r["t_end_mono"]
+        energy = {d: e * (r["n_inner"] or 1) for d, e in zip(r["devices"], r["device_energy_j"]) if d in devs}
+        meters = _meters(sweeps.get(r["sweep_id"]), r["session"], devs, r["energy_source"] or "")
+        flags = assess_window(frame.filter(pl.col("t_mono").is_between(t0 - 1, t1 + 1)), t0, t1, devs, energy, meters)
+        q, note = quality_label(flags)
+        rows.append({"trial_id": r["trial_id"], "quality": r["quality"], "recheck": q, "recheck_note": note})
+    return pl.DataFrame(rows, schema=cols)
+
+
 def run_idle_w(info: SweepInfo, session: str, device: str) -> float | None:
     """The idle power of ``device`` measured by the run ``session`` of a sweep (each run keeps its own
     baseline); the sweep's first baseline for records without runs."""
-    for r in info.runs:
-        if r.get("session") == session:
-            return (r.get("idle_per_device_w") or {}).get(device)
-    return info.idle_per_device_w.get(device)
+    run = _run(info, session)
+    return (run.get("idle_per_device_w") or {}).get(device) if run else info.idle_per_device_w.get(device)
 
 
 def instrument_agreement(store: TrialStore) -> pl.DataFrame:

@@ -17,7 +17,7 @@ Codes (docs/schema.md):
 * ``counter-step-back``: the counter fell;
 * ``energy-nonpositive``: the window's energy is 0 J or less (and no check above says why);
 * ``above-limit``: mean power over the window above ``LIMIT_SLACK`` x the device's limit (NVML
-  power limit, RAPL ``constraint_0_max_power_uw``), or a reading above ``PEAK_SLACK`` x it;
+  power limit, RAPL ``constraint_0_max_power_uw``), or an NVML power reading above ``PEAK_SLACK`` x it;
 * ``estimate-pinned``: the CPU estimate read within ``PINNED_HEADROOM`` of its TDP at idle: other work
   keeps the CPU busy, load cannot show above idle and ``energy_net_j`` is ~0;
 * ``idle-<code>``: the idle baseline's window had that flag (``energy_net_j`` subtracts it).
@@ -128,7 +128,9 @@ def _limit_flags(d: str, mean_w: float, power: pl.DataFrame, m: MeterInfo) -> li
         return []
     if mean_w > LIMIT_SLACK * lim:
         return [Flag("above-limit", d, f"mean {mean_w:.0f} W over the window, above the device's {lim:.0f} W limit")]
-    peak = power["watts"].max() if power.height else None
+    # a single reading only where the meter reads power itself (RAPL's is a counter delta over one poll,
+    # as jittery as the poll's timing)
+    peak = power["watts"].max() if power.height and m.source == SOURCE_NVML_POWER else None
     if peak is not None and peak > PEAK_SLACK * lim:
         return [Flag("above-limit", d, f"a reading of {peak:.0f} W, above {PEAK_SLACK:g} x the device's {lim:.0f} W limit")]
     return []
