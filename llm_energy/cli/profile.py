@@ -218,7 +218,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from llm_energy.measure.closure import instrument_agreement, quality_summary, session_closure
+    from llm_energy.measure.closure import instrument_agreement, quality_summary, recheck_quality, session_closure
     from llm_energy.report.tables import stdout_console
     from llm_energy.trials.store import open_store
 
@@ -226,8 +226,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     agree = instrument_agreement(store)
     closures = session_closure(store)
     quality = quality_summary(store.trials())
+    rechecked = recheck_quality(store)  # the meters' checks again, on the stored raw samples
+    quality["recheck"] = quality_summary(rechecked.select("trial_id", quality="recheck", quality_note="recheck_note"))
     if not args.json:
         _print_quality(stdout_console(), store.trials())
+        r = quality["recheck"]
+        stdout_console().print(f"quality rechecked from the raw samples: {r['ok']} ok, {r['suspect']} suspect"
+                               + (f" ({', '.join(f'{k} x{n}' for k, n in r['reasons'].items())})" if r["reasons"] else ""))
     if agree.height == 0 and not closures:
         raise UserError(f"{args.dir}: no trials with raw counter samples to check")
     win = store.trials().select("trial_id", (pl.col("t_end_mono") - pl.col("t_start_mono")).alias("window_s"))
