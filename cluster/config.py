@@ -29,11 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from llm_energy.measure.inference.backends import BACKENDS
 from llm_energy.measure.design import SweepDesign
 from llm_energy.errors import UserError
+from llm_energy.io import read_document
 from llm_energy.measure.inference.presets import get_preset
 
 RESOURCE_PREFIX = "node_type:"
@@ -132,12 +132,7 @@ def _only(d: dict, known: set[str], where: str) -> None:
 
 def load_config(path: str | Path) -> PipelineConfig:
     p = Path(path)
-    try:
-        d = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such config file") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"{p}: not readable YAML ({str(e).splitlines()[0]})") from None
+    d = read_document(p, "config file")
     src = str(p)
     if not isinstance(d, dict):
         raise UserError(f"{src}: expected a mapping at the top level")

@@ -79,3 +79,25 @@ def write_text_atomic(path: str | Path, text: str, *, what: str = "file") -> Pat
         tmp.unlink(missing_ok=True)
         raise UserError(f"{p}: cannot write the {what} ({e.strerror or e})") from None
     return p
+
+
+def read_document(path: str | Path, what: str) -> Any:
+    """The parsed contents of a JSON (``.json``) or YAML (anything else) file, or a UserError naming the
+    file and ``what`` it should have been: missing, unreadable, or not valid JSON/YAML."""
+    p = Path(path)
+    as_json = p.suffix == ".json"
+    try:
+        text = p.read_text()
+        if as_json:
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such {what}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        raise UserError(f"{p}: not a readable {'JSON' if as_json else 'YAML'} {what} ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 - yaml.YAMLError, without importing yaml for JSON files
+        if type(e).__module__.startswith("yaml"):
+            raise UserError(f"{p}: not a readable YAML {what} ({str(e).splitlines()[0]})") from None
+        raise
