@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "files of Wilkins, Keshav, Mortier (2024); the kind is detected from the header.")
     w.add_argument("csv", nargs="+", help="one or more files")
     w.add_argument("--out", required=True, help="store directory (created if missing)")
+    w.add_argument("--wait", action="store_true", help="wait for another writer of OUT to finish instead of refusing")
     w.set_defaults(func=cmd_import_wilkins)
     c = isub.add_parser("csv", help="any CSV, through a FIELD=COLUMN mapping",
                         description="Import any CSV. Required fields: tin, tout, energy_j, runtime_s. Optional: batch, "
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="constant for a field the file lacks (e.g. --set model=llama-2-7b)")
     c.add_argument("--no-header", action="store_true", help="the file has no header row")
     c.add_argument("--out", required=True)
+    c.add_argument("--wait", action="store_true", help="wait for another writer of OUT to finish instead of refusing")
     c.set_defaults(func=cmd_import_csv)
 
     f = sub.add_parser("fit", help="fit per-deployment energy and runtime models",
@@ -104,6 +106,7 @@ def cmd_import_wilkins(args) -> int:
     total = 0
     for f in args.csv:
         df = import_wilkins2024(f)
+        held = _import_lock(args)  # noqa: F841 - kept alive while it writes
         n = store_imported(df, args.out)
         total += n
         print(f"{f}: {df.height} trials ({int(df['warmup'].sum())} warm-up), {n} new -> {args.out}")
@@ -121,10 +124,19 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
+def _import_lock(args):
+    """OUT's writer lock for this process (refused naming the holder, or --wait) once the input parsed:
+    held while the returned store lives; store_imported's own store shares it."""
+    from llm_energy.trials.store import TrialStore
+
+    return TrialStore(args.out, writer="import", wait=args.wait)
+
+
 def cmd_import_csv(args) -> int:
     from llm_energy.trials.importers import import_csv, store_imported
 
     df = import_csv(args.file, _pairs(args.map, "--map"), has_header=not args.no_header, defaults=_pairs(args.set, "--set"))
+    held = _import_lock(args)  # noqa: F841 - kept alive while it writes
     n = store_imported(df, args.out)
     print(f"{args.file}: {df.height} trials, {n} new -> {args.out}")
     return 0
