@@ -152,3 +152,15 @@ def test_imports_are_identified_by_content_not_file_name(tmp_path, capsys):
     assert "0 new" in capsys.readouterr().out
     df = open_store(out).trials()
     assert df.height == 4 and sorted(df["energy_j"].to_list()) == [3.0, 3.5, 4.0, 4.4]
+
+
+def test_import_waits_with_wait_and_loses_nothing(store, tmp_path, capsys):
+    csv = tmp_path / "run.csv"
+    csv.write_text("in,out,e,t\n8,8,3.0,0.1\n16,8,4.0,0.2\n")
+    p = holder(store, 1.5)
+    t0 = time.monotonic()
+    assert main(["import", "csv", str(csv), "--map", "tin=in", "--map", "tout=out", "--map", "energy_j=e",
+                 "--map", "runtime_s=t", "--out", str(store), "--wait"]) == 0
+    assert time.monotonic() - t0 > 0.8 and p.wait() == 0 and "2 new" in capsys.readouterr().out
+    st = open_store(store)
+    assert st.trials().height == 3 and "held" in st.sweeps()  # the holder's record and the import's trials
