@@ -181,3 +181,34 @@ def test_offline_assignment_fills_the_plan_counts():
     dep = offline_assignment(x, qclass, seed=4)
     for c in range(3):
         assert np.bincount(dep[qclass == c], minlength=2).tolist() == x[c].tolist()
+
+
+def test_fleet_batches_idle_power_and_warnings(tmp_path):
+    """Pooled (/b*) fits predict at max_batch (energy shared by the batch); a batch-1 fit with max_batch > 1
+    warns; idle_w comes from the fits, --idle-w NAME=W overrides it, and a missing one warns (0 W)."""
+    from llm_energy.fit.fits import DeploymentFit, FitsFile, TargetModel
+    from llm_energy.plan.deployments import parse_deployments
+    from llm_energy.route.fleet import build_fleet
+
+    pooled = DeploymentFit(deployment="m@h100x1/cache/b*", model="m", node_type="h100", n_gpus=1, backend="cache",
+                           batch="*", idle_w=70.0,
+                           targets={"energy_j": TargetModel("batched", ["batch*tout"], [2.0]),
+                                    "runtime_s": TargetModel("batched", ["tout", "batch"], [0.01, 0.5])})
+    single = DeploymentFit(deployment="m@h100x1/cache/b1", model="m", node_type="h100", n_gpus=1, backend="cache",
+                           batch=1, targets={"energy_j": TargetModel("paper", ["tout"], [3.0]),
+                                             "runtime_s": TargetModel("paper", ["tout"], [0.02])})
+    fits = FitsFile(deployments={d.deployment: d for d in (pooled, single)})
+    deps = parse_deployments({"deployments": [
+        {"name": "pooled", "fit": "m@h100x1/cache/b*", "accuracy": 50, "replicas": 2, "max_batch": 4},
+        {"name": "single", "fit": "m@h100x1/cache/b1", "accuracy": 55, "max_batch": 3}]})
+    tin, tout = np.array([10, 10]), np.array([100, 200])
+    f = build_fleet(fits, deps, tin, tout)
+    c = f.qclass[1]  # tout 200
+    assert f.runtime_s[c, 0] == pytest.approx(0.01 * 200 + 0.5 * 4) and f.energy_j[c, 0] == pytest.approx(2.0 * 200)
+    assert f.runtime_s[c, 1] == pytest.approx(4.0) and f.energy_j[c, 1] == pytest.approx(600.0)
+    assert f.slots.tolist() == [8, 3] and f.idle_w.tolist() == [70.0, 0.0]
+    assert any("single: max_batch=3 but its fit is at batch 1" in w for w in f.warnings)
+    assert any("no idle_w for single" in w for w in f.warnings)
+    f2 = build_fleet(fits, deps, tin, tout, idle_w="pooled=10,single=20")
+    assert f2.idle_w.tolist() == [10.0, 20.0] and not any("idle_w" in w for w in f2.warnings)
+    assert build_fleet(fits, deps, tin, tout, idle_w=5).idle_w.tolist() == [70.0, 5.0]  # the fits' own wins

@@ -64,6 +64,8 @@ def test_route_all_policies_sweep_and_json(small, capsys):
         assert m["total_energy_j"] == pytest.approx(m["energy_j"] + m["idle_energy_j"])
         assert m["idle_energy_j"] > 0 and m["latency_p99_s"] >= m["latency_p50_s"] >= 0
     assert s["policies"]["offline"]["regret_pct"] == 0
+    # dual re-solves at the end of every 60 s window (the first scale is 0.5: the span doubles)
+    assert s["policies"]["dual"]["dual"]["windows_solved"] == int(s["trace"]["span_s"] / 0.5 // 60)
     assert [x["rate_scale"] for x in s["sweep"]] == [0.5, 1.0, 2.0]
     rates = [x["arrival_rate_per_s"] for x in s["sweep"]]
     assert rates[1] == pytest.approx(2 * rates[0]) and rates[2] == pytest.approx(4 * rates[0])

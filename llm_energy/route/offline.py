@@ -60,6 +60,15 @@ def class_problem(fleet: Fleet, count: np.ndarray, rows: np.ndarray | None, *, m
     return p if scales is None else replace(p, scales=scales)
 
 
+def plan_defaults() -> dict:
+    """``plan``'s default settings (its PlanRequest's field defaults: method, mip_gap, ...)."""
+    from dataclasses import MISSING, fields
+
+    from llm_energy.plan.run import PlanRequest
+
+    return {f.name: f.default for f in fields(PlanRequest) if f.default is not MISSING}
+
+
 def _prices(duals, k: int) -> tuple[np.ndarray, np.ndarray]:
     share, cap = np.zeros(k), np.zeros(k)
     for (kind, j), v in (duals or {}).items():
@@ -72,14 +81,18 @@ def _prices(duals, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def solve_classes(fleet: Fleet, count: np.ndarray, rows: np.ndarray | None, *, zeta: float, min_share: float,
                   capacity_s, scales: tuple[float, float, float] | None = None, solver: str = "glpk",
-                  time_limit_s: float = 60.0, mip_gap: float = 1e-4, bins: np.ndarray | None = None
+                  time_limit_s: float = 60.0, mip_gap: float | None = None, bins: np.ndarray | None = None
                   ) -> OfflineResult:
-    """The planner's optimal (integer) plan of :func:`class_problem`, with its LP row duals."""
+    """The planner's optimal (integer) plan of :func:`class_problem`, with its LP row duals; the method
+    and MIP gap are ``plan``'s defaults (so the plan is the one ``plan`` makes) unless given."""
     from llm_energy.plan.solve.planner import Planner
     from llm_energy.plan.solve.solvers import SolveSettings
 
     p = class_problem(fleet, count, rows, min_share=min_share, capacity_s=capacity_s, scales=scales, bins=bins)
-    sol = Planner(p, SolveSettings(solver=solver, time_limit_s=time_limit_s, mip_gap=mip_gap)).solve(zeta)
+    defaults = plan_defaults()
+    settings = SolveSettings(solver=solver, method=defaults["method"], time_limit_s=time_limit_s,
+                             mip_gap=defaults["mip_gap"] if mip_gap is None else mip_gap)
+    sol = Planner(p, settings).solve(zeta)
     share, cap = _prices(sol.duals, fleet.n_deployments)
     return OfflineResult(np.asarray(sol.x, dtype=np.int64), sol.status, share, cap, float(p.runtime_scale),
                          float(sol.solve_s), float(sol.gap))
