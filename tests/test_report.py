@@ -37,7 +37,11 @@ def estimate_copy(dst: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def plan_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("plan")
+    return make_plan(tmp_path_factory.mktemp("plan"))
+
+
+def make_plan(d: Path) -> Path:
+    """``plan --pareto`` of 200 synthetic queries over issue3's three H100 fits, in ``d``/plan."""
     (d / "deploy.yaml").write_text("deployments:\n" + "".join(
         f"  - {{name: {n}, fit: 'llama-2-7b@h100x1/{b}/b1', accuracy: {a}}}\n"
         for n, b, a in (("h100-cache", "cache", 60), ("h100-nocache", "no-cache", 61), ("h100-static", "static", 62))))

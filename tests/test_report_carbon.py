@@ -12,7 +12,7 @@ import pytest
 from llm_energy.cli import main
 from llm_energy.errors import UserError
 from llm_energy.report.carbon import GridIntensity, grams_co2e, load_grid_csv
-from tests.test_report import plan_dir  # noqa: F401 - the fixture
+from tests.test_report import make_plan
 
 REPO = Path(__file__).resolve().parents[1]
 NVML = REPO / "data" / "h100" / "issue3"
@@ -63,6 +63,11 @@ def test_half_hourly_rows_and_naive_or_epoch_hours(tmp_path):
     with pytest.raises(UserError, match=r"g.csv: no intensity for t1 at 2026-11-25T12:00Z: the hours cover "
                                         r"2026-11-25T10:00Z \.\. 2026-11-25T12:00Z"):
         g.at([datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc).timestamp()], what=["t1"])
+
+
+@pytest.fixture(scope="module")
+def plan_dir(tmp_path_factory):
+    return make_plan(tmp_path_factory.mktemp("plan"))
 
 
 def test_report_with_an_hourly_series(tmp_path, plan_dir):
