@@ -36,6 +36,25 @@ def holder(root: Path | str) -> dict:
         return {}
 
 
+def _alive(pid: object) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
+def _current_holder(root: Path, tries: int = 25) -> dict:
+    """The holder's record; it writes it just after taking the lock, so a record that is missing or
+    names a process that is gone (the previous holder's) is read again for a moment."""
+    for _ in range(tries):
+        info = holder(root)
+        if _alive(info.get("pid")):
+            return info
+        time.sleep(0.02)
+    return {}
+
+
 def _describe(info: dict) -> str:
     if not info.get("pid"):
         return "another process"
@@ -65,7 +84,7 @@ def acquire(root: Path | str, what: str = "", *, wait: bool = False) -> str:
                 except BlockingIOError:
                     if not wait:
                         raise UserError(
-                            f"{root}: store in use by {_describe(holder(root))}; one writer at a time: wait for it "
+                            f"{root}: store in use by {_describe(_current_holder(root))}; one writer at a time: wait for it "
                             "to finish, or pass --wait") from None
                     time.sleep(WAIT_POLL_S)
         except BaseException:
