@@ -4,7 +4,6 @@ GPU's energy and their sum, and n_gpus. The meters are the fake two-GPU NVML on 
 (an H100 idling at ~71.5 W and an A100 at ~56 W); the model is a real tiny transformer on the CPU
 standing in for the sharded one (the sharded build itself: tests/test_backends.py)."""
 
-import time
 
 import pytest
 
@@ -16,23 +15,7 @@ from llm_energy.measure.spec import ProfileSpec
 from llm_energy.measure.record import record_events
 from llm_energy.measure.samplers.nvml import NvmlSampler
 from llm_energy.trials.store import TrialStore
-from tests.fakes.fake_pynvml import FakeNvml
-
-
-class RealtimeNvml(FakeNvml):
-    """The fake NVML with its clock tied to time.monotonic (its counters update every 100 ms)."""
-
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-        super().__init__()
-
-    @property
-    def now(self) -> float:
-        return time.monotonic() - self.t0
-
-    @now.setter
-    def now(self, _: float) -> None:
-        pass
+from tests.fakes.fake_pynvml import RealtimeNvml
 
 
 @pytest.fixture
