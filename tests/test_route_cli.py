@@ -223,3 +223,15 @@ def test_library_call_with_objects(small, tmp_path):
     with pytest.raises(Exception, match="needs --arrivals"):
         run(RouteRequest(fits=load_fits(H100_FITS), deployments=load_deployments(fleet),
                          trace=synth_workload("mix", 10, 3), out=str(tmp_path / "lib2")))
+
+
+def test_history_windows_flag(small, capsys, tmp_path):
+    d, trace, fleet = small
+    base = ["route", "--fits", H100_FITS, "--deployments", fleet, "--trace", trace, "--policy", "dual",
+            "--window-s", 30, "--no-plots", "--json"]
+    for h in (0, 1):
+        rc, stdout, err = run(capsys, *base, "--history-windows", h, "--out", tmp_path / f"h{h}")
+        assert rc == 0, err
+        assert json.loads(stdout)["options"]["history_windows"] == h
+    rc, _, err = run(capsys, *base, "--history-windows", -1, "--out", tmp_path / "bad")
+    assert rc == 2 and "--history-windows=-1" in err

@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-share", type=float, default=0.01, help="share bounds for offline/dual/threshold (as plan)")
     p.add_argument("--slo-s", type=float, default=None, help="end-to-end latency SLO in s (violations counted)")
     p.add_argument("--window-s", type=float, default=300.0, help="dual: re-solve the prices every W s (default 300)")
+    p.add_argument("--history-windows", type=int, default=3,
+                   help="dual: solve each LP on the last H windows' queries (default 3; 0: every query so far)")
     p.add_argument("--seed", type=int, default=0, help="random policy, offline interleaving, synthetic arrivals")
     p.add_argument("--columns", help="tin=COL,tout=COL[,arrival=COL], or 'azure'")
     p.add_argument("--arrivals", default="trace",
@@ -71,7 +73,7 @@ def request_from_args(args: argparse.Namespace):
 
     return RouteRequest(fits=args.fits, deployments=args.deployments, trace=args.trace, out=args.out,
                         policy=args.policy, rate_scale=args.rate_scale, zeta=args.zeta, min_share=args.min_share,
-                        slo_s=args.slo_s, window_s=args.window_s, seed=args.seed, columns=args.columns,
+                        slo_s=args.slo_s, window_s=args.window_s, history_windows=args.history_windows, seed=args.seed, columns=args.columns,
                         arrivals=args.arrivals, rate=args.rate, cv=args.cv, idle_w=args.idle_w,
                         utilisation=_utilisation(args.utilisation), queue_weight=args.queue_weight,
                         solver=args.solver, time_limit_s=args.time_limit,

@@ -5,9 +5,10 @@ deployment: every class goes to the deployment minimising cost - share_price - c
 runtime / R_bar (:mod:`llm_energy.route.offline`). Online, each arriving query is routed by that rule
 with the prices of the last solve (the online-LP scheme of learning prices on the queries seen, then
 pricing the next ones): the first window is a warm-up routed greedily (no prices yet); at the end of
-every window the planner's LP is solved on the queries that arrived so far (or, with
-``history_windows`` H, in the last H windows), each deployment's capacity being its slot-seconds over
-that time x ``--utilisation``, and its duals price the next window. The share and capacity rows are
+every window the planner's LP is solved on the queries that arrived in the last ``--history-windows``
+H windows (default 3; 0: every query so far), each deployment's capacity being its slot-seconds over
+that time x ``--utilisation``, and its duals price the next window, so the prices follow the workload
+as it drifts. The share and capacity rows are
 elastic (:data:`PRICE_PENALTY`), so a burst beyond the fleet still gives prices (``elastic_windows``);
 a window with more work than the whole fleet can do in its time, or whose exact LP takes over
 :data:`PRICE_TIME_S`, is priced on (tin, tout) log bins of classes instead (``binned_windows``).

@@ -37,7 +37,7 @@ class RouteContext:
     seed: int = 0
     queue_weight: float = 1.0
     window_s: float = 300.0
-    history_windows: int | None = None  # dual: solve on the last H windows (None: every query so far)
+    history_windows: int | None = 3  # dual: solve on the last H windows (None: every query so far)
     price_bins: int | None = None  # dual: the price LP on (tin, tout) log bins of classes (None: exact classes)
     utilisation: float | None = 0.9  # None: no fleet capacity rows in offline/dual
     solver: str = "glpk"

@@ -40,6 +40,7 @@ class RouteRequest:
     min_share: float = 0.01
     slo_s: float | None = None
     window_s: float = 300.0
+    history_windows: int = 3  # dual: solve on the last H windows (0: every query so far)
     seed: int = 0
     columns: str | None = None
     arrivals: str = "trace"  # trace | poisson | gamma
@@ -71,6 +72,8 @@ def check_request(req: RouteRequest) -> list[float]:
         raise bad_value("--min-share", req.min_share, "must be in [0, 0.5]")
     if not (math.isfinite(req.window_s) and req.window_s > 0):
         raise bad_value("--window-s", req.window_s, "must be seconds > 0")
+    if isinstance(req.history_windows, bool) or not isinstance(req.history_windows, int) or req.history_windows < 0:
+        raise bad_value("--history-windows", req.history_windows, "must be a whole number >= 0 (0: every query so far)")
     if req.utilisation is not None and not (math.isfinite(req.utilisation) and 0 < req.utilisation <= 1):
         raise bad_value("--utilisation", req.utilisation, "must be in (0, 1], or 'none' for no fleet capacity")
     if not (math.isfinite(req.queue_weight) and req.queue_weight >= 0):
@@ -146,7 +149,7 @@ def run(req: RouteRequest) -> RouteOutcome:
         "fleet": {n: {"replicas": int(r), "max_batch": int(b), "idle_w": float(w), "accuracy": float(a)}
                   for n, r, b, w, a in zip(fleet.names, fleet.replicas, fleet.max_batch, fleet.idle_w, fleet.accuracy)},
         "options": {"zeta": req.zeta, "min_share": req.min_share, "slo_s": req.slo_s, "window_s": req.window_s,
-                    "utilisation": req.utilisation, "queue_weight": req.queue_weight, "seed": req.seed,
+                    "history_windows": req.history_windows, "utilisation": req.utilisation, "queue_weight": req.queue_weight, "seed": req.seed,
                     "solver": req.solver},
         "served_once": all(m.get("served_once", True) for s in sweep for m in s["policies"].values()),
         "warnings": fleet.warnings,
@@ -164,7 +167,7 @@ def simulate_scale(req: RouteRequest, fleet, trace: Trace, policies: list[str], 
 
     ctx = RouteContext(fleet=fleet, arrival=trace.arrival_s, zeta=req.zeta, min_share=req.min_share, slo_s=req.slo_s,
                        seed=req.seed, queue_weight=req.queue_weight, window_s=req.window_s,
-                       utilisation=req.utilisation, solver=req.solver, time_limit_s=req.time_limit_s)
+                       history_windows=req.history_windows or None, utilisation=req.utilisation, solver=req.solver, time_limit_s=req.time_limit_s)
     cost = ctx.cost_c()
     res, frames, tm = {}, [], {}
     for name in policies:
