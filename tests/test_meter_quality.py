@@ -263,3 +263,13 @@ def test_old_stores_and_imports_read_as_ok(tmp_path):
 
         root = Path(__file__).resolve().parents[1] / d
         assert set(TrialStore(root, create=False).trials()["quality"]) == {"ok"}
+
+
+def test_a_frozen_rapl_counter_is_flagged(tmp_path):
+    files = make_powercap(tmp_path / "pc", start_uj=100_000_000_000)
+    # package-0's energy_uj stops moving (a stuck MSR read) while the other zones count on
+    with PowercapClock(files, {"package-0": 0.0, "dram-0": 4.0, "package-1": 35.0, "dram-1": 4.0}):
+        df = cpu_sweep(tmp_path, [RaplSampler("n", root=tmp_path / "pc")], window=0.7)
+    for r in df.iter_rows(named=True):
+        assert "counter-frozen" in r["quality"] and "package-0: energy counter unchanged for 0." in r["quality_note"]
+        assert "package-1" not in r["quality_note"]
