@@ -29,34 +29,19 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from llm_energy.errors import UserError, bad_value
-from llm_energy.fit.records import Candidate, CVResult, FitStats, Interval
+from llm_energy.fit.records import Candidate, CVResult, FitRange, FitStats, Interval
+from llm_energy.fit.terms import TERMS, design_matrix, term_function
 from llm_energy.io import json_default, write_text_atomic
 
 FITS_KIND = "llm-energy-fits"
 FITS_SCHEMA_VERSION = 1
 TARGETS = ("energy_j", "runtime_s")
-
-# The term vocabulary: each is non-negative and non-decreasing in tin, tout and batch.
-TERMS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
-    "1": lambda i, o, b: np.ones_like(i),
-    "tin": lambda i, o, b: i,
-    "tout": lambda i, o, b: o,
-    "tin*tout": lambda i, o, b: i * o,
-    "tin^2": lambda i, o, b: i * i,
-    "tout^2": lambda i, o, b: o * o,
-    "tin^2*tout": lambda i, o, b: i * i * o,
-    "batch": lambda i, o, b: b,
-    "batch*tin": lambda i, o, b: b * i,
-    "batch*tout": lambda i, o, b: b * o,
-    "batch*tin*tout": lambda i, o, b: b * i * o,
-    "batch*tout^2": lambda i, o, b: b * o * o,
-}
 
 # The deployment key's one template, filled by str.format for scalars and by pl.format for frames:
 # model, node_type, the GPU part ("x{n_gpus}" on GPU nodes, else ""), backend, batch ("*" when pooled).
@@ -98,13 +83,6 @@ class DeploymentKey:
         return deployment_key(self.model, self.node_type, self.n_gpus, self.backend, self.batch)
 
 
-def design_matrix(terms: list[str], tin, tout, batch=None) -> np.ndarray:
-    i = np.asarray(tin, dtype=float)
-    o = np.asarray(tout, dtype=float)
-    b = np.ones_like(i) if batch is None else np.asarray(batch, dtype=float) * np.ones_like(i)
-    return np.column_stack([TERMS[t](i, o, b) for t in terms])
-
-
 @dataclass
 class TargetModel:
     form: str
@@ -126,10 +104,16 @@ class TargetModel:
 
     def bounds(self, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """90% (or ``interval.level``) prediction interval from cross-validated relative residuals
-        (NaN where the model has no interval; :func:`predict` reports those as null)."""
+        (NaN where the model has no interval; :func:`predict` reports those as null). Never negative
+        and never inverted: the base is max(pred, floor), and an older file's bounds (no floor) are
+        ordered and clipped at 0."""
+        pred = np.asarray(pred, dtype=float)
         if not self.has_interval:
             return np.full_like(pred, np.nan), np.full_like(pred, np.nan)
-        return pred * (1 + self.interval.q_lo), pred * (1 + self.interval.q_hi)
+        iv = self.interval
+        base = pred if iv.floor is None else np.maximum(pred, iv.floor)
+        a, b = base * (1 + iv.q_lo), base * (1 + iv.q_hi)
+        return np.maximum(np.minimum(a, b), 0.0), np.maximum(np.maximum(a, b), 0.0)
 
     def candidate(self, form: str) -> Candidate | None:
         """The candidate-table row of ``form`` (None if it was not a candidate)."""
@@ -145,7 +129,7 @@ class TargetModel:
     def from_dict(cls, m: dict[str, Any], where: str) -> "TargetModel":
         """One target of a fits file, validated (UserError naming ``where``, the field and the value)."""
         terms, coef = list(m["terms"]), [float(c) for c in m["coef"]]
-        unknown = [x for x in terms if x not in TERMS]
+        unknown = [x for x in terms if term_function(x) is None]
         if unknown:
             raise UserError(f"{where}.terms={unknown[0]!r}: unknown term; known: {', '.join(TERMS)}")
         if len(terms) != len(coef) or not np.all(np.isfinite(coef)):
@@ -173,12 +157,20 @@ class DeploymentFit:
     n_trials: int = 0
     n_cells: int = 0
     idle_w: float | None = None  # measured idle power (W), None where the store had none
+    range: FitRange | None = None  # tokens and batch sizes fitted on (None: unknown, e.g. published)
+    context_tokens: int | None = None  # the model's context length where known (tin + tout beyond it)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"deployment": self.deployment, "model": self.model, "node_type": self.node_type,
-                "n_gpus": self.n_gpus, "backend": self.backend, "batch": self.batch, "system": self.system,
-                "energy_source": self.energy_source, "n_trials": self.n_trials, "n_cells": self.n_cells,
-                "idle_w": self.idle_w, "targets": {t: m.to_dict() for t, m in self.targets.items()}}
+        d = {"deployment": self.deployment, "model": self.model, "node_type": self.node_type,
+             "n_gpus": self.n_gpus, "backend": self.backend, "batch": self.batch, "system": self.system,
+             "energy_source": self.energy_source, "n_trials": self.n_trials, "n_cells": self.n_cells,
+             "idle_w": self.idle_w}
+        if self.range is not None:
+            d["range"] = self.range.to_dict()
+        if self.context_tokens is not None:
+            d["context_tokens"] = self.context_tokens
+        d["targets"] = {t: m.to_dict() for t, m in self.targets.items()}
+        return d
 
     @classmethod
     def from_dict(cls, e: dict[str, Any], where: str) -> "DeploymentFit":
@@ -192,7 +184,8 @@ class DeploymentFit:
                    backend=str(e.get("backend", "")), batch=_check_batch(e.get("batch", 1), where),
                    targets=targets, system=str(e.get("system", "")), energy_source=str(e.get("energy_source", "")),
                    n_trials=int(e.get("n_trials", 0)), n_cells=int(e.get("n_cells", 0)),
-                   idle_w=_check_idle(e.get("idle_w"), where))
+                   idle_w=_check_idle(e.get("idle_w"), where), range=_check_range(e.get("range"), where),
+                   context_tokens=int(e["context_tokens"]) if e.get("context_tokens") is not None else None)
 
 
 @dataclass
@@ -289,6 +282,17 @@ def _check_idle(w: Any, where: str) -> float | None:
     return float(w)
 
 
+def _check_range(r: Any, where: str) -> FitRange | None:
+    """A deployment's fitted range: absent or null (unknown), else {tin, tout, batch: [min, max]}."""
+    if r is None:
+        return None
+    ok = isinstance(r, dict) and all(isinstance(r.get(k), list) and len(r[k]) == 2 and all(map(_is_number, r[k]))
+                                     and r[k][0] <= r[k][1] for k in ("tin", "tout", "batch"))
+    if not ok:
+        raise UserError(f"{where}.range={r!r}: expected {{tin, tout, batch: [min, max]}} or null")
+    return FitRange.from_dict(r)
+
+
 def _check_batch(b: Any, where: str) -> int | str:
     """A deployment's batch: a positive integer, or '*' for a fit pooled over batch sizes."""
     if b == "*" or (isinstance(b, int) and not isinstance(b, bool) and b >= 1):
@@ -300,15 +304,20 @@ PREDICTION_SCHEMA = {
     "deployment": pl.String, "tin": pl.Int64, "tout": pl.Int64, "batch": pl.Int64,
     "energy_j": pl.Float64, "energy_j_lo": pl.Float64, "energy_j_hi": pl.Float64,
     "runtime_s": pl.Float64, "runtime_s_lo": pl.Float64, "runtime_s_hi": pl.Float64,
+    "in_range": pl.Boolean, "beyond_context": pl.Boolean,
 }
 
 
-def predict(fits: FitsFile, deployment: str, tin, tout, batch=None) -> pl.DataFrame:
+def predict(fits: FitsFile, deployment: str, tin, tout, batch=None, *, per_request: bool = False) -> pl.DataFrame:
     """Predictions for arrays of queries on one deployment (vectorised): :data:`PREDICTION_SCHEMA`.
 
     ``batch`` (default: the deployment's own) must be the deployment's batch unless it was fitted
     pooled over batch sizes (``/b*``): a model fitted at one batch size says nothing about another.
-    Bounds are null where the model has no interval.
+    Energy is of one generation of the whole batch (what the trials measure), or with ``per_request``
+    that divided by the batch size: one request's share. Runtime is the batch's (each request's
+    latency). Bounds are null where the model has no interval. ``in_range``: the query lies within
+    the tokens and batch sizes the deployment was fitted on (null: the file does not say);
+    ``beyond_context``: tin + tout exceeds the model's context length (null: unknown).
     """
     dep = find_fit(fits, deployment)
     i = np.asarray(tin, dtype=np.int64)
@@ -324,11 +333,15 @@ def predict(fits: FitsFile, deployment: str, tin, tout, batch=None) -> pl.DataFr
     for t in TARGETS:
         m = dep.targets[t]
         y = m.predict(i, o, b)
-        cols[t] = y
+        share = b if per_request and t == "energy_j" else 1
+        cols[t] = y / share
         if m.has_interval:
-            cols[f"{t}_lo"], cols[f"{t}_hi"] = m.bounds(y)
+            lo, hi = m.bounds(y)
+            cols[f"{t}_lo"], cols[f"{t}_hi"] = lo / share, hi / share
         else:
             cols[f"{t}_lo"] = cols[f"{t}_hi"] = [None] * len(i)
+    cols["in_range"] = dep.range.contains(i, o, b) if dep.range is not None else [None] * len(i)
+    cols["beyond_context"] = (i + o > dep.context_tokens) if dep.context_tokens else [None] * len(i)
     return pl.DataFrame(cols, schema=PREDICTION_SCHEMA)
 
 
@@ -342,13 +355,14 @@ def unmatched_batches(fits: FitsFile, batch, deployments: list[str] | None = Non
     return sorted(int(v) for v in np.unique(np.asarray(batch, dtype=np.int64)) if int(v) not in have)
 
 
-def predict_all(fits: FitsFile, tin, tout, batch=None, deployments: list[str] | None = None) -> pl.DataFrame:
+def predict_all(fits: FitsFile, tin, tout, batch=None, deployments: list[str] | None = None, *,
+                per_request: bool = False) -> pl.DataFrame:
     """Every (selected) deployment's predictions. Without ``batch`` each deployment predicts at its own
     batch size; with it, each query goes only to deployments fitted at its batch (or pooled ``/b*``),
     so a prediction is never labelled with a batch size its model was not fitted at."""
     names = deployments or list(fits.deployments)
     if batch is None:
-        return pl.concat([predict(fits, n, tin, tout) for n in names])
+        return pl.concat([predict(fits, n, tin, tout, per_request=per_request) for n in names])
     i = np.asarray(tin, dtype=np.int64)
     o = np.asarray(tout, dtype=np.int64)
     b = np.asarray(batch, dtype=np.int64) * np.ones_like(i)
@@ -357,7 +371,7 @@ def predict_all(fits: FitsFile, tin, tout, batch=None, deployments: list[str] | 
         d = find_fit(fits, n)
         keep = np.ones(len(i), dtype=bool) if d.batch == "*" else b == d.batch
         if keep.any():
-            parts.append(predict(fits, n, i[keep], o[keep], b[keep]))
+            parts.append(predict(fits, n, i[keep], o[keep], b[keep], per_request=per_request))
     return pl.concat(parts) if parts else pl.DataFrame(schema=PREDICTION_SCHEMA)
 
 

@@ -5,23 +5,33 @@
   and what the paper quotes); the centered R^2 is reported beside it.
 * Physically motivated forms, fitted for *relative* error (energy spans four orders of magnitude on
   the paper's grid, so ordinary least squares lets the largest cells decide everything): each row
-  is divided by its y, and the coefficients are constrained non-negative (NNLS). Every term in
-  :data:`llm_energy.fit.fits.TERMS` is non-negative and non-decreasing in tin and tout, so every such fit
-  predicts non-negative energy that never falls as tokens grow. The statistics come from statsmodels
-  WLS (weights 1/y^2) on the terms NNLS kept, which is the same solution.
+  is divided by its y, and the coefficients are constrained non-negative (NNLS). Every term of
+  :mod:`llm_energy.fit.terms` is non-negative and non-decreasing in tin, tout and batch, so every such
+  fit predicts non-negative values that never fall as tokens or batch grow. The statistics come from
+  statsmodels WLS (weights 1/y^2) on the terms NNLS kept, which is the same solution.
 
   - ``affine``: 1, tin, tout, tin*tout: fixed cost plus the paper's terms;
   - ``kv-decode``: + tout^2: with a KV cache, step j attends over tin + j tokens;
-  - ``attn-prefill``: + tin^2: attention over the prompt in prefill;
-  - ``no-kv``: + tout^2 + tin^2*tout: without a KV cache every decode step reprocesses the whole
-    sequence, so work grows with tout*(tin + tout/2) and attention with tout*tin^2;
-  - ``batched`` (when batch sizes are pooled): 1, tout, tout^2, batch x (tin, tout, tin*tout).
+  - ``attn-prefill``: + tin^2: attention over the prompt in prefill (with kv-decode's terms: the
+    KV-cache form, a per-step weights floor plus attention over tin + j);
+  - ``no-kv``: + tout^2 + tin^2*tout;
+  - ``no-kv-full``: the whole expansion of the no-KV-cache sum: every decode step j reprocesses
+    L = tin + j tokens, so sum_j (1, L, L^2) brings tout, tin*tout, tout^2, tin^2*tout, tin*tout^2 and
+    tout^3 (with 1, tin, tin^2);
+  - ``roofline``: each step costs max(memory floor, compute(L)): m*tout + a*sum_j(L-K)+ +
+    b*sum_j((L-K)+)^2, the knot K (where compute overtakes the floor) chosen by least squares over
+    a grid of knots on the training rows;
+  - pooled over batch sizes (``--pool-batch``), forms with batch terms: ``batched`` (1, tout, tout^2,
+    batch x (tin, tout, tin*tout)), ``batched-kv`` (a weights floor per step plus per-sequence
+    prefill and attention: 1, batch, batch*tin, batch*tin^2, tout, batch*tout, batch*tin*tout,
+    batch*tout^2) and ``batched-roofline`` (each step the larger of the weights floor and a compute
+    term in the batch: tout*(batch-K)+ for batch*tout).
 * Held-out error: K-fold cross-validation over *cells* (all repeats of a (tin, tout, batch) cell
   stay in one fold), seeded; relative error |pred - y| / y, median and p90.
 * ``auto`` (the default) picks, per deployment and target, the physically sane candidate with the
-  lowest held-out median relative error (p90 breaks ties).
-* 90% prediction intervals: split-conformal on the cross-validated relative residuals
-  (pred x (1 + q05), pred x (1 + q95)).
+  lowest held-out median relative error (p90 breaks ties). When a deployment's trials span batch
+  sizes, only forms with a batch term can be chosen (the others are still reported).
+* Prediction intervals: :mod:`llm_energy.fit.intervals` (split-conformal on the held-out ratios).
 """
 
 from __future__ import annotations
@@ -34,8 +44,10 @@ import numpy as np
 import polars as pl
 
 from llm_energy.errors import UserError, bad_value
-from llm_energy.fit.fits import DeploymentFit, FitsFile, TargetModel, deployment_key_expr, design_matrix
-from llm_energy.fit.records import Candidate, CVResult, FitStats, Interval
+from llm_energy.fit.fits import DeploymentFit, FitsFile, TargetModel, deployment_key_expr
+from llm_energy.fit.intervals import conformal_interval
+from llm_energy.fit.records import Candidate, CVResult, FitRange, FitStats
+from llm_energy.fit.terms import design_matrix, knotted
 
 FORMS: dict[str, list[str]] = {
     "paper": ["tin", "tout", "tin*tout"],
@@ -43,11 +55,18 @@ FORMS: dict[str, list[str]] = {
     "kv-decode": ["1", "tin", "tout", "tin*tout", "tout^2"],
     "attn-prefill": ["1", "tin", "tin^2", "tout", "tin*tout", "tout^2"],
     "no-kv": ["1", "tin", "tout", "tin*tout", "tout^2", "tin^2*tout"],
+    "no-kv-full": ["1", "tin", "tin^2", "tout", "tin*tout", "tout^2", "tin^2*tout", "tin*tout^2", "tout^3"],
+    "roofline": ["1", "tin", "tout", "sum_j(tin+j-{K})+", "sum_j(tin+j-{K})+^2"],
     "batched": ["1", "tout", "tout^2", "batch", "batch*tin", "batch*tout", "batch*tin*tout"],
+    "batched-kv": ["1", "batch", "batch*tin", "batch*tin^2", "tout", "batch*tout", "batch*tin*tout", "batch*tout^2"],
+    "batched-roofline": ["1", "batch*tin", "batch*tin^2", "tout", "tout*(batch-{K})+", "batch*tin*tout",
+                         "batch*tout^2"],
 }
-POOLED_ONLY = {"batched"}
+POOLED_ONLY = {"batched", "batched-kv", "batched-roofline"}
 FORM_CHOICES = ("auto", *FORMS)
-SANITY_GRID = np.unique(np.round(np.geomspace(1, 4096, 25)).astype(int))
+SANITY_GRID = np.unique(np.round(np.geomspace(1, 32768, 31)).astype(int))
+TOKEN_KNOTS = (0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # 0: every step compute-bound
+BATCH_KNOTS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 @dataclass
@@ -62,31 +81,85 @@ class FitOptions:
     drop_invalid: bool = False  # drop trials with NaN/inf/zero/negative targets instead of skipping the deployment
 
 
+def has_batch_term(form: str) -> bool:
+    return any("batch" in t for t in FORMS[form])
+
+
+def _knots(form: str, tin, tout, batch) -> list[float | None]:
+    """The knots a knotted form is tried at (None: the form has none), within the training data."""
+    if "{K}" not in "".join(FORMS[form]):
+        return [None]
+    if form == "batched-roofline":
+        return [k for k in BATCH_KNOTS if k < np.max(batch)] or [0]
+    return [k for k in TOKEN_KNOTS if k < np.max(tin + tout)]
+
+
+ROBUST_ITERATIONS = 5  # IRLS steps from least squares towards least absolute relative error
+ROBUST_DELTA = 0.01  # relative residuals below 1% weigh as 1%: the loss is quadratic there
+
+
+def _nnls_weighted(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
+    """min ||w (X c - y) / y|| over c >= 0 (columns scaled for conditioning); (coef, residual norm)."""
+    from scipy.optimize import nnls
+
+    A = X * (w / y)[:, None]
+    scale = np.abs(A).max(axis=0)
+    scale[scale == 0] = 1.0
+    beta, rnorm = nnls(A / scale, w, maxiter=50 * X.shape[1])
+    return beta / scale, float(rnorm)
+
+
+def _nnls_robust(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative fit for relative error, made robust by iteratively reweighted least squares
+    (weights 1/sqrt(max(|r|, delta)): towards the median relative error the forms are chosen by, so
+    a few noisy cells do not pull every prediction). Returns (coef, the final row weights)."""
+    w = np.ones_like(y)
+    coef, _ = _nnls_weighted(X, y, w)
+    for _ in range(ROBUST_ITERATIONS):
+        w = 1.0 / np.sqrt(np.maximum(np.abs(X @ coef - y) / y, ROBUST_DELTA))
+        coef, _ = _nnls_weighted(X, y, w)
+    return coef, w
+
+
+def solve_form(form: str, tin, tout, batch, y) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The terms, coefficients and row weights of one form fitted to one target (no statistics):
+    OLS without an intercept for the paper form (weights 1), robust relative NNLS for the others
+    (a knotted form at the knot whose least-squares fit is best)."""
+    if form == "paper":
+        X = design_matrix(FORMS[form], tin, tout, batch)
+        return list(FORMS[form]), np.linalg.lstsq(X, y, rcond=None)[0], np.ones_like(y)
+    best: tuple[list[str], np.ndarray, float] | None = None
+    for k in _knots(form, tin, tout, batch):
+        terms = FORMS[form] if k is None else [knotted(t, k) for t in FORMS[form]]
+        X = design_matrix(terms, tin, tout, batch)
+        r = _nnls_weighted(X, y, np.ones_like(y))[1]
+        if best is None or r < best[2] - 1e-12:
+            best = (terms, X, r)
+    coef, w = _nnls_robust(best[1], y)
+    return best[0], coef, w
+
+
 def fit_target(form: str, tin: np.ndarray, tout: np.ndarray, batch: np.ndarray, y: np.ndarray) -> TargetModel:
-    """Fit one form to one target (no cross-validation)."""
+    """Fit one form to one target with its statistics (no cross-validation)."""
     import statsmodels.api as sm
 
-    terms = FORMS[form]
-    X = design_matrix(terms, tin, tout, batch)
     if form == "paper":
+        terms = FORMS[form]
+        X = design_matrix(terms, tin, tout, batch)
         res = sm.OLS(y, X).fit()
         coef = res.params
         stats = _stats(res, X, y, coef, uncentered_native=True)
         return TargetModel(form, terms, [float(c) for c in coef], method="ols-no-intercept", stats=stats)
-    from scipy.optimize import nnls
-
-    w = 1.0 / y
-    scale = np.abs(X * w[:, None]).max(axis=0)
-    scale[scale == 0] = 1.0
-    beta, _ = nnls((X * w[:, None]) / scale, np.ones_like(y), maxiter=50 * X.shape[1])
-    coef = beta / scale
+    terms, coef, w = solve_form(form, tin, tout, batch, y)
+    X = design_matrix(terms, tin, tout, batch)
     active = coef > 0
     stats = FitStats()
     if active.any():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = sm.WLS(y, X[:, active], weights=w**2).fit()
-        stats = _stats(res, X[:, active], y, coef[active], uncentered_native=False, names=[t for t, a in zip(terms, active) if a])
+            res = sm.WLS(y, X[:, active], weights=(w / y) ** 2).fit()
+        stats = _stats(res, X[:, active], y, coef[active], uncentered_native=False,
+                       names=[t for t, a in zip(terms, active) if a])
     return TargetModel(form, terms, [float(c) for c in coef], method="nnls-relative", stats=stats)
 
 
@@ -109,30 +182,38 @@ def _stats(res, X, y, coef, *, uncentered_native: bool, names=None) -> FitStats:
 
 
 def is_sane(m: TargetModel, batches=(1,)) -> bool:
-    """Non-negative and non-decreasing in tin and tout over 1..4096 tokens."""
+    """Non-negative and non-decreasing in tin and tout over 1..32768 tokens (at each batch given)."""
+    return _sane(m.terms, np.asarray(m.coef, dtype=float), batches)
+
+
+def _sane(terms: list[str], coef: np.ndarray, batches) -> bool:
     ii, oo = np.meshgrid(SANITY_GRID, SANITY_GRID, indexing="ij")
     for b in batches:
-        p = m.predict(ii.ravel(), oo.ravel(), np.full(ii.size, b)).reshape(ii.shape)
-        if (p < 0).any() or (np.diff(p, axis=0) < -1e-9 * np.abs(p).max()).any() or (np.diff(p, axis=1) < -1e-9 * np.abs(p).max()).any():
+        p = (design_matrix(terms, ii.ravel(), oo.ravel(), np.full(ii.size, b)) @ coef).reshape(ii.shape)
+        tol = 1e-9 * np.abs(p).max()
+        if (p < 0).any() or (np.diff(p, axis=0) < -tol).any() or (np.diff(p, axis=1) < -tol).any():
             return False
     return True
 
 
-def cross_validate(form: str, tin, tout, batch, y, cells: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Held-out predictions for every row (K folds over cells)."""
-    uniq = np.unique(cells)
+def fold_of(cells: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each row's fold: cells (all repeats of one together) shuffled with ``seed`` into ``folds`` groups."""
+    uniq, inv = np.unique(cells, return_inverse=True)
     k = min(folds, len(uniq))
-    rng = np.random.default_rng(seed)
-    assign = dict(zip(uniq, rng.permutation(len(uniq)) % k))
-    fold = np.array([assign[c] for c in cells])
+    perm = np.random.default_rng(seed).permutation(len(uniq)) % k
+    return perm[inv]
+
+
+def cross_validate(form: str, tin, tout, batch, y, fold: np.ndarray) -> np.ndarray:
+    """Held-out predictions for every row (each fold predicted by a fit on the others)."""
     pred = np.full(len(y), np.nan)
-    for f in range(k):
+    for f in np.unique(fold):
         test = fold == f
         train = ~test
         if train.sum() < len(FORMS[form]) + 1:
             continue
-        m = fit_target(form, tin[train], tout[train], batch[train], y[train])
-        pred[test] = m.predict(tin[test], tout[test], batch[test])
+        terms, coef, _ = solve_form(form, tin[train], tout[train], batch[train], y[train])
+        pred[test] = design_matrix(terms, tin[test], tout[test], batch[test]) @ coef
     return pred
 
 
@@ -140,32 +221,40 @@ def _rel_err(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.abs(pred - y) / np.abs(y)
 
 
+@dataclass
+class _Scored:
+    form: str
+    held: np.ndarray
+    median: float
+    p90: float
+    sane: bool
+    eligible: bool
+
+
 def fit_one_target(tin, tout, batch, y, cells, opts: FitOptions, forms: list[str]) -> TargetModel:
-    """All candidate forms with CV; returns the chosen model with its CV summary and candidate table."""
-    results = []
+    """All candidate forms with CV; returns the chosen model with its CV summary, interval and
+    candidate table. Where the rows span batch sizes only forms with a batch term can be chosen."""
+    fold = fold_of(cells, opts.folds, opts.seed)
+    batches = tuple(np.unique(batch))
+    scored = []
     for form in forms:
-        held = cross_validate(form, tin, tout, batch, y, cells, opts.folds, opts.seed)
+        held = cross_validate(form, tin, tout, batch, y, fold)
         ok = np.isfinite(held)
         err = _rel_err(held[ok], y[ok])
-        full = fit_target(form, tin, tout, batch, y)
-        sane = is_sane(full, tuple(np.unique(batch)))
-        results.append((form, full, held, float(np.median(err)) if err.size else np.inf,
-                        float(np.quantile(err, 0.9)) if err.size else np.inf, sane))
+        terms, coef, _ = solve_form(form, tin, tout, batch, y)
+        scored.append(_Scored(form, held, float(np.median(err)) if err.size else np.inf,
+                              float(np.quantile(err, 0.9)) if err.size else np.inf, _sane(terms, coef, batches),
+                              len(batches) == 1 or has_batch_term(form)))
     if opts.form == "auto":
-        pool = [r for r in results if r[5]] or results
-        chosen = min(pool, key=lambda r: (r[3], r[4]))
+        pool = ([r for r in scored if r.sane and r.eligible] or [r for r in scored if r.eligible] or scored)
+        chosen = min(pool, key=lambda r: (r.median, r.p90))
     else:
-        chosen = next(r for r in results if r[0] == opts.form)
-    form, model, held, med, p90, sane = chosen
-    ok = np.isfinite(held) & (np.abs(held) > 0)
-    resid = y[ok] / held[ok] - 1.0
-    a = (1 - opts.level) / 2
-    model.interval = Interval(level=opts.level, q_lo=float(np.quantile(resid, a)) if resid.size else None,
-                              q_hi=float(np.quantile(resid, 1 - a)) if resid.size else None,
-                              method="cv-conformal-relative")
-    model.cv = CVResult(median=med, p90=p90, folds=opts.folds, seed=opts.seed)
-    model.candidates = [Candidate(form=f, median=m_, p90=p_, sane=s_, chosen=f == form)
-                        for f, _, _, m_, p_, s_ in results]
+        chosen = next(r for r in scored if r.form == opts.form)
+    model = fit_target(chosen.form, tin, tout, batch, y)
+    model.interval = conformal_interval(y, chosen.held, fold, opts.level)
+    model.cv = CVResult(median=chosen.median, p90=chosen.p90, folds=opts.folds, seed=opts.seed)
+    model.candidates = [Candidate(form=r.form, median=r.median, p90=r.p90, sane=r.sane, chosen=r is chosen,
+                                  eligible=r.eligible) for r in scored]
     return model
 
 
@@ -227,21 +316,54 @@ def _fit_deployment(dep: str, g: pl.DataFrame, opts: FitOptions, forms: list[str
             return what + " (use --drop-invalid to fit without them)"
         g = g.filter(~pl.col("_bad"))
     n_cells = g.select(pl.struct("_tin", "_tout", "_batch").n_unique()).item()
-    need = opts.min_cells or max(len(FORMS[f]) for f in forms) + 2
-    if n_cells < need:
-        return f"{n_cells} distinct cells, fewer than the {need} the forms need"
     tin, tout, batch = (g[c].to_numpy() for c in ("_tin", "_tout", "_batch"))
+    forms = _forms_for(forms, n_cells, opts, np.unique(batch))
+    if isinstance(forms, str):
+        return forms
     cells = g.select(pl.concat_str([pl.col("_tin").cast(pl.String), pl.col("_tout").cast(pl.String),
                                     pl.col("_batch").cast(pl.String)], separator="-")).to_series().to_numpy()
     targets = {t: fit_one_target(tin, tout, batch, g[col].to_numpy().astype(float), cells, opts, forms)
                for t, col in (("energy_j", opts.energy_column), ("runtime_s", "runtime_s"))}
     first = g.row(0, named=True)
+    rng = FitRange(*((float(v.min()), float(v.max())) for v in (tin, tout, batch)))
     return DeploymentFit(
         deployment=dep, model=first["model"], node_type=first["node_type"], n_gpus=int(first["n_gpus"] or 0),
         backend=first["backend"], batch="*" if opts.pool_batch else int(first["batch"]), targets=targets,
         system=first["system"] or "", energy_source=first["energy_source"] or "", n_trials=g.height, n_cells=n_cells,
-        idle_w=idle_power(g),
+        idle_w=idle_power(g), range=rng, context_tokens=context_tokens(first["model"]),
     )
+
+
+def _forms_for(forms: list[str], n_cells: int, opts: FitOptions, batches: np.ndarray) -> list[str] | str:
+    """The candidate forms a deployment with ``n_cells`` cells can take (a form needs its terms + 2
+    cells, or ``min_cells``), or the reason it is skipped: too few cells for any form but the paper's,
+    or a chosen ``--form`` without a batch term on trials spanning batch sizes."""
+    def need(f: str) -> int:
+        return opts.min_cells or len(FORMS[f]) + 2
+
+    if opts.form not in ("auto", "paper") and len(batches) > 1 and not has_batch_term(opts.form):
+        with_batch = ", ".join(f for f in FORMS if has_batch_term(f))
+        return (f"--form {opts.form} has no batch term, and the trials span batch sizes "
+                f"{', '.join(f'{b:g}' for b in batches)}: choose one of {with_batch} (or auto)")
+    fitted = [f for f in forms if n_cells >= need(f)]
+    if not [f for f in fitted if f != "paper" or opts.form == "paper"]:
+        least = min(need(f) for f in forms if f != "paper" or opts.form == "paper")
+        return f"{n_cells} distinct cells, fewer than the {least} the forms need"
+    return fitted
+
+
+def context_tokens(model: str) -> int | None:
+    """The context length of a model named like a shipped preset ('Llama-2-7b-chat-hf' is llama-2-7b;
+    the longest preset name the lower-cased name starts with), from its config; None if unknown."""
+    from llm_energy.measure.inference.presets import list_presets
+
+    name = model.lower().split("/")[-1]
+    known = [p for p in list_presets() if name.startswith(p.name) and not p.name.startswith("tiny")]
+    if not known:
+        return None
+    best = max(known, key=lambda p: len(p.name))
+    v = best.hf_config.get("max_position_embeddings")
+    return int(v) if v else None
 
 
 def idle_power(trials: pl.DataFrame) -> float | None:

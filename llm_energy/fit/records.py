@@ -80,20 +80,31 @@ class CVResult:
 
 @dataclass
 class Interval:
-    """A prediction interval as relative bounds: ``pred x (1 + q_lo) .. pred x (1 + q_hi)``; q_lo and
-    q_hi are both None when there were no held-out residuals to take them from."""
+    """A prediction interval as relative bounds: ``base x (1 + q_lo) .. base x (1 + q_hi)`` with
+    ``base = max(pred, floor)``; q_lo and q_hi are both None when there were no held-out residuals to
+    take them from.
+
+    ``cv-conformal-ratio`` (this version): split-conformal quantiles of the held-out ratio y / base,
+    so q_lo > -1 and the lower bound is never negative. ``floor`` (J or s; None in older files) keeps
+    the base positive where a form predicts zero or less (the paper form). ``coverage_cv``: the share
+    of held-out rows inside the interval when each fold's interval is taken from the other folds'
+    residuals (None in older files).
+    """
 
     level: float | None = None
     q_lo: float | None = None
     q_hi: float | None = None
     method: str | None = None
+    floor: float | None = None
+    coverage_cv: float | None = None
 
     @property
     def bounded(self) -> bool:
         return self.q_lo is not None and self.q_hi is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        return {k: v for k, v in d.items() if k not in ("floor", "coverage_cv") or v is not None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "Interval | None":
@@ -103,13 +114,15 @@ class Interval:
 @dataclass
 class Candidate:
     """One candidate form of a (deployment, target): its held-out median and p90 relative error,
-    whether it is physically sane, and whether it was chosen."""
+    whether it is physically sane, whether it could be chosen (``eligible``: False for a form without
+    a batch term where the trials span batch sizes; True in older files) and whether it was."""
 
     form: str
     median: float = float("nan")
     p90: float = float("nan")
     sane: bool = False
     chosen: bool = False
+    eligible: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,3 +130,37 @@ class Candidate:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Candidate":
         return cls(**_known(cls, d))
+
+
+@dataclass
+class FitRange:
+    """What a deployment was fitted on: min and max of the (actual) input and output tokens and of the
+    batch size over its trials. A query outside it is an extrapolation."""
+
+    tin: tuple[float, float]
+    tout: tuple[float, float]
+    batch: tuple[float, float]
+
+    def contains(self, tin, tout, batch):
+        """Boolean array: each (tin, tout, batch) within the range (numpy broadcasting)."""
+        import numpy as np
+
+        t, o, b = (np.asarray(v, dtype=float) for v in (tin, tout, batch))
+        return ((t >= self.tin[0]) & (t <= self.tin[1]) & (o >= self.tout[0]) & (o <= self.tout[1])
+                & (b >= self.batch[0]) & (b <= self.batch[1]))
+
+    def describe(self) -> str:
+        def f(lo, hi):
+            return f"{lo:g}..{hi:g}"
+
+        return f"tin {f(*self.tin)}, tout {f(*self.tout)}, batch {f(*self.batch)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: [float(v[0]), float(v[1])] for k, v in (("tin", self.tin), ("tout", self.tout),
+                                                           ("batch", self.batch))}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "FitRange | None":
+        if not d:
+            return None
+        return cls(**{k: (float(d[k][0]), float(d[k][1])) for k in ("tin", "tout", "batch")})
