@@ -235,3 +235,26 @@ def test_history_windows_flag(small, capsys, tmp_path):
         assert json.loads(stdout)["options"]["history_windows"] == h
     rc, _, err = run(capsys, *base, "--history-windows", -1, "--out", tmp_path / "bad")
     assert rc == 2 and "--history-windows=-1" in err
+
+
+def test_load_sets_the_synthetic_rate_and_arrival_column_mapping(small, capsys, tmp_path):
+    from llm_energy.fit.fits import load_fits
+    from llm_energy.plan.deployments import load_deployments
+    from llm_energy.route.fleet import build_fleet, rate_for_load
+
+    d, trace, fleet = small
+    rc, stdout, err = run(capsys, "route", "--fits", H100_FITS, "--deployments", fleet, "--trace", trace, "--arrivals",
+                          "poisson", "--load", 0.5, "--policy", "greedy", "--out", tmp_path / "l", "--json",
+                          "--no-plots")
+    assert rc == 0, err
+    s = json.loads(stdout)
+    wl = pl.read_csv(trace)
+    f = build_fleet(load_fits(H100_FITS), load_deployments(fleet), wl["tin"].to_numpy(), wl["tout"].to_numpy())
+    assert s["trace"]["arrival_rate_per_s"] == pytest.approx(rate_for_load(f, 0.5), rel=0.15)
+    renamed = tmp_path / "renamed.csv"
+    wl.rename({"arrival_s": "t_sec", "tin": "prompt", "tout": "gen"}).write_csv(renamed)
+    rc, stdout, err = run(capsys, "route", "--fits", H100_FITS, "--deployments", fleet, "--trace", renamed,
+                          "--columns", "tin=prompt,tout=gen,arrival=t_sec", "--policy", "greedy",
+                          "--out", tmp_path / "r", "--json", "--no-plots")
+    assert rc == 0, err
+    assert json.loads(stdout)["trace"]["span_s"] == pytest.approx(float(wl["arrival_s"].max()))

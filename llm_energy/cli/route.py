@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arrivals", default="trace",
                    help="trace (the file's timestamps, default) | poisson | gamma (synthetic, at --rate)")
     p.add_argument("--rate", type=float, default=None, help="synthetic arrival rate, queries/s")
+    p.add_argument("--load", type=float, default=None,
+                   help="synthetic arrivals without --rate: the rate at which the fleet's slots would be this busy "
+                        "with every query on its fastest deployment (e.g. 0.7)")
     p.add_argument("--cv", type=float, default=1.0, help="gamma arrivals: coefficient of variation of the gaps")
     p.add_argument("--idle-w", default=None,
                    help="idle power of a replica where the fits carry no idle_w: W, or NAME=W,NAME=W (default 0)")
@@ -74,7 +77,7 @@ def request_from_args(args: argparse.Namespace):
     return RouteRequest(fits=args.fits, deployments=args.deployments, trace=args.trace, out=args.out,
                         policy=args.policy, rate_scale=args.rate_scale, zeta=args.zeta, min_share=args.min_share,
                         slo_s=args.slo_s, window_s=args.window_s, history_windows=args.history_windows, seed=args.seed, columns=args.columns,
-                        arrivals=args.arrivals, rate=args.rate, cv=args.cv, idle_w=args.idle_w,
+                        arrivals=args.arrivals, rate=args.rate, load=args.load, cv=args.cv, idle_w=args.idle_w,
                         utilisation=_utilisation(args.utilisation), queue_weight=args.queue_weight,
                         solver=args.solver, time_limit_s=args.time_limit,
                         only=[n.strip() for n in args.only.split(",")] if args.only else None,

@@ -177,3 +177,15 @@ def check_slo(fleet: Fleet, slo_s: float | None) -> None:
         raise bad_value("--slo-s", slo_s, f"no deployment meets it even when idle for {int(fleet.count[bad].sum())} "
                         f"queries (e.g. tin={fleet.tin[c]}, tout={fleet.tout[c]} takes at least {fastest[c]:.4g} s); "
                         f"the least SLO every query can meet is {float(fastest.max()):.4g} s")
+
+
+def rate_for_load(fleet: Fleet, load: float) -> float:
+    """The arrival rate (queries/s) at which the fleet's slots would be ``load`` busy if every query ran
+    on its fastest admissible deployment: load x total slots / mean fastest runtime."""
+    if not (math.isfinite(load) and load > 0):
+        raise bad_value("--load", load, "must be > 0 (the share of the fleet's slots kept busy)")
+    fastest = np.where(fleet.allowed, fleet.runtime_s, np.inf).min(axis=1)
+    mean = float((fleet.count * fastest).sum() / fleet.count.sum())
+    if not mean > 0:
+        raise bad_value("--load", load, "every query takes no time on its fastest deployment: give --rate")
+    return load * float(fleet.slots.sum()) / mean

@@ -45,6 +45,7 @@ class RouteRequest:
     columns: str | None = None
     arrivals: str = "trace"  # trace | poisson | gamma
     rate: float | None = None
+    load: float | None = None  # synthetic arrivals without a rate: the rate that keeps this share of slots busy
     cv: float = 1.0
     idle_w: str | float | None = None
     utilisation: float | None = 0.9
@@ -82,8 +83,8 @@ def check_request(req: RouteRequest) -> list[float]:
         raise bad_value("--slo-s", req.slo_s, "must be seconds > 0")
     if req.arrivals not in ARRIVAL_KINDS:
         raise bad_value("--arrivals", req.arrivals, f"expected one of {', '.join(ARRIVAL_KINDS)}")
-    if req.arrivals != "trace" and req.rate is None:
-        raise UserError(f"--arrivals {req.arrivals} needs --rate (queries per second)")
+    if req.arrivals != "trace" and req.rate is None and req.load is None:
+        raise UserError(f"--arrivals {req.arrivals} needs --rate (queries per second) or --load")
     if Path(req.out).exists() and not Path(req.out).is_dir():
         raise bad_value("--out", req.out, "is a file; the route output is a directory")
     return parse_rate_scales(req.rate_scale)
@@ -106,18 +107,19 @@ def load_inputs(req: RouteRequest):
     elif isinstance(req.trace, Workload):
         if req.arrivals == "trace":
             raise UserError("a workload without arrival times needs --arrivals poisson|gamma and --rate")
-        t = synthetic_arrivals(req.trace.n_queries, req.rate, req.arrivals, req.cv, req.seed)
-        trace = Trace(req.trace.tin, req.trace.tout, t, f"{req.trace.source} ({req.arrivals} {req.rate:g}/s)")
+        t = synthetic_arrivals(req.trace.n_queries, req.rate or 1.0, req.arrivals, req.cv, req.seed)
+        trace = Trace(req.trace.tin, req.trace.tout, t, f"{req.trace.source} ({req.arrivals})")
     elif req.arrivals == "trace":
         trace = load_trace(req.trace, req.columns)
     else:
-        trace = synthetic_trace(req.trace, req.rate, req.arrivals, req.cv, req.seed, req.columns)
+        trace = synthetic_trace(req.trace, req.rate or 1.0, req.arrivals, req.cv, req.seed, req.columns)
     return trace, deps, fits
 
 
 def run(req: RouteRequest) -> RouteOutcome:
     """Route and simulate; write the outputs; return the summary."""
-    from llm_energy.route.fleet import build_fleet, check_slo
+    from llm_energy.route.fleet import build_fleet, check_slo, rate_for_load
+    from llm_energy.route.trace import synthetic_arrivals
     from llm_energy.route.policies import parse_policies
 
     t0 = time.perf_counter()
@@ -126,6 +128,10 @@ def run(req: RouteRequest) -> RouteOutcome:
     fleet = build_fleet(fits, deps, trace.tin, trace.tout, idle_w=req.idle_w, fits_source=str(req.fits)
                         if isinstance(req.fits, (str, Path)) else "the fits")
     check_slo(fleet, req.slo_s)
+    if req.arrivals != "trace":  # the arrivals at --rate, or at the rate that gives --load
+        rate = req.rate if req.rate is not None else rate_for_load(fleet, req.load)
+        trace = Trace(trace.tin, trace.tout, synthetic_arrivals(trace.n_queries, rate, req.arrivals, req.cv, req.seed),
+                      f"{trace.source} {req.arrivals} {rate:.4g}/s cv {req.cv:g} seed {req.seed}")
     policies = parse_policies(req.policy, fleet.names)
     out = Path(req.out)
     try:
