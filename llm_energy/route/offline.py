@@ -104,14 +104,18 @@ def lp_prices(fleet: Fleet, count: np.ndarray, rows: np.ndarray | None, *, zeta:
     """The row duals of the planner's LP relaxation (its column generation, no integer plan), with the
     share and capacity rows elastic at ``penalty`` objective units per unit of violation: a window a
     burst makes infeasible still gets prices (capacity prices then at most ``penalty``). ``x`` is empty."""
-    from llm_energy.plan.solve.planner import ColumnGeneration, _Clock
     from llm_energy.plan.solve.solvers import SolveSettings
 
     p = class_problem(fleet, count, rows, min_share=min_share, capacity_s=capacity_s, scales=scales, bins=bins)
-    cg = ColumnGeneration(p, SolveSettings(solver=solver, time_limit_s=time_limit_s))
-    cg.master.install(zeta)
-    clock = _Clock(time.perf_counter(), time_limit_s)
-    _, res, y = cg._lp(p.cost(zeta), zeta, 1.0, penalty, clock)
+    try:  # the planner's column generation, stopped at the LP (internal API: see the fallback below)
+        from llm_energy.plan.solve.planner import ColumnGeneration, _Clock
+
+        cg = ColumnGeneration(p, SolveSettings(solver=solver, time_limit_s=time_limit_s))
+        cg.master.install(zeta)
+        clock = _Clock(time.perf_counter(), time_limit_s)
+        _, res, y = cg._lp(p.cost(zeta), zeta, 1.0, penalty, clock)
+    except (ImportError, AttributeError, TypeError):  # that internal API changed: the planner's public solve
+        return _public_prices(fleet, p, zeta, solver, time_limit_s)
     share, cap = _prices(y, fleet.n_deployments)
     status = "optimal" if res.slack.sum() <= 1e-6 else "elastic"
     return OfflineResult(np.zeros((0, fleet.n_deployments), np.int64), status, share, cap, float(p.runtime_scale),
@@ -141,6 +145,23 @@ def log_bins(tin: np.ndarray, tout: np.ndarray, n_bins: int) -> np.ndarray:
     bi = np.searchsorted(edges(tin), np.log1p(tin), side="right")
     bo = np.searchsorted(edges(tout), np.log1p(tout), side="right")
     return (bi * n_bins + bo).astype(np.int64)
+
+
+def _public_prices(fleet: Fleet, p, zeta: float, solver: str, time_limit_s: float) -> OfflineResult:
+    """Prices through the planner's public ``solve`` (an integer plan too, with a loose MIP gap; rows not
+    elastic: an infeasible window gets zero prices, status ``infeasible``)."""
+    from llm_energy.plan.solve.planner import Planner
+    from llm_energy.plan.solve.solvers import SolveSettings
+
+    k = fleet.n_deployments
+    try:
+        sol = Planner(p, SolveSettings(solver=solver, time_limit_s=time_limit_s, mip_gap=0.5)).solve(zeta)
+    except infeasible_error():
+        return OfflineResult(np.zeros((0, k), np.int64), "infeasible", np.zeros(k), np.zeros(k),
+                             float(p.runtime_scale), 0.0, 0.0)
+    share, cap = _prices(sol.duals, k)
+    return OfflineResult(np.zeros((0, k), np.int64), "optimal", share, cap, float(p.runtime_scale),
+                         float(sol.solve_s), 0.0)
 
 
 def offline_capacity(fleet: Fleet, span_s: float, utilisation: float | None) -> list[float | None]:
