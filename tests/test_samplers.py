@@ -210,3 +210,15 @@ def test_nvml_errors_name_the_device_and_a_failing_meter_is_reported(fake):
         time.sleep(0.01)
     s.stop()
     assert s.poll_errors >= FAIL_POLLS and isinstance(s.failure(), MeterReadError) and s.drain() == []
+
+
+def test_a_transient_nvml_error_is_skipped_not_fatal(fake):
+    s = NvmlSampler("n", gpu_indices=[0], nvml=fake, period_s=0.005)
+    fake.gpus[0].lost_at = 0.0  # every call fails ...
+    s.start()
+    time.sleep(0.1)
+    assert s.poll_errors >= 3 and s.failure() is None  # ... for ~100 ms: skipped polls, not a failed meter
+    fake.gpus[0].lost_at = None
+    time.sleep(0.05)
+    s.stop()
+    assert s.failed_in_a_row == 0 and s.drain()

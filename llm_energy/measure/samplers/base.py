@@ -12,7 +12,7 @@ Every reading is a :class:`~llm_energy.trials.schema.PowerSample` labelled with 
 
 A read that fails raises :class:`MeterReadError` naming the device. The polling thread skips a failed
 poll, counts it and keeps the error; :meth:`PowerSampler.failure` says when the meter has failed for
-good (``FAIL_POLLS`` polls in a row), so the profiler stops the sweep with one line instead of
+good (``FAIL_POLLS`` polls in a row, over at least ``FAIL_S``), so the profiler stops the sweep with one line instead of
 measuring on without a meter.
 """
 
@@ -25,8 +25,10 @@ from dataclasses import dataclass
 
 from llm_energy.trials.schema import PowerSample
 
-#: consecutive failed polls after which a meter counts as failed (not a transient error)
+#: consecutive failed polls, over at least FAIL_S seconds, after which a meter counts as failed
+#: (not a transient error)
 FAIL_POLLS = 5
+FAIL_S = 1.0
 
 
 class MeterReadError(Exception):
@@ -76,6 +78,7 @@ class PowerSampler(ABC):
         #: failed polls in all, in a row now, and the last error
         self.poll_errors = 0
         self.failed_in_a_row = 0
+        self.failing_since: float | None = None  # monotonic time of the first failed poll in a row
         self.last_error: BaseException | None = None
         self._buf: list[PowerSample] = []
         self._lock = threading.Lock()
@@ -100,8 +103,12 @@ class PowerSampler(ABC):
         self.stop()
 
     def failure(self) -> BaseException | None:
-        """The error of a meter whose last ``FAIL_POLLS`` polls all failed, else None."""
-        return self.last_error if self.failed_in_a_row >= FAIL_POLLS else None
+        """The error of a meter whose polls have all failed lately (``FAIL_POLLS`` of them, for at
+        least ``FAIL_S``), else None."""
+        since = self.failing_since
+        if self.failed_in_a_row >= FAIL_POLLS and since is not None and time.monotonic() - since >= FAIL_S:
+            return self.last_error
+        return None
 
     # ---- background polling (shared) ---------------------------------------------------------
     def start(self) -> None:
@@ -139,11 +146,12 @@ class PowerSampler(ABC):
                 readings = self.read_power()
                 if self.poll_counters and self.has_counter:
                     readings += self.read_counters()
-                self.failed_in_a_row = 0
+                self.failed_in_a_row, self.failing_since = 0, None
             except Exception as e:  # noqa: BLE001 - a failed poll is skipped and counted (see failure())
                 readings = []
                 self.poll_errors += 1
                 self.failed_in_a_row += 1
+                self.failing_since = self.failing_since or time.monotonic()
                 self.last_error = e
             if readings:
                 with self._lock:
