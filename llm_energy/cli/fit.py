@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from llm_energy.errors import UserError, bad_value
+from llm_energy.fit.forms import FORMS
 from llm_energy.io import read_table
 
 
@@ -21,17 +22,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "files of Wilkins, Keshav, Mortier (2024); the kind is detected from the header.")
     w.add_argument("csv", nargs="+", help="one or more files")
     w.add_argument("--out", required=True, help="store directory (created if missing)")
+    w.add_argument("--model", help="served files: the model served (default: from the file name, "
+                                   "{vllm,mii}-MODEL-GPUS.csv; the files' own model column is not trusted)")
+    w.add_argument("--node-type", help="served files: the node type (default a100-80gb)")
     w.add_argument("--wait", action="store_true", help="wait for another writer of OUT to finish instead of refusing")
     w.set_defaults(func=cmd_import_wilkins)
     c = isub.add_parser("csv", help="any CSV, through a FIELD=COLUMN mapping",
                         description="Import any CSV. Required fields: tin, tout, energy_j, runtime_s. Optional: batch, "
                                     "model, node_type, system, device, n_gpus, backend, repeat, warmup, tin_actual, "
-                                    "tout_actual, and energy_scale=FACTOR (e.g. 0.001 for mJ). Without a header, "
-                                    "COLUMN is a 0-based index.")
+                                    "tout_actual, and the multipliers energy_scale and runtime_scale (e.g. 0.001 for "
+                                    "mJ or ms). energy_j=A+B sums several columns (one per GPU, say), each kept per "
+                                    "device. Without a header, COLUMN is a 0-based index. Lists are comma-separated, "
+                                    "as in plan --columns: --map tin=in,tout=out,energy_j=e0+e1,runtime_s=t.")
     c.add_argument("file")
-    c.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN", help="repeatable")
-    c.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="constant for a field the file lacks (e.g. --set model=llama-2-7b)")
+    c.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN[,FIELD=COLUMN...]",
+                   help="repeatable; a comma-separated list")
+    c.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE[,FIELD=VALUE...]",
+                   help="constant for a field the file lacks (e.g. --set model=llama-2-7b,node_type=h100), or a "
+                        "scale (--set energy_scale=0.001)")
     c.add_argument("--no-header", action="store_true", help="the file has no header row")
     c.add_argument("--out", required=True)
     c.add_argument("--wait", action="store_true", help="wait for another writer of OUT to finish instead of refusing")
@@ -43,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "auto (default) picks the physically sane form with the lowest held-out error.")
     f.add_argument("dir", nargs="+", help="store directories")
     f.add_argument("--out", required=True, help="FITS.json to write")
-    f.add_argument("--form", default="auto", help="auto (default) | paper | affine | kv-decode | attn-prefill | no-kv | batched")
+    f.add_argument("--form", default="auto", help="auto (default) | " + " | ".join(FORMS))
     f.add_argument("--folds", type=int, default=5, help="cross-validation folds over cells (default 5)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--pool-batch", action="store_true", help="one model over all batch sizes, batch as a factor")
@@ -52,15 +60,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="drop trials with NaN/inf/zero/negative energy or runtime (default: skip their deployment)")
     f.add_argument("--candidates", action="store_true",
                    help="also print every candidate form's held-out median and p90 relative error, whether it is "
-                        "physically sane (non-negative, non-decreasing over 1..4096 tokens) and which was chosen")
+                        "physically sane (non-negative, non-decreasing over 1..32768 tokens), which was chosen, and each "
+                        "deployment's interval coverage checked by cross-validation")
     f.add_argument("--json", action="store_true", help="print the fits as JSON")
     f.add_argument("--include-suspect", action="store_true",
                    help="also fit trials flagged suspect (quality; default: left out, with a count)")
     f.set_defaults(func=cmd_fit)
 
     pr = sub.add_parser("predict", help="predict energy and runtime of queries",
-                        description="Predict energy (J) and runtime (s), with 90% intervals, for queries on every "
-                                    "deployment of a fits file (or --deployment). Without a batch size each "
+                        description="Predict energy (J per request: the batch's energy divided by the batch size) "
+                                    "and runtime (s, the batch's), with 90% intervals, for queries on every "
+                                    "deployment of a fits file (or --deployment); in_range says whether a query "
+                                    "lies within the tokens and batch sizes its deployment was fitted on (a line on "
+                                    "stderr counts those outside, and those beyond the model's context length, "
+                                    "beyond_context). Without a batch size each "
                                     "deployment predicts at the batch size it was fitted at. With one (--batch, or a "
                                     "batch column in --queries) a query is predicted only on deployments fitted at "
                                     "its batch size or pooled over batch sizes (fit --pool-batch, keys ending /b*); "
@@ -103,9 +116,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_import_wilkins(args) -> int:
     from llm_energy.trials.importers import import_wilkins2024, store_imported
 
+    import sys
+
     total = 0
     for f in args.csv:
-        df = import_wilkins2024(f)
+        notes: list[str] = []
+        df = import_wilkins2024(f, model=args.model, node_type=args.node_type, notes=notes)
+        for note in notes:
+            print(f"import: {note}", file=sys.stderr)
         held = _import_lock(args)  # noqa: F841 - kept alive while it writes
         n = store_imported(df, args.out)
         total += n
@@ -115,12 +133,16 @@ def cmd_import_wilkins(args) -> int:
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
-    out = {}
+    """FIELD=VALUE pairs, each item a comma-separated list of them (the syntax of plan --columns)."""
+    out: dict[str, str] = {}
     for it in items:
-        if "=" not in it:
-            raise bad_value(flag, it, "expected FIELD=VALUE")
-        k, v = it.split("=", 1)
-        out[k.strip()] = v.strip()
+        for part in it.split(","):
+            k, sep, v = part.partition("=")
+            if not sep or not k.strip():
+                raise bad_value(flag, it, "expected FIELD=VALUE[,FIELD=VALUE...]")
+            if k.strip() in out:
+                raise bad_value(flag, it, f"{k.strip()} given twice")
+            out[k.strip()] = v.strip()
     return out
 
 
@@ -252,7 +274,8 @@ def cmd_predict(args) -> int:
             raise UserError(f"{what}: no deployment{' selected' if args.deployment else ''} in "
                             f"{args.fits} was fitted at this batch size (fitted: {', '.join(have)}); predictions are "
                             f"made only at a fitted batch size (fit --pool-batch to model batch as a factor)")
-    out = predict_all(fits, tin, tout, batch, deployments=args.deployment)
+    out = predict_all(fits, tin, tout, batch, deployments=args.deployment, per_request=True)
+    _warn_out_of_range(fits, out)
     if args.out:
         _write_predictions(out, args.out)
     if args.json:
@@ -264,6 +287,22 @@ def cmd_predict(args) -> int:
     if args.out:
         print(f"wrote {args.out}")
     return 0
+
+
+def _warn_out_of_range(fits, out: pl.DataFrame) -> None:
+    """One stderr line per deployment with predictions outside its fitted range or context length."""
+    import sys
+
+    for (dep,), g in out.group_by(["deployment"], maintain_order=True):
+        outside, beyond = int((~g["in_range"]).sum() or 0), int(g["beyond_context"].sum() or 0)
+        if outside or beyond:
+            d = fits.deployments[dep]
+            what = []
+            if outside:
+                what.append(f"{outside} of {g.height} queries outside its fitted range ({d.range.describe()})")
+            if beyond:
+                what.append(f"{beyond} beyond its context length ({d.context_tokens} tokens)")
+            print(f"predict: {dep}: {'; '.join(what)}: extrapolated (in_range/beyond_context)", file=sys.stderr)
 
 
 def cmd_report(args) -> int:

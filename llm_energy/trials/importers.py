@@ -12,14 +12,22 @@
   ``inference*`` rows; iteration 0 of each cell is a warm-up (stored, flagged). ``energy_j`` is
   "GPU Energy (J)"; "CPU Energy (J)" is kept as a second device (not summed: on Swing it was one
   session total shared out by runtime, and the Intel values are RAPL minus a fixed 37.5 W a package).
-* served (``{vllm,mii}-*.csv``, no header): one trial per request; the file's output-token column
-  holds generated length minus input length (a known defect), so ``tout = column + tin``. Files of
-  2-GPU runs have one energy column per GPU (summed) and a memory pair per GPU (19 columns).
+* served (``{vllm,mii}-{model}-{gpus}.csv``, no header): one trial per request; the file's
+  output-token column holds generated length minus input length (a known defect), so
+  ``tout = column + tin`` (the total-tokens column). vLLM files have 16 columns; files of 2-GPU runs
+  one energy column per GPU (summed into ``energy_j``, each kept in ``device_energy_j``) and a memory
+  pair per GPU (19 columns); MII files a dataset column after the serving method (17). The model is
+  what the caller states (``model=``), else the file name's: the files' own model column says
+  Llama-2-7b-chat-hf in the 7b, 13b and 70b files alike, so trusting it would merge different
+  models into one deployment; a disagreement is reported in ``notes``. The node type is the caller's
+  (``node_type=``), else ``a100-80gb``.
 
 ``csv``: any CSV with a column mapping (``FIELD=COLUMN``; for files without a header COLUMN is a
 0-based index). Required fields: tin, tout, energy_j, runtime_s; optional: batch, model, node_type,
-system, device, n_gpus, backend, repeat, warmup, energy_scale (multiplier, e.g. 0.001 for mJ).
-``--set FIELD=VALUE`` gives a constant to a field the file lacks. Every value is checked before it is
+system, device, n_gpus, backend, repeat, warmup. ``energy_j=A+B`` sums several columns (one a GPU,
+say), each kept per device in ``device_energy_j``. ``energy_scale`` and ``runtime_scale`` are
+multipliers (0.001 for mJ or ms), through the mapping or ``--set``. ``--set FIELD=VALUE`` gives a
+constant to a field the file lacks. Every value is checked before it is
 stored: token counts, batch, n_gpus and repeat are integers (8.5 is an error, never truncated), energy
 and runtime finite and non-negative (NaN and inf are errors), warmup true/false, yes/no or 1/0, and
 model, node_type and backend non-empty.
@@ -88,16 +96,24 @@ def _read_csv(path: Path, **kw) -> pl.DataFrame:
         raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
 
 
-def import_wilkins2024(path: str | Path) -> pl.DataFrame:
-    """Trials of one Wilkins et al. (2024) file (grid, sweeps or served), detected by its header."""
+def import_wilkins2024(path: str | Path, *, model: str | None = None, node_type: str | None = None,
+                       notes: list[str] | None = None) -> pl.DataFrame:
+    """Trials of one Wilkins et al. (2024) file (grid, sweeps or served), detected by its header.
+
+    ``model`` and ``node_type`` (served files only: the grid and sweep files name both reliably) are
+    what the caller states; what the import decided that a user should know is appended to ``notes``.
+    """
     p = Path(path)
     head = _first_line(p)
-    if head.startswith("Timestamp,Phase,Runtime (s),GPU Energy (mJ)"):
-        return _import_grid(p)
-    if head.startswith("Phase,Runtime (s),CPU Energy (J),GPU Energy (J)"):
-        return _import_sweeps(p)
+    stated = [f for f, v in (("model", model), ("node_type", node_type)) if v]
+    if head.startswith("Timestamp,Phase,Runtime (s),GPU Energy (mJ)") or \
+            head.startswith("Phase,Runtime (s),CPU Energy (J),GPU Energy (J)"):
+        if stated:
+            raise UserError(f"{p}: --{stated[0].replace('_', '-')} applies to served files only (this file "
+                            f"names the {stated[0].replace('_', ' ')} of every row)")
+        return _import_grid(p) if head.startswith("Timestamp") else _import_sweeps(p)
     if re.match(r"^\d+(\.\d+)?,[^,]*,", head):
-        return _import_served(p)
+        return _import_served(p, model=model, node_type=node_type, notes=notes if notes is not None else [])
     raise UserError(f"{p}: header={head[:60]!r}: not a wilkins2024 grid, sweeps or served file")
 
 
@@ -172,29 +188,69 @@ def _import_sweeps(p: Path) -> pl.DataFrame:
     return _finish(df.drop("_dup"), p, f"wilkins2024-{p.stem}")
 
 
-def _import_served(p: Path) -> pl.DataFrame:
+SERVED_WIDTHS = {16: ("vllm", 1), 17: ("mii", 1), 19: ("vllm", 2)}  # columns -> (layout, energy columns)
+SERVED_NAME = re.compile(r"^(vllm|mii)-(.+)-(\d+)$", re.IGNORECASE)
+
+
+def _served_frame(p: Path) -> tuple[pl.DataFrame, int]:
+    """The served file's columns under SERVED_COLUMNS names (one energy column per GPU: gpu_energy_mj,
+    gpu1_energy_mj, ...) and how many energy columns it has."""
     s = _read_csv(p, has_header=False)
-    if s.width == len(SERVED_COLUMNS) + 3:
-        # multi-GPU runs: one energy column per GPU (summed here) and a memory pair per GPU
-        c = s.columns
-        s = s.select(c[0], c[1], c[2], (pl.col(c[3]) + pl.col(c[4])).alias("e"), *c[5:17])
-    elif s.width != len(SERVED_COLUMNS):
-        raise UserError(f"{p}: {s.width} columns, a served file has {len(SERVED_COLUMNS)} (or {len(SERVED_COLUMNS) + 3} on 2 GPUs)")
-    s = s.rename(dict(zip(s.columns, SERVED_COLUMNS))).filter(pl.col("phase").str.starts_with("start-inference"))
-    _check_numeric(s, p, ["input_tokens", "output_tokens_defect", "runtime_s", "gpu_energy_mj"])
+    if s.width not in SERVED_WIDTHS:
+        raise UserError(f"{p}: {s.width} columns; a served file has 16 (vLLM), 17 (MII) or 19 (vLLM on 2 GPUs)")
+    layout, n_energy = SERVED_WIDTHS[s.width]
+    c = s.columns
+    energy = [f"gpu{k}_energy_mj" if k else "gpu_energy_mj" for k in range(n_energy)]
+    rest = c[3 + n_energy:]
+    names = SERVED_COLUMNS[4:14]  # input_tokens .. method
+    cols = [pl.col(c[0]).alias("timestamp"), pl.col(c[1]).alias("phase"), pl.col(c[2]).alias("runtime_s"),
+            *[pl.col(c[3 + k]).alias(e) for k, e in enumerate(energy)],
+            *[pl.col(rest[k]).alias(n) for k, n in enumerate(names)]]
+    return s.select(cols), n_energy
+
+
+def _served_labels(p: Path, column_models: list[str], model: str | None, node_type: str | None,
+                   notes: list[str]) -> tuple[str, str]:
+    """The model (stated, else from the file name) and node type of a served file; notes where the
+    file's own model column disagrees."""
+    m = SERVED_NAME.match(p.stem)
+    chosen = model or (m.group(2) if m else None)
+    if chosen is None:
+        if len(column_models) != 1:
+            raise UserError(f"{p}: model column={column_models!r}: several models and no name to go by; "
+                            "state it with --model")
+        chosen = column_models[0]
+    disagree = [c for c in column_models if c.lower() != chosen.lower()]
+    if disagree:
+        source = "--model" if model else "the file name"
+        notes.append(f"{p}: the file's model column says {', '.join(disagree)}; using {chosen} from {source}")
+    return chosen, node_type or "a100-80gb"
+
+
+def _import_served(p: Path, *, model: str | None, node_type: str | None, notes: list[str]) -> pl.DataFrame:
+    s, n_energy = _served_frame(p)
+    s = s.filter(pl.col("phase").str.starts_with("start-inference"))
+    energy = [c for c in s.columns if c.endswith("energy_mj")]
+    _check_numeric(s, p, ["input_tokens", "output_tokens_defect", "runtime_s", *energy])
+    column_models = sorted({_model_name(v) for v in s["model"].cast(pl.String).unique().to_list() if v})
+    model_name, node = _served_labels(p, column_models, model, node_type, notes)
+    device = "NVIDIA A100 80GB" if node == "a100-80gb" else node
     df = s.select(
         pl.col("input_tokens").cast(pl.Int32).alias("tin"),
         (pl.col("output_tokens_defect") + pl.col("input_tokens")).cast(pl.Int32).alias("tout"),
         pl.lit(1, pl.Int32).alias("batch"),
         pl.lit(False).alias("warmup"),
         pl.col("runtime_s").cast(pl.Float64),
-        (pl.col("gpu_energy_mj").cast(pl.Float64) / 1000).alias("energy_j"),
+        (pl.sum_horizontal([pl.col(e).cast(pl.Float64) for e in energy]) / 1000).alias("energy_j"),
+        pl.concat_list([pl.col(e).cast(pl.Float64) / 1000 for e in energy]).alias("device_energy_j"),
+        pl.lit([f"gpu{k}" for k in range(n_energy)]).alias("devices"),
         pl.lit(f"{SOURCE_IMPORTED}:nvml-counter").alias("energy_source"),
-        pl.col("model").map_elements(_model_name, return_dtype=pl.String),
+        pl.lit(model_name).alias("model"),
         pl.col("n_gpus").cast(pl.Int32),
-        ("served-" + pl.col("method").str.to_lowercase()).alias("backend"),
-        pl.lit("a100-80gb").alias("node_type"), pl.lit("NVIDIA A100 80GB").alias("device"),
-        pl.lit("NVIDIA 80 GB GPU node (served)").alias("system"), pl.lit("served").alias("node"),
+        ("served-" + pl.col("method").str.to_lowercase().str.replace("deepspeed-", "")).alias("backend"),
+        pl.lit(node).alias("node_type"), pl.lit(device).alias("device"),
+        pl.lit("NVIDIA 80 GB GPU node (served)" if node == "a100-80gb" else f"{node} node (served)").alias("system"),
+        pl.lit("served").alias("node"),
         pl.lit(1, pl.Int32).alias("n_inner"),
     ).filter((pl.col("tin") > 0) & (pl.col("tout") > 0))
     return _finish(df, p, f"wilkins2024-{p.stem}")
@@ -231,34 +287,37 @@ def import_csv(path: str | Path, mapping: dict[str, str], *, has_header: bool = 
     p = Path(path)
     defaults = dict(defaults or {})
     for f in mapping:
-        if f not in (*CSV_FIELDS, "energy_scale"):
-            raise UserError(f"--map {f}=...: unknown field; fields: {', '.join(CSV_FIELDS)}, energy_scale")
+        if f not in (*CSV_FIELDS, *SCALES):
+            raise UserError(f"--map {f}=...: unknown field; fields: {', '.join(CSV_FIELDS)}, {', '.join(SCALES)}")
     for f in defaults:
-        if f not in CSV_FIELDS:
-            raise UserError(f"--set {f}=...: unknown field; fields: {', '.join(CSV_FIELDS)}")
+        if f not in (*CSV_FIELDS, *SCALES):
+            raise UserError(f"--set {f}=...: unknown field; fields: {', '.join(CSV_FIELDS)}, {', '.join(SCALES)}")
         if f in mapping:
             raise UserError(f"--set {f}=...: {f} is also given by --map {f}={mapping[f]}; give it once")
     for f in ("tin", "tout", "energy_j", "runtime_s"):
         if f not in mapping:
             raise UserError(f"--map: field {f!r} is required (e.g. --map {f}=COLUMN)")
-    scale = _energy_scale(mapping.get("energy_scale"))
+    scale = {f: _scale(f, mapping.get(f, defaults.get(f)), "--map" if f in mapping else "--set") for f in SCALES}
+    defaults = {k: v for k, v in defaults.items() if k not in SCALES}
     raw = _read_csv(p, has_header=has_header)
     cols: list[pl.Expr] = []
     where: dict[str, str] = {}  # field -> "column X" or "--set"
+    parts: list[str] = []  # the energy columns summed into energy_j (more than one: kept per device)
     for f, c in mapping.items():
-        if f == "energy_scale":
+        if f in SCALES:
             continue
-        if has_header:
-            if c not in raw.columns:
-                raise UserError(f"{p}: column {c!r} (for {f}) missing; columns: {', '.join(raw.columns)}")
-            cols.append(pl.col(c).alias(f))
-            where[f] = f"column {c!r}"
+        names = [_csv_column(raw, p, f, x.strip(), has_header) for x in _summands(raw, f, c, has_header)]
+        if len(names) > 1:
+            parts = names
+            cols.append(pl.sum_horizontal([pl.col(n).cast(pl.Float64, strict=False) for n in names]).alias(f))
+            cols.extend(pl.col(n).alias(f"_part{k}") for k, n in enumerate(names))
         else:
-            if not c.isdigit() or int(c) >= raw.width:
-                raise UserError(f"{p}: {f}={c!r}: a file without a header needs a 0-based column index < {raw.width}")
-            cols.append(pl.col(raw.columns[int(c)]).alias(f))
-            where[f] = f"column {c}"
+            cols.append(pl.col(names[0]).alias(f))
+        where[f] = f"column {c!r}" if has_header else f"column {c}"
     df = raw.select(cols)
+    per_device = [_check_number(df[f"_part{k}"], p, f"column {n!r}", integer=False, minimum=0) * scale["energy_scale"]
+                  for k, n in enumerate(parts)]
+    df = df.drop([c for c in df.columns if c.startswith("_part")])
     for f, v in ({k: v for k, v in CSV_DEFAULTS.items() if k not in mapping} | defaults).items():
         df = df.with_columns(pl.lit(v, dtype=pl.String).alias(f))
         where[f] = "--set" if f in defaults else "default"
@@ -270,7 +329,7 @@ def import_csv(path: str | Path, mapping: dict[str, str], *, has_header: bool = 
                                      optional=f in ("tin_actual", "tout_actual")).cast(pl.Int32))
         elif f in FLOAT_FIELDS:
             v = _check_number(s, p, where[f], integer=False, minimum=0)
-            out.append(v * scale if f == "energy_j" else v)
+            out.append(v * scale["energy_scale" if f == "energy_j" else "runtime_scale"])
         elif f == "warmup":
             out.append(_check_bool(s, p, where[f]))
         elif f in NAME_FIELDS:
@@ -280,6 +339,9 @@ def import_csv(path: str | Path, mapping: dict[str, str], *, has_header: bool = 
         else:
             out.append(s.cast(pl.String).fill_null(""))
     df = pl.DataFrame(out)
+    if per_device:
+        df = df.with_columns(pl.concat_list(per_device).alias("device_energy_j"),
+                             pl.lit(parts).alias("devices"))
     if "warmup" not in df.columns:
         df = df.with_columns(pl.lit(False).alias("warmup"))
     df = df.with_columns(pl.lit(f"{SOURCE_IMPORTED}:csv").alias("energy_source"), pl.lit(1, pl.Int32).alias("n_inner"),
@@ -287,16 +349,51 @@ def import_csv(path: str | Path, mapping: dict[str, str], *, has_header: bool = 
     return _finish(df, p, "csv")
 
 
-def _energy_scale(text: str | None) -> float:
+SCALES = ("energy_scale", "runtime_scale")  # multipliers of energy_j and runtime_s
+
+
+def _scale(field: str, text: str | None, flag: str) -> float:
+    """A scale multiplier (default 1), a finite number > 0."""
     if text is None:
         return 1.0
+    eg = "0.001 for mJ" if field == "energy_scale" else "0.001 for ms"
     try:
         v = float(text)
     except ValueError:
-        raise bad_value("--map energy_scale", text, "not a number (a multiplier, e.g. 0.001 for mJ)") from None
+        raise bad_value(f"{flag} {field}", text, f"not a number (a multiplier, e.g. {eg})") from None
     if not math.isfinite(v) or v <= 0:
-        raise bad_value("--map energy_scale", text, "must be a finite number > 0 (e.g. 0.001 for mJ)")
+        raise bad_value(f"{flag} {field}", text, f"must be a finite number > 0 (e.g. {eg})")
     return v
+
+
+def _summands(raw: pl.DataFrame, field: str, spec: str, has_header: bool) -> list[str]:
+    """The columns of a mapping: ``A+B`` sums columns for energy_j (unless a column is named so)."""
+    if field != "energy_j" or "+" not in spec or (has_header and spec in raw.columns):
+        return [spec]
+    return [x for x in spec.split("+")]
+
+
+def _csv_column(raw: pl.DataFrame, p: Path, field: str, c: str, has_header: bool) -> str:
+    """The frame column a mapping names (a header name, or a 0-based index without a header)."""
+    if has_header:
+        if c not in raw.columns:
+            hint = ""
+            if raw.columns and all(_looks_numeric(x) for x in raw.columns):
+                hint = ("; the first row looks like data, not a header: use --no-header (COLUMN is then a "
+                        "0-based index)")
+            raise UserError(f"{p}: column {c!r} (for {field}) missing; columns: {', '.join(raw.columns)}{hint}")
+        return c
+    if not c.isdigit() or int(c) >= raw.width:
+        raise UserError(f"{p}: {field}={c!r}: a file without a header needs a 0-based column index < {raw.width}")
+    return raw.columns[int(c)]
+
+
+def _looks_numeric(name: str) -> bool:
+    try:
+        float(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _first_bad(mask: pl.Series, s: pl.Series, p: Path, where: str, why: str) -> None:
