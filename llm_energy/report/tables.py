@@ -133,9 +133,10 @@ def trials_table(df: pl.DataFrame, title: str = "trials") -> Table:
         step_ms = 1e3 * (r["decode_s"] or 0.0) / max(1, r["tout"] - 1) if r["tout"] > 1 else float("nan")
         rep = f"{r['repeat']}{'w' if r['warmup'] else ''}"
         prefill_ms = 1e3 * r["prefill_s"] if r["prefill_s"] is not None else None
-        tab.add_row(r["cell_id"], rep, str(r["tin"]), str(r["tout"]), str(r["batch"]), f"{r['runtime_s']:.3f}",
-                    _num(prefill_ms, ".1f"), f"{r['energy_j']:.2f}", _num(r["energy_net_j"], ".2f"),
-                    f"{r['energy_j'] / toks:.4f}", f"{step_ms:.2f}", r["energy_source"], r["model"], r["backend"],
+        per_tok = r["energy_j"] / toks if r["energy_j"] is not None else None  # null: the meter failed
+        tab.add_row(r["cell_id"], rep, str(r["tin"]), str(r["tout"]), str(r["batch"]), _num(r["runtime_s"], ".3f"),
+                    _num(prefill_ms, ".1f"), _num(r["energy_j"], ".2f"), _num(r["energy_net_j"], ".2f"),
+                    _num(per_tok, ".4f"), f"{step_ms:.2f}", r["energy_source"], r["model"], r["backend"],
                     r["device"])
     return tab
 
