@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reduced (default: exact column generation) | full (hand every class to the solver)")
     p.add_argument("--time-limit", type=float, default=60.0, help="solver time limit in seconds (default 60)")
     p.add_argument("--mip-gap", type=float, default=1e-4,
-                   help="relative MIP gap when a MIP is needed (capacity, budget, accuracy floor; default 1e-4)")
+                   help="relative MIP gap when a MIP is needed (capacity, budget, accuracy floor; default 1e-4; the summary reports the gap achieved)")
     p.add_argument("--bins", type=int, default=None,
                    help="merge classes into N x N log-spaced (tin, tout) bins; the error bound is reported")
     p.add_argument("--negative-energy", default="clip",

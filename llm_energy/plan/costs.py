@@ -118,7 +118,24 @@ def handle_negative(names: Sequence[str], tin: np.ndarray, tout: np.ndarray, cou
         raise UserError("--negative-energy=error: " + (report.warning(int(count.sum())) or ""))
     if policy == "clip":
         energy_j, runtime_s = np.maximum(energy_j, 0.0), np.maximum(runtime_s, 0.0)
+    elif policy == "keep" and idx.size:
+        _check_kept_means(count, energy_j, runtime_s, report)
     return energy_j, runtime_s, report
+
+
+def _check_kept_means(count: np.ndarray, energy_j: np.ndarray, runtime_s: np.ndarray,
+                      report: NegativePredictions) -> None:
+    """``keep``: the objective is normalised by the mean predicted energy (and capacity slacks by the
+    mean runtime) per query; when negative predictions make a mean <= 0 there is no unit to plan in
+    (it used to be set to 1 J silently, giving plans of negative energy reported optimal): refuse."""
+    n = float(count.sum()) * energy_j.shape[1]
+    for what, unit, m in (("energy", "J", energy_j), ("runtime", "s", runtime_s)):
+        mean = float((count[:, None] * m).sum() / n)
+        if not mean > 0:
+            raise UserError(f"--negative-energy=keep: the mean predicted {what} per query and deployment is "
+                            f"{mean:.6g} {unit} (<= 0), so the objective has no {what} unit to plan in; "
+                            f"use --negative-energy clip (or error). "
+                            + (report.warning(int(count.sum())) or ""))
 
 
 def predicted_costs(fits, deployments: DeploymentsFile, tin: np.ndarray, tout: np.ndarray, count: np.ndarray,

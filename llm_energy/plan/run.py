@@ -259,7 +259,7 @@ def _summary(req: PlanRequest, problem: PlanProblem, solved: _Solved, baselines,
         workload=WorkloadSummary(source=req.sources[2], queries=n_queries, classes=n_classes),
         negative_predictions=neg, binning=solved.binning,
         baselines=[BaselineSummary.of(b, metrics["energy_j"]) for b in baselines], warnings=warnings,
-        pareto=solved.pareto or None)
+        pareto=solved.pareto or None, bound=sol.bound)
 
 
 def _write(req: PlanRequest, summary: PlanSummary, problem: PlanProblem, classes: WorkloadClasses,

@@ -148,8 +148,9 @@ def formulation_text(p: PlanProblem, sol: PlanSolution, mip_gap: float) -> str:
                 "the LP optimum is integral and no MIP is needed")
     if sol.lp_integral:
         return "LP: the LP optimum came out integral, so no MIP was needed"
-    return (f"MIP (capacity/budget/accuracy rows break total unimodularity): relative MIP gap "
-            f"{mip_gap:g}, proven gap to the LP bound {sol.gap:.3g}")
+    stop = "stopped at --time-limit" if sol.status == "time_limit" else f"asked for a relative MIP gap of {mip_gap:g}"
+    return (f"MIP (capacity/budget/accuracy rows break total unimodularity): {stop}; gap achieved "
+            f"{sol.gap:.3g} (proven, to the bound {sol.bound:.10g}; the LP bound is {sol.lp_bound:.10g})")
 
 
 @dataclass
@@ -197,6 +198,10 @@ class PlanSummary:
     pareto: list[ParetoPoint] | None = None
     files: dict[str, str] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    bound: float | None = None  # the best proven lower bound behind ``gap`` (>= lp_bound)
+    idle_energy_j: float = 0.0  # keep-on energy of the replicas switched on (inventory plans), J
+    fleet: dict[str, Any] | None = None  # inventory plans: node types, window, utilisation, replica MIP
+    windows: list[dict[str, Any]] | None = None  # --window-s: replicas per window and the changes
 
     def to_dict(self) -> dict[str, Any]:
         """The summary.json document (``pareto`` only when swept)."""

@@ -35,7 +35,7 @@ before any solver runs, tied deployments handled by :mod:`.ties`, a zeta sweep o
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -44,11 +44,16 @@ from llm_energy.errors import UserError
 from llm_energy.plan.problem import InfeasiblePlan, PlanProblem, check_problem, check_zeta
 from llm_energy.plan.solve.duals import RowDuals, lagrangian_bound, share_certificate, share_duals
 from llm_energy.plan.solve.master import Master, RestrictedMaster, set_integer
-from llm_energy.plan.solve.seeding import seed_from_prices
+from llm_energy.plan.solve.seeding import round_lp, seed_from_prices
 from llm_energy.plan.solve.solvers import SolveResult, SolveSettings, row_duals, solve_master
 from llm_energy.plan.solve.ties import merge_ties, split_ties, tie_labels
 
 INTEGRAL_TOL = 1e-6
+
+
+class TimeLimitReached(UserError):
+    """--time-limit ran out before a solver call (a MIP returns its best plan instead)."""
+
 SLACK_TOL = 1e-6
 
 
@@ -59,7 +64,9 @@ class PlanSolution:
     ``x`` (C, K) integer queries per class and deployment; ``objective`` in normalised units (sum over
     queries of zeta E/E_bar - (1 - zeta) A_K tokens/A_bar); ``lp_bound`` a proven lower bound on every
     plan (the Lagrangian bound of the final duals, equal to the LP optimum up to solver tolerances);
-    ``gap`` = (objective - lp_bound) / |objective|, proven; ``lp_integral``: the LP
+    ``bound``: the best proven lower bound (``lp_bound``, or for a MIP the solver's bound once the master
+    holds every column that could improve); ``gap`` = (objective - bound) / |objective|, the gap achieved
+    (proven); ``status``: optimal, or time_limit (the best integer plan found); ``lp_integral``: the LP
     optimum was integral, so no MIP was needed; ``master_classes``/``master_columns``: the largest
     problem the solver saw; ``rounds``: solver calls; ``solve_s``: wall time of the solver calls
     (writing, solving and reading the model); ``build_s``: Pyomo model building; ``duals``: the row
@@ -84,6 +91,11 @@ class PlanSolution:
     time_limit_s: float
     metrics: dict[str, float]
     duals: RowDuals | None = None
+    bound: float | None = None  # the best proven lower bound (the LP bound, or the MIP's own where tighter)
+
+    def __post_init__(self) -> None:
+        if self.bound is None:
+            self.bound = self.lp_bound
 
     @property
     def per_deployment(self) -> np.ndarray:
@@ -134,7 +146,7 @@ class ColumnGeneration:
         """One solver call on the master within what is left of the time limit."""
         left = clock.time_limit_s - (time.perf_counter() - clock.t_start)
         if left <= 0:
-            raise UserError(f"--time-limit={clock.time_limit_s:g} s reached before the plan was proven optimal")
+            raise TimeLimitReached(f"--time-limit={clock.time_limit_s:g} s reached before the plan was proven optimal")
         set_integer(master, integer)
         m = master.model
         m.zeta.set_value(zeta)
@@ -190,39 +202,60 @@ class ColumnGeneration:
             self.penalty *= 1e4
         raise InfeasiblePlan("no feasible plan found (numerical trouble); relax the constraints")
 
-    def _mip(self, zeta: float, bound: float, d: np.ndarray, clock: _Clock) -> tuple[str, np.ndarray]:
-        """The integer plan on the master: (status, x). The Lagrangian bound proves the gap of every
-        integer plan: within --mip-gap we stop; otherwise reduced-cost fixing adds the only columns that
-        could still improve the plan (reduced cost ``d`` <= incumbent - bound), cheapest first, and the
-        MIP is solved again."""
-        p, status = self.p, "feasible"
+    def _mip(self, zeta: float, bound: float, d: np.ndarray, x_lp: np.ndarray, clock: _Clock
+             ) -> tuple[str, np.ndarray, float]:
+        """The integer plan on the master: (status, x, the best proven lower bound). The Lagrangian bound
+        proves the gap of every integer plan: within --mip-gap we stop; otherwise reduced-cost fixing adds
+        the only columns that could still improve the plan (reduced cost ``d`` <= incumbent - bound),
+        cheapest first, and the MIP is solved again. Once the master holds all of them, the solver's own
+        MIP bound (plus the fixed classes) is a bound on the whole problem too. At the time limit the
+        best integer plan found so far is returned with status ``time_limit``."""
+        p, status, best = self.p, "feasible", bound
+        x0 = round_lp(p, x_lp, p.cost(zeta))  # the incumbent if the solver finds none in time
+        found = None if x0 is None else (None, None, x0)
         for _ in range(8):
             master = self.master.model(self.penalty)
-            mres = self._call(master, clock, zeta=zeta, weight=1.0, penalty=self.penalty, integer=True)
+            try:
+                mres = self._call(master, clock, zeta=zeta, weight=1.0, penalty=self.penalty, integer=True)
+            except TimeLimitReached:
+                if found is None:
+                    raise
+                status = "time_limit"
+                break
             if mres.status not in ("optimal", "time_limit"):
+                if mres.status == "time_limit_no_solution" and found is not None:
+                    status = "time_limit"
+                    break
                 raise UserError(f"solver {self.settings.solver} stopped with status {mres.status} on the MIP "
                                 f"({len(master.classes)} classes); raise --time-limit "
                                 f"(now {self.settings.time_limit_s:g} s)")
             x_int = self.master.assemble(master, mres.x)
             z_int = p.objective(x_int, zeta) + self.penalty * float(mres.slack.sum())
-            if mres.slack.sum() <= SLACK_TOL and (z_int - bound) <= self.settings.mip_gap * max(abs(z_int), 1e-12):
+            if found is not None and found[0] is None and mres.status == "time_limit" and p.objective(found[2], zeta) < z_int:
+                status = "time_limit"  # the rounding beat the solver's incumbent
+                break
+            found = (master, mres, x_int)
+            room = (d <= (z_int - bound) + self.tol) & ~self.master.cols
+            if not room.any() and mres.bound is not None and mres.objective is not None:
+                best = max(bound, mres.bound + (z_int - mres.objective))  # + the fixed classes' cost
+            if mres.slack.sum() <= SLACK_TOL and (z_int - best) <= self.settings.mip_gap * max(abs(z_int), 1e-12):
                 status = "optimal"
                 break
             if mres.status == "time_limit":
                 status = "time_limit"
                 break
-            room = (d <= (z_int - bound) + self.tol) & ~self.master.cols
             if not room.any():
                 status = "optimal"  # the master holds every column that could improve: its MIP optimum is exact
                 break
             r, k = np.nonzero(room)
             keep = np.argsort(d[r, k], kind="stable")[: max(2000, master.n_columns)]
             self.master.add(r[keep], k[keep])
-        if mres.slack.sum() > SLACK_TOL:
+        master, mres, x_int = found
+        if mres is not None and mres.slack.sum() > SLACK_TOL:
             bad = [row.label(p) for row, s in zip(master.rows, mres.slack) if s > SLACK_TOL]
             raise InfeasiblePlan("infeasible in whole queries: the LP relaxation fits but no integer plan meets "
                                  f"{', '.join(bad)}; relax them by about one query's worth")
-        return status, np.rint(x_int)
+        return status, np.rint(x_int), best
 
     def solve(self, zeta: float) -> PlanSolution:
         """The optimal plan for ``zeta`` (steps 1-4 of the module docstring)."""
@@ -235,11 +268,11 @@ class ColumnGeneration:
         x_lp = self.master.assemble(master, res.x)
         bound, d = lagrangian_bound(p, cost, y)
         integral = np.abs(x_lp - np.rint(x_lp)).max(initial=0.0) <= INTEGRAL_TOL
-        status, x = ("optimal", np.rint(x_lp)) if integral else self._mip(zeta, bound, d, clock)
+        status, x, best = ("optimal", np.rint(x_lp), bound) if integral else self._mip(zeta, bound, d, x_lp, clock)
         obj = p.objective(x, zeta)
         return PlanSolution(
             zeta=zeta, status=status, x=x.astype(np.int64), objective=obj, lp_bound=bound,
-            gap=max(obj - bound, 0.0) / max(abs(obj), 1e-12), lp_integral=bool(integral),
+            gap=max(obj - best, 0.0) / max(abs(obj), 1e-12), lp_integral=bool(integral), bound=best,
             solver=self.settings.solver, method=self.method, solve_s=clock.solve_s,
             build_s=self.master.build_s - build0, rounds=clock.rounds, master_classes=clock.biggest[0],
             master_columns=clock.biggest[1], mip_gap=self.settings.mip_gap, time_limit_s=self.settings.time_limit_s,
@@ -301,13 +334,49 @@ class Planner:
         zeta = check_zeta(zeta)
         labels = tie_labels(self.p, self.p.cost(zeta))
         if labels is None:
-            return self.exact.solve(zeta)
-        merge = merge_ties(self.p, labels)
-        key = tuple(int(v) for v in labels)
-        if key not in self._merged:
-            check_problem(merge.problem)  # the members' bounds together, e.g. under a shared SLO
-            self._merged[key] = ColumnGeneration(merge.problem, self.settings)
-        return split_ties(merge, self._merged[key].solve(zeta), zeta, self._solve_part)
+            sol = self.exact.solve(zeta)
+        else:
+            merge = merge_ties(self.p, labels)
+            key = tuple(int(v) for v in labels)
+            if key not in self._merged:
+                check_problem(merge.problem)  # the members' bounds together, e.g. under a shared SLO
+                self._merged[key] = ColumnGeneration(merge.problem, self.settings)
+            sol = split_ties(merge, self._merged[key].solve(zeta), zeta, self._solve_part)
+        if zeta in (0.0, 1.0) and self.p.share_only:
+            sol = self._break_ties(sol, zeta)
+        return sol
+
+    def _break_ties(self, sol: PlanSolution, zeta: float) -> PlanSolution:
+        """At zeta = 0 (1) the plan of least energy (most accuracy) among all optimal plans, as documented.
+
+        An LP's optimal plans are exactly the feasible plans that use only columns of zero reduced cost
+        under one optimal dual and keep every row with a non-zero dual tight (complementary slackness).
+        The deployment prices proving ``sol`` optimal (:func:`share_certificate`) give that face; the
+        other term is then optimised over it, a transportation problem again.
+        """
+        p = self.p
+        cost = p.cost(zeta)
+        prices = share_certificate(cost, sol.x, p.share_lo, p.share_hi, self.exact.tol)
+        if prices is None:
+            return sol
+        red = np.where(p.allowed, cost - prices[None, :], np.inf)
+        face = (red <= red.min(axis=1, keepdims=True) + 10 * self.exact.tol) | (sol.x > 0)
+        lo, hi = p.share_lo.copy(), p.share_hi.copy()
+        per = sol.x.sum(axis=0)
+        tight = np.abs(prices) > 10 * self.exact.tol
+        lo[tight], hi[tight] = per[tight], per[tight]
+        if (face.sum(axis=1) == 1).all():
+            return sol  # one optimal plan only
+        sub = replace(p, allowed=face, share_bounds=(lo, hi), scales=p.resolved_scales)
+        other = ColumnGeneration(sub, self.settings).solve(1.0 - zeta)
+        x = other.x
+        obj = p.objective(x, zeta)
+        if obj > sol.objective + 10 * self.exact.tol * max(1.0, abs(sol.objective)):
+            return sol  # numerical trouble: keep the certified plan
+        word = "least energy" if zeta == 0.0 else "most accuracy"
+        return replace(sol, x=x, objective=obj, gap=max(obj - sol.bound, 0.0) / max(abs(obj), 1e-12),
+                       method=f"{sol.method}; {word} among the optimal plans", rounds=sol.rounds + other.rounds,
+                       solve_s=sol.solve_s + other.solve_s, metrics=p.metrics(x))
 
     def _solve_part(self, problem: PlanProblem, zeta: float) -> PlanSolution:
         """A part of a tied solve (a merged group's split), free of ties at ``zeta``, on its own master."""

@@ -237,3 +237,26 @@ def _transfer(x: np.ndarray, n: np.ndarray, moves, amount: int, room) -> None:
         amount -= take
         if amount == 0:
             break
+
+
+def round_lp(p: PlanProblem, x_lp: np.ndarray, cost: np.ndarray) -> np.ndarray | None:
+    """An integer plan near an LP optimum ``x_lp`` (C, K), or None if this simple rounding breaks a row.
+
+    Every value is rounded down; each class's remaining queries go, one at a time, to its cheapest
+    allowed deployment with capacity left for them. It is the MIP's fallback incumbent: what a
+    time-limited plan returns when the solver found no integer plan of its own.
+    """
+    x = np.floor(x_lp + 1e-9)
+    rest = (p.count - x.sum(axis=1)).astype(np.int64)
+    left = p.capacity_s - (x * p.runtime_s).sum(axis=0)
+    for c in np.flatnonzero(rest > 0):
+        for k in np.argsort(np.where(p.allowed[c], cost[c], np.inf)):
+            if not p.allowed[c, k] or rest[c] == 0:
+                break
+            fit = rest[c] if not np.isfinite(left[k]) else min(rest[c], int(left[k] // max(p.runtime_s[c, k], 1e-300)))
+            x[c, k] += fit
+            left[k] -= fit * p.runtime_s[c, k]
+            rest[c] -= fit
+    if rest.any() or p.violations(x):
+        return None
+    return x

@@ -67,6 +67,8 @@ class SolveResult:
     duals_supply: np.ndarray | None
     duals_rows: np.ndarray | None
     wall_s: float
+    objective: float | None = None  # the master's objective at x (as the solver reports it)
+    bound: float | None = None  # a lower bound on the master's MIP optimum the solver proved (None: unknown)
 
 
 def solver_available(name: str) -> bool:
@@ -96,6 +98,8 @@ def solve_master(master: Master, solver: str, time_limit_s: float, mip_gap: floa
     from pyomo.opt import TerminationCondition as TC
 
     m = master.model
+    # duals exist only for an LP: a MIP asked for them fails in HiGHS (and means nothing in GLPK)
+    m.dual.direction = pyo.Suffix.LOCAL if master.integer else pyo.Suffix.IMPORT
     opt = pyo.SolverFactory("glpk" if solver == "glpk" else "appsi_highs")
     t0 = time.perf_counter()
     if solver == "glpk":
@@ -109,8 +113,11 @@ def solve_master(master: Master, solver: str, time_limit_s: float, mip_gap: floa
     tc = res.solver.termination_condition
     # GLPK ends a MIP at the --mipgap tolerance with an integer solution marked feasible: optimal within the gap.
     status = {TC.optimal: "optimal", TC.maxTimeLimit: "time_limit", TC.infeasible: "infeasible"}.get(tc, str(tc))
+    # Pyomo reads GLPK's "TIME EXCEEDED" from the log but then overwrites it with the solution file's
+    # "feasible", so a feasible MIP that ran to --tmlim is told apart by its wall time.
+    tmlim = max(1, int(math.ceil(time_limit_s)))
     if tc == TC.feasible and master.integer:
-        status = "optimal"
+        status = "time_limit" if solver == "glpk" and wall >= tmlim - 0.05 else "optimal"
     if status not in ("optimal", "time_limit") or len(res.solution) == 0:
         return SolveResult(status if status != "time_limit" else "time_limit_no_solution",
                            np.zeros(master.n_columns), np.zeros(len(master.rows)), None, None, wall)
@@ -118,11 +125,26 @@ def solve_master(master: Master, solver: str, time_limit_s: float, mip_gap: floa
     x = np.fromiter((v.value or 0.0 for v in m.x.values()), dtype=np.float64, count=master.n_columns)
     slack = np.fromiter((v.value or 0.0 for v in m.s.values()), dtype=np.float64, count=len(master.rows))
     du = dr = None
+    obj, bound = _objective_and_bound(res, float(pyo.value(m.obj)), solver, status, mip_gap) if master.integer \
+        else (None, None)
     if not master.integer:
         du = np.fromiter((m.dual.get(c, 0.0) for c in m.supply.values()), dtype=np.float64,
                          count=len(master.classes))
         dr = np.fromiter((m.dual.get(c, 0.0) for c in m.rows.values()), dtype=np.float64, count=len(master.rows))
-    return SolveResult(status, x, slack, du, dr, wall)
+    return SolveResult(status, x, slack, du, dr, wall, obj, bound)
+
+
+def _objective_and_bound(res, obj: float, solver: str, status: str, mip_gap: float
+                         ) -> tuple[float | None, float | None]:
+    """The MIP's incumbent objective and the lower bound the solver proved: HiGHS reports its best bound;
+    GLPK reports none, but stopping 'optimal' at --mipgap proves incumbent - mipgap |incumbent|."""
+    if solver == "highs":
+        try:
+            lb = float(res.problem.lower_bound)
+        except (TypeError, ValueError):
+            lb = math.nan
+        return obj, (lb if math.isfinite(lb) and lb <= obj else None)
+    return obj, (obj - mip_gap * abs(obj) if status == "optimal" else None)
 
 
 def row_duals(master: Master, res: SolveResult) -> RowDuals:
