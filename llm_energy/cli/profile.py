@@ -168,14 +168,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _print_quality(console, df: pl.DataFrame) -> None:
-    """One warning line per suspect reason (trials whose meter readings cannot be trusted)."""
-    from llm_energy.trials.schema import quality_counts
+    """A warning line counting the trials whose meter readings cannot be trusted, by reason."""
+    from llm_energy.trials.schema import quality_counts, split_suspect
 
-    counts = quality_counts(df)
-    if counts:
-        console.print(f"warning: {sum(counts.values())} flag(s) on suspect trials of {df.height}: "
-                      + ", ".join(f"{k} x{n}" for k, n in counts.items())
-                      + " (energy kept as measured; fit leaves them out; see quality_note in show --json)")
+    bad = split_suspect(df)[1]
+    if bad.height:
+        console.print(f"warning: {bad.height} of {df.height} trials suspect ("
+                      + ", ".join(f"{k} x{n}" for k, n in quality_counts(bad).items())
+                      + "): energy kept as measured, fit leaves them out; quality_note in show --json says why")
 
 
 def _check_model_name(model: str) -> None:
