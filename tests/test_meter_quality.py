@@ -236,7 +236,7 @@ def test_show_check_and_fit_respect_the_flag(tmp_path, capsys):
     capsys.readouterr()
     assert main(["show", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
-    assert "2 flag(s) on suspect trials of 12: counter-step-back x2" in out
+    assert "2 of 12 trials suspect (counter-step-back x2)" in out
     assert main(["show", str(tmp_path / "s"), "--json"]) == 0
     rows = {r["trial_id"]: r for r in __import__("json").loads(capsys.readouterr().out)}
     assert rows["s1/i32-o8-b1/r3"]["quality"] == "suspect:counter-step-back" and rows["s1/i32-o8-b1/r3"]["energy_j"] == 262_143.0
