@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def paths(cfg: PipelineConfig) -> dict[str, Path]:
     out = Path(cfg.out)
     return {"store": out / "store", "fits": out / "fits.json", "workload": out / "workload.csv",
-            "plan": out / "plan", "report": out / "report"}
+            "plan": out / "plan", "route": out / "route", "report": out / "report"}
 
 
 def sweep(cfg: PipelineConfig, *, live: bool | None = None) -> None:
@@ -78,19 +78,21 @@ def deployments(cfg: PipelineConfig, fits) -> "DeploymentsFile":
         key = DeploymentKey(d.model, d.node_type, None, cfg.node_types[d.node_type].backend, cfg.sweep.batch[0])
         dep = find_fit(fits, key, source=f"{cfg.source}: planner deployment {d.name!r} in {p['fits']}")
         out.append(Deployment(name=d.name, fit=dep.deployment, accuracy=d.accuracy, nodes=d.nodes, hours=d.hours,
-                              slo_s=d.slo_s))
+                              slo_s=d.slo_s, replicas=d.nodes or 1))  # route: one replica per node
     return DeploymentsFile(f"{cfg.source}: planner.deployments", tuple(out))
 
 
-def workload(cfg: PipelineConfig) -> "Workload":
-    """The config's workload: its file, or a seeded synthetic one (also written to OUT/workload.csv)."""
+def workload(cfg: PipelineConfig, *, save: bool = False) -> "Workload":
+    """The config's workload: its file, or a seeded synthetic one (the same queries every time; with
+    ``save``, also written to OUT/workload.csv for the record)."""
     from llm_energy.plan.workload import load_workload, save_workload, synth_workload
 
     if cfg.workload.path:
         return load_workload(cfg.workload.path)
     wl = synth_workload(cfg.workload.synth, cfg.workload.n, cfg.workload.seed)
-    path = save_workload(wl, paths(cfg)["workload"])
-    print(f"wrote {wl.n_queries} queries ({cfg.workload.synth}, seed {cfg.workload.seed}) to {path}")
+    if save:
+        path = save_workload(wl, paths(cfg)["workload"])
+        print(f"wrote {wl.n_queries} queries ({cfg.workload.synth}, seed {cfg.workload.seed}) to {path}")
     return wl
 
 
@@ -105,9 +107,31 @@ def plan(cfg: PipelineConfig) -> None:
 
     p = paths(cfg)
     fits = load_fits(p["fits"])
-    req = PlanRequest(fits=fits, deployments=deployments(cfg, fits), workload=workload(cfg), out=str(p["plan"]),
+    req = PlanRequest(fits=fits, deployments=deployments(cfg, fits), workload=workload(cfg, save=True),
+                      out=str(p["plan"]),
                       zeta=cfg.planner.zeta, min_share=cfg.planner.min_share, solver=cfg.planner.solver)
     print_summary(run(req, plot_pareto=plot_pareto).summary)
+
+
+def route(cfg: PipelineConfig) -> None:
+    """Online routing of the same workload on the same fits: every policy against the offline optimum.
+    A workload file with timestamps is replayed as it arrived; a synthetic one arrives as a Poisson
+    stream at 70% of the fleet's capacity (one replica per configured node)."""
+    if cfg.planner is None:
+        print("no planner section: skipping routing")
+        return
+    from llm_energy.cli.route import print_summary
+    from llm_energy.fit.fits import load_fits
+    from llm_energy.route.run import RouteRequest, run
+
+    p = paths(cfg)
+    fits = load_fits(p["fits"])
+    timed = cfg.workload.path is not None
+    req = RouteRequest(fits=fits, deployments=deployments(cfg, fits), trace=cfg.workload.path or workload(cfg),
+                       out=str(p["route"]), policy="all", zeta=cfg.planner.zeta, min_share=cfg.planner.min_share,
+                       solver=cfg.planner.solver, arrivals="trace" if timed else "poisson",
+                       load=None if timed else 0.7, seed=cfg.workload.seed)
+    print_summary(run(req).summary)
 
 
 def report(cfg: PipelineConfig) -> None:
@@ -118,5 +142,8 @@ def report(cfg: PipelineConfig) -> None:
 
     p = paths(cfg)
     store = str(p["store"])
-    path = write_report(load_trials([store]), load_fits(p["fits"]), p["report"], stores=[store])
+    plan_dir = p["plan"] if (p["plan"] / "summary.json").exists() else None
+    route_dir = p["route"] if (p["route"] / "summary.json").exists() else None
+    path = write_report(load_trials([store]), load_fits(p["fits"]), p["report"], stores=[store], plan_dir=plan_dir,
+                        route_dir=route_dir)
     print(f"report: {path}")
