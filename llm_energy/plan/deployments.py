@@ -12,6 +12,15 @@ YAML, loaded with ``yaml.safe_load``::
         slo_s: 30                   # optional: a query may not go here if its predicted runtime exceeds this
         replicas: 4                 # optional (route): instances serving in parallel (default 1)
         max_batch: 1                # optional (route): queries one replica serves at once (default 1)
+        node_type: a100             # with an inventory: the node type one replica runs on
+        replica_nodes: 1            # with an inventory: nodes one replica needs (default 1)
+    inventory:                      # optional: the fleet; the planner then decides replicas per deployment
+      a100: {nodes: 8, idle_w: 260} # nodes of this type that exist; idle_w (optional): W per idle node
+      h100: {nodes: 4}
+
+With an ``inventory`` the planner decides a whole number of replicas per deployment (within the nodes
+of its type), each kept on over the window (``hours`` x 3600 s, or ``plan --window-s``) at its idle
+power; a deployment may be off (``--min-share`` defaults to 0 there; give it to keep the paper's shares).
 
 Every bad entry is a :class:`UserError` naming the file, the field (``deployments[1].accuracy``) and value.
 """
@@ -26,8 +35,10 @@ import yaml
 
 from llm_energy.errors import UserError, bad_value
 
-DEPLOYMENT_KEYS = ("name", "fit", "accuracy", "nodes", "hours", "slo_s", "replicas", "max_batch")
-TOP_KEYS = ("deployments", "hours")
+DEPLOYMENT_KEYS = ("name", "fit", "accuracy", "nodes", "hours", "slo_s", "replicas", "max_batch", "node_type",
+                   "replica_nodes")
+TOP_KEYS = ("deployments", "hours", "inventory")
+NODE_TYPE_KEYS = ("nodes", "idle_w")
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,8 @@ class Deployment:
     slo_s: float | None = None
     replicas: int = 1
     max_batch: int = 1
+    node_type: str | None = None
+    replica_nodes: int = 1
 
     @property
     def capacity_s(self) -> float | None:
@@ -57,11 +70,23 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class NodeType:
+    """One kind of node in the inventory: how many exist and, where known, the idle power of one (W)."""
+
+    name: str
+    nodes: int
+    idle_w: float | None = None
+
+
+@dataclass(frozen=True)
 class DeploymentsFile:
-    """The parsed deployments file: ``deployments`` in file order, ``path`` where it came from."""
+    """The parsed deployments file: ``deployments`` in file order, ``path`` where it came from, and the
+    ``inventory`` {node type: :class:`NodeType`} (None: no fleet, capacities from nodes x hours)."""
 
     path: str
     deployments: tuple[Deployment, ...]
+    inventory: dict[str, NodeType] | None = None
+    hours: float | None = None  # the file's top-level hours (an inventory plan's default window)
 
     @property
     def names(self) -> list[str]:
@@ -75,7 +100,7 @@ class DeploymentsFile:
                 raise bad_value(source, n, "named twice")
             if n not in known:
                 raise bad_value(source, n, f"unknown deployment; {self.path} defines {self.names}")
-        return DeploymentsFile(self.path, tuple(known[n] for n in names))
+        return DeploymentsFile(self.path, tuple(known[n] for n in names), self.inventory, self.hours)
 
 
 def _number(v: object, field: str, path: str, *, positive: bool, integer: bool = False) -> float:
@@ -144,8 +169,50 @@ def parse_deployments(doc: object, path: str = "<deployments>") -> DeploymentsFi
         for k, v in whole.items():
             if v < 1:
                 raise bad_value(f"{where}.{k}", e[k], "must be >= 1", source=path)
-        out.append(Deployment(name=name, fit=fit, accuracy=acc, nodes=nodes, hours=hours, slo_s=slo, **whole))
-    return DeploymentsFile(path=path, deployments=tuple(out))
+        whole["replica_nodes"] = int(_number(e.get("replica_nodes", 1), f"{where}.replica_nodes", path, positive=True,
+                                             integer=True))
+        node_type = e.get("node_type")
+        if node_type is not None and (not isinstance(node_type, str) or not node_type.strip()):
+            raise bad_value(f"{where}.node_type", node_type, "must be a node type of the inventory", source=path)
+        out.append(Deployment(name=name, fit=fit, accuracy=acc, nodes=nodes, hours=hours, slo_s=slo,
+                              node_type=node_type, **whole))
+    inventory = _inventory(doc.get("inventory"), out, path)
+    return DeploymentsFile(path=path, deployments=tuple(out), inventory=inventory, hours=default_hours)
+
+
+def _inventory(doc: object, deps: list[Deployment], path: str) -> dict[str, NodeType] | None:
+    """The ``inventory:`` section, checked against the deployments (each names a node type in it)."""
+    if doc is None:
+        for i, d in enumerate(deps):
+            if d.node_type is not None or d.replica_nodes != 1:
+                key = "node_type" if d.node_type is not None else "replica_nodes"
+                raise bad_value(f"deployments[{i}].{key}", getattr(d, key), "needs an inventory: section", source=path)
+        return None
+    if not isinstance(doc, dict) or not doc:
+        raise bad_value("inventory", doc, "must map node types to {nodes: N, idle_w: W}", source=path)
+    inv = {}
+    for name, e in doc.items():
+        where = f"inventory.{name}"
+        if not isinstance(e, dict) or "nodes" not in e:
+            raise bad_value(where, e, "must be a mapping with nodes (and optionally idle_w)", source=path)
+        for k in e:
+            if k not in NODE_TYPE_KEYS:
+                raise bad_value(f"{where}.{k}", e[k], f"unknown key; expected {', '.join(NODE_TYPE_KEYS)}", source=path)
+        nodes = int(_number(e["nodes"], f"{where}.nodes", path, positive=False, integer=True))
+        if nodes < 0:
+            raise bad_value(f"{where}.nodes", e["nodes"], "must be >= 0", source=path)
+        idle = None if e.get("idle_w") is None else _number(e["idle_w"], f"{where}.idle_w", path, positive=False)
+        if idle is not None and idle < 0:
+            raise bad_value(f"{where}.idle_w", e["idle_w"], "must be >= 0", source=path)
+        inv[str(name)] = NodeType(str(name), nodes, idle)
+    for i, d in enumerate(deps):
+        if d.node_type not in inv:
+            raise bad_value(f"deployments[{i}].node_type", d.node_type,
+                            f"must name a node type of the inventory ({', '.join(inv)})", source=path)
+        if d.nodes is not None:
+            raise bad_value(f"deployments[{i}].nodes", d.nodes, "with an inventory the planner decides the "
+                            "replicas (nodes = replicas x replica_nodes); drop nodes", source=path)
+    return inv
 
 
 def load_deployments(path: str | Path) -> DeploymentsFile:
