@@ -95,7 +95,7 @@ def _knots(form: str, tin, tout, batch) -> list[float | None]:
 
 
 ROBUST_ITERATIONS = 5  # IRLS steps from least squares towards least absolute relative error
-ROBUST_DELTA = 0.01  # relative residuals below 1% weigh as 1%: the loss is quadratic there
+ROBUST_DELTA = 0.02  # relative residuals below 2% weigh as 2%: the loss is quadratic there
 
 
 def _nnls_weighted(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:

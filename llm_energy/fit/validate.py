@@ -1,0 +1,98 @@
+"""Honest figures for a fitting procedure: everything the procedure decides (form, knot, interval) is
+decided again without the rows it is scored on.
+
+* :func:`nested_holdout`: outer K-fold over cells, per deployment; each outer fold's trials are fitted
+  with the whole procedure (its own inner cross-validation choosing the form and making the
+  interval), then the held-out cells are predicted. Relative errors and interval coverage per
+  deployment and target.
+* :func:`batch_holdout`: a fit pooled over batch sizes, each batch size held out in turn (trained on
+  the others, its cells predicted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from llm_energy.fit.fits import TARGETS, predict
+from llm_energy.fit.forms import FitOptions, _prepared, fit_deployments, fold_of
+
+
+@dataclass
+class HoldoutErrors:
+    """Held-out relative errors (pred / y - 1) and whether each held-out row was inside its interval,
+    per (deployment, target)."""
+
+    errors: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    inside: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    def add(self, dep: str, target: str, err: np.ndarray, inside: np.ndarray) -> None:
+        k = (dep, target)
+        self.errors[k] = np.concatenate([self.errors.get(k, np.empty(0)), err])
+        self.inside[k] = np.concatenate([self.inside.get(k, np.empty(0, dtype=bool)), inside])
+
+    def summary(self, dep: str | None, target: str) -> dict[str, float]:
+        """Median and p90 of |error|, coverage and n, for one deployment (None: all pooled)."""
+        keys = [k for k in self.errors if k[1] == target and (dep is None or k[0] == dep)]
+        e = np.abs(np.concatenate([self.errors[k] for k in keys]))
+        ins = np.concatenate([self.inside[k] for k in keys])
+        return {"median": float(np.median(e)), "p90": float(np.quantile(e, 0.9)), "max": float(e.max()),
+                "coverage": float(ins.mean()) if ins.size else float("nan"), "n": int(e.size)}
+
+    @property
+    def deployments(self) -> list[str]:
+        return sorted({k[0] for k in self.errors})
+
+
+def _score(fits, test: pl.DataFrame, out: HoldoutErrors, energy_column: str) -> None:
+    """Predict each held-out row on its deployment and record the errors."""
+    for (dep,), g in test.group_by(["_dep"], maintain_order=True):
+        if dep not in fits.deployments:
+            continue
+        p = predict(fits, dep, g["_tin"].to_numpy(), g["_tout"].to_numpy(), g["_batch"].to_numpy().astype(np.int64)
+                    if fits.deployments[dep].batch == "*" else None)
+        for t, col in zip(TARGETS, (energy_column, "runtime_s")):
+            y = g[col].to_numpy()
+            pred = p[t].to_numpy()
+            lo, hi = p[f"{t}_lo"].to_numpy(), p[f"{t}_hi"].to_numpy()
+            out.add(dep, t, pred / y - 1.0, (lo <= y) & (y <= hi))
+
+
+def nested_holdout(trials: pl.DataFrame, opts: FitOptions | None = None, *, folds: int = 5,
+                   seed: int = 1) -> HoldoutErrors:
+    """Outer ``folds``-fold cross-validation over each deployment's cells of the whole fitting procedure."""
+    opts = opts or FitOptions()
+    df = _prepared(trials, opts, "trials").filter(~pl.col("_bad"))
+    cell = pl.concat_str([pl.col("_dep"), pl.col("_tin").cast(pl.String), pl.col("_tout").cast(pl.String),
+                          pl.col("_batch").cast(pl.String)], separator="|")
+    df = df.with_columns(cell.alias("_cell"))
+    fold = np.empty(df.height, dtype=np.int64)
+    deps = df["_dep"].to_numpy()
+    for dep in np.unique(deps):
+        rows = deps == dep
+        fold[rows] = fold_of(df["_cell"].to_numpy()[rows], folds, seed)
+    df = df.with_columns(pl.Series("_outer", fold))
+    out = HoldoutErrors()
+    for f in range(folds):
+        train, test = df.filter(pl.col("_outer") != f), df.filter(pl.col("_outer") == f)
+        if test.height == 0:
+            continue
+        fits = fit_deployments(train.drop([c for c in train.columns if c.startswith("_")]), opts)
+        _score(fits, test, out, opts.energy_column)
+    return out
+
+
+def batch_holdout(trials: pl.DataFrame, opts: FitOptions | None = None) -> dict[int, HoldoutErrors]:
+    """For each batch size b of the trials: a fit pooled over the other batch sizes, scored on b's cells."""
+    opts = opts or FitOptions()
+    opts = FitOptions(**{**opts.__dict__, "pool_batch": True})
+    df = _prepared(trials, opts, "trials").filter(~pl.col("_bad"))
+    res = {}
+    for b in sorted(int(v) for v in df["_batch"].unique()):
+        train, test = df.filter(pl.col("_batch") != b), df.filter(pl.col("_batch") == b)
+        fits = fit_deployments(train.drop([c for c in train.columns if c.startswith("_")]), opts)
+        res[b] = HoldoutErrors()
+        _score(fits, test, res[b], opts.energy_column)
+    return res
