@@ -191,23 +191,39 @@ def cmd_fit(args) -> int:
     con.print(fits_table(fits))
     if args.candidates:
         con.print(candidates_table(fits))
+    for line in _coverage_lines(fits):
+        con.print(line)
     for s in fits.skipped:
         con.print(f"skipped {s['deployment']}: {s['reason']}")
     con.print(f"wrote {args.out}")
     return 0
 
 
+def _coverage_lines(fits) -> list[str]:
+    """Each deployment's intervals and their coverage checked by cross-validation, and its fitted range."""
+    out = []
+    for d in fits.deployments.values():
+        parts = []
+        for t, m in d.targets.items():
+            iv = m.interval
+            if iv is None or not iv.bounded:
+                continue
+            cov = f", CV coverage {100 * iv.coverage_cv:.0f}%" if iv.coverage_cv is not None else ""
+            parts.append(f"{t} {100 * (iv.level or 0):.0f}% PI {100 * iv.q_lo:+.1f}%..{100 * iv.q_hi:+.1f}%{cov}")
+        rng = f"; fitted on {d.range.describe()}" if d.range is not None else ""
+        out.append(f"{d.deployment}: {'; '.join(parts) or 'no interval'}{rng}")
+    return out
+
+
 def _drop_suspect(df: pl.DataFrame) -> pl.DataFrame:
     """Trials whose meter readings were flagged suspect are left out of a fit; says how many (stderr)."""
     import sys
 
-    from llm_energy.trials.schema import quality_counts, split_suspect
+    from llm_energy.trials.schema import drop_suspect
 
-    kept, bad = split_suspect(df)
-    if bad.height:
-        why = ", ".join(f"{k} x{n}" for k, n in quality_counts(bad).items())
-        print(f"fit: left out {bad.height} suspect trial(s) of {df.height} ({why}); --include-suspect fits them",
-              file=sys.stderr)
+    kept, note = drop_suspect(df)
+    if note:
+        print(f"{note}; --include-suspect fits them", file=sys.stderr)
     return kept
 
 
