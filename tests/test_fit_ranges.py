@@ -1,0 +1,75 @@
+"""The fitted range in use (issue 15): range_report, and plan counting (or refusing) the queries it
+sends outside the range a deployment was fitted on or beyond its context length."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from llm_energy.cli import main
+from llm_energy.fit.fits import save_fits
+from llm_energy.fit.forms import fit_deployments
+from llm_energy.fit.ranges import range_report
+
+SMALL = "falcon-7b@swing-a100x1/hf-nocache/b1"
+BIG = "Llama-2-7b-chat-hf@swing-a100x1/hf-nocache/b1"
+
+
+@pytest.fixture(scope="module")
+def two_fits(grid_trials):
+    """falcon-7b fitted on tin, tout <= 512 only (as the demo did), Llama-2-7b on the whole grid."""
+    small = grid_trials.filter((pl.col("model") == "falcon-7b") & (pl.col("tin") <= 512) & (pl.col("tout") <= 512))
+    big = grid_trials.filter(pl.col("model") == "Llama-2-7b-chat-hf")
+    return fit_deployments(pl.concat([small, big]))
+
+
+def test_range_report_counts_queries_and_energy_outside(two_fits):
+    tin, tout = np.array([100, 1000, 3000, 100]), np.array([100, 100, 1500, 4000])
+    rr = range_report(two_fits, [("s", SMALL), ("b", BIG)], tin, tout, count=[10, 1, 1, 1],
+                      assignment=np.array([[1, 0], [1, 0], [0, 1], [0, 1]]))
+    assert rr.queries == 13 and rr.by_deployment["s"]["outside"] == 1  # tin 1000 > 512
+    assert rr.by_deployment["b"]["outside"] == 2 and rr.by_deployment["b"]["beyond_context"] == 2  # > 4096 tokens
+    assert rr.outside == 3 and rr.beyond_context == 2 and 0 < rr.energy_share_outside < 1
+    w = rr.warning()
+    assert "3 of 13 queries" in w and "exceed the model's context length" in w
+    inside = range_report(two_fits, [SMALL], [100], [100])
+    assert inside.outside == 0 and inside.warning() is None and inside.to_dict()["energy_share_outside"] == 0
+
+
+@pytest.fixture()
+def plan_inputs(two_fits, tmp_path):
+    f = tmp_path / "fits.json"
+    save_fits(two_fits, f)
+    (tmp_path / "d.yaml").write_text(f"deployments:\n  - {{name: s, fit: '{SMALL}', accuracy: 40}}\n"
+                                     f"  - {{name: b, fit: '{BIG}', accuracy: 50}}\n")
+    w = tmp_path / "w.csv"
+    w.write_text("tin,tout\n" + "".join(f"{i},{o}\n" for i, o in [(64, 64)] * 20 + [(4096, 2288)] * 2))
+    return f, tmp_path / "d.yaml", w
+
+
+def test_plan_reports_queries_outside_the_fitted_range(plan_inputs, tmp_path, capsys):
+    f, d, w = plan_inputs
+    assert main(["plan", "--fits", str(f), "--deployments", str(d), "--workload", str(w), "--out",
+                 str(tmp_path / "p"), "--json"]) == 0
+    capsys.readouterr()
+    s = json.loads((tmp_path / "p" / "summary.json").read_text())
+    fr = s["fitted_range"]
+    assert fr["queries"] == 22 and fr["outside"] >= 2 and fr["beyond_context"] == 2
+    assert 0 < fr["energy_share_outside"] <= 1
+    assert any("lie outside the range their deployment was fitted on" in x for x in s["warnings"])
+    assert main(["plan", "--fits", str(f), "--deployments", str(d), "--workload", str(w), "--out",
+                 str(tmp_path / "q"), "--out-of-range", "refuse"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--out-of-range refuse" in err and "queries" in err
+
+
+def test_plan_with_fits_that_carry_no_range(tmp_path, reference, capsys):
+    """Published coefficients carry no range: their deployments are listed as unknown, nothing counted."""
+    (tmp_path / "d.yaml").write_text("deployments:\n  - {name: a, fit: 'llama-2-7b@a100x1/paper/b1', accuracy: 40}\n")
+    (tmp_path / "w.csv").write_text("tin,tout\n64,64\n128,256\n")
+    assert main(["plan", "--fits", str(reference / "wilkins2024" / "coefficients.json"), "--deployments",
+                 str(tmp_path / "d.yaml"), "--workload", str(tmp_path / "w.csv"), "--out", str(tmp_path / "p"),
+                 "--min-share", "0"]) == 0
+    s = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert s["fitted_range"]["unknown"] == ["a"] and s["fitted_range"]["outside"] == 0
