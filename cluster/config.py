@@ -18,8 +18,10 @@
       zeta: 0.5
       min_share: 0.01
       solver: glpk
+      pareto_steps: 11                  # optional: also sweep zeta over 11 points (the report's Pareto front)
       deployments:                      # which profiled (model, node type), accuracy A_K, nodes
         - {name: small, node_type: cpu-small, model: tiny-llama, accuracy: 50.0, nodes: 2}
+    report: {grid_gco2_per_kwh: 400}    # optional: carbon beside energy, at this grid intensity
 
 Every field is validated before any work starts; errors name the file and the field.
 """
@@ -83,6 +85,7 @@ class PlannerConfig:
     zeta: float = 0.5
     min_share: float = 0.01
     solver: str = "glpk"
+    pareto_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class PipelineConfig:
     sweep: SweepConfig
     workload: WorkloadConfig
     planner: PlannerConfig | None = None
+    grid_gco2_per_kwh: float | None = None  # report: carbon at this grid intensity
 
 
 def _get(d: dict, key: str, where: str, types, required: bool = True, default=None):
@@ -136,7 +140,7 @@ def load_config(path: str | Path) -> PipelineConfig:
     src = str(p)
     if not isinstance(d, dict):
         raise UserError(f"{src}: expected a mapping at the top level")
-    _only(d, {"out", "node_types", "sweep", "workload", "planner"}, src)
+    _only(d, {"out", "node_types", "sweep", "workload", "planner", "report"}, src)
     nts_raw = _get(d, "node_types", src, dict)
     if not nts_raw:
         raise UserError(f"{src}: node_types: empty")
@@ -202,7 +206,7 @@ def load_config(path: str | Path) -> PipelineConfig:
         where = f"{src}: planner"
         if not isinstance(pl_, dict):
             raise UserError(f"{where}: expected a mapping")
-        _only(pl_, {"zeta", "min_share", "solver", "deployments"}, where)
+        _only(pl_, {"zeta", "min_share", "solver", "pareto_steps", "deployments"}, where)
         deps = []
         for i, e in enumerate(_get(pl_, "deployments", where, list)):
             w = f"{where}.deployments[{i}]"
@@ -222,6 +226,19 @@ def load_config(path: str | Path) -> PipelineConfig:
         zeta = float(_get(pl_, "zeta", where, (int, float), False, 0.5))
         if not 0 <= zeta <= 1:
             raise UserError(f"{where}.zeta={zeta!r}: must be in [0, 1]")
+        steps = _get(pl_, "pareto_steps", where, int, False, None)
+        if steps is not None and steps < 2:
+            raise UserError(f"{where}.pareto_steps={steps!r}: must be >= 2")
         planner = PlannerConfig(tuple(deps), zeta, float(_get(pl_, "min_share", where, (int, float), False, 0.01)),
-                                str(_get(pl_, "solver", where, str, False, "glpk")))
-    return PipelineConfig(src, str(_get(d, "out", src, str, False, "out/pipeline")), node_types, sweep, workload, planner)
+                                str(_get(pl_, "solver", where, str, False, "glpk")), steps)
+    grid = None
+    if d.get("report") is not None:
+        rep, where = d["report"], f"{src}: report"
+        if not isinstance(rep, dict):
+            raise UserError(f"{where}: expected a mapping")
+        _only(rep, {"grid_gco2_per_kwh"}, where)
+        grid = _get(rep, "grid_gco2_per_kwh", where, (int, float), False, None)
+        if grid is not None and not (grid >= 0 and grid == grid and grid != float("inf")):
+            raise UserError(f"{where}.grid_gco2_per_kwh={grid!r}: must be a finite number >= 0")
+    return PipelineConfig(src, str(_get(d, "out", src, str, False, "out/pipeline")), node_types, sweep, workload, planner,
+                          None if grid is None else float(grid))

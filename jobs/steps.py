@@ -54,12 +54,18 @@ def fit(cfg: PipelineConfig) -> None:
     from llm_energy.fit.fits import save_fits
     from llm_energy.fit.forms import fit_deployments
     from llm_energy.report.tables import fits_table, stdout_console
+    from llm_energy.trials.schema import drop_suspect
     from llm_energy.trials.store import load_trials
 
     p = paths(cfg)
-    fits = fit_deployments(load_trials([str(p["store"])]), source=str(p["store"]))
-    save_fits(fits, p["fits"])
+    trials, note = drop_suspect(load_trials([str(p["store"])]))  # as `llm-energy fit` does
     con = stdout_console()
+    if note:
+        con.print(note)
+    if trials.is_empty():
+        raise UserError(f"{p['store']}: every trial is flagged suspect (see `llm-energy show`): nothing to fit")
+    fits = fit_deployments(trials, source=str(p["store"]))
+    save_fits(fits, p["fits"])
     con.print(fits_table(fits))
     for s in fits.skipped:
         con.print(f"skipped {s['deployment']}: {s['reason']}")
@@ -109,7 +115,8 @@ def plan(cfg: PipelineConfig) -> None:
     fits = load_fits(p["fits"])
     req = PlanRequest(fits=fits, deployments=deployments(cfg, fits), workload=workload(cfg, save=True),
                       out=str(p["plan"]),
-                      zeta=cfg.planner.zeta, min_share=cfg.planner.min_share, solver=cfg.planner.solver)
+                      zeta=cfg.planner.zeta, min_share=cfg.planner.min_share, solver=cfg.planner.solver,
+                      pareto_steps=cfg.planner.pareto_steps)
     print_summary(run(req, plot_pareto=plot_pareto).summary)
 
 
@@ -137,6 +144,7 @@ def route(cfg: PipelineConfig) -> None:
 def report(cfg: PipelineConfig) -> None:
     """The Markdown report with plots, from the store and the fits of the fit step."""
     from llm_energy.fit.fits import load_fits
+    from llm_energy.report.carbon import GridIntensity
     from llm_energy.report.markdown import write_report
     from llm_energy.trials.store import load_trials
 
@@ -145,5 +153,6 @@ def report(cfg: PipelineConfig) -> None:
     plan_dir = p["plan"] if (p["plan"] / "summary.json").exists() else None
     route_dir = p["route"] if (p["route"] / "summary.json").exists() else None
     path = write_report(load_trials([store]), load_fits(p["fits"]), p["report"], stores=[store], plan_dir=plan_dir,
-                        route_dir=route_dir)
+                        route_dir=route_dir, grid=None if cfg.grid_gco2_per_kwh is None
+                        else GridIntensity.of_constant(cfg.grid_gco2_per_kwh))
     print(f"report: {path}")

@@ -172,6 +172,9 @@ def test_bad_configs_fail_before_any_work(tmp_path):
         ({**CONFIG, "sweep": {**CONFIG["sweep"], "max_concurrent": 0}}, "sweep.max_concurrent=0"),
         ({**CONFIG, "node_types": {"cpu-a": {"models": ["tiny-llama"], "gpus_per_actor": 0}}},
          "node_types.cpu-a.gpus_per_actor=0"),
+        ({**CONFIG, "planner": {**CONFIG["planner"], "pareto_steps": 1}}, "planner.pareto_steps=1"),
+        ({**CONFIG, "report": {"grid_gco2_per_kwh": -5}}, "report.grid_gco2_per_kwh=-5"),
+        ({**CONFIG, "report": {"grid": 400}}, "report.grid: unknown field"),
     ]
     for i, (cfg, needle) in enumerate(bad):
         d = tmp_path / str(i)

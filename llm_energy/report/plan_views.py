@@ -56,27 +56,8 @@ def print_summary(s: PlanSummary) -> None:
 
 
 def plot_pareto(s: PlanSummary, path: str) -> None:
-    """Energy vs accuracy of the sweep (``s.pareto``), the chosen plan starred; a PNG at ``path``."""
-    import matplotlib
+    """``plan``'s pareto.png: the report's front (the chosen plan starred, zeta labels that never overlap),
+    so the plan directory and the report draw the same figure."""
+    from llm_energy.report.plan_section import plot_pareto_front
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    e = np.array([pt.energy_j for pt in s.pareto]) / 1e3
-    a = np.array([pt.accuracy for pt in s.pareto])
-    ax.plot(e, a, "-o", color="tab:blue", ms=4, label="optimal plans (zeta sweep)")
-    for pt, ei, ai in zip(s.pareto, e, a):
-        ax.annotate(f"{pt.zeta:.2g}", (ei, ai), textcoords="offset points", xytext=(4, -10), fontsize=7, color="0.4")
-    ax.plot([s.energy_j / 1e3], [s.accuracy], "*", color="tab:red", ms=14, label=f"chosen plan (zeta={s.zeta:g})")
-    if e.min() > 0 and e.max() / e.min() > 20:
-        ax.set_xscale("log")
-    ax.set_xlabel("predicted energy (kJ)")
-    ax.set_ylabel("token-weighted mean accuracy A_K")
-    ax.set_title("Energy vs accuracy of optimal plans")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plot_pareto_front(s, path)

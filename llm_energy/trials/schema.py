@@ -193,6 +193,16 @@ def split_suspect(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return df.filter(~bad), df.filter(bad)
 
 
+def drop_suspect(df: pl.DataFrame, what: str = "fit") -> tuple[pl.DataFrame, str | None]:
+    """The trusted trials, and a line saying how many suspect ones ``what`` leaves out and why (None
+    when there are none): what ``fit`` and the Ray pipeline's fit step both do."""
+    kept, bad = split_suspect(df)
+    if not bad.height:
+        return kept, None
+    why = ", ".join(f"{k} x{n}" for k, n in quality_counts(bad).items())
+    return kept, f"{what}: left out {bad.height} suspect trial(s) of {df.height} ({why})"
+
+
 def quality_counts(df: pl.DataFrame) -> dict[str, int]:
     """Suspect trials per reason code (a trial with two codes counts under both)."""
     if "quality" not in df.columns:
