@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--negative-energy", default="clip",
                    help="negative predicted energy/runtime: clip (to 0, default) | keep | error")
     p.add_argument("--per-query", action="store_true", help="also write assignment_per_query.parquet")
+    p.add_argument("--out-of-range", default="warn", choices=("warn", "refuse"),
+                   help="queries planned outside the range their deployment was fitted on, or beyond its context "
+                        "length: warn (default; counts and energy share in the warnings and summary.json's "
+                        "fitted_range) | refuse")
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     p.add_argument("--out", required=True, help="plan directory (created if missing)")
     p.add_argument("--json", action="store_true", help="print summary.json instead of tables")
@@ -118,7 +122,8 @@ def request_from_args(args: argparse.Namespace):
                        min_accuracy=args.min_accuracy, max_energy=args.max_energy, energy_budget=args.energy_budget,
                        min_share=args.min_share, solver=args.solver, method=args.method,
                        time_limit_s=args.time_limit, mip_gap=args.mip_gap, bins=args.bins,
-                       negative=args.negative_energy, per_query=args.per_query, seed=args.seed)
+                       negative=args.negative_energy, per_query=args.per_query, seed=args.seed,
+                       out_of_range=args.out_of_range)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -76,6 +76,7 @@ class PlanRequest:
     negative: str = "clip"
     per_query: bool = False
     seed: int = 0
+    out_of_range: str = "warn"  # issue 15: queries planned outside their fit's range: warn | refuse
     settings: SolveSettings = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +94,8 @@ class PlanRequest:
         if self.bins is not None and self.bins < 1:
             raise bad_value("--bins", self.bins, "must be >= 1")
         check_negative_policy(self.negative)
+        if self.out_of_range not in ("warn", "refuse"):
+            raise bad_value("--out-of-range", self.out_of_range, "expected warn or refuse")
         if Path(self.out).exists() and not Path(self.out).is_dir():  # before the solve, not after it
             raise bad_value("--out", self.out, "is a file; the plan is a directory")
         object.__setattr__(self, "settings", SolveSettings(solver=self.solver, method=self.method,
@@ -284,6 +287,26 @@ def _write(req: PlanRequest, summary: PlanSummary, problem: PlanProblem, classes
     return files
 
 
+def _fitted_range(req: PlanRequest, inputs: _Inputs, problem: PlanProblem, classes: WorkloadClasses,
+                  x: np.ndarray, warnings: list[str]) -> dict | None:
+    """Issue 15 (fit's range report): the planned queries, and their share of predicted energy, outside
+    the range their deployment's fit was fitted on or beyond its context length; a warning, or with
+    ``out_of_range="refuse"`` a UserError. None where the fits are not a FitsFile."""
+    from llm_energy.fit.fits import FitsFile
+    from llm_energy.fit.ranges import range_report
+
+    if not isinstance(inputs.fits, FitsFile):
+        return None
+    rr = range_report(inputs.fits, inputs.deployments.deployments, classes.tin, classes.tout, assignment=x,
+                      energy_j=problem.energy_j)  # x: (C, K) query counts
+    w = rr.warning()
+    if w and req.out_of_range == "refuse":
+        raise UserError(f"--out-of-range refuse: {w}")
+    if w:
+        warnings.append(w)
+    return rr.to_dict()
+
+
 def run(req: PlanRequest, *, plot_pareto: Callable[[PlanSummary, str], None] | None = None) -> PlanOutcome:
     """Load, aggregate, predict, solve, compare and write: a whole plan, without printing.
 
@@ -314,7 +337,9 @@ def run(req: PlanRequest, *, plot_pareto: Callable[[PlanSummary, str], None] | N
     with timer.stage("baselines"):
         bl = baselines(problem, classes.query_class, req.seed)
     with timer.stage("write"):
+        fitted_range = _fitted_range(req, inputs, problem, classes, solved.x, warnings)  # issue 15
         summary = _summary(req, problem, solved, bl, neg, warnings, inputs.workload.n_queries, classes.n_classes)
+        summary.fitted_range = fitted_range
         files = _write(req, summary, problem, classes, inputs, solved, plot_pareto)
         summary.files = files
     timer["total"] = time.perf_counter() - timer.t0

@@ -202,13 +202,14 @@ class PlanSummary:
     idle_energy_j: float = 0.0  # keep-on energy of the replicas switched on (inventory plans), J
     fleet: dict[str, Any] | None = None  # inventory plans: node types, window, utilisation, replica MIP
     windows: list[dict[str, Any]] | None = None  # --window-s: replicas per window and the changes
+    fitted_range: dict[str, Any] | None = None  # issue 15: queries outside their fit's range (fit.ranges)
 
     def to_dict(self) -> dict[str, Any]:
         """The summary.json document (``pareto`` only when swept)."""
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "pareto" and v is None:
+            if f.name in ("pareto", "fitted_range") and v is None:
                 continue
             if isinstance(v, dict):
                 v = {k: (e.to_dict() if hasattr(e, "to_dict") else e) for k, e in v.items()}
