@@ -73,3 +73,17 @@ def test_plan_with_fits_that_carry_no_range(tmp_path, reference, capsys):
                  "--min-share", "0"]) == 0
     s = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert s["fitted_range"]["unknown"] == ["a"] and s["fitted_range"]["outside"] == 0
+
+
+def test_planner_costs_a_batched_deployment_per_request():
+    """A deployment fitted at batch 4: each query costs a quarter of the batch's energy, at its latency."""
+    from llm_energy.fit.fits import DeploymentFit, FitsFile, TargetModel
+    from llm_energy.plan.costs import predict_matrix
+    from llm_energy.plan.deployments import parse_deployments
+
+    t = TargetModel("affine", ["1", "tout"], [4.0, 2.0])
+    key = "m@h100x1/cache/b4"
+    fits = FitsFile({key: DeploymentFit(key, "m", "h100", 1, "cache", 4, {"energy_j": t, "runtime_s": t})})
+    e, r = predict_matrix(fits, parse_deployments({"deployments": [{"name": "a", "fit": key, "accuracy": 50}]}),
+                          np.array([10.0]), np.array([8.0]))
+    assert e[0, 0] == pytest.approx((4 + 16) / 4) and r[0, 0] == pytest.approx(20.0)

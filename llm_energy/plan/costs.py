@@ -81,7 +81,8 @@ def predict_matrix(fits, deployments: DeploymentsFile, tin: np.ndarray, tout: np
         if keys is not None and d.fit not in keys:
             raise UserError(f"{deployments.path}: deployments[{j}].fit={d.fit!r}: not in {fits_source} "
                             f"(it has {sorted(keys)})")
-        pf = predict(fits, d.fit, np.asarray(tin, dtype=np.float64), np.asarray(tout, dtype=np.float64))
+        pf = predict(fits, d.fit, np.asarray(tin, dtype=np.float64), np.asarray(tout, dtype=np.float64),
+                     per_request=True)  # issue 15: J per request at the fit's batch (its batch energy / batch)
         e[:, j] = pf["energy_j"].to_numpy()
         r[:, j] = pf["runtime_s"].to_numpy()
     return e, r
