@@ -231,6 +231,11 @@ class _Scored:
     eligible: bool
 
 
+def _choose(pool: list[_Scored]) -> _Scored:
+    """The candidate with the lowest held-out median relative error (p90 breaks ties)."""
+    return min(pool, key=lambda r: (r.median, r.p90))
+
+
 def fit_one_target(tin, tout, batch, y, cells, opts: FitOptions, forms: list[str]) -> TargetModel:
     """All candidate forms with CV; returns the chosen model with its CV summary, interval and
     candidate table. Where the rows span batch sizes only forms with a batch term can be chosen."""
@@ -247,7 +252,7 @@ def fit_one_target(tin, tout, batch, y, cells, opts: FitOptions, forms: list[str
                               len(batches) == 1 or has_batch_term(form)))
     if opts.form == "auto":
         pool = ([r for r in scored if r.sane and r.eligible] or [r for r in scored if r.eligible] or scored)
-        chosen = min(pool, key=lambda r: (r.median, r.p90))
+        chosen = _choose(pool)
     else:
         chosen = next(r for r in scored if r.form == opts.form)
     model = fit_target(chosen.form, tin, tout, batch, y)
