@@ -9,7 +9,6 @@ labelled estimate (utilisation x TDP): see README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -68,11 +67,12 @@ def main(argv: list[str] | None = None) -> int:
                   + ", ".join(f"{k}: {v.count} ({100 * v.share:.1f}%)" for k, v in s.deployments.items()))
             for b in s.baselines[:6]:
                 print(f"  baseline {b.name}: {b.energy_j / 1e3:.2f} kJ, plan saves {b.saved_pct:.1f}%")
-        route = out / "route" / "summary.json"
-        if route.exists():
-            pol = json.loads(route.read_text())["policies"]
+        if (out / "route" / "summary.json").exists():
+            from llm_energy.route.summary import RouteSummary
+
+            pol = RouteSummary.load(out / "route").policies
             print("online routing (energy incl. idle, p99 latency): " + ", ".join(
-                f"{k} {v['total_energy_j'] / 1e3:.1f} kJ / {v['latency_p99_s']:.1f} s" for k, v in pol.items()))
+                f"{k} {v.total_energy_j / 1e3:.1f} kJ / {v.latency_p99_s:.1f} s" for k, v in pol.items()))
         print(f"report: {out / 'report' / 'report.md'}")
         print("note: CPU energy on this machine is an ESTIMATE (utilisation x TDP), not a measurement")
         return 0

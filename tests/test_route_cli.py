@@ -218,8 +218,16 @@ def test_library_call_with_objects(small, tmp_path):
     out = run(RouteRequest(fits=load_fits(H100_FITS), deployments=load_deployments(fleet),
                            trace=synth_workload("mix", 250, 3), arrivals="poisson", rate=1.0, policy="greedy,dual",
                            out=str(tmp_path / "lib"), plots=False))
-    assert set(out.summary["policies"]) == {"offline", "greedy", "dual"}
-    assert out.summary["served_once"] and Path(out.files["queries"]).exists()
+    assert set(out.summary.policies) == {"offline", "greedy", "dual"}
+    assert out.summary.served_once and Path(out.files["queries"]).exists()
+    # the typed summary is summary.json exactly, and reads back to the same record
+    from llm_energy.route.summary import RouteSummary
+
+    text = (tmp_path / "lib" / "summary.json").read_text()
+    back = RouteSummary.load(tmp_path / "lib")
+    assert back.to_json() == text == out.summary.to_json()
+    assert back.policies["dual"].info == out.summary.policies["dual"].info != {}
+    assert back.policies["greedy"].deployments == out.summary.policies["greedy"].deployments
     with pytest.raises(Exception, match="needs --arrivals"):
         run(RouteRequest(fits=load_fits(H100_FITS), deployments=load_deployments(fleet),
                          trace=synth_workload("mix", 10, 3), out=str(tmp_path / "lib2")))

@@ -6,10 +6,12 @@ See :mod:`llm_energy.route` and docs/route.md. Writes DIR/queries.parquet, DIR/s
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_energy.errors import bad_value
-from llm_energy.io import to_json
+
+if TYPE_CHECKING:
+    from llm_energy.route.summary import RouteSummary
 
 
 HELP = "route arriving queries online (policies, trace-replay simulator, offline yardstick)"
@@ -89,7 +91,7 @@ def cmd_route(args: argparse.Namespace) -> int:
 
     outcome = run(request_from_args(args))
     if args.json:
-        print(to_json(outcome.summary, indent=1))
+        print(outcome.summary.to_json())
         return 0
     print_summary(outcome.summary)
     return 0
@@ -99,36 +101,36 @@ def _f(v: Any, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
-def print_summary(s: dict[str, Any]) -> None:
+def print_summary(s: RouteSummary) -> None:
     """The comparison as rich tables: every policy at the first rate scale, then the rate sweep."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     con = Console(width=max(Console().width, 130))
-    tr, opt = s["trace"], s["options"]
-    tab = Table(title=f"route: {tr['queries']} queries, {tr['arrival_rate_per_s'] * s['rate_scale']:.3g}/s "
-                      f"(x{s['rate_scale']:g}), zeta={opt['zeta']:g}, SLO {_f(opt['slo_s'], 'g')} s")
+    tr, opt = s.trace, s.options
+    tab = Table(title=f"route: {tr['queries']} queries, {tr['arrival_rate_per_s'] * s.rate_scale:.3g}/s "
+                      f"(x{s.rate_scale:g}), zeta={opt['zeta']:g}, SLO {_f(opt['slo_s'], 'g')} s")
     cols = ("policy", "active MJ", "idle MJ", "total MJ", "accuracy", "p50 s", "p99 s", "wait p99 s",
             "SLO viol.", "regret %", "vs offline E %")
     for c in cols:
         tab.add_column(c, justify="left" if c == "policy" else "right")
-    for name, m in s["policies"].items():
-        tab.add_row(escape(name), f"{m['energy_j'] / 1e6:.3f}", f"{m['idle_energy_j'] / 1e6:.3f}",
-                    f"{m['total_energy_j'] / 1e6:.3f}", f"{m['accuracy']:.2f}", f"{m['latency_p50_s']:.3g}",
-                    f"{m['latency_p99_s']:.4g}", f"{m['wait_p99_s']:.4g}", _f(m["slo_violations"], "d"),
-                    _f(m["regret_pct"], ".2f"), _f(m["energy_vs_offline_pct"], "+.2f"))
+    for name, m in s.policies.items():
+        tab.add_row(escape(name), f"{m.energy_j / 1e6:.3f}", f"{m.idle_energy_j / 1e6:.3f}",
+                    f"{m.total_energy_j / 1e6:.3f}", f"{m.accuracy:.2f}", f"{m.latency_p50_s:.3g}",
+                    f"{m.latency_p99_s:.4g}", f"{m.wait_p99_s:.4g}", _f(m.slo_violations, "d"),
+                    _f(m.regret_pct, ".2f"), _f(m.energy_vs_offline_pct, "+.2f"))
     con.print(tab)
-    if s.get("sweep"):
+    if s.sweep:
         st = Table(title="rate sweep: total MJ / p99 latency s / SLO violations")
         st.add_column("policy")
-        for sc in s["sweep"]:
-            st.add_column(f"x{sc['rate_scale']:g} ({sc['arrival_rate_per_s']:.3g}/s)", justify="right")
-        for name in s["sweep"][0]["policies"]:
-            st.add_row(escape(name), *[f"{sc['policies'][name]['total_energy_j'] / 1e6:.2f} / "
-                                       f"{sc['policies'][name]['latency_p99_s']:.4g} / "
-                                       f"{_f(sc['policies'][name]['slo_violations'], 'd')}" for sc in s["sweep"]])
+        for sc in s.sweep:
+            st.add_column(f"x{sc.rate_scale:g} ({sc.arrival_rate_per_s:.3g}/s)", justify="right")
+        for name in s.sweep[0].policies:
+            st.add_row(escape(name), *[f"{sc.policies[name].total_energy_j / 1e6:.2f} / "
+                                       f"{sc.policies[name].latency_p99_s:.4g} / "
+                                       f"{_f(sc.policies[name].slo_violations, 'd')}" for sc in s.sweep])
         con.print(st)
-    for w in s["warnings"]:
+    for w in s.warnings:
         con.print(f"[yellow]warning:[/yellow] {escape(w)}")
-    con.print(escape(f"wrote {', '.join(s['files'].values())}"))
+    con.print(escape(f"wrote {', '.join(s.files.values())}"))

@@ -9,6 +9,7 @@ writes ``DIR/queries.parquet`` (:data:`~llm_energy.route.metrics.QUERIES_SCHEMA`
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import polars as pl
 
 from llm_energy.errors import UserError, bad_value
 from llm_energy.io import to_json, write_text_atomic
+from llm_energy.route.summary import RouteSummary
 from llm_energy.route.trace import ARRIVAL_KINDS, Trace, load_trace, parse_rate_scales, synthetic_trace
 
 SUMMARY_KEYS = ("energy_j", "idle_energy_j", "total_energy_j", "accuracy", "latency_p50_s", "latency_p99_s",
@@ -59,9 +61,9 @@ class RouteRequest:
 
 @dataclass
 class RouteOutcome:
-    """The summary (as written to summary.json) and the output paths."""
+    """The summary (:class:`RouteSummary`, what summary.json holds) and the output paths."""
 
-    summary: dict[str, Any]
+    summary: RouteSummary
     files: dict[str, str] = field(default_factory=dict)
 
 
@@ -162,8 +164,9 @@ def run(req: RouteRequest) -> RouteOutcome:
         "timings_s": {**timings, "total": time.perf_counter() - t0},
         "files": files,
     }
-    write_text_atomic(out / "summary.json", to_json(summary, indent=1), what="route summary")
-    return RouteOutcome(summary, files)
+    typed = RouteSummary.from_dict(json.loads(to_json(summary)))  # plain JSON values (numpy, NaN -> null)
+    write_text_atomic(out / "summary.json", typed.to_json(), what="route summary")
+    return RouteOutcome(typed, files)
 
 
 def simulate_scale(req: RouteRequest, fleet, trace: Trace, policies: list[str], x: float):
