@@ -9,8 +9,14 @@ an interface: readers (the report, the cluster jobs, users' notebooks) rely on t
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import polars as pl
@@ -75,3 +81,123 @@ def plan_dir(out: str | Path) -> Path:
     except OSError as e:
         raise bad_value("--out", str(out), f"cannot create it ({e.strerror or e})") from None
     return path
+
+
+# ---- writing a plan directory whole or not at all (issue 16) ------------------------------------
+PLAN_FILES = ("assignment.parquet", "assignment_per_query.parquet", "pareto.parquet", "pareto.png", "summary.json")
+_STAGE = ".plan-tmp-"  # sibling staging directories: .<name>.plan-tmp-<pid>-<hex>
+
+
+@contextmanager
+def write_plan_dir(out: str | Path) -> Iterator[Path]:
+    """Stage a plan: yields an empty directory beside ``out`` to write every file into; on a clean exit it
+    takes the place of ``out`` (an atomic exchange of the two directories where the OS has one, so a
+    reader sees the old plan or the new one, never a mix), and the old plan is removed after. An
+    exception or a kill leaves ``out`` as it was; the staging directory of a killed writer is removed
+    by the next one. An ``out`` holding files that are not a plan's (e.g. the workload beside it) is
+    not swapped: the new plan's files are renamed in one by one with summary.json removed first and
+    written last, so a plan without its summary.json is an incomplete one."""
+    out = Path(out)
+    real = out.resolve()
+    plan_dir(out)
+    _clean_stale(real)
+    stage = real.parent / f".{real.name}{_STAGE}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        stage.mkdir()
+    except OSError:  # a parent we cannot write: stage inside out, files renamed in one by one
+        stage = real / f"{_STAGE}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            stage.mkdir()
+        except OSError as e:
+            raise bad_value("--out", str(out), f"cannot write in it ({e.strerror or e})") from None
+    try:
+        yield stage
+        _fsync_tree(stage)
+        if stage.parent == real.parent and _only_plan_files(real) and _exchange(stage, real):
+            _fsync_path(real.parent)
+        else:
+            _move_files_in(stage, real)
+    except OSError as e:
+        raise bad_value("--out", str(out), f"cannot write the plan ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # the old plan after an exchange, or what is left
+
+
+def _only_plan_files(d: Path) -> bool:
+    return all(p.name in PLAN_FILES for p in d.iterdir())
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _move_files_in(stage: Path, real: Path) -> None:
+    """summary.json removed first, every new file renamed in, old plan files the new plan lacks removed,
+    the new summary.json renamed in last."""
+    (real / "summary.json").unlink(missing_ok=True)
+    _fsync_path(real)
+    new = {p.name for p in stage.iterdir()}
+    for name in sorted(new - {"summary.json"}):
+        os.replace(stage / name, real / name)
+    for name in PLAN_FILES:
+        if name not in new:
+            (real / name).unlink(missing_ok=True)
+    _fsync_path(real)
+    if "summary.json" in new:
+        os.replace(stage / "summary.json", real / "summary.json")
+        _fsync_path(real)
+
+
+def _clean_stale(real: Path) -> None:
+    """Staging directories of writers that are gone (killed mid-write), beside ``real`` and inside it."""
+    for where, prefix in ((real.parent, f".{real.name}{_STAGE}"), (real, _STAGE)):
+        try:
+            entries = list(where.iterdir())
+        except OSError:
+            continue
+        for p in entries:
+            if p.name.startswith(prefix) and p.is_dir() and not _alive(p.name[len(prefix):].split("-")[0]):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError):
+        return True  # another user's, or a name we did not make: left alone
+    return True
+
+
+def _fsync_tree(d: Path) -> None:
+    for p in d.iterdir():
+        if p.is_file():
+            _fsync_path(p)
+    _fsync_path(d)
+
+
+def _fsync_path(p: Path) -> None:
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

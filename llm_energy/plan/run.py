@@ -22,7 +22,7 @@ import numpy as np
 
 from llm_energy.errors import UserError, bad_value
 from llm_energy.plan.costs import NegativePredictions, check_negative_policy, predicted_costs, problem_from_fits
-from llm_energy.plan.outputs import assignment_frame, pareto_frame, per_query_frame, plan_dir
+from llm_energy.plan.outputs import assignment_frame, pareto_frame, per_query_frame, write_plan_dir
 from llm_energy.plan.problem import PlanProblem, check_min_share, check_zeta
 from llm_energy.plan.solve.solvers import SolveSettings
 from llm_energy.plan.summary import (
@@ -266,24 +266,25 @@ def _summary(req: PlanRequest, problem: PlanProblem, solved: _Solved, baselines,
 
 
 def _write(req: PlanRequest, summary: PlanSummary, problem: PlanProblem, classes: WorkloadClasses,
-           inputs: _Inputs, solved: _Solved, plot_pareto: Callable[[PlanSummary, str], None] | None
-           ) -> dict[str, str]:
-    """The plan directory's tables (summary.json is written last, by :func:`run`)."""
-    out = plan_dir(req.out)
+           inputs: _Inputs, solved: _Solved, plot_pareto: Callable[[PlanSummary, str], None] | None,
+           stage: Path) -> dict[str, str]:
+    """The plan directory's tables, written into ``stage`` (:func:`write_plan_dir`: the directory takes
+    the place of ``--out`` once whole; summary.json is written last, by :func:`run`). Lists final paths."""
+    out = Path(req.out)
     files = {"assignment": str(out / "assignment.parquet"), "summary": str(out / "summary.json")}
     assignment_frame(classes.tin, classes.tout, classes.count, problem.names, solved.x, problem.energy_j,
-                     problem.runtime_s).write_parquet(files["assignment"])
+                     problem.runtime_s).write_parquet(stage / "assignment.parquet")
     if req.per_query:
         files["assignment_per_query"] = str(out / "assignment_per_query.parquet")
         wl = inputs.workload
         per_query_frame(wl.tin, wl.tout, classes.query_class, problem.names, solved.x).write_parquet(
-            files["assignment_per_query"])
+            stage / "assignment_per_query.parquet")
     if solved.pareto:
         files["pareto"] = str(out / "pareto.parquet")
-        pareto_frame(solved.pareto, req.chosen_zeta).write_parquet(files["pareto"])
+        pareto_frame(solved.pareto, req.chosen_zeta).write_parquet(stage / "pareto.parquet")
         if plot_pareto is not None:
             files["pareto_png"] = str(out / "pareto.png")
-            plot_pareto(summary, files["pareto_png"])
+            plot_pareto(summary, str(stage / "pareto.png"))
     return files
 
 
@@ -336,14 +337,15 @@ def run(req: PlanRequest, *, plot_pareto: Callable[[PlanSummary, str], None] | N
         solved = _solve(req, problem, bins, warnings)
     with timer.stage("baselines"):
         bl = baselines(problem, classes.query_class, req.seed)
-    with timer.stage("write"):
-        fitted_range = _fitted_range(req, inputs, problem, classes, solved.x, warnings)  # issue 15
-        summary = _summary(req, problem, solved, bl, neg, warnings, inputs.workload.n_queries, classes.n_classes)
-        summary.fitted_range = fitted_range
-        files = _write(req, summary, problem, classes, inputs, solved, plot_pareto)
-        summary.files = files
-    timer["total"] = time.perf_counter() - timer.t0
-    summary.timings_s = dict(timer)
-    summary.save(files["summary"])
+    with write_plan_dir(req.out) as stage:  # issue 16: the plan directory whole or not at all
+        with timer.stage("write"):
+            fitted_range = _fitted_range(req, inputs, problem, classes, solved.x, warnings)  # issue 15
+            summary = _summary(req, problem, solved, bl, neg, warnings, inputs.workload.n_queries, classes.n_classes)
+            summary.fitted_range = fitted_range
+            files = _write(req, summary, problem, classes, inputs, solved, plot_pareto, stage)
+            summary.files = files
+        timer["total"] = time.perf_counter() - timer.t0
+        summary.timings_s = dict(timer)
+        summary.save(stage / "summary.json")
     return PlanOutcome(summary=summary, files=files, problem=problem, classes=classes, solution=solved.solution,
                        x=solved.x)
