@@ -41,6 +41,7 @@ from llm_energy.trials.schema import (
 )
 
 MANIFEST = "manifest.json"
+COMPACTING = "compacting.json"  # a compaction's journal: the chunks it replaces and the ones it writes
 STORE_KIND = "llm-energy-store"
 
 
@@ -86,11 +87,14 @@ class TrialStore:
         committed ids, which another writer may have changed before."""
         if self._lock_key is not None:
             return
+        first = not store_lock.held(self.root)  # this process's first hold: no writer of ours is midway
         self._lock_key = store_lock.acquire(self.root, what, wait=wait)
         weakref.finalize(self, store_lock.release, self._lock_key)
         if (self.root / MANIFEST).exists():
             self._manifest = _read_manifest(self.root / MANIFEST)
         self._done = None
+        if first:
+            self._recover()
 
     def close(self) -> None:
         """Release the write lock (if this object took it)."""
@@ -187,43 +191,74 @@ class TrialStore:
 
         With ``decimate_s``: one power reading per (session, device) per interval, and counter readings
         only where the counter changed (its update points, which is all energy integration uses).
-        The merged chunks are written first, then the old ones removed: an interrupted compaction
-        leaves duplicates that readers drop (trials by id; samples by exact row), never a loss.
+        Idempotent and self-cleaning: a journal (``compacting.json``) names the chunks replaced and the
+        ones to be written before anything is written; the old chunks go once every new one is in place.
+        A compaction killed midway is finished (every new chunk landed) or undone (not all did) by the
+        next writer to open the store, and readers meanwhile see one side only, never both.
         """
+        self.lock()
         old_t, old_s = self._files("trials"), self._files("samples")
         trials = self.trials()
         samples = _read_chunks(old_s, lambda f: self.samples().collect()).unique(maintain_order=True) if old_s \
             else pl.DataFrame(schema=SAMPLE_SCHEMA)
         if decimate_s:
-            keys = ["node", "session", "device", "source"]
-            samples = samples.sort("t_mono")
-            power = (samples.filter(pl.col("watts").is_not_null())
-                     .with_columns((pl.col("t_mono") / decimate_s).floor().alias("_slot"))
-                     .unique([*keys, "_slot"], keep="first", maintain_order=True).drop("_slot"))
-            counter = samples.filter(pl.col("joules").is_not_null()).filter(
-                (pl.col("joules") != pl.col("joules").shift(1).over(keys)) | pl.col("joules").shift(1).over(keys).is_null()
-                | (pl.col("t_mono") == pl.col("t_mono").max().over(keys)))
-            samples = pl.concat([power, counter]).sort("t_mono")
-        if trials.height:
-            self._write_chunk("trials", trials)
-        if samples.height:
-            self._write_chunk("samples", conform(samples, SAMPLE_SCHEMA))
-        for f in old_t + old_s:
-            Path(f).unlink(missing_ok=True)
+            samples = _decimate(samples, decimate_s)
+        new = {k: _chunk_name() for k, df in (("trials", trials), ("samples", samples)) if df.height}
+        journal = {"old": [str(Path(f).relative_to(self.root)) for f in old_t + old_s],
+                   "new": [f"{k}/{n}" for k, n in new.items()]}
+        self._write_json(self.root / COMPACTING, journal, "the compaction journal")
+        if "trials" in new:
+            self._write_chunk("trials", trials, new["trials"])
+        if "samples" in new:
+            self._write_chunk("samples", conform(samples, SAMPLE_SCHEMA), new["samples"])
+        self._finish_compaction(journal)
         return trials.height, samples.height, len(old_t) + len(old_s)
+
+    def _recover(self) -> None:
+        """What a killed writer left (this process holds the lock, so no writer is live): a compaction's
+        journal finished or undone, and ``.tmp-`` files (chunks and manifests never renamed) removed."""
+        journal = _read_journal(self.root)
+        if journal is not None:
+            if all((self.root / n).exists() for n in journal["new"]):
+                self._finish_compaction(journal)
+            else:  # not every merged chunk landed: the old chunks are all still there
+                for n in journal["new"]:
+                    (self.root / n).unlink(missing_ok=True)
+                (self.root / COMPACTING).unlink(missing_ok=True)
+        for d in (self.root, self.root / "trials", self.root / "samples"):
+            if d.is_dir():
+                for p in [*d.glob(".tmp-*"), *d.glob(".probe-*")]:
+                    p.unlink(missing_ok=True)
+
+    def _finish_compaction(self, journal: dict[str, list[str]]) -> None:
+        for n in journal["old"]:
+            (self.root / n).unlink(missing_ok=True)
+        for d in ("trials", "samples"):
+            _fsync_dir(self.root / d)
+        (self.root / COMPACTING).unlink(missing_ok=True)
+        _fsync_dir(self.root)
+        self._done = None
 
     # ---- internals ---------------------------------------------------------------------------
     def _files(self, kind: str) -> list[str]:
+        """The committed chunks of ``kind``. While a compaction's journal is present (a compaction
+        running, or killed), one side of it: the merged chunks once all landed, else the old ones."""
         d = self.root / kind
         if not d.is_dir():
             return []
-        return sorted(str(p) for p in d.glob("part-*.parquet"))
+        files = sorted(str(p) for p in d.glob("part-*.parquet"))
+        journal = _read_journal(self.root)
+        if journal is not None:
+            done = all((self.root / n).exists() for n in journal["new"])
+            hide = {str(self.root / n) for n in (journal["old"] if done else journal["new"])}
+            files = [f for f in files if f not in hide]
+        return files
 
-    def _write_chunk(self, kind: str, df: pl.DataFrame) -> Path:
+    def _write_chunk(self, kind: str, df: pl.DataFrame, name: str | None = None) -> Path:
         self.lock()
         d = self.root / kind
         d.mkdir(parents=True, exist_ok=True)
-        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        name = name or _chunk_name()
         tmp = d / f".tmp-{name}"
         final = d / name
         try:
@@ -241,15 +276,51 @@ class TrialStore:
             keep = self._manifest
             self.lock()
             self._manifest = keep  # what this call is writing (lock() re-read the file)
-        path = self.root / MANIFEST
-        tmp = self.root / f".tmp-{MANIFEST}-{uuid.uuid4().hex[:8]}"
+        self._write_json(self.root / MANIFEST, self._manifest, "the manifest")
+
+    def _write_json(self, path: Path, doc: Any, what: str) -> None:
+        tmp = self.root / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
         try:
-            tmp.write_text(json.dumps(self._manifest, indent=2, sort_keys=True))
+            tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
             _fsync_file(tmp)
             os.replace(tmp, path)
+            _fsync_dir(self.root)
         except OSError as e:
             tmp.unlink(missing_ok=True)
-            raise UserError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
+            raise UserError(f"{path}: cannot write {what} ({e.strerror or e})") from None
+
+
+def _chunk_name() -> str:
+    return f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def _decimate(samples: pl.DataFrame, decimate_s: float) -> pl.DataFrame:
+    """One power reading per (node, session, device, source) per ``decimate_s``, and counter readings
+    where the counter changed (and each series' last)."""
+    keys = ["node", "session", "device", "source"]
+    samples = samples.sort("t_mono")
+    power = (samples.filter(pl.col("watts").is_not_null())
+             .with_columns((pl.col("t_mono") / decimate_s).floor().alias("_slot"))
+             .unique([*keys, "_slot"], keep="first", maintain_order=True).drop("_slot"))
+    counter = samples.filter(pl.col("joules").is_not_null()).filter(
+        (pl.col("joules") != pl.col("joules").shift(1).over(keys)) | pl.col("joules").shift(1).over(keys).is_null()
+        | (pl.col("t_mono") == pl.col("t_mono").max().over(keys)))
+    return pl.concat([power, counter]).sort("t_mono")
+
+
+def _read_journal(root: Path) -> dict[str, list[str]] | None:
+    """A compaction's journal, or None; one that cannot be read (never written whole: it is renamed
+    into place) is a UserError naming it."""
+    path = root / COMPACTING
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable compaction journal ({e}); move it aside to read the store") from None
+    if not (isinstance(doc, dict) and all(isinstance(doc.get(k), list) for k in ("old", "new"))):
+        raise UserError(f"{path}: not a compaction journal (old/new lists); move it aside to read the store")
+    return doc
 
 
 def _run_record(info: dict[str, Any]) -> dict[str, Any]:
