@@ -139,3 +139,13 @@ def test_show_on_a_store_whose_meter_gave_no_energy(tmp_path, capsys, monkeypatc
     assert main(["show", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert "2 trials" in out and "4000.00" in out
+
+
+def test_grid_actual_tokens_from_the_total_column(grid_trials):
+    """Each grid row (model, nominal tin) shares a prompt: its length is the largest total - tout of the
+    row (9..2134 for Llama-2, as the data's README says); tout_actual is the total minus it."""
+    llama = grid_trials.filter(pl.col("model") == "Llama-2-7b-chat-hf")
+    assert llama["tin_actual"].min() == 9 and llama["tin_actual"].max() == 2134
+    assert llama.group_by("tin").agg(pl.col("tin_actual").n_unique())["tin_actual"].max() == 1
+    r = grid_trials["tout_actual"] / grid_trials["tout"]
+    assert r.min() >= 0.87 and r.max() == 1.0 and (r < 1).sum() > 20  # generation may stop after 0.9 x tout

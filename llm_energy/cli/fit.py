@@ -291,9 +291,9 @@ def cmd_predict(args) -> int:
                             f"{args.fits} was fitted at this batch size (fitted: {', '.join(have)}); predictions are "
                             f"made only at a fitted batch size (fit --pool-batch to model batch as a factor)")
     out = predict_all(fits, tin, tout, batch, deployments=args.deployment, per_request=True)
-    _warn_out_of_range(fits, out)
     if args.out:
         _write_predictions(out, args.out)
+    _warn_out_of_range(fits, out)
     if args.json:
         print(to_json(out.to_dicts()))
         return 0

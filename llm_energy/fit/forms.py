@@ -236,17 +236,23 @@ def _choose(pool: list[_Scored]) -> _Scored:
     return min(pool, key=lambda r: (r.median, r.p90))
 
 
-def fit_one_target(tin, tout, batch, y, cells, opts: FitOptions, forms: list[str]) -> TargetModel:
+def fit_one_target(tin, tout, batch, y, cells, opts: FitOptions, forms: list[str], requested=None) -> TargetModel:
     """All candidate forms with CV; returns the chosen model with its CV summary, interval and
-    candidate table. Where the rows span batch sizes only forms with a batch term can be chosen."""
+    candidate table. Where the rows span batch sizes only forms with a batch term can be chosen.
+    ``requested`` (tin, tout): the requested token counts the paper form is fitted on, as the paper
+    did (default: the same as the others')."""
     fold = fold_of(cells, opts.folds, opts.seed)
     batches = tuple(np.unique(batch))
     scored = []
+
+    def tokens(form):
+        return requested if form == "paper" and requested is not None else (tin, tout)
+
     for form in forms:
-        held = cross_validate(form, tin, tout, batch, y, fold)
+        held = cross_validate(form, *tokens(form), batch, y, fold)
         ok = np.isfinite(held)
         err = _rel_err(held[ok], y[ok])
-        terms, coef, _ = solve_form(form, tin, tout, batch, y)
+        terms, coef, _ = solve_form(form, *tokens(form), batch, y)
         scored.append(_Scored(form, held, float(np.median(err)) if err.size else np.inf,
                               float(np.quantile(err, 0.9)) if err.size else np.inf, _sane(terms, coef, batches),
                               len(batches) == 1 or has_batch_term(form)))
@@ -255,7 +261,7 @@ def fit_one_target(tin, tout, batch, y, cells, opts: FitOptions, forms: list[str
         chosen = _choose(pool)
     else:
         chosen = next(r for r in scored if r.form == opts.form)
-    model = fit_target(chosen.form, tin, tout, batch, y)
+    model = fit_target(chosen.form, *tokens(chosen.form), batch, y)
     model.interval = conformal_interval(y, chosen.held, fold, opts.level)
     model.cv = CVResult(median=chosen.median, p90=chosen.p90, folds=opts.folds, seed=opts.seed)
     model.candidates = [Candidate(form=r.form, median=r.median, p90=r.p90, sane=r.sane, chosen=r is chosen,
@@ -296,7 +302,8 @@ def candidate_forms(opts: FitOptions) -> list[str]:
 
 
 def _prepared(trials: pl.DataFrame, opts: FitOptions, source: str) -> pl.DataFrame:
-    """Validated measured trials with the fit's columns: _tin/_tout (actual tokens where known),
+    """Validated measured trials with the fit's columns: _tin/_tout (actual tokens where known; the
+    paper form is fitted on the requested tin/tout, as the paper was),
     _batch, _dep (the deployment key) and _bad (targets that cannot be fitted)."""
     df = validate_trials(trials, source=source, energy_column=opts.energy_column).filter(~pl.col("warmup"))
     if df.height == 0:
@@ -327,7 +334,8 @@ def _fit_deployment(dep: str, g: pl.DataFrame, opts: FitOptions, forms: list[str
         return forms
     cells = g.select(pl.concat_str([pl.col("_tin").cast(pl.String), pl.col("_tout").cast(pl.String),
                                     pl.col("_batch").cast(pl.String)], separator="-")).to_series().to_numpy()
-    targets = {t: fit_one_target(tin, tout, batch, g[col].to_numpy().astype(float), cells, opts, forms)
+    requested = (g["tin"].to_numpy().astype(float), g["tout"].to_numpy().astype(float))
+    targets = {t: fit_one_target(tin, tout, batch, g[col].to_numpy().astype(float), cells, opts, forms, requested)
                for t, col in (("energy_j", opts.energy_column), ("runtime_s", "runtime_s"))}
     first = g.row(0, named=True)
     rng = FitRange(*((float(v.min()), float(v.max())) for v in (tin, tout, batch)))

@@ -6,8 +6,13 @@
   ("tokenizer" and "model load" are start-up). One trial per cell. HF transformers, bf16, KV cache
   disabled (backend ``hf-nocache``), batch 1 (the file's "Batch Size" column says 32 for every row,
   start-up rows included; the README documents batch 1). "GPU Energy (mJ)" is the NVML counter delta
-  summed over the GPUs, idle not subtracted (``energy_net_j`` is left null). Token counts are the
-  file's "Number of Input/Output Tokens" columns, which reproduce the published fits.
+  summed over the GPUs, idle not subtracted (``energy_net_j`` is left null). Token counts ``tin``,
+  ``tout`` are the file's "Number of Input/Output Tokens" columns (the nominal prompt length and
+  max_new_tokens), which reproduce the published fits. The actual ones come from "Total Number of
+  Tokens": a row of the grid (one model, one nominal tin) shares one prompt, whose length is the
+  largest total - tout of the row (where the generation ran to max_new_tokens: 9..2134 for Llama-2,
+  as the data's README says); ``tin_actual`` is that and ``tout_actual`` the total minus it (0.875 to
+  1 x tout: generation may stop after min_new_tokens = 0.9 x tout).
 * sweeps (``all-{input,output}[-scale]-stats.csv``): trials are ``start-inference*`` and
   ``inference*`` rows; iteration 0 of each cell is a warm-up (stored, flagged). ``energy_j`` is
   "GPU Energy (J)"; "CPU Energy (J)" is kept as a second device (not summed: on Swing it was one
@@ -137,9 +142,15 @@ def _system_cols(col: str) -> list[pl.Expr]:
 def _import_grid(p: Path) -> pl.DataFrame:
     g = _read_csv(p).filter(pl.col("Phase").str.starts_with("start-inference"))
     _check_numeric(g, p, ["Number of Input Tokens", "Number of Output Tokens", "Runtime (s)", "GPU Energy (mJ)"])
+    _check_numeric(g, p, ["Total Number of Tokens"])
+    prompt = (pl.col("Total Number of Tokens") - pl.col("Number of Output Tokens")).max().over(
+        "Model", "System", "Number of Input Tokens")
     df = g.select(
         pl.col("Number of Input Tokens").cast(pl.Int32).alias("tin"),
         pl.col("Number of Output Tokens").cast(pl.Int32).alias("tout"),
+        pl.when(prompt > 0).then(prompt).cast(pl.Int32).alias("tin_actual"),
+        pl.when((prompt > 0) & (pl.col("Total Number of Tokens") > prompt))
+        .then(pl.col("Total Number of Tokens") - prompt).cast(pl.Int32).alias("tout_actual"),
         pl.lit(1, pl.Int32).alias("batch"),
         pl.lit(False).alias("warmup"),
         pl.col("Runtime (s)").cast(pl.Float64).alias("runtime_s"),
