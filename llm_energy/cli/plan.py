@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-energy", type=float, default=None,
                    help="maximise accuracy subject to total predicted energy <= J")
     p.add_argument("--energy-budget", type=float, default=None, help="an energy budget in J for --zeta/--pareto")
-    p.add_argument("--min-share", type=float, default=0.01,
-                   help="each deployment gets at least EPS and at most 1-EPS of the queries (default 0.01)")
+    p.add_argument("--min-share", type=float, default=None,
+                   help="each deployment gets at least EPS and at most 1-EPS of the queries (default 0.01; "
+                        "0 with an inventory, where a deployment may be off: give it to keep the shares)")
     p.add_argument("--solver", default="glpk", help="glpk (default) | highs")
     p.add_argument("--method", default="reduced",
                    help="reduced (default: exact column generation) | full (hand every class to the solver)")
@@ -52,6 +53,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="queries planned outside the range their deployment was fitted on, or beyond its context "
                         "length: warn (default; counts and energy share in the warnings and summary.json's "
                         "fitted_range) | refuse")
+    g = p.add_argument_group("fleet (deployments file with an inventory:)")
+    g.add_argument("--window-s", type=float, default=None,
+                   help="the window replicas are kept on for (default: the file's hours); on a timed trace, plan "
+                        "consecutive windows of this length")
+    g.add_argument("--time-column", default=None, help="arrival-time column (default TIMESTAMP, timestamp, arrival_s)")
+    g.add_argument("--max-replica-change", type=int, default=None,
+                   help="at most this many replicas switched on or off per deployment between windows")
+    g.add_argument("--replica-change-j", type=float, default=0.0,
+                   help="price of switching one replica on or off between windows, J (counted as energy)")
+    g.add_argument("--utilisation", type=float, default=1.0,
+                   help="share of the window a replica may be busy (default 1; e.g. 0.7 leaves queueing headroom)")
+    g.add_argument("--max-wait-s", type=float, default=None,
+                   help="add replicas until the M/G/c mean wait predicted from the runtime model is at most this")
+    g.add_argument("--latency-limit-s", type=float, default=None,
+                   help="the replay of a timed trace reports the share of queries within this latency")
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     p.add_argument("--out", required=True, help="plan directory (created if missing)")
     p.add_argument("--json", action="store_true", help="print summary.json instead of tables")
@@ -123,6 +139,9 @@ def request_from_args(args: argparse.Namespace):
                        min_share=args.min_share, solver=args.solver, method=args.method,
                        time_limit_s=args.time_limit, mip_gap=args.mip_gap, bins=args.bins,
                        negative=args.negative_energy, per_query=args.per_query, seed=args.seed,
+                       window_s=args.window_s, time_column=args.time_column,
+                       max_replica_change=args.max_replica_change, replica_change_j=args.replica_change_j,
+                       utilisation=args.utilisation, max_wait_s=args.max_wait_s, latency_limit_s=args.latency_limit_s,
                        out_of_range=args.out_of_range)
 
 

@@ -59,9 +59,10 @@ def per_query_deployment(query_class: np.ndarray, x: np.ndarray) -> np.ndarray:
     return dep
 
 
-def per_query_frame(tin, tout, query_class, names, x) -> pl.DataFrame:
-    """One row per query (file order): :data:`PER_QUERY_SCHEMA`."""
-    dep = per_query_deployment(query_class, x)
+def per_query_frame(tin, tout, query_class, names, x, dep=None) -> pl.DataFrame:
+    """One row per query (file order): :data:`PER_QUERY_SCHEMA` (``dep``: each query's deployment index
+    where the plan fixed it, e.g. per window; else the queries of a class fill its deployments in order)."""
+    dep = per_query_deployment(query_class, x) if dep is None else dep
     names_s = pl.Series("deployment", list(names), dtype=pl.String)
     return pl.DataFrame({"query": np.arange(len(tin), dtype=np.int64), "tin": tin, "tout": tout,
                          "deployment": names_s.gather(dep)}, schema=PER_QUERY_SCHEMA)

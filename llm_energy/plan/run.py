@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -67,7 +67,7 @@ class PlanRequest:
     min_accuracy: float | None = None
     max_energy: float | None = None
     energy_budget: float | None = None
-    min_share: float = 0.01
+    min_share: float | None = None  # None: 0.01, or 0 with an inventory (a deployment may be off)
     solver: str = "glpk"
     method: str = "reduced"
     time_limit_s: float = 60.0
@@ -77,11 +77,20 @@ class PlanRequest:
     per_query: bool = False
     seed: int = 0
     out_of_range: str = "warn"  # issue 15: queries planned outside their fit's range: warn | refuse
+    window_s: float | None = None  # inventory: the window (timed trace: consecutive windows of this length)
+    time_column: str | None = None  # the arrival-time column (default: TIMESTAMP, timestamp, arrival_s...)
+    max_replica_change: int | None = None  # between windows, per deployment
+    replica_change_j: float = 0.0  # price of switching one replica on or off, J
+    utilisation: float = 1.0  # share of the window a replica may be busy (headroom below 1)
+    max_wait_s: float | None = None  # add replicas until the predicted M/G/c mean wait is at most this
+    latency_limit_s: float | None = None  # the replay reports the share of queries within it
     settings: SolveSettings = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._check_objective()
-        check_min_share(self.min_share)
+        if self.min_share is not None:
+            check_min_share(self.min_share)
+        self._check_fleet()
         if self.pareto_steps is not None and self.pareto_steps < 2:
             raise bad_value("--pareto-steps", self.pareto_steps, "must be >= 2")
         if self.min_accuracy is not None and not math.isfinite(self.min_accuracy):
@@ -100,6 +109,22 @@ class PlanRequest:
             raise bad_value("--out", self.out, "is a file; the plan is a directory")
         object.__setattr__(self, "settings", SolveSettings(solver=self.solver, method=self.method,
                                                            time_limit_s=self.time_limit_s, mip_gap=self.mip_gap))
+
+    def _check_fleet(self) -> None:
+        for flag, v in (("--window-s", self.window_s), ("--max-wait-s", self.max_wait_s),
+                        ("--latency-limit-s", self.latency_limit_s)):
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise bad_value(flag, v, "must be a positive number of seconds")
+        if not (math.isfinite(self.utilisation) and 0 < self.utilisation <= 1):
+            raise bad_value("--utilisation", self.utilisation, "must be in (0, 1]")
+        if self.max_replica_change is not None and self.max_replica_change < 0:
+            raise bad_value("--max-replica-change", self.max_replica_change, "must be >= 0")
+        if not (math.isfinite(self.replica_change_j) and self.replica_change_j >= 0):
+            raise bad_value("--replica-change-j", self.replica_change_j, "must be >= 0 J")
+
+    def share_for(self, inventory: bool) -> float:
+        """--min-share as given, else 0.01 (the paper's shares), or 0 with an inventory."""
+        return self.min_share if self.min_share is not None else (0.0 if inventory else 0.01)
 
     def _check_objective(self) -> None:
         modes = [n for n, v in (("--min-accuracy", self.min_accuracy), ("--max-energy", self.max_energy))
@@ -173,6 +198,7 @@ class _Solved:
     x: np.ndarray
     binning: BinningReport | None
     pareto: list[ParetoPoint] = field(default_factory=list)
+    dep: np.ndarray | None = None  # each query's deployment, where windows decide it (else from x)
 
 
 class _Timer(dict):
@@ -198,8 +224,9 @@ def _load(req: PlanRequest) -> _Inputs:
     if req.only:
         deps = deps.select(list(req.only), "--only")
     fits = load_fits_any(req.fits) if isinstance(req.fits, str) else req.fits
-    workload = (load_workload(req.workload, parse_column_mapping(req.columns)) if isinstance(req.workload, str)
-                else req.workload)
+    times = req.time_column or (deps.inventory is not None or req.window_s is not None)
+    workload = (load_workload(req.workload, parse_column_mapping(req.columns), times=times)
+                if isinstance(req.workload, str) else req.workload)
     return _Inputs(deps, fits, workload)
 
 
@@ -265,6 +292,28 @@ def _summary(req: PlanRequest, problem: PlanProblem, solved: _Solved, baselines,
         pareto=solved.pareto or None, bound=sol.bound)
 
 
+def _solve_inventory(req: PlanRequest, problem: PlanProblem, classes: WorkloadClasses, inputs: _Inputs,
+                     warnings: list[str]):
+    """The inventory path (:mod:`llm_energy.plan.inventory_run`): replicas and queries, per window."""
+    from llm_energy.plan.inventory_run import solve_inventory
+    from llm_energy.plan.workload import bin_classes
+
+    for flag, v in (("--bins", req.bins), ("--pareto", req.pareto_steps)):
+        if v is not None:
+            raise UserError(f"{flag} is not available with an inventory (the replicas are decided per zeta); drop it")
+    groups = bin_classes(classes, 12).class_bin
+    res = solve_inventory(req, problem, classes, inputs, groups, warnings)
+    return _Solved(solution=res.solution, x=res.outcome.x, binning=None, dep=res.dep), res
+
+
+def _fleet_summary(summary: PlanSummary, inv) -> None:
+    """The inventory plan's replicas, keep-on energy, fleet and windows, into the summary."""
+    summary.deployments = {n: replace(d, replicas=inv.fleet["replicas"][n]) for n, d in summary.deployments.items()}
+    summary.idle_energy_j = inv.outcome.idle_energy_j
+    summary.fleet = inv.fleet
+    summary.windows = inv.windows
+
+
 def _write(req: PlanRequest, summary: PlanSummary, problem: PlanProblem, classes: WorkloadClasses,
            inputs: _Inputs, solved: _Solved, plot_pareto: Callable[[PlanSummary, str], None] | None,
            stage: Path) -> dict[str, str]:
@@ -277,7 +326,7 @@ def _write(req: PlanRequest, summary: PlanSummary, problem: PlanProblem, classes
     if req.per_query:
         files["assignment_per_query"] = str(out / "assignment_per_query.parquet")
         wl = inputs.workload
-        per_query_frame(wl.tin, wl.tout, classes.query_class, problem.names, solved.x).write_parquet(
+        per_query_frame(wl.tin, wl.tout, classes.query_class, problem.names, solved.x, solved.dep).write_parquet(
             stage / "assignment_per_query.parquet")
     if solved.pareto:
         files["pareto"] = str(out / "pareto.parquet")
@@ -325,16 +374,22 @@ def run(req: PlanRequest, *, plot_pareto: Callable[[PlanSummary, str], None] | N
     with timer.stage("aggregate"):
         classes = aggregate(inputs.workload)
     with timer.stage("predict"):
-        problem, neg = problem_from_fits(classes, inputs.deployments, inputs.fits, min_share=req.min_share,
+        inventory = inputs.deployments.inventory is not None
+        problem, neg = problem_from_fits(classes, inputs.deployments, inputs.fits, min_share=req.share_for(inventory),
                                          energy_budget_j=req.energy_budget_j, accuracy_floor=req.min_accuracy,
                                          negative=req.negative, fits_source=req.sources[0])
+        if inventory:  # capacity comes from the replicas the plan switches on
+            problem = replace(problem, capacity_s=np.full(problem.n_deployments, np.inf))
     warnings = _input_warnings(req, inputs, neg)
     with timer.stage("solve"):
         def costs(tin, tout, count):
             return predicted_costs(inputs.fits, inputs.deployments, tin, tout, count, req.negative, req.sources[0])[:2]
 
-        bins = make_bins(problem, classes, req.bins, costs) if req.bins else None
-        solved = _solve(req, problem, bins, warnings)
+        if inventory:
+            solved, inv = _solve_inventory(req, problem, classes, inputs, warnings)
+        else:
+            bins = make_bins(problem, classes, req.bins, costs) if req.bins else None
+            solved, inv = _solve(req, problem, bins, warnings), None
     with timer.stage("baselines"):
         bl = baselines(problem, classes.query_class, req.seed)
     with write_plan_dir(req.out) as stage:  # issue 16: the plan directory whole or not at all
@@ -342,6 +397,8 @@ def run(req: PlanRequest, *, plot_pareto: Callable[[PlanSummary, str], None] | N
             fitted_range = _fitted_range(req, inputs, problem, classes, solved.x, warnings)  # issue 15
             summary = _summary(req, problem, solved, bl, neg, warnings, inputs.workload.n_queries, classes.n_classes)
             summary.fitted_range = fitted_range
+            if inv is not None:
+                _fleet_summary(summary, inv)
             files = _write(req, summary, problem, classes, inputs, solved, plot_pareto, stage)
             summary.files = files
         timer["total"] = time.perf_counter() - timer.t0

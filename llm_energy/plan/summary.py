@@ -53,6 +53,7 @@ class DeploymentSummary(_Flat):
     accuracy: float
     capacity_s: float | None
     slo_s: float | None
+    replicas: int | None = None  # inventory plans: replicas switched on (the peak over windows)
 
 
 @dataclass(frozen=True)

@@ -48,10 +48,13 @@ class Workload:
     tin: np.ndarray
     tout: np.ndarray
     source: str = "<memory>"
+    arrival_s: np.ndarray | None = None  # seconds from the first query (a timed trace), else None
 
     def __post_init__(self) -> None:
         if self.tin.shape != self.tout.shape or self.tin.ndim != 1:
             raise ValueError("tin and tout must be 1-d arrays of the same length")
+        if self.arrival_s is not None and self.arrival_s.shape != self.tin.shape:
+            raise ValueError("arrival_s must have one time per query")
 
     @property
     def n_queries(self) -> int:
@@ -137,8 +140,14 @@ def _scan(path: Path) -> pl.LazyFrame:
     return pl.scan_ndjson(path, infer_schema_length=10000)
 
 
-def load_workload(path: str | Path, columns: tuple[str, str] | None = None) -> Workload:
+TIME_ALIASES = ("TIMESTAMP", "timestamp", "arrival_s", "arrival_time")
+
+
+def load_workload(path: str | Path, columns: tuple[str, str] | None = None, *, times: str | bool = False
+                  ) -> Workload:
     """Read a workload file; ``columns`` = (tin column, tout column), else :data:`COLUMN_ALIASES`.
+    ``times``: also read arrival times (a column name, or True for the first of :data:`TIME_ALIASES` if
+    any): date-times or seconds, as seconds from the first query (``Workload.arrival_s``).
 
     Raises :class:`UserError` naming the file, column, row and value for a missing file or column,
     a non-numeric, missing, NaN, negative or fractional token count, or an empty file.
@@ -178,7 +187,32 @@ def load_workload(path: str | Path, columns: tuple[str, str] | None = None) -> W
                 i = int(bad.arg_max())
                 raise UserError(f"{path}: row {i}: {col}={s[i]!r}: not a number") from None
         arrays[role] = _checked_tokens(s.cast(pl.Float64).to_numpy(), path, col)
-    return Workload(arrays["tin"], arrays["tout"], str(path))
+    arrival = _arrival_seconds(lf, names, times, path) if times else None
+    return Workload(arrays["tin"], arrays["tout"], str(path), arrival)
+
+
+def _arrival_seconds(lf: pl.LazyFrame, names: list[str], times: str | bool, path: Path) -> np.ndarray | None:
+    """The arrival column as seconds from the first query (date-time strings, date-times or numbers)."""
+    col = times if isinstance(times, str) else next((c for c in TIME_ALIASES if c in names), None)
+    if col is None and times is True:
+        return None  # looked for one, found none: an untimed workload
+    if col is None or col not in names:
+        raise UserError(f"{path}: no arrival-time column ({col or ', '.join(TIME_ALIASES)}) among {names}; "
+                        "--window-s needs a timed trace (--time-column NAME)")
+    s = lf.select(pl.col(col)).collect()[col]
+    if s.dtype == pl.String:
+        s = s.str.to_datetime(time_unit="ns", strict=False)
+    if s.dtype.is_temporal():
+        v = s.cast(pl.Datetime("ns")).cast(pl.Int64).cast(pl.Float64).to_numpy() / 1e9
+    elif s.dtype.is_numeric():
+        v = s.cast(pl.Float64).to_numpy()
+    else:
+        raise UserError(f"{path}: column {col!r}: expected date-times or seconds, got {s.dtype}")
+    bad = ~np.isfinite(v)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UserError(f"{path}: row {i}: {col}: not a date-time or a number of seconds ({int(bad.sum())} such rows)")
+    return v - v.min()
 
 
 def _fmt(x: float) -> str:

@@ -213,6 +213,8 @@ class ColumnGeneration:
         p, status, best = self.p, "feasible", bound
         x0 = round_lp(p, x_lp, p.cost(zeta))  # the incumbent if the solver finds none in time
         found = None if x0 is None else (None, None, x0)
+        if x0 is not None and p.objective(x0, zeta) - bound <= self.settings.mip_gap * max(abs(p.objective(x0, zeta)), 1e-12):
+            return "optimal", x0, bound  # the rounded LP is already within --mip-gap of the bound
         for _ in range(8):
             master = self.master.model(self.penalty)
             try:

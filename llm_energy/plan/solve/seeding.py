@@ -243,20 +243,52 @@ def round_lp(p: PlanProblem, x_lp: np.ndarray, cost: np.ndarray) -> np.ndarray |
     """An integer plan near an LP optimum ``x_lp`` (C, K), or None if this simple rounding breaks a row.
 
     Every value is rounded down; each class's remaining queries go, one at a time, to its cheapest
-    allowed deployment with capacity left for them. It is the MIP's fallback incumbent: what a
+    allowed deployment with capacity left for them, or, where none has, to one made room on by moving
+    one query of another class from it to a deployment with room (the cheapest such exchange). It is
+    the MIP's first incumbent: within --mip-gap of the bound it is the plan, and otherwise what a
     time-limited plan returns when the solver found no integer plan of its own.
     """
     x = np.floor(x_lp + 1e-9)
     rest = (p.count - x.sum(axis=1)).astype(np.int64)
     left = p.capacity_s - (x * p.runtime_s).sum(axis=0)
+    c_ok = np.where(p.allowed, cost, np.inf)
     for c in np.flatnonzero(rest > 0):
-        for k in np.argsort(np.where(p.allowed[c], cost[c], np.inf)):
-            if not p.allowed[c, k] or rest[c] == 0:
-                break
-            fit = rest[c] if not np.isfinite(left[k]) else min(rest[c], int(left[k] // max(p.runtime_s[c, k], 1e-300)))
-            x[c, k] += fit
-            left[k] -= fit * p.runtime_s[c, k]
-            rest[c] -= fit
-    if rest.any() or p.violations(x):
+        while rest[c] > 0:
+            fits = p.allowed[c] & (p.runtime_s[c] <= left + 1e-9)
+            if fits.any():
+                k = int(np.argmin(np.where(fits, cost[c], np.inf)))
+            else:
+                k = _make_room(p, x, left, c, c_ok)
+                if k is None:
+                    return None
+            x[c, k] += 1
+            left[k] -= p.runtime_s[c, k]
+            rest[c] -= 1
+    if p.violations(x):
         return None
     return x
+
+
+def _make_room(p: PlanProblem, x: np.ndarray, left: np.ndarray, c: int, c_ok: np.ndarray) -> int | None:
+    """Move one query of some class c2 off a deployment k (to a j with room) so class c fits on k: the
+    cheapest such exchange (x and left updated); k, or None if there is none."""
+    best = None
+    for k in np.flatnonzero(p.allowed[c]):
+        need = p.runtime_s[c, k] - left[k]
+        c2 = np.flatnonzero((x[:, k] > 0) & (p.runtime_s[:, k] >= need - 1e-9))
+        if not c2.size:
+            continue
+        room = p.allowed[c2] & (p.runtime_s[c2] <= left[None, :] + 1e-9)
+        room[:, k] = False
+        delta = np.where(room, c_ok[c2] - c_ok[c2, k][:, None], np.inf)
+        i, j = np.unravel_index(np.argmin(delta), delta.shape)
+        if np.isfinite(delta[i, j]) and (best is None or delta[i, j] + c_ok[c, k] < best[0]):
+            best = (delta[i, j] + c_ok[c, k], int(c2[i]), int(k), int(j))
+    if best is None:
+        return None
+    _, c2, k, j = best
+    x[c2, k] -= 1
+    x[c2, j] += 1
+    left[k] += p.runtime_s[c2, k]
+    left[j] -= p.runtime_s[c2, j]
+    return k
