@@ -122,6 +122,7 @@ def test_fitted_range_stored_and_old_files_load(auto_fits, tmp_path):
     k = next(iter(old.deployments))
     pr = predict(old, k, [8, 4096], [8, 4096])
     assert old.deployments[k].range is None and pr["in_range"].null_count() == 2
+    assert pr["beyond_context"].to_list() == [False, True]  # llama-2-7b: the preset's 4096 tokens
     for e in doc["deployments"]:
         e["range"] = {"tin": [1, "x"]}
     p.write_text(json.dumps(doc))

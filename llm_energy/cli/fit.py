@@ -317,7 +317,7 @@ def _warn_out_of_range(fits, out: pl.DataFrame) -> None:
             if outside:
                 what.append(f"{outside} of {g.height} queries outside its fitted range ({d.range.describe()})")
             if beyond:
-                what.append(f"{beyond} beyond its context length ({d.context_tokens} tokens)")
+                what.append(f"{beyond} beyond its context length ({d.context_limit} tokens)")
             print(f"predict: {dep}: {'; '.join(what)}: extrapolated (in_range/beyond_context)", file=sys.stderr)
 
 

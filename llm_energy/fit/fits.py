@@ -160,6 +160,11 @@ class DeploymentFit:
     range: FitRange | None = None  # tokens and batch sizes fitted on (None: unknown, e.g. published)
     context_tokens: int | None = None  # the model's context length where known (tin + tout beyond it)
 
+    @property
+    def context_limit(self) -> int | None:
+        """``context_tokens``, or for a file without it (older, published) the preset's of its model."""
+        return self.context_tokens or context_tokens(self.model)
+
     def to_dict(self) -> dict[str, Any]:
         d = {"deployment": self.deployment, "model": self.model, "node_type": self.node_type,
              "n_gpus": self.n_gpus, "backend": self.backend, "batch": self.batch, "system": self.system,
@@ -201,6 +206,20 @@ class FitsFile:
             "source": self.source, "deployments": [d.to_dict() for d in self.deployments.values()],
             "skipped": self.skipped,
         }
+
+
+def context_tokens(model: str) -> int | None:
+    """The context length of a model named like a shipped preset ('Llama-2-7b-chat-hf' is llama-2-7b;
+    the longest preset name the lower-cased name starts with), from its config; None if unknown."""
+    from llm_energy.measure.inference.presets import list_presets
+
+    name = model.lower().split("/")[-1]
+    known = [p for p in list_presets() if name.startswith(p.name) and not p.name.startswith("tiny")]
+    if not known:
+        return None
+    best = max(known, key=lambda p: len(p.name))
+    v = best.hf_config.get("max_position_embeddings")
+    return int(v) if v else None
 
 
 def find_fit(fits: FitsFile, key: str | DeploymentKey, *, source: str = "FITS.json") -> DeploymentFit:
@@ -341,7 +360,8 @@ def predict(fits: FitsFile, deployment: str, tin, tout, batch=None, *, per_reque
         else:
             cols[f"{t}_lo"] = cols[f"{t}_hi"] = [None] * len(i)
     cols["in_range"] = dep.range.contains(i, o, b) if dep.range is not None else [None] * len(i)
-    cols["beyond_context"] = (i + o > dep.context_tokens) if dep.context_tokens else [None] * len(i)
+    ctx = dep.context_limit
+    cols["beyond_context"] = (i + o > ctx) if ctx else [None] * len(i)
     return pl.DataFrame(cols, schema=PREDICTION_SCHEMA)
 
 

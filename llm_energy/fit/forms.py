@@ -44,7 +44,7 @@ import numpy as np
 import polars as pl
 
 from llm_energy.errors import UserError, bad_value
-from llm_energy.fit.fits import DeploymentFit, FitsFile, TargetModel, deployment_key_expr
+from llm_energy.fit.fits import DeploymentFit, FitsFile, TargetModel, context_tokens, deployment_key_expr
 from llm_energy.fit.intervals import conformal_interval
 from llm_energy.fit.records import Candidate, CVResult, FitRange, FitStats
 from llm_energy.fit.terms import design_matrix, knotted
@@ -363,20 +363,6 @@ def _forms_for(forms: list[str], n_cells: int, opts: FitOptions, batches: np.nda
         least = min(need(f) for f in forms if f != "paper" or opts.form == "paper")
         return f"{n_cells} distinct cells, fewer than the {least} the forms need"
     return fitted
-
-
-def context_tokens(model: str) -> int | None:
-    """The context length of a model named like a shipped preset ('Llama-2-7b-chat-hf' is llama-2-7b;
-    the longest preset name the lower-cased name starts with), from its config; None if unknown."""
-    from llm_energy.measure.inference.presets import list_presets
-
-    name = model.lower().split("/")[-1]
-    known = [p for p in list_presets() if name.startswith(p.name) and not p.name.startswith("tiny")]
-    if not known:
-        return None
-    best = max(known, key=lambda p: len(p.name))
-    v = best.hf_config.get("max_position_embeddings")
-    return int(v) if v else None
 
 
 def idle_power(trials: pl.DataFrame) -> float | None:

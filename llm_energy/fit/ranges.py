@@ -104,8 +104,8 @@ def range_report(fits: FitsFile, deployments: Sequence[Any], tin, tout, batch=No
             row["outside"] = float(w[out, k].sum())
             rep.outside += row["outside"]
             rep.energy_outside_j += float(e[out].sum())
-        if dep.context_tokens:
-            beyond = i + o > dep.context_tokens
+        if dep.context_limit:
+            beyond = i + o > dep.context_limit
             row["beyond_context"] = float(w[beyond, k].sum())
             rep.beyond_context += row["beyond_context"]
             rep.energy_beyond_context_j += float(e[beyond].sum())
