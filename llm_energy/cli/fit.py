@@ -14,6 +14,12 @@ from llm_energy.io import read_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_import(sub)
+    _register_fit_predict(sub)
+    _register_report(sub)
+
+
+def _register_import(sub: argparse._SubParsersAction) -> None:
     imp = sub.add_parser("import", help="import other tools' measurements into a store",
                          description="Import other tools' measurements into a trial store.")
     isub = imp.add_subparsers(dest="source", metavar="SOURCE", required=True)
@@ -45,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--wait", action="store_true", help="wait for another writer of OUT to finish instead of refusing")
     c.set_defaults(func=cmd_import_csv)
 
+
+def _register_fit_predict(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("fit", help="fit per-deployment energy and runtime models",
                        description="Fit one energy model and one runtime model per deployment (model x node type x "
                                    "GPUs x backend x batch) and write FITS.json. --form paper reproduces Wilkins et al.; "
@@ -91,6 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
 
+
+def _register_report(sub: argparse._SubParsersAction) -> None:
     rp = sub.add_parser("report", help="Markdown + PNG report of stores and their fits",
                         description="Write a Markdown report with plots: measured vs predicted, relative residual heat "
                                     "maps, J/token against tout, and the fits table; energy per node and per "
