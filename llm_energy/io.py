@@ -81,11 +81,12 @@ def write_text_atomic(path: str | Path, text: str, *, what: str = "file") -> Pat
     return p
 
 
-def read_document(path: str | Path, what: str) -> Any:
-    """The parsed contents of a JSON (``.json``) or YAML (anything else) file, or a UserError naming the
-    file and ``what`` it should have been: missing, unreadable, or not valid JSON/YAML."""
+def read_document(path: str | Path, what: str, fmt: str | None = None) -> Any:
+    """The parsed contents of a JSON or YAML file (``fmt`` "json" | "yaml", else by suffix: ``.json`` is
+    JSON, anything else YAML), or a UserError naming the file and ``what`` it should have been:
+    missing, unreadable (random bytes included), or not valid JSON/YAML."""
     p = Path(path)
-    as_json = p.suffix == ".json"
+    as_json = fmt == "json" if fmt else p.suffix == ".json"
     try:
         text = p.read_text()
         if as_json:
@@ -96,7 +97,8 @@ def read_document(path: str | Path, what: str) -> Any:
     except FileNotFoundError:
         raise UserError(f"{p}: no such {what}") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
-        raise UserError(f"{p}: not a readable {'JSON' if as_json else 'YAML'} {what} ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{p}: not a readable {'JSON' if as_json else 'YAML'} {what} ({str(e).splitlines()[0][:120]})"
+                        ) from None
     except Exception as e:  # noqa: BLE001 - yaml.YAMLError, without importing yaml for JSON files
         if type(e).__module__.startswith("yaml"):
             raise UserError(f"{p}: not a readable YAML {what} ({str(e).splitlines()[0]})") from None

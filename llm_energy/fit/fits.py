@@ -37,10 +37,15 @@ import polars as pl
 from llm_energy.errors import UserError, bad_value
 from llm_energy.fit.records import Candidate, CVResult, FitRange, FitStats, Interval
 from llm_energy.fit.terms import TERMS, design_matrix, term_function
-from llm_energy.io import json_default, write_text_atomic
+from llm_energy.io import json_default, read_document, write_text_atomic
 
 FITS_KIND = "llm-energy-fits"
 FITS_SCHEMA_VERSION = 1
+# the forms fit writes (fit.forms.FORMS, which imports this module; a test keeps the two equal)
+KNOWN_FORMS = ("paper", "affine", "kv-decode", "attn-prefill", "no-kv", "no-kv-full", "roofline", "batched",
+               "batched-kv", "batched-roofline")
+# where every stored model must predict a finite number (issue 16: a 1e308 coefficient gave null energies)
+FINITE_CHECK = {"tin": [1.0, 1.0, 131072.0, 131072.0], "tout": [1.0, 131072.0, 1.0, 131072.0]}
 TARGETS = ("energy_j", "runtime_s")
 
 # The deployment key's one template, filled by str.format for scalars and by pl.format for frames:
@@ -136,6 +141,9 @@ class TargetModel:
             raise UserError(f"{where}.coef={m['coef']!r}: needs one finite number per term")
         if m.get("space", "linear") != "linear":
             raise UserError(f"{where}.space={m.get('space')!r}: only 'linear' is supported")
+        if "form" in m and m["form"] not in KNOWN_FORMS:
+            raise UserError(f"{where}.form={m['form']!r}: unknown form; known: {', '.join(KNOWN_FORMS)}")
+        _check_finite(terms, coef, where)
         return cls(form=str(m.get("form", "?")), terms=terms, coef=coef, space="linear",
                    method=str(m.get("method", "")), stats=FitStats.from_dict(m.get("stats")),
                    cv=CVResult.from_dict(m.get("cv")),
@@ -243,19 +251,16 @@ def save_fits(fits: FitsFile, path: str | Path) -> None:
 
 def load_fits(path: str | Path) -> FitsFile:
     """Read and validate a fits file; every problem is a UserError naming file, field and value."""
-    p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such fits file") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{p}: not a readable JSON fits file ({e})") from None
-    src = str(p)
+    return fits_from_document(read_document(path, "fits file", "json"), str(path))
+
+
+def fits_from_document(d: Any, src: str) -> FitsFile:
+    """A parsed fits file validated into a FitsFile (``src`` names it in errors)."""
     if not isinstance(d, dict) or d.get("kind") != FITS_KIND:
         raise UserError(f"{src}: kind={d.get('kind') if isinstance(d, dict) else None!r}: not an llm-energy fits file")
     v = d.get("schema_version")
-    if not isinstance(v, int) or v > FITS_SCHEMA_VERSION:
-        raise UserError(f"{src}: schema_version={v!r}: this llm-energy reads versions <= {FITS_SCHEMA_VERSION}")
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= FITS_SCHEMA_VERSION:
+        raise UserError(f"{src}: schema_version={v!r}: this llm-energy reads versions 1..{FITS_SCHEMA_VERSION}")
     deps: dict[str, DeploymentFit] = {}
     for k, e in enumerate(d.get("deployments") or []):
         where = f"{src}: deployments[{k}]"
@@ -268,6 +273,19 @@ def load_fits(path: str | Path) -> FitsFile:
         raise UserError(f"{src}: deployments=[]: the fits file has no fitted deployment")
     return FitsFile(deployments=deps, skipped=list(d.get("skipped") or []), source=str(d.get("source", "")),
                     created=float(d.get("created") or 0.0))
+
+
+def _check_finite(terms: list[str], coef: list[float], where: str) -> None:
+    """Predictions finite over 1..131072 tokens and batch 1..4096 (a huge coefficient overflows)."""
+    tin, tout = np.array(FINITE_CHECK["tin"] * 2), np.array(FINITE_CHECK["tout"] * 2)
+    batch = np.repeat([1.0, 4096.0], 4)
+    with np.errstate(all="ignore"):
+        pred = design_matrix(terms, tin, tout, batch) @ np.asarray(coef, dtype=float)
+    bad = np.flatnonzero(~np.isfinite(pred))
+    if bad.size:
+        i = bad[0]
+        raise UserError(f"{where}.coef={coef!r}: predicts a non-finite value (tin={int(tin[i])}, tout={int(tout[i])}, "
+                        f"batch={int(batch[i])}); coefficients too large")
 
 
 def _is_number(v: Any) -> bool:
@@ -404,11 +422,13 @@ def paper_fits_from_coefficients(path: str | Path) -> FitsFile:
     alpha: energy in J, beta: runtime in s, both ``a0*tin + a1*tout + a2*tin*tout`` on A100s.
     Deployments: ``llama-2-7b@a100x1/paper/b1``, ``llama-2-13b@a100x1/paper/b1``, ``llama-2-70b@a100x4/paper/b1``.
     """
-    p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{p}: cannot read coefficients ({e})") from None
+    return paper_fits_from_document(read_document(path, "coefficients file", "json"), str(path))
+
+
+def paper_fits_from_document(d: Any, p: str) -> FitsFile:
+    """The parsed coefficients.json (``p`` names it in errors) as a FitsFile."""
+    if not isinstance(d, dict):
+        raise UserError(f"{p}: not a coefficients file (expected a JSON object)")
     deps = {}
     for name, (model, gpus) in PAPER_KEYS.items():
         try:
@@ -432,17 +452,13 @@ def paper_fits_from_coefficients(path: str | Path) -> FitsFile:
 
 
 def load_fits_any(path: str | Path) -> FitsFile:
-    """A FitsFile from FITS.json, or from the paper's coefficients.json (has ``alpha_coeffs``)."""
-    p = Path(path)
-    if not p.is_file():
+    """A FitsFile from FITS.json, or from the paper's coefficients.json (has ``alpha_coeffs``); read once."""
+    if not Path(path).is_file():
         raise bad_value("--fits", path, "no such file")
-    try:
-        doc = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{p}: not a readable JSON fits file ({e})") from None
+    doc = read_document(path, "fits file", "json")
     if isinstance(doc, dict) and "alpha_coeffs" in doc:
-        return paper_fits_from_coefficients(p)
-    return load_fits(p)
+        return paper_fits_from_document(doc, str(path))
+    return fits_from_document(doc, str(path))
 
 
 @dataclass
