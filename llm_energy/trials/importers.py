@@ -40,6 +40,7 @@ model, node_type and backend non-empty.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import math
 import re
@@ -93,12 +94,23 @@ def _finish(df: pl.DataFrame, source: Path, label: str) -> pl.DataFrame:
 
 
 def _read_csv(path: Path, **kw) -> pl.DataFrame:
+    """The CSV as a frame; a file with no data row, or a header naming a column twice, is a UserError
+    (issue 16: a header-only file was a traceback, a duplicated column silently renamed)."""
     try:
-        return pl.read_csv(path, infer_schema_length=100000, **kw)
+        df = pl.read_csv(path, infer_schema_length=100000, **kw)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    if kw.get("has_header", True):
+        header = next(csv.reader([_first_line(path)]), [])
+        twice = sorted({c for c in header if header.count(c) > 1})
+        if twice:
+            raise UserError(f"{path}: header names column {twice[0]!r} {header.count(twice[0])} times; "
+                            "each column once (which one is meant?)")
+    if df.height == 0:
+        raise UserError(f"{path}: no data rows{' (a header only)' if kw.get('has_header', True) else ''}")
+    return df
 
 
 def import_wilkins2024(path: str | Path, *, model: str | None = None, node_type: str | None = None,
@@ -140,7 +152,7 @@ def _system_cols(col: str) -> list[pl.Expr]:
 
 
 def _import_grid(p: Path) -> pl.DataFrame:
-    g = _read_csv(p).filter(pl.col("Phase").str.starts_with("start-inference"))
+    g = _read_csv(p).with_row_index("_row").filter(pl.col("Phase").str.starts_with("start-inference"))
     _check_numeric(g, p, ["Number of Input Tokens", "Number of Output Tokens", "Runtime (s)", "GPU Energy (mJ)"])
     _check_numeric(g, p, ["Total Number of Tokens"])
     prompt = (pl.col("Total Number of Tokens") - pl.col("Number of Output Tokens")).max().over(
@@ -169,7 +181,8 @@ def _import_grid(p: Path) -> pl.DataFrame:
 
 
 def _import_sweeps(p: Path) -> pl.DataFrame:
-    s = _read_csv(p).filter(pl.col("Phase").str.starts_with("start-inference") | pl.col("Phase").str.starts_with("inference"))
+    s = _read_csv(p).with_row_index("_row").filter(pl.col("Phase").str.starts_with("start-inference")
+                                                   | pl.col("Phase").str.starts_with("inference"))
     _check_numeric(s, p, ["Number of Input Tokens", "Number of Output Tokens", "Runtime (s)", "GPU Energy (J)"])
     df = s.select(
         pl.col("Number of Input Tokens").cast(pl.Int32).alias("tin"),
@@ -240,9 +253,10 @@ def _served_labels(p: Path, column_models: list[str], model: str | None, node_ty
 
 def _import_served(p: Path, *, model: str | None, node_type: str | None, notes: list[str]) -> pl.DataFrame:
     s, n_energy = _served_frame(p)
-    s = s.filter(pl.col("phase").str.starts_with("start-inference"))
+    s = s.with_row_index("_row").filter(pl.col("phase").str.starts_with("start-inference"))
     energy = [c for c in s.columns if c.endswith("energy_mj")]
-    _check_numeric(s, p, ["input_tokens", "output_tokens_defect", "runtime_s", *energy])
+    _check_numeric(s, p, ["input_tokens", "runtime_s", *energy])
+    _check_numeric(s, p, ["output_tokens_defect"], nonnegative=False)  # tout - tin: negative in the files
     column_models = sorted({_model_name(v) for v in s["model"].cast(pl.String).unique().to_list() if v})
     model_name, node = _served_labels(p, column_models, model, node_type, notes)
     device = "NVIDIA A100 80GB" if node == "a100-80gb" else node
@@ -267,13 +281,25 @@ def _import_served(p: Path, *, model: str | None, node_type: str | None, notes: 
     return _finish(df, p, f"wilkins2024-{p.stem}")
 
 
-def _check_numeric(df: pl.DataFrame, p: Path, cols: list[str]) -> None:
+def _check_numeric(df: pl.DataFrame, p: Path, cols: list[str], *, nonnegative: bool = True) -> None:
+    """Every value of ``cols`` a finite number, >= 0 unless not ``nonnegative`` (issue 16: NaN and negative energies were taken as
+    measured); the first bad one is a UserError naming its column, value and data row, and saying so
+    when that row is the file's last and incomplete (a file cut mid-row)."""
+    if df.height == 0:
+        raise UserError(f"{p}: no inference rows (Phase start-inference...)")
     for c in cols:
         if c not in df.columns:
             raise UserError(f"{p}: column {c!r} missing")
-        if not df.schema[c].is_numeric():
-            bad = df.filter(pl.col(c).cast(pl.Float64, strict=False).is_null())[c]
-            raise UserError(f"{p}: {c}={bad[0] if bad.len() else '?'!r}: not a number")
+        num = df[c].cast(pl.Float64, strict=False)
+        bad = (num.is_null() | num.is_nan() | num.is_infinite() | ((num < 0) & nonnegative)).fill_null(True)
+        if bad.any():
+            i = int(bad.arg_true()[0])
+            v = df[c][i]
+            row = int(df["_row"][i]) + 1 if "_row" in df.columns else i + 1
+            cut = " (the last row, incomplete: the file looks cut mid-row)" if (
+                i == df.height - 1 and df.row(i).count(None) > 0) else ""
+            raise UserError(f"{p}: {c}={'(empty)' if v is None else repr(v)} (data row {row}{cut}): "
+                            f"not a finite number{' >= 0' if nonnegative else ''}")
 
 
 INT_FIELDS = {"tin": 1, "tout": 1, "batch": 1, "n_gpus": 0, "repeat": 0, "tin_actual": 1, "tout_actual": 1}  # minimum
