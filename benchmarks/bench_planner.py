@@ -59,8 +59,8 @@ def write_inputs(tmp: Path, n_deps: int) -> tuple[Path, Path]:
         r_coef = [0.05 * fr, 2e-4 * fr, ro * fr * jitter[3], 1e-6 * fr]
         key = deployment_key(model, node, gpus, "bench", 1)
         deps[key] = DeploymentFit(deployment=key, model=model, node_type=node, n_gpus=gpus, backend="bench", batch=1,
-                                  targets={"energy_j": TargetModel("bench", terms, e_coef),
-                                           "runtime_s": TargetModel("bench", terms, r_coef)})
+                                  targets={"energy_j": TargetModel("affine", terms, e_coef),
+                                           "runtime_s": TargetModel("affine", terms, r_coef)})
         yaml_lines += [f"  - name: {model}@{node}", f"    fit: {key}", f"    accuracy: {acc}"]
     fits_path, dep_path = tmp / "FITS.json", tmp / "deployments.yaml"
     save_fits(FitsFile(deployments=deps, source="benchmarks.bench_planner"), fits_path)
