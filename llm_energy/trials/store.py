@@ -349,14 +349,16 @@ def _read_chunks(files: list[str], read: Any) -> Any:
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         m = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable manifest ({e})") from None
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError (random bytes) are ValueErrors
+        raise UserError(f"{path}: unreadable manifest ({str(e).splitlines()[0][:120]})") from None
     if not isinstance(m, dict) or m.get("kind") != STORE_KIND:
         raise UserError(f"{path}: kind={m.get('kind') if isinstance(m, dict) else m!r}: not an llm-energy store manifest")
     v = m.get("schema_version")
-    if not isinstance(v, int) or v > SCHEMA_VERSION:
-        raise UserError(f"{path}: schema_version={v!r}: this llm-energy reads versions <= {SCHEMA_VERSION}")
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= SCHEMA_VERSION:
+        raise UserError(f"{path}: schema_version={v!r}: this llm-energy reads versions 1..{SCHEMA_VERSION}")
     m.setdefault("sweeps", {})
+    if not isinstance(m["sweeps"], dict) or not all(isinstance(v, dict) for v in m["sweeps"].values()):
+        raise UserError(f"{path}: sweeps={str(m['sweeps'])[:60]!r}: expected an object of sweep records")
     return m
 
 
