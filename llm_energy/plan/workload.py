@@ -13,6 +13,7 @@ from :data:`COLUMN_ALIASES` (the Azure LLM inference trace's names among them).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -262,12 +263,18 @@ def save_workload(w: Workload, path: str | Path) -> Path:
     except OSError as e:
         raise bad_value("--out", str(path), f"cannot create its directory ({e.strerror or e})") from None
     df = w.frame()
-    if fmt == "csv":
-        df.write_csv(path)
-    elif fmt == "parquet":
-        df.write_parquet(path)
-    else:
-        df.write_ndjson(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # whole or not at all (issue 16)
+    try:
+        if fmt == "csv":
+            df.write_csv(tmp)
+        elif fmt == "parquet":
+            df.write_parquet(tmp)
+        else:
+            df.write_ndjson(tmp)
+        os.replace(tmp, path)
+    except OSError as e:  # a directory that cannot be written: one line, not a traceback
+        tmp.unlink(missing_ok=True)
+        raise bad_value("--out", str(path), f"cannot write it ({e.strerror or e})") from None
     return path
 
 
