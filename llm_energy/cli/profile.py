@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import polars as pl
 
@@ -131,7 +132,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from llm_energy.measure.record import record_events
     from llm_energy.report.live import SweepView
     from llm_energy.report.tables import cell_summary_table, fmt_joules, stdout_console
-    from llm_energy.trials.store import TrialStore
+    from llm_energy.trials.store import TrialStore, open_store
 
     if args.backend not in BACKENDS:
         raise bad_value("--backend", args.backend, f"unknown backend; choose one of {', '.join(BACKENDS)}")
@@ -149,9 +150,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
     console = stdout_console()
     if skipped:
         console.print(f"resuming: {skipped} of {len(planned)} trials already in {args.out}")
-    with SweepView(live=False if args.no_live else None, title=f"llm-energy profile {spec.model}") as view:
-        summary = record_events(prof.events(skip=done_before), store,
-                                on_event=lambda ev: view.update(ev) if isinstance(ev, ProgressTick) else None)
+    try:
+        with SweepView(live=False if args.no_live else None, title=f"llm-energy profile {spec.model}") as view:
+            summary = record_events(prof.events(skip=done_before), store,
+                                    on_event=lambda ev: view.update(ev) if isinstance(ev, ProgressTick) else None)
+    except KeyboardInterrupt:  # stop at once; every trial committed before the interrupt stays (issue 16)
+        store.close()
+        kept = sum(1 for t in open_store(args.out).done_trial_ids() if t.startswith(f"{prof.sweep_id}/"))
+        print(f"interrupted: {kept} of {len(planned)} trials of sweep {prof.sweep_id} are in {args.out}; "
+              "rerun the same command to resume", file=sys.stderr)
+        raise
     df = store.trials().filter(pl.col("sweep_id") == prof.sweep_id)
     meas = df.filter(~pl.col("warmup"))
     console.print(f"wrote {summary.trials_written} trials ({summary.samples_written} samples) to {args.out}; "

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 from llm_energy.errors import UserError, bad_value
 
 DESIGN_KINDS = ("grid", "one-factor", "random-log")
+MAX_TRIALS = 1_000_000  # trials in one sweep (at the shortest window, weeks of measuring)
 PAPER_TOKENS = tuple(2**k for k in range(3, 12))  # 8, 16, ..., 2048: the paper's 9x9 grid
 
 
@@ -63,6 +64,10 @@ class SweepDesign:
             raise bad_value("warmups", self.warmups, "must be >= 0")
         if not self.cells:
             raise UserError("design has no cells")
+        n = len(self.cells) * (self.warmups + self.repeats)
+        if n > MAX_TRIALS:  # refused before the trial list is built (issue 16: 1e8 repeats allocated for minutes)
+            raise bad_value("repeats", self.repeats, f"{len(self.cells)} cells x {self.warmups + self.repeats} "
+                            f"trials each = {n} trials; a sweep holds at most {MAX_TRIALS}")
         for c in self.cells:
             for name in ("tin", "tout", "batch"):
                 v = getattr(c, name)

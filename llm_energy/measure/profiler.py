@@ -143,11 +143,21 @@ class Profiler:
     def events(self, trials: Sequence[PlannedTrial] | None = None, skip: Collection[str] = ()) -> Iterator[ProfileEvent]:
         spec = self.spec
         skip = set(skip)
-        todo = [t for t in (trials if trials is not None else spec.design.trials()) if self.trial_id(t) not in skip]
-        left_in_cell = Counter(t.cell.cell_id for t in todo)
+        planned = list(trials if trials is not None else spec.design.trials())
+        todo = [t for t in planned if self.trial_id(t) not in skip]
+        # progress counts the whole sweep, trials committed by an earlier run included (a resumed run
+        # shows 40/48, not 0/8; a resumed run with nothing left shows its cells done, not an empty row)
+        left_in_cell = Counter({t.cell.cell_id: 0 for t in planned})
+        left_in_cell.update(t.cell.cell_id for t in todo)
+        done_before = len(planned) - len(todo)
         tick = dict(node=self.node, node_type=spec.node_type, model=spec.model, backend=spec.backend,
                     cells_total=len(left_in_cell))
-        yield ProgressTick(state="loading", done=0, total=len(todo), **tick)
+        if not todo:
+            yield ProgressTick(state="done", done=len(planned), total=len(planned), cells_done=len(left_in_cell),
+                               eta_s=0.0, message="nothing left to measure", **tick)
+            return
+        yield ProgressTick(state="loading", done=done_before, total=len(planned),
+                           cells_done=sum(n == 0 for n in left_in_cell.values()), **tick)
         self._resolve_devices()
         if spec.threads:
             import torch
@@ -164,7 +174,7 @@ class Profiler:
             s.poll_counters = True
             s.start()
         try:
-            yield from self._sweep(todo, samplers, primary, tick, left_in_cell, max_batch, max_seq)
+            yield from self._sweep(todo, samplers, primary, tick, left_in_cell, max_batch, max_seq, done_before)
         except MeterReadError as e:
             raise ProfileError(f"meter failed mid-sweep: {e}; the trials measured before it are committed: "
                                "rerun the same command to resume") from None
@@ -176,24 +186,27 @@ class Profiler:
                     s.close()
 
     def _sweep(self, todo: list[PlannedTrial], samplers: list[PowerSampler], primary: list[str], tick: dict,
-               left_in_cell: Counter, max_batch: int, max_seq: int) -> Iterator[ProfileEvent]:
+               left_in_cell: Counter, max_batch: int, max_seq: int, done_before: int = 0) -> Iterator[ProfileEvent]:
         from llm_energy.measure.inference.backends import make_backend
         from llm_energy.measure.inference.loading import load_model
         from llm_energy.measure.inference.sizing import kv_cache_len
 
-        spec, total, cells_done = self.spec, len(todo), 0
+        spec, n_todo = self.spec, len(todo)
+        total, base = done_before + n_todo, done_before  # ticks count the whole sweep (resumed runs too)
+        cells_done = sum(n == 0 for n in left_in_cell.values())
+        tick = {**tick, "cells_done": cells_done}
         # ---- idle before the model exists (no CUDA context: the device's deepest idle) ----
-        yield ProgressTick(state="idle", done=0, total=total, message="cold idle", **tick)
+        yield ProgressTick(state="idle", done=base, total=total, message="cold idle", **tick)
         cold, cold_frame, _ = self._idle_baseline(samplers, primary, min(spec.idle_s, 3.0))
         yield SamplesChunk(cold_frame)
-        yield ProgressTick(state="loading", done=0, total=total, **tick)
+        yield ProgressTick(state="loading", done=base, total=total, **tick)
         loaded = load_model(spec.model, self.device, spec.dtype, gpu_indices=self.gpu_indices or None,
                             batch=max_batch, kv_cache=spec.backend != "no-cache",
                             max_seq_len=kv_cache_len(spec.backend, max_seq))
         backend = make_backend(spec.backend, loaded)
         device_name, system = _describe_hardware(samplers, primary, self.gpu_indices)
         # ---- idle baseline (model resident, nothing running): what energy_net_j subtracts ----
-        yield ProgressTick(state="idle", done=0, total=total, device=device_name, **tick)
+        yield ProgressTick(state="idle", done=base, total=total, device=device_name, **tick)
         idle, idle_frame, idle_flags = self._idle_baseline(samplers, primary, spec.idle_s)
         self._idle_flags = assess_idle(idle_flags, idle.per_device, primary, self._meters)
         source = _source_label(samplers, primary)
@@ -201,23 +214,28 @@ class Profiler:
         if self._idle_flags:
             msg = f"warning: every trial of this run is flagged suspect: {quality_label(self._idle_flags)[1]}"
             log.warning(msg)
-            yield ProgressTick(state="idle", done=0, total=total, device=device_name, message=msg, **tick)
+            yield ProgressTick(state="idle", done=base, total=total, device=device_name, message=msg, **tick)
         yield SweepStarted(info)
         yield SamplesChunk(idle_frame)
         joules = 0.0
         t_begin = time.monotonic()
+        tick = {k: v for k, v in tick.items() if k != "cells_done"}
         for i, t in enumerate(todo):
+            if _will_compile(backend, t.cell):  # a static-cache compile: minutes on a GPU, not idle
+                yield ProgressTick(state="compiling", done=base + i, total=total, cell=t.key, joules_so_far=joules,
+                                   cells_done=cells_done, device=device_name, energy_source=source,
+                                   message=f"batch {t.cell.batch}, {t.cell.tin + t.cell.tout} tokens", **tick)
             rec, frame = self._run_trial(t, backend, samplers, primary, idle, source, device_name=device_name,
                                          system=system, dtype=loaded.dtype, versions=info.versions)
             joules += rec.energy_j * rec.n_inner
             yield SamplesChunk(frame)
-            yield TrialDone(rec, i + 1, total)
+            yield TrialDone(rec, i + 1, n_todo)
             elapsed = time.monotonic() - t_begin
             left_in_cell[t.cell.cell_id] -= 1
             cells_done += left_in_cell[t.cell.cell_id] == 0
             yield ProgressTick(
-                state="running", done=i + 1, total=total, cell=t.key, watts_now=rec.mean_w,
-                joules_so_far=joules, eta_s=elapsed / (i + 1) * (total - i - 1), cells_done=cells_done,
+                state="running", done=base + i + 1, total=total, cell=t.key, watts_now=rec.mean_w,
+                joules_so_far=joules, eta_s=elapsed / (i + 1) * (n_todo - i - 1), cells_done=cells_done,
                 device=device_name, energy_source=source, **tick,
             )
         yield ProgressTick(state="done", done=total, total=total, joules_so_far=joules, device=device_name,
@@ -382,6 +400,16 @@ class Profiler:
 
 
 # ---- helpers ----------------------------------------------------------------------------------
+def _will_compile(backend: Any, cell: Any) -> bool:
+    """Whether ``backend.prepare`` for ``cell`` compiles (the static backend: once per bucket x batch)."""
+    caches = getattr(backend, "_caches", None)
+    if caches is None:
+        return False
+    from llm_energy.measure.inference.backends import bucket_len
+
+    return (cell.batch, bucket_len(cell.tin + cell.tout)) not in caches
+
+
 def auto_min_window(samplers: list[PowerSampler]) -> float:
     """Shortest measurement window: 20 meter update periods (2 s on NVML's 100 ms), at least 0.5 s.
     Measured on an H100: counter and integrated power agree to ~0.3% (median) over windows > 5 s,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
@@ -42,11 +43,15 @@ class ProfileSpec:
     sweep: str | None = None  # an explicit sweep id: a stored sweep recorded under the first id scheme
 
     def __post_init__(self) -> None:
-        for name in ("idle_s", "cooldown_s", "min_window_s"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise bad_value(name, getattr(self, name), "must be >= 0")
-        if self.sample_period_s <= 0:
-            raise bad_value("sample_period_s", self.sample_period_s, "must be > 0")
+        for name in ("idle_s", "cooldown_s", "min_window_s"):  # `not v >= 0`: NaN too (issue 16)
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v >= 0):
+                raise bad_value(name, v, "must be a finite number of seconds >= 0")
+        if not (math.isfinite(self.sample_period_s) and self.sample_period_s > 0):
+            raise bad_value("sample_period_s", self.sample_period_s, "must be a finite number > 0")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise bad_value("threads", self.threads, "must be a positive integer (torch CPU threads)")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
