@@ -25,7 +25,7 @@ from llm_energy.measure.events import ProgressTick
 from llm_energy.measure.record import StoreWriter
 from llm_energy.measure.spec import sweep_id, trial_id
 from llm_energy.trials.store import TrialStore
-from cluster.placement import Assignment, Slot, check_placement, plan_assignments
+from cluster.placement import Assignment, Slot, check_placement, plan_assignments, specs_for
 
 QUEUE_BATCHES = 64
 SAMPLE_FLUSH_ROWS = 250_000  # the driver's sample buffer: one Parquet file per this many rows (~17 MB)
@@ -89,9 +89,13 @@ def run_cluster_sweep(cfg: PipelineConfig, store: TrialStore, on_tick: Callable[
     check_placement(cfg, nodes)
     queues: dict[str, deque[Assignment]] = {}
     slots: dict[str, Slot] = {}
-    for a in plan_assignments(cfg, store, nodes):
+    planned = plan_assignments(cfg, store, nodes)
+    for a in planned:
         queues.setdefault(a.slot.label, deque()).append(a)
         slots[a.slot.label] = a.slot
+    if on_tick:
+        for t in _stored_sweep_ticks(cfg, store, planned):
+            on_tick(t)
     busy: dict[str, Assignment] = {}
     pump = StreamPump()
     writer = StoreWriter(store, flush_rows=SAMPLE_FLUSH_ROWS)
@@ -144,6 +148,24 @@ def run_cluster_sweep(cfg: PipelineConfig, store: TrialStore, on_tick: Callable[
     report.samples_written = writer.summary.samples_written
     report.trials_written = writer.summary.trials_written
     return report
+
+
+def _stored_sweep_ticks(cfg: PipelineConfig, store: TrialStore, planned: list[Assignment]) -> list[ProgressTick]:
+    """A "done" row for each (node type, model) sweep a resumed run has nothing left of (its trials all
+    in the store), so the live view and ``watch`` show it rather than an empty table."""
+    busy = {(a.spec.node_type, a.spec.model, a.spec.backend) for a in planned}
+    done, out = store.done_trial_ids(), []
+    for nt, spec in specs_for(cfg):
+        if (spec.node_type, spec.model, spec.backend) in busy:
+            continue
+        trials = spec.design.trials()
+        sweep = sweep_id(spec)
+        n = sum(trial_id(sweep, t) in done for t in trials)
+        cells = len({t.cell.cell_id for t in trials})
+        out.append(ProgressTick(node=nt.name, node_type=spec.node_type, state="done", done=n, total=len(trials),
+                                cells_done=cells, cells_total=cells, model=spec.model, backend=spec.backend, eta_s=0.0,
+                                message="already in the store"))
+    return out
 
 
 def _requeue(store: TrialStore, a: Assignment, report: SweepReport, slots: dict[str, Slot],

@@ -55,6 +55,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     while view is None and time.monotonic() < deadline:
         time.sleep(args.interval)
         view = view_from_progress(path, con)
+    if view is None and path.is_file():
+        raise bad_value("watch", str(path), "not a progress file written by a sweep (unreadable, or another version)")
     if view is None:
         raise bad_value("watch", str(path), "no progress file (is a cluster sweep writing to this directory?)")
     if args.once or not con.is_terminal:

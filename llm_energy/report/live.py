@@ -1,6 +1,6 @@
 """The live sweep view (rich), and the progress file that mirrors it to another process.
 
-:class:`SweepView` shows one row per node from :class:`~llm_energy.measure.profiler.ProgressTick` events
+:class:`SweepView` shows one row per (node, model) sweep, in the order they started, from :class:`~llm_energy.measure.profiler.ProgressTick` events
 (cells and trials done/total, ETA, watts now, joules so far, state). Without a TTY it degrades to plain log
 lines (one per state change and at most one progress line every ``log_every_s``).
 """
@@ -24,8 +24,9 @@ from llm_energy.trials.schema import SOURCE_ESTIMATE
 class SweepView:
     """Live per-node progress; use as a context manager and feed it ``update(tick)``.
 
-    One row per node (or GPU group), showing the model it is profiling now; the totals count every
-    (node, model) sweep seen. With ``mirror`` set, a JSON snapshot of the ticks is written there
+    One row per (node or GPU group, model) sweep, kept when the node moves on to its next model; the
+    totals add up those rows (cells and trials of every sweep, including trials an earlier run
+    committed). A tick that carries no counts (a failure report) keeps the counts its sweep had. With ``mirror`` set, a JSON snapshot of the ticks is written there
     (atomically, at most every ``mirror_every_s``) so another process can show the same view
     (``llm-energy watch``, ``make demo``)."""
 
@@ -59,10 +60,12 @@ class SweepView:
 
     def update(self, tick: ProgressTick) -> None:
         key = tick.node
+        if not tick.model and key in self.rows:  # a report that names no model: the node's current one
+            tick = dataclasses.replace(tick, model=self.rows[key].model, backend=self.rows[key].backend)
         prev = self.sweeps.get((key, tick.model))
-        if tick.state == "failed" and prev is not None:
+        if prev is not None and tick.total == 0 and prev.total > 0:
             # a failure report carries no progress: keep what the sweep had reached
-            tick = dataclasses.replace(prev, state="failed", message=tick.message, watts_now=None, eta_s=None)
+            tick = dataclasses.replace(prev, state=tick.state, message=tick.message, watts_now=None, eta_s=None)
         self.rows[key] = tick
         self.sweeps[(key, tick.model)] = tick
         self._write_mirror()
@@ -96,7 +99,7 @@ class SweepView:
         for col in ("node type", "node", "device", "model", "backend", *num, "state"):
             tab.add_column(col, justify="right" if col in num else "left")
         estimate = False
-        for t in self.rows.values():
+        for t in self.sweeps.values():
             estimate |= t.energy_source == SOURCE_ESTIMATE
             w = f"{t.watts_now:.0f} W" if t.watts_now is not None else "-"
             if t.energy_source == SOURCE_ESTIMATE and t.watts_now is not None:
@@ -110,13 +113,14 @@ class SweepView:
             done = sum(t.done for t in self.sweeps.values())
             total = sum(t.total for t in self.sweeps.values())
             joules = sum(t.joules_so_far for t in self.sweeps.values())
-            running = [t for t in self.rows.values() if t.state not in ("done", "failed")]
+            running = [t for t in self.sweeps.values() if t.state not in ("done", "failed")]
             watts = [t.watts_now for t in running if t.watts_now is not None]
             etas = [t.eta_s for t in running if t.eta_s is not None]
-            n_fail = sum(t.state == "failed" for t in self.rows.values())
+            n_fail = sum(t.state == "failed" for t in self.sweeps.values())
             cells = sum(t.cells_done for t in self.sweeps.values())
             cells_all = sum(t.cells_total for t in self.sweeps.values())
-            tab.add_row("[b]total[/]", f"{len(self.rows)} nodes", "", f"{len(self.sweeps)} sweeps", "",
+            nodes = len({n for n, _ in self.sweeps})
+            tab.add_row("[b]total[/]", f"{nodes} nodes", "", f"{len(self.sweeps)} sweeps", "",
                         f"{cells}/{cells_all}", f"{done}/{total}", f"{sum(watts):.0f} W" if watts else "-",
                         fmt_joules(joules),
                         fmt_duration(max(etas)) if etas else "-",
@@ -153,7 +157,7 @@ def read_progress(path: Path) -> tuple[str, float, list[ProgressTick], list[Prog
 
     try:
         doc = json.loads(Path(path).read_text())
-        if doc.get("version") != PROGRESS_VERSION:
+        if not isinstance(doc, dict) or doc.get("version") != PROGRESS_VERSION:
             return None
         fields = {f.name for f in dataclasses.fields(ProgressTick)}
 
@@ -161,7 +165,7 @@ def read_progress(path: Path) -> tuple[str, float, list[ProgressTick], list[Prog
             return [ProgressTick(**{k: v for k, v in d.items() if k in fields}) for d in doc[key]]
 
         return doc["title"], float(doc["t_wall"]), ticks("rows"), ticks("sweeps")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # random bytes: a UnicodeDecodeError
         return None
 
 
