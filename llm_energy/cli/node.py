@@ -100,8 +100,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     from llm_energy.report.tables import stdout_console
 
     tab = Table(title=f"model presets (memory here: {', '.join(f'{d} {free[d] / 2**30:.0f} GiB free' for d in devs)})")
-    for c in ("preset", "family", "params", "bf16 weights GiB", "KV MiB/1k tok", "needs GiB here", "fits here"):
-        tab.add_column(c, justify="right" if c not in ("preset", "family", "fits here") else "left")
+    # a preset name is what the user types next: never cut (issue 16: "falcon-4…" at 80 columns)
+    tab.add_column("preset", no_wrap=True, min_width=max((len(r["preset"]) for r in rows), default=6))
+    for c in ("family", "params", "bf16 weights GiB", "KV MiB/1k tok", "needs GiB here", "fits here"):
+        tab.add_column(c, justify="right" if c not in ("family", "fits here") else "left", overflow="fold")
     for r in rows:
         n = r["params"]
         tab.add_row(r["preset"], r["family"], f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M",
