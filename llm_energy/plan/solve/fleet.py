@@ -228,8 +228,8 @@ def _solve_stage1(m, K: int, settings: SolveSettings) -> tuple[np.ndarray, str, 
 
 
 def plan_fleet(p: PlanProblem, fleet: Fleet, zeta: float, settings: SolveSettings, *,
-               groups: np.ndarray | None = None, changes: Changes | None = None, exact_pairs: int = 6000,
-               integer_pairs: int = 600, warm_x: np.ndarray | None = None) -> FleetPlan:
+               groups: np.ndarray | None = None, changes: Changes | None = None, exact_pairs: int = 20000,
+               integer_pairs: int = 300, warm_x: np.ndarray | None = None) -> FleetPlan:
     """Replicas and the plan for ``zeta`` (the module docstring's two stages).
 
     ``groups`` (C,) labels the classes stage 1 may merge when ``p`` has more than ``exact_pairs`` allowed
@@ -239,7 +239,8 @@ def plan_fleet(p: PlanProblem, fleet: Fleet, zeta: float, settings: SolveSetting
 
     exact = int(p.allowed.sum()) <= exact_pairs or groups is None
     s1 = p if exact else group_problem(p, groups)
-    y, status, bound, wall = _stage1(s1, fleet, zeta, settings, changes, integer_x=int(s1.allowed.sum()) <= integer_pairs)
+    small = exact and int(s1.allowed.sum()) <= integer_pairs  # whole queries in stage 1 only where exact and tiny
+    y, status, bound, wall = _stage1(s1, fleet, zeta, settings, changes, integer_x=small)
     sol = None
     for _ in range(3):
         try:

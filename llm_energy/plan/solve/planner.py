@@ -127,6 +127,8 @@ class ColumnGeneration:
     (:class:`RestrictedMaster`); ``penalty`` (of the elastic slacks) only ever rises, when it proved too small.
     """
 
+    fix_first = True  # a MIP first tries its LP's fractional classes alone (:meth:`_fix_and_solve`)
+
     def __init__(self, problem: PlanProblem, settings: SolveSettings) -> None:
         self.p, self.settings = problem, settings
         small = int(problem.allowed.sum()) <= settings.full_below
@@ -211,7 +213,8 @@ class ColumnGeneration:
         MIP bound (plus the fixed classes) is a bound on the whole problem too. At the time limit the
         best integer plan found so far is returned with status ``time_limit``."""
         p, status, best = self.p, "feasible", bound
-        x0 = round_lp(p, x_lp, p.cost(zeta))  # the incumbent if the solver finds none in time
+        x0 = self._fix_and_solve(x_lp, zeta)
+        x0 = round_lp(p, x_lp, p.cost(zeta)) if x0 is None else x0  # the incumbent if the solver finds none in time
         found = None if x0 is None else (None, None, x0)
         if x0 is not None and p.objective(x0, zeta) - bound <= self.settings.mip_gap * max(abs(p.objective(x0, zeta)), 1e-12):
             return "optimal", x0, bound  # the rounded LP is already within --mip-gap of the bound
@@ -258,6 +261,35 @@ class ColumnGeneration:
             raise InfeasiblePlan("infeasible in whole queries: the LP relaxation fits but no integer plan meets "
                                  f"{', '.join(bad)}; relax them by about one query's worth")
         return status, np.rint(x_int), best
+
+    def _fix_and_solve(self, x_lp: np.ndarray, zeta: float) -> np.ndarray | None:
+        """An integer plan from the LP optimum: its integral classes kept, the few fractional ones (at most
+        one per binding row) solved as a tiny MIP in the capacity and shares left. Capacity and share rows
+        only (None otherwise, or when the rest cannot be placed)."""
+        p = self.p
+        frac = np.flatnonzero((np.abs(x_lp - np.rint(x_lp)) > INTEGRAL_TOL).any(axis=1))
+        if not self.fix_first or p.energy_budget_j is not None or p.accuracy_floor is not None or not frac.size \
+                or frac.size > 200:
+            return None
+        x = np.rint(x_lp)
+        x[frac] = 0
+        per = x.sum(axis=0)
+        lo = np.maximum(p.share_lo - per, 0)
+        hi = p.share_hi - per
+        cap = p.capacity_s - (x * p.runtime_s).sum(axis=0)
+        if (hi < 0).any() or lo.sum() > p.count[frac].sum():
+            return None
+        sub = replace(p, count=p.count[frac], tokens=p.tokens[frac], energy_j=p.energy_j[frac],
+                      runtime_s=p.runtime_s[frac], allowed=p.allowed[frac], capacity_s=np.maximum(cap, 0.0),
+                      share_bounds=(lo, hi), scales=p.resolved_scales)
+        try:
+            inner = ColumnGeneration(sub, replace(self.settings, method="full"))
+            inner.fix_first = False  # its own MIP goes straight to the solver
+            xs = inner.solve(zeta).x
+        except UserError:
+            return None
+        x[frac] = xs
+        return x if not p.violations(x) else None
 
     def solve(self, zeta: float) -> PlanSolution:
         """The optimal plan for ``zeta`` (steps 1-4 of the module docstring)."""

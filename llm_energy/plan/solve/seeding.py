@@ -252,16 +252,19 @@ def round_lp(p: PlanProblem, x_lp: np.ndarray, cost: np.ndarray) -> np.ndarray |
     rest = (p.count - x.sum(axis=1)).astype(np.int64)
     left = p.capacity_s - (x * p.runtime_s).sum(axis=0)
     c_ok = np.where(p.allowed, cost, np.inf)
+    per = x.sum(axis=0)
     for c in np.flatnonzero(rest > 0):
         while rest[c] > 0:
-            fits = p.allowed[c] & (p.runtime_s[c] <= left + 1e-9)
+            fits = p.allowed[c] & (p.runtime_s[c] <= left + 1e-9) & (per < p.share_hi)
             if fits.any():
-                k = int(np.argmin(np.where(fits, cost[c], np.inf)))
+                short = fits & (per < p.share_lo)  # deployments still under their share first
+                k = int(np.argmin(np.where(short if short.any() else fits, cost[c], np.inf)))
             else:
                 k = _make_room(p, x, left, c, c_ok)
                 if k is None:
                     return None
             x[c, k] += 1
+            per[k] += 1
             left[k] -= p.runtime_s[c, k]
             rest[c] -= 1
     if p.violations(x):
