@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_planner [--n 1000000] [--deployments 16] [--bins 24]
                                                  [--per-query-n 10000] [--per-query-solver glpk|highs]
+    .venv/bin/python -m benchmarks.bench_planner --fleet [--zeta 0.7] [--window-s 600] [--solver glpk]
 
 End to end with GLPK (``llm_energy.plan.run.run``, what ``llm-energy plan`` calls: load Parquet,
 aggregate, predict, build, solve, baselines, write), exact and binned; prints wall times per stage, the binned plan's objective gap
@@ -68,6 +69,74 @@ def write_inputs(tmp: Path, n_deps: int) -> tuple[Path, Path]:
     return fits_path, dep_path
 
 
+FLEET_YAML = """hours: 1.0
+inventory:
+  h200: {nodes: 12}
+  h100: {nodes: 8, idle_w: 70}
+deployments:
+  - {name: llama-2-7b-h200, fit: llama-2-7b@h200x1/static/b1, accuracy: 50.97, node_type: h200}
+  - {name: llama-2-13b-h200, fit: llama-2-13b@h200x1/static/b1, accuracy: 55.69, node_type: h200}
+  - {name: mistral-7b-h200, fit: mistral-7b@h200x1/static/b1, accuracy: 60.97, node_type: h200}
+  - {name: llama-2-7b-h100, fit: llama-2-7b@h100x1/static/b1, accuracy: 50.97, node_type: h100}
+"""
+
+
+def fleet_tables(zeta: float, window_s: float, solver: str) -> int:
+    """Issue 17's tables on the conversation trace (the repository's copy, with its timestamps) and the
+    measured fits (data/h200 with idle_w, data/h100's static llama-2-7b): replicas per window without and
+    with a change limit (and a change price), and the replay latency without and with headroom."""
+    from llm_energy.fit.fits import FitsFile, load_fits_any, save_fits
+    from llm_energy.plan.run import PlanRequest, run
+
+    repo = Path(__file__).resolve().parents[1]
+    trace = repo / "data" / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        a, b = (load_fits_any(str(repo / "data" / h / "fits.json")) for h in ("h200", "h100"))
+        deps = dict(a.deployments)
+        deps.update({k: v for k, v in b.deployments.items() if "/static/" in k})
+        save_fits(FitsFile(deployments=deps, source="h200+h100"), tmp / "FITS.json")
+        (tmp / "fleet.yaml").write_text(FLEET_YAML)
+
+        def plan(name, **kw):
+            t0 = time.perf_counter()
+            s = run(PlanRequest(fits=str(tmp / "FITS.json"), deployments=str(tmp / "fleet.yaml"), workload=str(trace),
+                                out=str(tmp / name), zeta=zeta, window_s=window_s, solver=solver, **kw)).summary
+            return time.perf_counter() - t0, s
+
+        runs = [("no limit", {}), ("--max-replica-change 1", {"max_replica_change": 1}),
+                ("--replica-change-j 2e5", {"replica_change_j": 2e5})]
+        res = [(label, *plan(f"w{i}", **kw)) for i, (label, kw) in enumerate(runs)]
+        names = list(res[0][2].deployments)
+        print(f"replicas per {window_s:g} s window, zeta={zeta}, {solver} (columns: {', '.join(names)})\n")
+        print("| window | queries | " + " | ".join(label for label, _, _ in res) + " |")
+        print("|---|---|" + "---|" * len(res))
+        for i, w in enumerate(res[0][2].windows):
+            cells = [" / ".join(str(s.windows[i]["replicas"][n]) for n in names) for _, _, s in res]
+            print(f"| {i} [{w['start_s']:.0f}, {w['end_s']:.0f}) s | {w['queries']} | " + " | ".join(cells) + " |")
+        print("| replica changes | | " + " | ".join(str(s.fleet["replica_changes"]) for _, _, s in res) + " |")
+        print("| energy (queries + keep-on), MJ | | " + " | ".join(
+            f"{s.energy_j / 1e6:.3f} + {s.idle_energy_j / 1e6:.3f}" for _, _, s in res) + " |")
+        print("| objective (normalised) | | " + " | ".join(f"{s.fleet['objective']:.3f}" for _, _, s in res) + " |")
+        print("| worst window gap (proven) | | " + " | ".join(
+            f"{max((w['gap'] or 0) for w in s.windows):.1e}" for _, _, s in res) + " |")
+        print("| wall s | | " + " | ".join(f"{t:.1f}" for _, t, _ in res) + " |")
+
+        heads = [("utilisation 1 (perfect packing)", {}), ("--utilisation 0.7", {"utilisation": 0.7}),
+                 ("--max-wait-s 1 (M/G/c)", {"max_wait_s": 1.0})]
+        print("\nreplay of the trace's arrival times against each plan (FIFO replicas, predicted runtimes), "
+              "latency limit 10 s\n")
+        print("| capacity model | latency p50 s | p95 s | p99 s | max s | within 10 s | replicas (peak) | keep-on MJ |")
+        print("|---|---|---|---|---|---|---|---|")
+        for i, (label, kw) in enumerate(heads):
+            _, s = plan(f"h{i}", latency_limit_s=10.0, **kw)
+            r = s.fleet["replay"]
+            print(f"| {label} | {r['latency_p50_s']:.2f} | {r['latency_p95_s']:.2f} | {r['latency_p99_s']:.2f} | "
+                  f"{r['latency_max_s']:.1f} | {r['met_pct']:.1f}% | {sum(s.fleet['replicas'].values())} | "
+                  f"{s.idle_energy_j / 1e6:.3f} |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -77,7 +146,12 @@ def main() -> int:
     ap.add_argument("--per-query-n", type=int, default=10_000, help="0 skips the per-query comparison")
     ap.add_argument("--per-query-solver", default="glpk")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fleet", action="store_true", help="issue 17's window-stability and replay tables instead")
+    ap.add_argument("--window-s", type=float, default=600.0)
+    ap.add_argument("--solver", default="glpk")
     args = ap.parse_args()
+    if args.fleet:
+        return fleet_tables(0.7 if args.zeta == 0.5 else args.zeta, args.window_s, args.solver)
     if not AZURE.exists():
         print(f"skipped: {AZURE} not found")
         return 0
