@@ -149,3 +149,16 @@ def test_bad_fleet_flags_are_one_line(fleet_files, tmp_path, capsys, extra, matc
                str(tmp_path / "x"), *extra])
     err = capsys.readouterr().err
     assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
+
+
+def test_planning_on_the_upper_interval_end_buys_the_risk_it_reports(fleet_files, tmp_path, capsys):
+    fits, deps = fleet_files
+    point = plan(capsys, fits, deps, tmp_path / "point")
+    upper = plan(capsys, fits, deps, tmp_path / "upper", "--plan-on", "upper")
+    up, uu = point["uncertainty"], upper["uncertainty"]
+    assert up["plan_on"] == "point" and uu["plan_on"] == "upper" and up["interval_level"] == 0.9
+    assert any(d["over_at_upper"] for d in up["deployments"].values())  # perfect packing on point estimates
+    assert not any(d["over_at_upper"] for d in uu["deployments"].values())
+    for d in list(up["deployments"].values()) + list(uu["deployments"].values()):
+        assert d["load_upper_s"] >= d["load_point_s"]
+    assert upper["idle_energy_j"] >= point["idle_energy_j"]  # the price of the margin

@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add replicas until the M/G/c mean wait predicted from the runtime model is at most this")
     g.add_argument("--latency-limit-s", type=float, default=None,
                    help="the replay of a timed trace reports the share of queries within this latency")
+    p.add_argument("--plan-on", default="point",
+                   help="point (default) | upper: capacity rows (nodes x hours, or replicas) on the upper end of the "
+                        "fits' prediction interval; summary.json's uncertainty reports the loads either way")
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     p.add_argument("--out", required=True, help="plan directory (created if missing)")
     p.add_argument("--json", action="store_true", help="print summary.json instead of tables")
@@ -142,6 +145,7 @@ def request_from_args(args: argparse.Namespace):
                        window_s=args.window_s, time_column=args.time_column,
                        max_replica_change=args.max_replica_change, replica_change_j=args.replica_change_j,
                        utilisation=args.utilisation, max_wait_s=args.max_wait_s, latency_limit_s=args.latency_limit_s,
+                       plan_on=args.plan_on,
                        out_of_range=args.out_of_range)
 
 

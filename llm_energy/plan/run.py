@@ -84,6 +84,7 @@ class PlanRequest:
     utilisation: float = 1.0  # share of the window a replica may be busy (headroom below 1)
     max_wait_s: float | None = None  # add replicas until the predicted M/G/c mean wait is at most this
     latency_limit_s: float | None = None  # the replay reports the share of queries within it
+    plan_on: str = "point"  # capacity rows on the point predictions, or on the interval's upper end
     settings: SolveSettings = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -119,6 +120,8 @@ class PlanRequest:
             raise bad_value("--utilisation", self.utilisation, "must be in (0, 1]")
         if self.max_replica_change is not None and self.max_replica_change < 0:
             raise bad_value("--max-replica-change", self.max_replica_change, "must be >= 0")
+        if self.plan_on not in ("point", "upper"):
+            raise bad_value("--plan-on", self.plan_on, "expected point or upper")
         if not (math.isfinite(self.replica_change_j) and self.replica_change_j >= 0):
             raise bad_value("--replica-change-j", self.replica_change_j, "must be >= 0 J")
 
@@ -306,6 +309,29 @@ def _solve_inventory(req: PlanRequest, problem: PlanProblem, classes: WorkloadCl
     return _Solved(solution=res.solution, x=res.outcome.x, binning=None, dep=res.dep), res
 
 
+def _upper(req: PlanRequest, inputs: _Inputs, problem: PlanProblem, classes: WorkloadClasses, inventory: bool):
+    """The upper ends of the prediction intervals (energy, runtime, deployments without one, level) where a
+    plan has capacity or budget rows to risk, or is asked to plan on them; else None."""
+    from llm_energy.plan.uncertainty import upper_predictions
+
+    rows = inventory or np.isfinite(problem.capacity_s).any() or problem.energy_budget_j is not None
+    if not rows and req.plan_on == "point":
+        return None
+    return upper_predictions(inputs.fits, inputs.deployments, classes.tin, classes.tout, problem.energy_j,
+                             problem.runtime_s)
+
+
+def _risk(req: PlanRequest, problem: PlanProblem, x: np.ndarray, point_runtime: np.ndarray, upper, inv) -> dict:
+    from llm_energy.plan.uncertainty import risk_report
+
+    cap = problem.capacity_s
+    if inv is not None:  # the replicas' service seconds over all windows
+        fl = inv.fleet
+        cap = inv.outcome.replicas.sum(axis=0) * fl["utilisation"] * fl["window_s"]
+    return risk_report(problem, x, point_runtime, upper[1], problem.energy_j, upper[0], cap, req.plan_on,
+                       upper[3], upper[2])
+
+
 def _fleet_summary(summary: PlanSummary, inv) -> None:
     """The inventory plan's replicas, keep-on energy, fleet and windows, into the summary."""
     summary.deployments = {n: replace(d, replicas=inv.fleet["replicas"][n]) for n, d in summary.deployments.items()}
@@ -380,6 +406,10 @@ def run(req: PlanRequest, *, plot_pareto: Callable[[PlanSummary, str], None] | N
                                          negative=req.negative, fits_source=req.sources[0])
         if inventory:  # capacity comes from the replicas the plan switches on
             problem = replace(problem, capacity_s=np.full(problem.n_deployments, np.inf))
+        upper = _upper(req, inputs, problem, classes, inventory)
+        point_runtime = problem.runtime_s
+        if upper is not None and req.plan_on == "upper":  # runtime is only in the capacity rows (and SLO mask)
+            problem = replace(problem, runtime_s=upper[1])
     warnings = _input_warnings(req, inputs, neg)
     with timer.stage("solve"):
         def costs(tin, tout, count):
@@ -399,6 +429,8 @@ def run(req: PlanRequest, *, plot_pareto: Callable[[PlanSummary, str], None] | N
             summary.fitted_range = fitted_range
             if inv is not None:
                 _fleet_summary(summary, inv)
+            if upper is not None:
+                summary.uncertainty = _risk(req, problem, solved.x, point_runtime, upper, inv)
             files = _write(req, summary, problem, classes, inputs, solved, plot_pareto, stage)
             summary.files = files
         timer["total"] = time.perf_counter() - timer.t0

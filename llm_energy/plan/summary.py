@@ -203,6 +203,7 @@ class PlanSummary:
     idle_energy_j: float = 0.0  # keep-on energy of the replicas switched on (inventory plans), J
     fleet: dict[str, Any] | None = None  # inventory plans: node types, window, utilisation, replica MIP
     windows: list[dict[str, Any]] | None = None  # --window-s: replicas per window and the changes
+    uncertainty: dict[str, Any] | None = None  # loads at the prediction interval's upper end (plan.uncertainty)
     fitted_range: dict[str, Any] | None = None  # issue 15: queries outside their fit's range (fit.ranges)
 
     def to_dict(self) -> dict[str, Any]:
