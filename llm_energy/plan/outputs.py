@@ -23,6 +23,7 @@ import polars as pl
 
 from llm_energy.errors import bad_value
 from llm_energy.plan.summary import ParetoPoint
+from llm_energy.trials.store import fsync_path
 
 ASSIGNMENT_SCHEMA = {
     "tin": pl.Int64, "tout": pl.Int64, "count": pl.Int64, "deployment": pl.String, "count_assigned": pl.Int64,
@@ -115,7 +116,7 @@ def write_plan_dir(out: str | Path) -> Iterator[Path]:
         yield stage
         _fsync_tree(stage)
         if stage.parent == real.parent and _only_plan_files(real) and _exchange(stage, real):
-            _fsync_path(real.parent)
+            fsync_path(real.parent)
         else:
             _move_files_in(stage, real)
     except OSError as e:
@@ -149,17 +150,17 @@ def _move_files_in(stage: Path, real: Path) -> None:
     """summary.json removed first, every new file renamed in, old plan files the new plan lacks removed,
     the new summary.json renamed in last."""
     (real / "summary.json").unlink(missing_ok=True)
-    _fsync_path(real)
+    fsync_path(real)
     new = {p.name for p in stage.iterdir()}
     for name in sorted(new - {"summary.json"}):
         os.replace(stage / name, real / name)
     for name in PLAN_FILES:
         if name not in new:
             (real / name).unlink(missing_ok=True)
-    _fsync_path(real)
+    fsync_path(real)
     if "summary.json" in new:
         os.replace(stage / "summary.json", real / "summary.json")
-        _fsync_path(real)
+        fsync_path(real)
 
 
 def _clean_stale(real: Path) -> None:
@@ -187,18 +188,5 @@ def _alive(pid: str) -> bool:
 def _fsync_tree(d: Path) -> None:
     for p in d.iterdir():
         if p.is_file():
-            _fsync_path(p)
-    _fsync_path(d)
-
-
-def _fsync_path(p: Path) -> None:
-    try:
-        fd = os.open(p, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+            fsync_path(p)
+    fsync_path(d)

@@ -234,9 +234,9 @@ class TrialStore:
         for n in journal["old"]:
             (self.root / n).unlink(missing_ok=True)
         for d in ("trials", "samples"):
-            _fsync_dir(self.root / d)
+            fsync_path(self.root / d)
         (self.root / COMPACTING).unlink(missing_ok=True)
-        _fsync_dir(self.root)
+        fsync_path(self.root)
         self._done = None
 
     # ---- internals ---------------------------------------------------------------------------
@@ -265,7 +265,7 @@ class TrialStore:
             df.write_parquet(tmp)
             _fsync_file(tmp)
             os.replace(tmp, final)
-            _fsync_dir(d)
+            fsync_path(d)
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise UserError(f"{d}: cannot write a {kind} chunk ({e.strerror or e})") from None
@@ -284,7 +284,7 @@ class TrialStore:
             tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
             _fsync_file(tmp)
             os.replace(tmp, path)
-            _fsync_dir(self.root)
+            fsync_path(self.root)
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise UserError(f"{path}: cannot write {what} ({e.strerror or e})") from None
@@ -370,7 +370,9 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (its entries: a rename made durable), best effort: an OS that
+    cannot open or sync it is not an error."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
