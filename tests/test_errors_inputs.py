@@ -177,3 +177,25 @@ def test_unwritable_outputs_are_one_line(tmp_path, capsys):
     argv = _plan(tmp_path, p)
     argv[-1] = tmp_path / "file" / "plan"
     assert "--out" in one_line(capsys, argv)
+
+
+# ---- a local checkpoint directory, and show on an imported store -----------------------------------
+def test_a_checkpoint_needing_a_missing_package_is_refused_before_the_store(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    from llm_energy.measure.inference.presets import get_preset
+
+    ckpt = tmp_path / "ckpt"
+    get_preset("tiny-llama").config().save_pretrained(ckpt)
+    (ckpt / "model.safetensors").write_bytes(b"")  # weights present: they load through accelerate
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "accelerate" else real(n, *a))
+    line = one_line(capsys, ["profile", "--model", ckpt, "--device", "cpu", "--tin", "8", "--tout", "4", "--repeats", "1",
+                             "--idle-s", "0.1", "--out", tmp_path / "s", "--no-live"])
+    assert "accelerate" in line
+    assert not (tmp_path / "s").exists()  # old code: a traceback after the store and idle samples were written
+
+
+def test_show_on_an_imported_store(store, capsys):
+    assert main(["show", str(store)]) == 0  # imported rows have null columns a measured store has
+    assert "Traceback" not in capsys.readouterr().err

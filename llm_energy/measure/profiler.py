@@ -132,6 +132,7 @@ class Profiler:
         gpus = cuda_ordinals(device, spec.gpu_indices)
         devices = [f"cuda:{i}" for i in gpus] if gpus else ["cpu"]
         src = read_model(spec.model)
+        _check_loader_deps(src)
         if not trials:
             return src, 1, 1
         batch = max(t.cell.batch for t in trials)
@@ -400,6 +401,17 @@ class Profiler:
 
 
 # ---- helpers ----------------------------------------------------------------------------------
+def _check_loader_deps(src: Any) -> None:
+    """A checkpoint directory's weights load through transformers' ``device_map``, which needs the
+    ``accelerate`` package: refused here, before the store and idle samples (issue 16: a traceback
+    after both were written)."""
+    import importlib.util
+
+    if src.checkpoint and src.has_weights and importlib.util.find_spec("accelerate") is None:
+        raise UserError(f"{src.name}: loading a checkpoint's weights needs the 'accelerate' package, which is not "
+                        "installed (.venv/bin/pip install accelerate)")
+
+
 def _will_compile(backend: Any, cell: Any) -> bool:
     """Whether ``backend.prepare`` for ``cell`` compiles (the static backend: once per bucket x batch)."""
     caches = getattr(backend, "_caches", None)
