@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import polars as pl
 
@@ -132,6 +133,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from llm_energy.measure.record import record_events
     from llm_energy.report.live import SweepView
     from llm_energy.report.tables import cell_summary_table, fmt_joules, stdout_console
+    from llm_energy.trials import lock as store_lock
     from llm_energy.trials.store import TrialStore, open_store
 
     if args.backend not in BACKENDS:
@@ -139,6 +141,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     _check_model_name(spec.model)
     prof = Profiler(spec)
+    if (Path(args.out) / store_lock.LOCK_NAME).exists():  # a store in use: refused before the model is read
+        store_lock.release(store_lock.acquire(args.out, "profile", wait=args.wait))
     # a bad config, a sequence past the model's positions or a model too large for the sweep's largest
     # batch x longest sequence is refused here, before the store exists and before any idle is measured
     prof.preflight()
@@ -188,8 +192,6 @@ def _print_quality(console, df: pl.DataFrame) -> None:
 
 def _check_model_name(model: str) -> None:
     """Fail before touching the store for a name that is neither a preset nor a directory."""
-    from pathlib import Path
-
     if Path(model).is_dir():
         return
     from llm_energy.measure.inference.presets import get_preset
