@@ -277,8 +277,8 @@ def _summary(req: PlanRequest, problem: PlanProblem, solved: _Solved, baselines,
     sol, x = solved.solution, solved.x
     metrics = problem.metrics(x)
     if sol.status != "optimal":
-        warnings.append(f"solver status {sol.status}: the plan is the best found, within {sol.gap:.3g} of the "
-                        f"LP bound; raise --time-limit to prove optimality")
+        warnings.append(f"solver status {sol.status}: the plan is the best found, within {sol.gap:.3g} of its proven "
+                        f"bound; raise --time-limit (or try --solver highs) to prove optimality")
     objective = sol.objective if solved.binning is None else problem.objective(x, req.chosen_zeta)
     return PlanSummary(
         status=sol.status, objective=objective, objective_per_query=objective / n_queries, lp_bound=sol.lp_bound,

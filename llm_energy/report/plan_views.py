@@ -43,6 +43,8 @@ def print_summary(s: PlanSummary) -> None:
         b = s.binning
         con.print(f"binning: {b.classes} classes -> {b.bin_classes} bins; objective within "
                   f"{b.bound:.4g} ({100 * b.bound_rel:.3g}%) of the exact optimum")
+    if s.fleet:
+        _print_fleet(con, s)
     if s.pareto:
         pt = Table(title="Pareto sweep")
         for c in ("zeta", "energy kJ", "accuracy", "status"):
@@ -53,6 +55,31 @@ def print_summary(s: PlanSummary) -> None:
     for w in s.warnings:
         con.print(f"[yellow]warning:[/yellow] {escape(w)}")
     con.print(escape(f"wrote {', '.join(s.files.values())}"))
+
+
+def _print_fleet(con, s: PlanSummary) -> None:
+    """An inventory plan: replicas (per window with --window-s), keep-on energy, the replay."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    f = s.fleet
+    names = list(s.deployments)
+    rows = s.windows or [{"index": "all", "queries": s.workload.queries, "replicas": f["replicas"], "changes": 0}]
+    wt = Table(title=f"replicas per {f['window_s']:g} s window (utilisation {f['utilisation']:g}; "
+                     f"{f['replica_changes']} change(s))")
+    for c in ["window", "queries", *names, "changes"]:
+        wt.add_column(escape(c), justify="right")
+    for w in rows:
+        wt.add_row(str(w["index"]), str(w["queries"]), *(str(w["replicas"][n]) for n in names), str(w["changes"]))
+    con.print(wt)
+    gap = "no bound (stage 1 on groups)" if f["gap"] is None else f"proven gap {f['gap']:.2g}"
+    con.print(f"energy {s.energy_j / 1e6:.3f} MJ + keep-on {s.idle_energy_j / 1e6:.3f} MJ = "
+              f"{f['energy_total_j'] / 1e6:.3f} MJ; {gap}")
+    r = f.get("replay")
+    if r:
+        met = "" if r["met_pct"] is None else f", {r['met_pct']:.1f}% within {r['limit_s']:g} s"
+        con.print(f"replay on the arrival times: latency p50 {r['latency_p50_s']:.2f} s, p95 "
+                  f"{r['latency_p95_s']:.2f} s, p99 {r['latency_p99_s']:.2f} s{met}")
 
 
 def plot_pareto(s: PlanSummary, path: str) -> None:

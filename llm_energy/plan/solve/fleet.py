@@ -32,6 +32,9 @@ from llm_energy.plan.problem import InfeasiblePlan, PlanProblem, row_coefficient
 from llm_energy.plan.solve.solvers import SolveSettings
 
 
+STAGE2_LIMIT_S = 10.0
+
+
 @dataclass(frozen=True)
 class Fleet:
     """The inventory as the planner sees it (K deployments, T node types).
@@ -244,7 +247,10 @@ def plan_fleet(p: PlanProblem, fleet: Fleet, zeta: float, settings: SolveSetting
     sol = None
     for _ in range(3):
         try:
-            planner = Planner(capacity_problem(p, fleet, y), settings)
+            # the capacity MIP of one window: GLPK's branch and bound can stall on it (HiGHS closes it in
+            # well under a second), so it gets at most STAGE2_LIMIT_S and then returns its best plan
+            planner = Planner(capacity_problem(p, fleet, y),
+                              replace(settings, time_limit_s=min(settings.time_limit_s, STAGE2_LIMIT_S)))
             if warm_x is not None:
                 planner.seed_columns(warm_x, [zeta])
             sol = planner.solve(zeta)
