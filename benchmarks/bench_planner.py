@@ -69,16 +69,7 @@ def write_inputs(tmp: Path, n_deps: int) -> tuple[Path, Path]:
     return fits_path, dep_path
 
 
-FLEET_YAML = """hours: 1.0
-inventory:
-  h200: {nodes: 12}
-  h100: {nodes: 8, idle_w: 70}
-deployments:
-  - {name: llama-2-7b-h200, fit: llama-2-7b@h200x1/static/b1, accuracy: 50.97, node_type: h200}
-  - {name: llama-2-13b-h200, fit: llama-2-13b@h200x1/static/b1, accuracy: 55.69, node_type: h200}
-  - {name: mistral-7b-h200, fit: mistral-7b@h200x1/static/b1, accuracy: 60.97, node_type: h200}
-  - {name: llama-2-7b-h100, fit: llama-2-7b@h100x1/static/b1, accuracy: 50.97, node_type: h100}
-"""
+FLEET_YAML = (Path(__file__).resolve().parents[1] / "configs" / "deployments.fleet.yaml").read_text()
 
 
 def fleet_tables(zeta: float, window_s: float, solver: str) -> int:

@@ -15,16 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 TRACE = REPO / "data" / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
 FITS = (REPO / "data" / "h200" / "fits.json", REPO / "data" / "h100" / "fits.json")
 
-FLEET_YAML = """hours: 1.0
-inventory:
-  h200: {nodes: 12}
-  h100: {nodes: 8, idle_w: 70}
-deployments:
-  - {name: llama-2-7b-h200, fit: llama-2-7b@h200x1/static/b1, accuracy: 50.97, node_type: h200}
-  - {name: llama-2-13b-h200, fit: llama-2-13b@h200x1/static/b1, accuracy: 55.69, node_type: h200}
-  - {name: mistral-7b-h200, fit: mistral-7b@h200x1/static/b1, accuracy: 60.97, node_type: h200}
-  - {name: llama-2-7b-h100, fit: llama-2-7b@h100x1/static/b1, accuracy: 50.97, node_type: h100}
-"""
+FLEET_YAML = (REPO / "configs" / "deployments.fleet.yaml").read_text()
 
 
 @pytest.fixture(scope="module")
