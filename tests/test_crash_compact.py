@@ -1,15 +1,12 @@
 """Issue 16: compaction is idempotent and self-cleaning; samples() never returns a crashed compaction's duplicates."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from benchmarks.crash_kill import kill_at
 from llm_energy.trials import store as store_mod
 from llm_energy.trials.schema import SAMPLE_SCHEMA, TRIAL_SCHEMA
 from llm_energy.trials.store import COMPACTING, TrialStore, open_store
@@ -117,18 +114,11 @@ def test_a_garbage_journal_is_one_line(store):
 
 
 def test_sigkill_compact_at_random_points(store):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "llm_energy.cli", "compact", str(store)]
     for delay in (0.3, 0.6, 0.9, 1.2, 1.5):
         st = TrialStore(store, writer="test")
         st.append_samples(_samples(int(delay * 1000), 5))
         st.close()
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        try:
-            p.wait(delay)
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGKILL)
-            p.wait()
+        kill_at(["compact", store], delay)
         t, tu, s, su = _counts(store)
         assert (t, tu) == (20, 20) and s == su
     TrialStore(store, writer="test").close()

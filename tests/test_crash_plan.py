@@ -1,8 +1,6 @@
 """Issue 16: a plan directory is written whole or not at all (staged beside --out, then swapped in)."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from benchmarks.crash_kill import kill_at
 from llm_energy.cli import main
 from llm_energy.plan import outputs
 from llm_energy.plan.outputs import write_plan_dir
@@ -98,16 +97,10 @@ def test_a_killed_writers_staging_directory_is_removed_by_the_next(tmp_path):
 def test_sigkill_at_random_points_leaves_old_or_new_plan_never_a_mix(inputs, tmp_path, capsys):
     out = tmp_path / "plan"
     assert _plan(inputs, out) == 0
-    cmd = [sys.executable, "-m", "llm_energy.cli", "plan", "--fits", str(inputs / "FITS.json"), "--deployments",
-           str(inputs / "deploy.yaml"), "--workload", str(inputs / "w.csv"), "--out", str(out), "--per-query"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = ["plan", "--fits", inputs / "FITS.json", "--deployments", inputs / "deploy.yaml", "--workload",
+            inputs / "w.csv", "--out", out, "--per-query"]
     for delay in (0.5, 1.0, 1.5, 2.0):
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        try:
-            p.wait(delay)
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGKILL)
-            p.wait()
+        kill_at(args, delay)
         assert _consistent(out)
         names = {p.name for p in out.iterdir()}
         assert names in ({"assignment.parquet", "summary.json"},
