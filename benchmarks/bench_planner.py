@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-AZURE = REFERENCE / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
+AZURE = Path(__file__).resolve().parents[1] / "data" / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"  # shipped
 
 # (model, accuracy A_K, energy J per output token on A100, J per input token, J per in*out, runtime s/out token)
 MODELS = (("llama-2-7b", 50.97, 31.5, 0.9, 0.0427, 0.0835),
