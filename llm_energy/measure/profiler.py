@@ -99,7 +99,7 @@ class Profiler:
         self._resolve_devices()
         samplers = self._samplers_given if self._samplers_given is not None else self._discover()
         try:
-            return _source_label(samplers, self._primary_devices(samplers))
+            return source_label(samplers, self._primary_devices(samplers))
         finally:
             if self._samplers_given is None:
                 for s in samplers:
@@ -210,7 +210,7 @@ class Profiler:
         yield ProgressTick(state="idle", done=base, total=total, device=device_name, **tick)
         idle, idle_frame, idle_flags = self._idle_baseline(samplers, primary, spec.idle_s)
         self._idle_flags = assess_idle(idle_flags, idle.per_device, primary, self._meters)
-        source = _source_label(samplers, primary)
+        source = source_label(samplers, primary)
         info = self._sweep_info(loaded.dtype, source, cold, idle, device_name, system)
         if self._idle_flags:
             msg = f"warning: every trial of this run is flagged suspect: {quality_label(self._idle_flags)[1]}"
@@ -336,7 +336,7 @@ class Profiler:
         per = {r["device"]: r["energy_j"] / dur for r in e.iter_rows(named=True)}
         watts = sum(per.get(d, 0.0) for d in primary)
         flags = assess_window(frame, t0, t1, primary, {d: per[d] * dur for d in primary if d in per}, self._meters)
-        idle = IdleBaseline(watts=watts, per_device=per, seconds=dur, source=_source_label(samplers, primary))
+        idle = IdleBaseline(watts=watts, per_device=per, seconds=dur, source=source_label(samplers, primary))
         return idle, frame, flags
 
     def _run_trial(self, t: PlannedTrial, backend, samplers, primary, idle: IdleBaseline, source: str, *,
@@ -430,7 +430,7 @@ def auto_min_window(samplers: list[PowerSampler]) -> float:
     return max(0.5, 20 * max(periods, default=0.0))
 
 
-def _source_label(samplers: list[PowerSampler], primary: list[str]) -> str:
+def source_label(samplers: list[PowerSampler], primary: list[str]) -> str:
     labels = []
     for s in samplers:
         if any(d.device in primary for d in s.devices()):

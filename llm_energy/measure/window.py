@@ -39,7 +39,7 @@ import polars as pl
 
 from llm_energy.errors import UserError, bad_value
 from llm_energy.measure.integrate import window_energy
-from llm_energy.measure.profiler import MAX_INNER, _source_label, auto_min_window
+from llm_energy.measure.profiler import MAX_INNER, auto_min_window, source_label
 from llm_energy.measure.quality import assess_window, meter_info, quality_label
 from llm_energy.measure.samplers.base import MeteredDevice, MeterReadError, PowerSampler, now
 from llm_energy.trials.schema import QUALITY_OK, SAMPLE_SCHEMA, SOURCE_ESTIMATE, PowerSample, samples_frame
@@ -172,7 +172,7 @@ class EnergyMeter:
             raise bad_value("devices", unknown or list(self.devices),
                             f"not metered here (metered: {', '.join(d.device for d in self.metered)})")
         self._mine = [s for s in self.samplers if any(d.device in self.devices for d in s.devices())]
-        self.energy_source = _source_label(self.samplers, list(self.devices))
+        self.energy_source = source_label(self.samplers, list(self.devices))
         self.update_period_s = max(s.update_period_s for s in self._mine)
         floor = FLOOR_PERIODS * self.update_period_s
         if min_window_s is not None and min_window_s < floor:
