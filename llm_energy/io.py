@@ -87,19 +87,16 @@ def read_document(path: str | Path, what: str, fmt: str | None = None) -> Any:
     missing, unreadable (random bytes included), or not valid JSON/YAML."""
     p = Path(path)
     as_json = fmt == "json" if fmt else p.suffix == ".json"
-    try:
-        text = p.read_text()
-        if as_json:
-            return json.loads(text)
-        import yaml
+    if as_json:
+        parse, bad = json.loads, ValueError  # JSONDecodeError is a ValueError
+    else:
+        import yaml  # only for YAML files
 
-        return yaml.safe_load(text)
+        parse, bad = yaml.safe_load, yaml.YAMLError
+    try:
+        return parse(p.read_text())
     except FileNotFoundError:
         raise UserError(f"{p}: no such {what}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+    except (OSError, UnicodeDecodeError, bad) as e:
         raise UserError(f"{p}: not a readable {'JSON' if as_json else 'YAML'} {what} ({str(e).splitlines()[0][:120]})"
                         ) from None
-    except Exception as e:  # noqa: BLE001 - yaml.YAMLError, without importing yaml for JSON files
-        if type(e).__module__.startswith("yaml"):
-            raise UserError(f"{p}: not a readable YAML {what} ({str(e).splitlines()[0]})") from None
-        raise
