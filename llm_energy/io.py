@@ -68,6 +68,7 @@ def write_text_atomic(path: str | Path, text: str, *, what: str = "file") -> Pat
 
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    _remove_dead_writers_tmp(p)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as f:
@@ -79,6 +80,23 @@ def write_text_atomic(path: str | Path, text: str, *, what: str = "file") -> Pat
         tmp.unlink(missing_ok=True)
         raise UserError(f"{p}: cannot write the {what} ({e.strerror or e})") from None
     return p
+
+
+def _remove_dead_writers_tmp(p: Path) -> None:
+    """Remove the aside files (``.NAME.tmp-PID``) that killed writers of ``p`` left behind; a live
+    writer's is left alone."""
+    import os
+
+    for t in p.parent.glob(f".{p.name}.tmp-*"):
+        pid = t.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            t.unlink(missing_ok=True)
+        except OSError:  # alive, another user's
+            pass
 
 
 def read_document(path: str | Path, what: str, fmt: str | None = None) -> Any:
