@@ -7,7 +7,8 @@
 # 81 cells, REPEATS, default 1) | third:PRESET:BACKEND[:CAP_S] (the 27-cell third of the grid,
 # benchmarks/gpu/profile_cells.py) | batch:PRESET:BACKEND[:CAP_S] (batch sweep: BATCH_TIN x BATCH_TOUT x
 # BATCHES) | refuse:PRESET:BACKEND:BATCH (the same sweep at a batch that must be refused before any work) |
-# gputests (pytest -m gpu tests/test_gpu.py).
+# gputests (pytest -m gpu tests/test_gpu.py). EXTRA: more profile options for the third step (falcon presets:
+# EXTRA=--beyond-context, their 2048-token context is shorter than the grid's 4096).
 # Code: SRC, default the frozen snapshot .gpu/src where it exists, else the tree itself.
 # Every step runs under `timeout --signal=INT` inside one deadline (BUDGET_S from the start, RESERVE_S kept
 # for packing): SIGINT stops the profiler cleanly and committed trials stay; a rerun resumes. Stores land in
@@ -74,7 +75,7 @@ for step in "$@"; do
         --warmups 0 --out data/h200/grid-cache "${PROFILE_COMMON[@]}" ;;
     third)
       budget "${c:-600}" python3 -m benchmarks.gpu.profile_cells --cells third --model "$a" --backend "$b" --repeats 1 \
-        --warmups 0 --out "data/h200/$a-$b" "${PROFILE_COMMON[@]}" ;;
+        --warmups 0 --out "data/h200/$a-$b" "${PROFILE_COMMON[@]}" ${EXTRA:-} ;;
     batch)
       budget "${c:-600}" $LE profile --model "$a" --backend "$b" --tin ${BATCH_TIN:-64,256} --tout ${BATCH_TOUT:-64,256} \
         --batch ${BATCHES:-1..256} --repeats 1 --warmups 0 --out "data/h200/batch-$a-$b" "${PROFILE_COMMON[@]}" ;;

@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "auto (default): 20 meter update periods, at least 0.5 s (2 s on NVML)")
     p.add_argument("--sample-ms", type=float, default=20.0, help="power polling period in ms (default 20)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--beyond-context", action="store_true",
+                   help="run sequences (tin + tout) longer than the model's max_position_embeddings instead of "
+                        "refusing them: their cost, not their text, is what is measured (the paper's Falcon grid "
+                        "runs to 4096 tokens on a 2048-token model); recorded in the sweep's spec")
     p.add_argument("--seed", type=int, default=0, help="seed for prompts and run order")
     p.add_argument("--no-live", action="store_true", help="plain log lines instead of the live view")
     p.add_argument("--new-sweep", action="store_true",
@@ -110,6 +114,7 @@ def spec_from_args(args: argparse.Namespace):
         model=args.model, design=design, backend=args.backend, device=device, dtype=args.dtype,
         node_type=args.node_type, idle_s=args.idle_s, cooldown_s=args.cooldown_s, min_window_s=min_window,
         sample_period_s=args.sample_ms / 1e3, seed=args.seed, gpu_indices=gpus, threads=args.threads,
+        beyond_context=args.beyond_context,
     )
 
 

@@ -137,7 +137,8 @@ class Profiler:
             return src, 1, 1
         batch = max(t.cell.batch for t in trials)
         seq = max(t.cell.tin + t.cell.tout for t in trials)
-        check_sweep(src, resolve_dtype(spec.dtype, device), devices, batch=batch, max_seq_len=seq, backend=spec.backend)
+        check_sweep(src, resolve_dtype(spec.dtype, device), devices, batch=batch, max_seq_len=seq, backend=spec.backend,
+                    beyond_context=spec.beyond_context)
         return src, batch, seq
 
     # ------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ class ProfileSpec:
     threads: int | None = None
     sweep_variant: int = 0  # 0: the sweep of these settings; n > 0: the n-th new sweep beside it (--new-sweep)
     sweep: str | None = None  # an explicit sweep id: a stored sweep recorded under the first id scheme
+    beyond_context: bool = False  # run sequences longer than max_position_embeddings (--beyond-context)
 
     def __post_init__(self) -> None:
         for name in ("idle_s", "cooldown_s", "min_window_s"):  # `not v >= 0`: NaN too (issue 16)

@@ -49,12 +49,14 @@ def kv_cache_len(backend: str, max_seq_len: int) -> int:
     return bucket_len(max_seq_len) if backend == "static" else max_seq_len
 
 
-def check_positions(src: ModelSource, max_seq_len: int) -> None:
-    """Refuse a sweep whose longest sequence (tin + tout) exceeds the model's ``max_position_embeddings``."""
+def check_positions(src: ModelSource, max_seq_len: int, *, beyond_context: bool = False) -> None:
+    """Refuse a sweep whose longest sequence (tin + tout) exceeds the model's ``max_position_embeddings``,
+    unless ``beyond_context`` (``--beyond-context``: the sweep measures the cost of such sequences on
+    purpose, as the paper's authors did for Falcon's 2048-token context; rotary models compute them)."""
     limit = src.max_positions
-    if limit is not None and max_seq_len > limit:
+    if limit is not None and max_seq_len > limit and not beyond_context:
         raise UserError(f"--model={src.name!r}: the sweep's longest sequence tin + tout = {max_seq_len} tokens "
-                        f"exceeds the model's max_position_embeddings={limit}")
+                        f"exceeds the model's max_position_embeddings={limit} (--beyond-context measures it anyway)")
 
 
 def sweep_memory_bytes(src: ModelSource, dtype: str, *, batch: int, max_seq_len: int,
@@ -67,7 +69,7 @@ def sweep_memory_bytes(src: ModelSource, dtype: str, *, batch: int, max_seq_len:
 
 
 def check_sweep(src: ModelSource, dtype: str, devices: list[str], *, batch: int, max_seq_len: int,
-                backend: str = "cache") -> None:
+                backend: str = "cache", beyond_context: bool = False) -> None:
     """Refuse before anything is measured or stored: a sweep whose longest sequence (tin + tout)
     exceeds the model's ``max_position_embeddings``, or whose largest batch x longest sequence does
     not fit the devices' free memory (a static cache holds its whole length bucket)."""
@@ -76,7 +78,7 @@ def check_sweep(src: ModelSource, dtype: str, devices: list[str], *, batch: int,
 
         if not torch.cuda.is_available():
             raise bad_value("--device", devices[0], "CUDA is not available on this node")
-    check_positions(src, max_seq_len)
+    check_positions(src, max_seq_len, beyond_context=beyond_context)
     check_fits(src.name, src.n_params, src.hf_config, dtype, devices, batch=batch,
                max_seq_len=kv_cache_len(backend, max_seq_len), kv_cache=backend != "no-cache")
 
