@@ -21,6 +21,11 @@
   - ``roofline``: each step costs max(memory floor, compute(L)): m*tout + a*sum_j(L-K)+ +
     b*sum_j((L-K)+)^2, the knot K (where compute overtakes the floor) chosen by least squares over
     a grid of knots on the training rows;
+  - ``spline``: each step's cost a convex piecewise-linear function of L plus an attention term:
+    m*tout + sum_K a_K*sum_j(L-K)+ (hinges at :data:`SPLINE_KNOTS`) + b*sum_j L^2. Several knots
+    because the regime changes in stages (the memory floor, compute taking over, power rising to
+    its cap: falcon-40b's mean power climbs from 300 to 570 W between L = 128 and 1024); NNLS keeps
+    the hinges it needs, and a hinge beyond the training rows' L is a zero column (coefficient 0);
   - pooled over batch sizes (``--pool-batch``), forms with batch terms: ``batched`` (1, tout, tout^2,
     batch x (tin, tout, tin*tout)), ``batched-kv`` (a weights floor per step plus per-sequence
     prefill and attention: 1, batch, batch*tin, batch*tin^2, tout, batch*tout, batch*tin*tout,
@@ -49,6 +54,7 @@ from llm_energy.fit.intervals import conformal_interval
 from llm_energy.fit.records import Candidate, CVResult, FitRange, FitStats
 from llm_energy.fit.terms import design_matrix, knotted
 
+SPLINE_KNOTS = (0, 128, 256, 512, 1024, 2048)  # the spline form's hinges (tokens of context)
 FORMS: dict[str, list[str]] = {
     "paper": ["tin", "tout", "tin*tout"],
     "affine": ["1", "tin", "tout", "tin*tout"],
@@ -57,6 +63,7 @@ FORMS: dict[str, list[str]] = {
     "no-kv": ["1", "tin", "tout", "tin*tout", "tout^2", "tin^2*tout"],
     "no-kv-full": ["1", "tin", "tin^2", "tout", "tin*tout", "tout^2", "tin^2*tout", "tin*tout^2", "tout^3"],
     "roofline": ["1", "tin", "tout", "sum_j(tin+j-{K})+", "sum_j(tin+j-{K})+^2"],
+    "spline": ["1", "tin", "tout", *(f"sum_j(tin+j-{k})+" for k in SPLINE_KNOTS), "sum_j(tin+j-0)+^2"],
     "batched": ["1", "tout", "tout^2", "batch", "batch*tin", "batch*tout", "batch*tin*tout"],
     "batched-kv": ["1", "batch", "batch*tin", "batch*tin^2", "tout", "batch*tout", "batch*tin*tout", "batch*tout^2"],
     "batched-roofline": ["1", "batch*tin", "batch*tin^2", "tout", "tout*(batch-{K})+", "batch*tin*tout",
