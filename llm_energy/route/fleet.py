@@ -39,6 +39,7 @@ class Fleet:
     qclass: np.ndarray  # (N,) class of each query
     deployments: object = None  # the DeploymentsFile
     warnings: list[str] = field(default_factory=list)
+    batch: np.ndarray | None = None  # (K,) the batch size each deployment's predictions are at
 
     @property
     def n_deployments(self) -> int:
@@ -129,13 +130,14 @@ def build_fleet(fits, deployments, tin: np.ndarray, tout: np.ndarray, *, idle_w=
     e = np.empty((cls.n_classes, len(ds)))
     r = np.empty_like(e)
     idle_arr = np.zeros(len(ds))
+    batch = np.ones(len(ds), dtype=np.int64)
     missing_idle = []
     for j, d in enumerate(ds):
         if d.fit not in fits.deployments:
             raise UserError(f"{deployments.path}: deployments[{j}].fit={d.fit!r}: not in {fits_source} "
                             f"(it has {sorted(fits.deployments)})")
         df = fits.deployments[d.fit]
-        b = _batch_used(df, d.max_batch, d.name, warnings)
+        b = batch[j] = _batch_used(df, d.max_batch, d.name, warnings)
         pf = predict(fits, d.fit, cls.tin.astype(np.float64), cls.tout.astype(np.float64),
                      None if df.batch != "*" else b)
         e[:, j] = pf["energy_j"].to_numpy() / b
@@ -161,7 +163,7 @@ def build_fleet(fits, deployments, tin: np.ndarray, tout: np.ndarray, *, idle_w=
                  max_batch=np.array([d.max_batch for d in ds], np.int64), idle_w=idle_arr,
                  slo_cap=tuple(d.slo_s for d in ds), tin=cls.tin, tout=cls.tout, count=cls.count,
                  energy_j=np.maximum(e, 0.0), runtime_s=np.maximum(r, 0.0), qclass=cls.query_class,
-                 deployments=deployments, warnings=warnings)
+                 deployments=deployments, warnings=warnings, batch=batch)
 
 
 def check_slo(fleet: Fleet, slo_s: float | None) -> None:

@@ -140,14 +140,16 @@ def run(req: RouteRequest) -> RouteOutcome:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise bad_value("--out", req.out, f"cannot create it ({e.strerror or e})") from None
-    sweep, frames, timings = [], [], {}
+    sweep, frames, timings, assigned = [], [], {}, {}
     for x in scales:
-        res, fr, tm = simulate_scale(req, fleet, trace.scaled(x) if x != 1.0 else trace, policies, x)
+        res, fr, tm = simulate_scale(req, fleet, trace.scaled(x) if x != 1.0 else trace, policies, x,
+                                     assigned if not sweep else None)
         sweep.append({"rate_scale": x, "arrival_rate_per_s": trace.n_queries / max(trace.span_s / x, 1e-12),
                       "policies": res})
         frames += fr
         timings[f"x{x:g}"] = tm
     files = write_outputs(req, out, fleet, trace, frames, sweep, trace.span_s / scales[0])
+    fitted_range = fitted_range_reports(fits, fleet, assigned)  # issue 15, as plan reports it
     summary = {
         "policies": sweep[0]["policies"], "rate_scale": scales[0],
         "sweep": sweep if len(scales) > 1 else None,
@@ -160,7 +162,8 @@ def run(req: RouteRequest) -> RouteOutcome:
                     "history_windows": req.history_windows, "utilisation": req.utilisation, "queue_weight": req.queue_weight, "seed": req.seed,
                     "solver": req.solver},
         "served_once": all(m.get("served_once", True) for s in sweep for m in s["policies"].values()),
-        "warnings": fleet.warnings,
+        "warnings": fleet.warnings + range_warning(fitted_range),
+        "fitted_range": {p: r.to_dict() for p, r in fitted_range.items()} or None,
         "timings_s": {**timings, "total": time.perf_counter() - t0},
         "files": files,
     }
@@ -169,8 +172,36 @@ def run(req: RouteRequest) -> RouteOutcome:
     return RouteOutcome(typed, files)
 
 
-def simulate_scale(req: RouteRequest, fleet, trace: Trace, policies: list[str], x: float):
-    """Every policy on one (scaled) trace: metrics by policy, the per-query frames, seconds per policy."""
+def fitted_range_reports(fits, fleet, assigned: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per policy, :func:`llm_energy.fit.ranges.range_report` on the queries it routed (``assigned``:
+    policy -> (C, K) query counts): how many, and what share of their predicted energy, lie outside the
+    range their deployment was fitted on or beyond its model's context length. Empty where the fits
+    are not a FitsFile."""
+    from llm_energy.fit.fits import FitsFile
+    from llm_energy.fit.ranges import range_report
+
+    if not isinstance(fits, FitsFile):
+        return {}
+    pairs = list(zip(fleet.names, fleet.fit_keys))
+    return {p: range_report(fits, pairs, fleet.tin, fleet.tout, fleet.batch, assignment=x, energy_j=fleet.energy_j)
+            for p, x in assigned.items()}
+
+
+def range_warning(reports: dict[str, Any]) -> list[str]:
+    """One line when any policy routes queries outside their fit's range or the context length: how
+    many policies, and the one with the largest share of predicted energy there, in plan's words."""
+    bad = {p: r for p, r in reports.items() if r.warning()}
+    if not bad:
+        return []
+    worst = max(bad, key=lambda p: (bad[p].energy_share_outside, bad[p].energy_share_beyond_context))
+    return [f"fitted range: {len(bad)} of {len(reports)} policies route queries the fits extrapolate to "
+            f"(per policy in summary.json fitted_range); {worst}: {bad[worst].warning()}"]
+
+
+def simulate_scale(req: RouteRequest, fleet, trace: Trace, policies: list[str], x: float,
+                   assigned: dict[str, np.ndarray] | None = None):
+    """Every policy on one (scaled) trace: metrics by policy, the per-query frames, seconds per policy;
+    with ``assigned`` (a dict), each policy's (C, K) query counts per class and deployment put in it."""
     from llm_energy.route.metrics import add_regret, policy_metrics, queries_frame
     from llm_energy.route.policies import RouteContext, get_policy
 
@@ -184,6 +215,9 @@ def simulate_scale(req: RouteRequest, fleet, trace: Trace, policies: list[str], 
         routed = get_policy(name)(ctx)
         tm[name] = time.perf_counter() - t1
         m = policy_metrics(fleet, cost, trace.arrival_s, routed, req.slo_s)
+        if assigned is not None:
+            assigned[name] = np.zeros(fleet.energy_j.shape)
+            np.add.at(assigned[name], (fleet.qclass, routed.dep), 1.0)
         m["served_once"] = bool(len(routed.dep) == trace.n_queries and np.all(routed.start >= trace.arrival_s))
         m["route_s"] = tm[name]
         res[name] = m

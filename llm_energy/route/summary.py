@@ -105,12 +105,16 @@ class RouteSummary:
     warnings: list[str]
     timings_s: dict[str, Any]
     files: dict[str, str]
+    # issue 15: per policy (first rate scale), llm_energy.fit.ranges.RangeReport.to_dict() of the queries
+    # it routed: outside their deployment's fitted range, beyond the context length (None: no FitsFile)
+    fitted_range: dict[str, dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"policies": {n: m.to_dict() for n, m in self.policies.items()}, "rate_scale": self.rate_scale,
                 "sweep": None if self.sweep is None else [p.to_dict() for p in self.sweep],
                 "trace": self.trace, "fleet": self.fleet, "options": self.options, "served_once": self.served_once,
-                "warnings": self.warnings, "timings_s": self.timings_s, "files": self.files}
+                "warnings": self.warnings, "fitted_range": self.fitted_range, "timings_s": self.timings_s,
+                "files": self.files}
 
     def to_json(self, **kw: Any) -> str:
         return to_json(self.to_dict(), indent=kw.pop("indent", 1), **kw)
@@ -122,7 +126,7 @@ class RouteSummary:
                        sweep=None if d.get("sweep") is None else [RatePoint.from_dict(p) for p in d["sweep"]],
                        trace=d["trace"], fleet=d["fleet"], options=d["options"], served_once=d["served_once"],
                        warnings=list(d.get("warnings") or []), timings_s=d.get("timings_s") or {},
-                       files=d.get("files") or {})
+                       files=d.get("files") or {}, fitted_range=d.get("fitted_range"))
         except (KeyError, TypeError, AttributeError) as e:
             raise UserError(f"{source}: not a route summary ({type(e).__name__}: {e})") from None
 

@@ -1,0 +1,66 @@
+"""`llm-energy route` reports the fitted range as `plan` does (issue 15): per policy, how many of the
+queries it routed, and what share of their predicted energy, lie outside the range their deployment
+was fitted on and beyond the model's context length; the same `fit.ranges.range_report` as plan."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from llm_energy.cli import main
+from llm_energy.fit.fits import load_fits, predict, save_fits
+from llm_energy.fit.forms import fit_deployments
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "llama-2-7b@h100x1/static/b1"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Fits of the H100 static grid (tin, tout fitted up to about 2048, context 4096), a one-deployment
+    fleet, and a trace: 20 queries inside the range, 4 with tin 3000 (outside), 2 with tin 3000 and
+    tout 2000 (outside, and beyond the context length)."""
+    from llm_energy.trials.store import load_trials
+
+    d = tmp_path_factory.mktemp("route_ranges")
+    save_fits(fit_deployments(load_trials([str(REPO / "data" / "h100" / "grid-static")])), d / "fits.json")
+    (d / "fleet.yaml").write_text(f"deployments:\n  - {{name: fast, fit: '{KEY}', accuracy: 50, replicas: 2}}\n")
+    tin = [100] * 20 + [3000] * 6
+    tout = [100] * 20 + [100] * 4 + [2000] * 2
+    pl.DataFrame({"tin": tin, "tout": tout, "arrival_s": np.arange(26) * 30.0}).write_csv(d / "trace.csv")
+    return d, np.array(tin), np.array(tout)
+
+
+def test_route_prints_and_writes_the_fitted_range_report(inputs, capsys):
+    d, tin, tout = inputs
+    rc = main(["route", "--fits", str(d / "fits.json"), "--deployments", str(d / "fleet.yaml"), "--trace",
+               str(d / "trace.csv"), "--policy", "only:fast", "--min-share", "0", "--idle-w", "100", "--no-plots", "--out", str(d / "out")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    flat = " ".join(out.split())
+    assert "fitted range" in flat and "6 of 26 queries" in flat and "exceed the model's context length" in flat
+    s = json.loads((d / "out" / "summary.json").read_text())
+    fits = load_fits(d / "fits.json")
+    e = predict(fits, KEY, tin, tout, per_request=True)["energy_j"].to_numpy()
+    for policy in ("only:fast", "offline"):  # offline is always routed too
+        r = s["fitted_range"][policy]
+        assert (r["queries"], r["outside"], r["beyond_context"]) == (26, 6, 2)
+        assert r["energy_share_outside"] == pytest.approx(e[20:].sum() / e.sum(), rel=1e-9)
+        assert r["energy_share_beyond_context"] == pytest.approx(e[24:].sum() / e.sum(), rel=1e-9)
+        assert r["by_deployment"]["fast"]["outside"] == 6 and r["unknown"] == []
+    assert any(w.startswith("fitted range: 2 of 2 policies") for w in s["warnings"])
+
+
+def test_route_in_range_says_nothing(inputs, capsys):
+    d, _, _ = inputs
+    pl.DataFrame({"tin": [100] * 5, "tout": [100] * 5, "arrival_s": np.arange(5) * 30.0}).write_csv(d / "in.csv")
+    rc = main(["route", "--fits", str(d / "fits.json"), "--deployments", str(d / "fleet.yaml"), "--trace",
+               str(d / "in.csv"), "--policy", "only:fast", "--min-share", "0", "--no-plots", "--idle-w", "100", "--out", str(d / "in"),
+               "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    s = json.loads(out)
+    assert s["fitted_range"]["only:fast"]["outside"] == 0
+    assert not any("fitted range" in w for w in s["warnings"])
