@@ -10,6 +10,12 @@ because the loop is ours, not ``generate()``). Times are device-synchronised.
   ``torch.compile``d single-token decode step (``reduce-overhead``: CUDA graphs on GPUs). The cache
   tracks its position in a device tensor, so decode steps never recompile; a new bucket or batch
   size compiles once, in ``prepare()``, outside any measurement window.
+* ``static+OPTION[+OPTION...]``: the same with the options of ``fusion.STATIC_OPTIONS`` (fused q/k/v and
+  gate/up projections, inductor tuning, ...); the label names what ran, options in a fixed order.
+
+The KV cache is passed under the keyword the installed transformers takes (``cache`` from 5.2x,
+``past_key_values`` before, e.g. 5.17, which silently ignores ``cache``: each step would attend to
+itself only, from a new empty cache).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from llm_energy.errors import bad_value
 from llm_energy.measure.inference.loading import LoadedModel
 from llm_energy.measure.inference.sizing import bucket_len
 
-BACKENDS = ("cache", "no-cache", "static")
+BACKENDS = ("cache", "no-cache", "static", "static+fused", "static+fused+cdt")  # any static+OPTIONS also runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,8 @@ class InferenceBackend(ABC):
         self.model = loaded.model
         self.is_cuda = loaded.device.startswith("cuda")
         self._warm_shapes: set[tuple[int, int]] = set()
+        self._kv = cache_keyword(self.model)
+        self.fused = False  # the weights layout this backend runs (fusion.py); set again before each generation
 
     def prepare(self, batch: int, tin: int, tout: int) -> None:
         """Work done before a measurement window: the first time a (batch, tin) prompt shape is seen,
@@ -88,6 +96,10 @@ class InferenceBackend(ABC):
 
         if tout < 1:
             raise bad_value("tout", tout, "must be >= 1")
+        if self.fused or getattr(self.model, "_llm_energy_fused", False):  # another backend may share the model
+            from llm_energy.measure.inference.fusion import set_fused
+
+            set_fused(self.model, self.fused)
         with torch.inference_mode():
             self._sync()
             t0 = time.perf_counter()
@@ -110,7 +122,7 @@ class CacheBackend(InferenceBackend):
         self._sync()
         t_first = time.perf_counter()
         for _ in range(tout - 1):
-            out = self.model(input_ids=nxt, cache=cache, use_cache=True, logits_to_keep=1)
+            out = self.model(input_ids=nxt, use_cache=True, logits_to_keep=1, **{self._kv: cache})
             cache = out.cache if hasattr(out, "cache") else out.past_key_values
             nxt = out.logits[:, -1, :].argmax(-1, keepdim=True)
             produced += nxt.shape[1]
@@ -144,25 +156,35 @@ class NoCacheBackend(InferenceBackend):
 
 
 class StaticBackend(InferenceBackend):
-    """StaticCache + compiled single-token decode (CUDA graphs on GPUs), one compile per bucket x batch."""
+    """StaticCache + compiled single-token decode (CUDA graphs on GPUs), one compile per bucket x batch;
+    ``options``: the variant's ``fusion.STATIC_OPTIONS`` (``fused`` changes ``loaded.model`` in place; every
+    backend restores the layout it runs before each generation, so backends may share one model)."""
 
     name = "static"
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, options: tuple[str, ...] = ()) -> None:
         super().__init__(loaded)
         import torch
 
+        from llm_energy.measure.inference import fusion
+
+        self.options = tuple(options)
+        self.name = fusion.static_label(self.options)
+        self.fused = "fused" in self.options
+        self.fused_modules = fusion.set_fused(self.model, self.fused) if self.fused else 0
         torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
         if hasattr(torch._dynamo.config, "accumulated_cache_size_limit"):
             torch._dynamo.config.accumulated_cache_size_limit = max(512, torch._dynamo.config.accumulated_cache_size_limit)
-        mode = "reduce-overhead" if self.is_cuda else None
-        self._decode = torch.compile(self._decode_step, mode=mode, fullgraph=False, dynamic=False)
+        self._attention = fusion.decode_attention(self.options)  # the SDPA kernel choice of the decode step
+        self.compile_kwargs = fusion.compile_kwargs(self.options, self.is_cuda)
+        self._decode = torch.compile(self._decode_step, fullgraph=False, dynamic=False, **self.compile_kwargs)
         self._caches: dict[tuple[int, int], Any] = {}
         self._cache = None
         self.compiles = 0  # buckets x batches prepared (each compiles the decode step once)
 
     def _decode_step(self, tok, pos, cache):
-        out = self.model(input_ids=tok, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
+        with self._attention():
+            out = self.model(input_ids=tok, position_ids=pos, use_cache=True, logits_to_keep=1, **{self._kv: cache})
         return out.logits[:, -1, :].argmax(-1, keepdim=True)
 
     def prepare(self, batch: int, tin: int, tout: int) -> None:
@@ -193,7 +215,7 @@ class StaticBackend(InferenceBackend):
             self._prepare_bucket(key)
         cache = self._cache
         cache.reset()
-        out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._kv: cache})
         nxt = out.logits[:, -1, :].argmax(-1, keepdim=True)
         produced = 1
         self._sync()
@@ -211,7 +233,24 @@ class StaticBackend(InferenceBackend):
 _BACKEND_CLASSES = {"cache": CacheBackend, "no-cache": NoCacheBackend, "static": StaticBackend}
 
 
+def cache_keyword(model: Any) -> str:
+    """The keyword the model's forward takes its KV cache under: ``cache`` (transformers 5.2x) or
+    ``past_key_values`` (earlier, e.g. 5.17 on the GPU machines, where ``cache=`` lands in **kwargs unused)."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "cache"
+    return "cache" if "cache" in params or "past_key_values" not in params else "past_key_values"
+
+
 def make_backend(name: str, loaded: LoadedModel) -> InferenceBackend:
+    """A backend by label: ``cache``, ``no-cache``, ``static`` or ``static+OPTION[+OPTION...]``."""
+    if name.startswith("static+"):
+        from llm_energy.measure.inference.fusion import parse_static
+
+        return StaticBackend(loaded, parse_static(name))
     try:
         cls = _BACKEND_CLASSES[name]
     except KeyError:

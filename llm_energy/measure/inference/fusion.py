@@ -1,0 +1,200 @@
+"""Variants of the ``static`` backend that cut the fixed cost per decoder layer (issue 13).
+
+A batch-1 decode step on the H200 spends 40-50 us per decoder layer over the HBM limit, the same for
+the 7B and the 70B (docs/h200.md, "Where the gap is"): a cost per kernel, not per byte. Each option
+below removes kernels or makes them read at full bandwidth; a backend label names the options that
+ran, ``static`` then ``+option`` in the order of ``STATIC_OPTIONS`` (``static+fused+cdt``), so a
+store's backend column says what was measured and the plain ``static`` stores keep their meaning.
+
+* ``fused``: the projections that read the same input are one matrix product: q/k/v (one
+  ``[q + 2 kv, hidden]`` weight) and the MLP's gate/up (one ``[2 ffn, hidden]``), as gpt-fast does
+  for q/k/v. Llama-style attention and MLP modules (llama, mistral, mixtral's attention); falcon's
+  ``query_key_value`` is already one matrix and its MLP has no gate/up, so nothing changes there.
+* ``cdt``: inductor's coordinate-descent tuning (gpt-fast's setting). With it inductor rewrites a
+  batch-1 matrix-vector product as a reduction it generates and tunes itself, fused with the
+  elementwise work around it, instead of a cuBLAS call ("Our matrix vector multiplies only achieve
+  peak bandwidth with coordinate descent tuning", torch/_inductor/decomposition.py).
+* ``math``: the decode step's attention through the math SDPA kernel, which inductor decomposes and
+  fuses (gpt-fast: "better for Inductor to codegen attention here") instead of a library kernel.
+* ``ma``: ``max-autotune`` instead of ``reduce-overhead`` (both capture CUDA graphs; max-autotune also
+  benchmarks generated matrix-product kernels at compile time, a longer compile, and turns on
+  coordinate-descent tuning itself, so ``ma`` includes ``cdt``).
+
+Options touch only the compiled decode step and the model's weights layout; the prefill runs the same
+(eager) code, on the fused weights under ``fused``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from llm_energy.errors import bad_value
+
+STATIC_OPTIONS = {
+    "fused": "q/k/v and gate/up projections as one matrix product each",
+    "cdt": "inductor coordinate-descent tuning (batch-1 matrix products as fused generated kernels)",
+    "math": "decode attention through the math SDPA kernel (inductor fuses it)",
+    "ma": "torch.compile mode max-autotune instead of reduce-overhead",
+}
+
+_ATTN = ("q_proj", "k_proj", "v_proj")
+_MLP = ("gate_proj", "up_proj")
+_FUSABLE_TYPES = ("llama", "mistral", "mixtral")  # attention/MLP forwards that read their input only through these
+
+
+def parse_static(name: str) -> tuple[str, ...] | None:
+    """The options of a static backend label (``static`` -> ``()``, ``static+cdt+fused`` -> ``("fused",
+    "cdt")``); None for another backend. An unknown or repeated option is a UserError."""
+    base, *opts = name.split("+")
+    if base != "static":
+        return None
+    bad = [o for o in opts if o not in STATIC_OPTIONS]
+    if bad or len(set(opts)) != len(opts):
+        raise bad_value("--backend", name, f"static options are {', '.join('+' + o for o in STATIC_OPTIONS)}, "
+                        "each at most once")
+    return tuple(o for o in STATIC_OPTIONS if o in opts)
+
+
+def static_label(options: tuple[str, ...] | list[str]) -> str:
+    """The canonical backend label of a static variant (options in ``STATIC_OPTIONS`` order)."""
+    return "+".join(["static", *(o for o in STATIC_OPTIONS if o in options)])
+
+
+def compile_kwargs(options: tuple[str, ...], is_cuda: bool) -> dict[str, Any]:
+    """torch.compile keyword arguments (``mode`` or ``options``: torch takes one of the two) for a static
+    variant. On CUDA: reduce-overhead (CUDA graphs) or max-autotune; on the CPU: no mode (no graphs)."""
+    extra: dict[str, Any] = {}
+    if "cdt" in options:
+        extra = {"coordinate_descent_tuning": True, "triton.unique_kernel_names": True}
+    mode = ("max-autotune" if "ma" in options else "reduce-overhead") if is_cuda else None
+    if not extra:
+        return {"mode": mode}
+    if mode is None:
+        return {"options": extra}
+    from torch._inductor import list_mode_options
+
+    return {"options": {**list_mode_options(mode), **extra}}
+
+
+def decode_attention(options: tuple[str, ...]):
+    """A context-manager factory for the decode step's attention: the math SDPA kernel under ``math``."""
+    if "math" not in options:
+        import contextlib
+
+        return contextlib.nullcontext
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return lambda: sdpa_kernel([SDPBackend.MATH])
+
+
+# ---- fused projections --------------------------------------------------------------------------
+class _Columns(nn.Module):
+    """Columns ``[start, stop)`` of a fused projection's output: what one original projection returned."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def forward(self, x):
+        return x[..., self.start:self.stop]
+
+    def extra_repr(self) -> str:
+        return f"columns {self.start}:{self.stop}"
+
+
+class FusedInput(nn.Module):
+    """An attention or MLP module whose projections of its input run first, as one matrix product
+    (``proj``); the module's own forward then sees that product as its input, and each former
+    projection is a ``_Columns`` slice of it. Valid for modules whose forward reads its input only
+    through those projections and its shape's leading dims (llama-style attention and MLP)."""
+
+    def __init__(self, inner: Any, names: tuple[str, ...]) -> None:
+        super().__init__()
+        lins = [getattr(inner, n) for n in names]
+        bias = lins[0].bias is not None
+        proj = nn.Linear(lins[0].in_features, sum(lin.out_features for lin in lins), bias=bias,
+                            device="meta", dtype=lins[0].weight.dtype)
+        with torch.no_grad():
+            proj.weight = nn.Parameter(torch.cat([lin.weight for lin in lins]), requires_grad=False)
+            if bias:
+                proj.bias = nn.Parameter(torch.cat([lin.bias for lin in lins]), requires_grad=False)
+        start = 0
+        for n, lin in zip(names, lins):
+            setattr(inner, n, _Columns(start, start + lin.out_features))
+            start += lin.out_features
+        self.proj, self.inner, self.names = proj, inner, names
+
+    def forward(self, *args, **kwargs):
+        if args:
+            args = (self.proj(args[0]), *args[1:])
+        else:
+            key = "hidden_states" if "hidden_states" in kwargs else "x"
+            kwargs[key] = self.proj(kwargs[key])
+        return self.inner(*args, **kwargs)
+
+
+def _fusable(mod: Any, names: tuple[str, ...]) -> bool:
+    lins = [getattr(mod, n, None) for n in names]
+    if not all(isinstance(lin, nn.Linear) for lin in lins):
+        return False
+    w0 = lins[0].weight
+    return all(lin.in_features == lins[0].in_features and lin.weight.device == w0.device
+               and lin.weight.dtype == w0.dtype and (lin.bias is None) == (lins[0].bias is None) for lin in lins)
+
+
+def fuse_projections(model: Any) -> int:
+    """Fuse q/k/v and gate/up of every decoder layer of a llama-style model, in place; return the
+    number of modules fused (0 where there is nothing to fuse: falcon, or a model already fused).
+    The originals' weights are freed layer by layer, so the peak extra memory is one layer's."""
+    if getattr(model.config, "model_type", None) not in _FUSABLE_TYPES:
+        return 0
+    n = 0
+    for layer in model.model.layers:
+        for attr, names in (("self_attn", _ATTN), ("mlp", _MLP)):
+            mod = getattr(layer, attr, None)
+            if mod is not None and not isinstance(mod, FusedInput) and _fusable(mod, names):
+                setattr(layer, attr, FusedInput(mod, names))
+                n += 1
+    model._llm_energy_fused = True
+    return n
+
+
+def unfuse_projections(model: Any) -> int:
+    """Undo ``fuse_projections`` in place (each projection a view of its rows of the fused weight:
+    no copy); return the number of modules restored."""
+    n = 0
+    for layer in getattr(getattr(model, "model", None), "layers", ()):
+        for attr in ("self_attn", "mlp"):
+            mod = getattr(layer, attr, None)
+            if isinstance(mod, FusedInput):
+                setattr(layer, attr, _unfused(mod))
+                n += 1
+    model._llm_energy_fused = False
+    return n
+
+
+def _unfused(f: FusedInput) -> Any:
+    inner, w, b = f.inner, f.proj.weight, f.proj.bias
+    for n in f.names:
+        col = getattr(inner, n)
+        lin = nn.Linear(w.shape[1], col.stop - col.start, bias=b is not None, device="meta", dtype=w.dtype)
+        lin.weight = nn.Parameter(w[col.start:col.stop], requires_grad=False)
+        if b is not None:
+            lin.bias = nn.Parameter(b[col.start:col.stop], requires_grad=False)
+        setattr(inner, n, lin)
+    return inner
+
+
+def is_fused(model: Any) -> bool:
+    """Whether the model's projections are fused now (``fuse_projections`` ran, ``unfuse_projections`` not since)."""
+    return bool(getattr(model, "_llm_energy_fused", False))
+
+
+def set_fused(model: Any, fused: bool) -> int:
+    """Fuse or unfuse the model's projections so that their layout is ``fused``; return the modules changed."""
+    if is_fused(model) == fused:
+        return 0
+    return fuse_projections(model) if fused else unfuse_projections(model)
