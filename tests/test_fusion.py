@@ -12,6 +12,7 @@ from llm_energy.measure.inference.fusion import (
     FusedInput, compile_kwargs, fuse_projections, is_fused, parse_static, set_fused, static_label,
 )
 from llm_energy.measure.inference.loading import load_model
+from llm_energy.measure.inference.sizing import kv_cache_len
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +28,11 @@ def test_labels_are_canonical_and_unknown_options_refused():
         with pytest.raises(UserError, match="static options are"):
             parse_static(bad)
     assert all(parse_static(b) is not None for b in BACKENDS if b.startswith("static"))
+
+
+def test_static_variants_hold_a_static_cache_bucket():
+    assert kv_cache_len("static+fused+cdt", 300) == kv_cache_len("static", 300) == 512
+    assert kv_cache_len("cache", 300) == 300
 
 
 def test_compile_settings_per_variant():

@@ -45,8 +45,8 @@ def check_fits(name: str, n_params: int, hf_config: dict[str, Any], dtype: str, 
 def kv_cache_len(backend: str, max_seq_len: int) -> int:
     """Tokens a backend's KV cache holds per sequence for sequences of up to ``max_seq_len``: a static
     cache holds its whole length bucket (what ``no-cache`` holds is not a KV cache: see
-    :func:`sweep_memory_bytes`)."""
-    return bucket_len(max_seq_len) if backend == "static" else max_seq_len
+    :func:`sweep_memory_bytes`; ``static+OPTIONS`` variants hold a static cache too)."""
+    return bucket_len(max_seq_len) if backend.split("+")[0] == "static" else max_seq_len
 
 
 def check_positions(src: ModelSource, max_seq_len: int, *, beyond_context: bool = False) -> None:
