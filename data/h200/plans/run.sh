@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The plans of docs/h200_plans.md: the Azure conversation trace (19,366 queries) planned on the measured
+# H200/H100 fits (configs/deployments.h200.yaml) and on the paper's A100 fits
+# (configs/deployments.paper.yaml), at a few zeta and accuracy floors. Run from the repository root:
+#   bash data/h200/plans/run.sh
+# Each plan writes data/h200/plans/NAME/summary.json (committed) and assignment.parquet (not committed).
+set -euo pipefail
+LE=${LE:-.venv/bin/llm-energy}
+W="--workload data/azure-llm-2023/AzureLLMInferenceTrace_conv.csv --columns azure"
+H200="--fits data/h200/plans/fits.json --deployments configs/deployments.h200.yaml"
+A100="--fits ../shared/reference/wilkins2024/coefficients.json --deployments configs/deployments.paper.yaml"
+LLAMA="--only llama-2-7b-h200,llama-2-13b-h200,llama-2-70b-h200"
+OUT=data/h200/plans
+
+# data/h200/plans/fits.json: plan takes one --fits file, so the committed H200 fits plus a fit of the
+# H100 static grid (the same fit command, today's code) are concatenated:
+if [ ! -f $OUT/fits.json ] || [ "${REFIT:-0}" = 1 ]; then
+  $LE fit data/h100/grid-static --out $OUT/fits.h100-grid-static.json
+  jq -s '{kind: .[0].kind, schema_version: .[0].schema_version, created: .[0].created,
+          source: (.[0].source + "," + .[1].source), deployments: (.[0].deployments + .[1].deployments),
+          skipped: (.[0].skipped + .[1].skipped)}' \
+     data/h200/fits.json $OUT/fits.h100-grid-static.json > $OUT/fits.json
+fi
+
+plan() {  # NAME ARGS...
+  local name=$1; shift
+  $LE plan "$@" $W --out $OUT/$name --json > /dev/null
+  echo "$name: $(jq -c '{status, energy_j, accuracy}' $OUT/$name/summary.json)"
+}
+
+# measured: 6 H200 deployments + llama-2-7b on the H100, the paper's shares (each >= 1% of queries)
+for z in 0 0.5 0.9 1; do plan h200-z$z $H200 --zeta $z; done
+for a in 55 60; do plan h200-acc$a $H200 --min-accuracy $a; done
+# the same, each deployment free to get no query (--min-share 0)
+for z in 0.5 0.9 1; do plan h200-z$z-ms0 $H200 --zeta $z --min-share 0; done
+for a in 55 60; do plan h200-acc$a-ms0 $H200 --min-accuracy $a --min-share 0; done
+# measured, the paper's three Llama-2 models only (H200)
+for z in 0 0.5 0.9 1; do plan h200llama-z$z $H200 $LLAMA --zeta $z; done
+for a in 55 60; do plan h200llama-acc$a $H200 $LLAMA --min-accuracy $a; done
+# the paper's A100 fits (coefficients.json), the same three models
+for z in 0 0.5 0.9 1; do plan a100-z$z $A100 --zeta $z; done
+for a in 55 60; do plan a100-acc$a $A100 --min-accuracy $a; done
+# zeta sweeps (pareto.parquet + pareto.png): the measured set, its three Llama-2 models, the A100 fits
+plan h200-pareto $H200 --pareto
+plan h200llama-pareto $H200 $LLAMA --pareto
+plan a100-pareto $A100 --pareto
