@@ -43,7 +43,7 @@ FITS_KIND = "llm-energy-fits"
 FITS_SCHEMA_VERSION = 1
 # the forms fit writes (fit.forms.FORMS, which imports this module; a test keeps the two equal)
 KNOWN_FORMS = ("paper", "affine", "kv-decode", "attn-prefill", "no-kv", "no-kv-full", "roofline", "spline", "batched",
-               "batched-kv", "batched-roofline")
+               "batched-kv", "batched-roofline", "batched-step")
 # where every stored model must predict a finite number (issue 16: a 1e308 coefficient gave null energies)
 FINITE_CHECK = {"tin": [1.0, 1.0, 131072.0, 131072.0], "tout": [1.0, 131072.0, 1.0, 131072.0]}
 TARGETS = ("energy_j", "runtime_s")

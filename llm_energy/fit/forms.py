@@ -29,13 +29,17 @@
   - pooled over batch sizes (``--pool-batch``), forms with batch terms: ``batched`` (1, tout, tout^2,
     batch x (tin, tout, tin*tout)), ``batched-kv`` (a weights floor per step plus per-sequence
     prefill and attention: 1, batch, batch*tin, batch*tin^2, tout, batch*tout, batch*tin*tout,
-    batch*tout^2) and ``batched-roofline`` (each step the larger of the weights floor and a compute
-    term in the batch: tout*(batch-K)+ for batch*tout).
+    batch*tout^2), ``batched-roofline`` (each step the larger of the weights floor and a compute
+    term in the batch: tout*(batch-K)+ for batch*tout) and ``batched-step`` (per-sequence prefill,
+    and each step the larger of a floor and a term in the batch's tokens of context, batch x L:
+    tout + sum_j(batch*(tin+j)-K)+; an eager backend's step is host-bound at every batch measured;
+    a runtime form only, :data:`RUNTIME_ONLY`).
 * Held-out error: K-fold cross-validation over *cells* (all repeats of a (tin, tout, batch) cell
   stay in one fold), seeded; relative error |pred - y| / y, median and p90.
 * ``auto`` (the default) picks, per deployment and target, the physically sane candidate with the
   lowest held-out median relative error (p90 breaks ties). When a deployment's trials span batch
-  sizes, only forms with a batch term can be chosen (the others are still reported).
+  sizes, only forms with a batch term can be chosen, for runtime only those whose batch work is
+  floored and for energy only the additive ones (:data:`NOT_FOR`; the others are still reported).
 * Prediction intervals: :mod:`llm_energy.fit.intervals` (split-conformal on the held-out ratios).
 """
 
@@ -68,12 +72,20 @@ FORMS: dict[str, list[str]] = {
     "batched-kv": ["1", "batch", "batch*tin", "batch*tin^2", "tout", "batch*tout", "batch*tin*tout", "batch*tout^2"],
     "batched-roofline": ["1", "batch*tin", "batch*tin^2", "tout", "tout*(batch-{K})+", "batch*tin*tout",
                          "batch*tout^2"],
+    "batched-step": ["1", "batch*tin", "batch*tin^2", "tout", "sum_j(batch*(tin+j)-{K})+"],
 }
-POOLED_ONLY = {"batched", "batched-kv", "batched-roofline"}
+POOLED_ONLY = {"batched", "batched-kv", "batched-roofline", "batched-step"}
+# Pooled forms ``auto`` may not choose for a target (still fitted and reported, ``eligible: false``;
+# ``--form`` fits any form to both). A step's time is the larger of its floor (the weights' traffic,
+# or an eager backend's host time) and its work, so runtime takes the forms whose batch work is
+# floored; its energy is not floored (the work's energy is spent whether or not the step waits on
+# the floor: E = P x time + e x work), so energy takes the additive forms.
+NOT_FOR = {"energy_j": {"batched-step"}, "runtime_s": {"batched", "batched-kv"}}
 FORM_CHOICES = ("auto", *FORMS)
 SANITY_GRID = np.unique(np.round(np.geomspace(1, 32768, 31)).astype(int))
 TOKEN_KNOTS = (0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # 0: every step compute-bound
 BATCH_KNOTS = (1, 2, 4, 8, 16, 32, 64, 128)
+BATCH_TOKEN_KNOTS = tuple(1024 * 2**i for i in range(8))  # batch x context tokens, 1024..131072
 
 
 @dataclass
@@ -98,6 +110,8 @@ def _knots(form: str, tin, tout, batch) -> list[float | None]:
         return [None]
     if form == "batched-roofline":
         return [k for k in BATCH_KNOTS if k < np.max(batch)] or [0]
+    if form == "batched-step":
+        return [0] + [k for k in BATCH_TOKEN_KNOTS if k < np.max(batch * (tin + tout))]
     return [k for k in TOKEN_KNOTS if k < np.max(tin + tout)]
 
 
@@ -243,9 +257,11 @@ def _choose(pool: list[_Scored]) -> _Scored:
     return min(pool, key=lambda r: (r.median, r.p90))
 
 
-def fit_one_target(tin, tout, batch, y, cells, opts: FitOptions, forms: list[str], requested=None) -> TargetModel:
+def fit_one_target(tin, tout, batch, y, cells, opts: FitOptions, forms: list[str], requested=None, *,
+                   ineligible=frozenset()) -> TargetModel:
     """All candidate forms with CV; returns the chosen model with its CV summary, interval and
-    candidate table. Where the rows span batch sizes only forms with a batch term can be chosen.
+    candidate table. Where the rows span batch sizes only forms with a batch term can be chosen, and
+    none of ``ineligible`` (:data:`NOT_FOR` the target).
     ``requested`` (tin, tout): the requested token counts the paper form is fitted on, as the paper
     did (default: the same as the others')."""
     fold = fold_of(cells, opts.folds, opts.seed)
@@ -262,7 +278,7 @@ def fit_one_target(tin, tout, batch, y, cells, opts: FitOptions, forms: list[str
         terms, coef, _ = solve_form(form, *tokens(form), batch, y)
         scored.append(_Scored(form, held, float(np.median(err)) if err.size else np.inf,
                               float(np.quantile(err, 0.9)) if err.size else np.inf, _sane(terms, coef, batches),
-                              len(batches) == 1 or has_batch_term(form)))
+                              len(batches) == 1 or (has_batch_term(form) and form not in ineligible)))
     if opts.form == "auto":
         pool = ([r for r in scored if r.sane and r.eligible] or [r for r in scored if r.eligible] or scored)
         chosen = _choose(pool)
@@ -342,7 +358,8 @@ def _fit_deployment(dep: str, g: pl.DataFrame, opts: FitOptions, forms: list[str
     cells = g.select(pl.concat_str([pl.col("_tin").cast(pl.String), pl.col("_tout").cast(pl.String),
                                     pl.col("_batch").cast(pl.String)], separator="-")).to_series().to_numpy()
     requested = (g["tin"].to_numpy().astype(float), g["tout"].to_numpy().astype(float))
-    targets = {t: fit_one_target(tin, tout, batch, g[col].to_numpy().astype(float), cells, opts, forms, requested)
+    targets = {t: fit_one_target(tin, tout, batch, g[col].to_numpy().astype(float), cells, opts, forms, requested,
+                                 ineligible=NOT_FOR[t])
                for t, col in (("energy_j", opts.energy_column), ("runtime_s", "runtime_s"))}
     first = g.row(0, named=True)
     rng = FitRange(*((float(v.min()), float(v.max())) for v in (tin, tout, batch)))

@@ -11,6 +11,9 @@ fitted roofline is stored as data like every other term:
   compute line crosses the floor m, so ``m*tout + a'*sum_j(..)+ + b*sum_j(..)+^2`` is the roofline.
 * ``tout*(batch-K)+``: per decode step, max(0, batch - K): a step whose cost is the larger of the
   weights' memory floor and a compute term proportional to the batch.
+* ``sum_j(batch*(tin+j)-K)+``: over the decode steps, max(0, batch x L - K), L = tin + j: a step
+  whose cost is the larger of a floor (the weights' memory traffic, or the host's launch time in an
+  eager backend) and the work that grows with the batch's tokens of context (its KV-cache traffic).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ _KNOTTED = {
     re.compile(rf"^sum_j\(tin\+j-{_NUM}\)\+$"): lambda k: lambda i, o, b: _hinge_sum(i, o, k, 1),
     re.compile(rf"^sum_j\(tin\+j-{_NUM}\)\+\^2$"): lambda k: lambda i, o, b: _hinge_sum(i, o, k, 2),
     re.compile(rf"^tout\*\(batch-{_NUM}\)\+$"): lambda k: lambda i, o, b: o * np.maximum(b - k, 0.0),
+    re.compile(rf"^sum_j\(batch\*\(tin\+j\)-{_NUM}\)\+$"): lambda k: lambda i, o, b: _batch_hinge_sum(i, o, b, k),
 }
 
 
@@ -65,6 +69,15 @@ def _hinge_sum(tin: np.ndarray, tout: np.ndarray, k: float, p: int) -> np.ndarra
     # sum of (lo + m)^p for m = 0..n_pos-1 == S_p(lo + n_pos - 1) - S_p(lo - 1) when lo is an integer
     top = lo + n_pos - 1
     return np.where(n_pos > 0, _power_sum(top, p) - _power_sum(lo - 1, p), 0.0)
+
+
+def _batch_hinge_sum(tin: np.ndarray, tout: np.ndarray, batch: np.ndarray, k: float) -> np.ndarray:
+    """sum over j = 0..tout-1 of max(0, batch (tin + j) - k), in closed form: the steps j >= j0 (the
+    first with a positive excess) contribute batch (tin + j) - k each."""
+    n = np.maximum(tout, 0.0)
+    j0 = np.clip(np.floor(k / batch - tin) + 1.0, 0.0, None)
+    m = np.maximum(n - j0, 0.0)
+    return np.where(m > 0, batch * (m * tin + (j0 + n - 1.0) * m / 2.0) - k * m, 0.0)
 
 
 def term_function(name: str) -> Term | None:
