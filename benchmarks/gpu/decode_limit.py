@@ -3,6 +3,8 @@
     python3 -m benchmarks.gpu.decode_limit --bw-only                      # HBM copy bandwidth only
     python3 -m benchmarks.gpu.decode_limit --presets llama-2-7b,llama-2-70b [--backend static] \
         [--bw 4.23] [--jsonl results.jsonl]                              # live: load, compile, time
+    python3 -m benchmarks.gpu.decode_limit --presets llama-2-7b --variants base,fused,cdt,fused+cdt \
+        --bw 4.20 --jsonl results.jsonl                                  # variants of static, side by side
     python3 -m benchmarks.gpu.decode_limit --table results.jsonl          # print saved live results
     python3 -m benchmarks.gpu.decode_limit --stores data/h200/* --bw 4.23 # from measured stores (no GPU)
 
@@ -16,13 +18,19 @@ experts' weights). Live mode builds the preset (random bf16 weights), runs the p
 apart as compile_s), then times whole generations of --tout tokens from a --tin prompt for at least
 --min-s seconds; ms/step is decode time / (tout - 1), and J/token comes from the NVML energy counter
 over the timed generations (gross, batch 1).
+
+Variants (``--variants``, issue 13): each is a backend label of ``llm_energy.measure.inference.fusion``
+run on the same loaded model, one after the other, each compiled afresh (``torch._dynamo.reset()``
+between them): ``base`` is ``--backend``; ``fused``, ``cdt``, ``fused+cdt+math``, ... are ``static+``
+those options; a full label (``static+fused``) is taken as is. Each variant's row is written to
+``--jsonl`` as soon as it is measured (a budget that stops the run keeps the finished ones), and a
+second table puts the variants of each preset side by side, with their speed-up over the first.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -115,25 +123,68 @@ def meta_bytes(preset: str) -> tuple[int, int]:
     return step_bytes(m, cfg)
 
 
+def variant_labels(variants: str, backend: str) -> list[str]:
+    """Backend labels of comma-separated variants: ``base`` -> ``backend``; ``fused+cdt`` -> the canonical
+    ``static+fused+cdt``; a full label as is (static ones canonicalised)."""
+    fusion = import_module("llm_energy.measure.inference.fusion")
+    out = []
+    for v in (x.strip() for x in variants.split(",")):
+        if not v:
+            continue
+        label = backend if v == "base" else v if v.split("+")[0] in ("static", "cache", "no-cache") else f"static+{v}"
+        opts = fusion.parse_static(label)
+        out.append(label if opts is None else fusion.static_label(opts))
+    return out
+
+
 def live(preset: str, backend_name: str, bw: float, tin: int, tout: int, min_s: float, device: str = "cuda:0") -> dict:
+    return next(live_variants(preset, [backend_name], bw, tin, tout, min_s, device))
+
+
+def live_variants(preset: str, backends: list[str], bw: float, tin: int, tout: int, min_s: float,
+                  device: str = "cuda:0"):
+    """Load ``preset`` once, then per backend label: build, prepare (compile_s), time; yield its row."""
+    import gc
+
     import torch
 
     load_model, kv_cache_len, make_backend = (_attr(n, *_INFERENCE) for n in ("load_model", "kv_cache_len", "make_backend"))
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     t0 = time.perf_counter()
-    loaded = load_model(preset, device, "auto", max_seq_len=kv_cache_len(backend_name, tin + tout),
-                        kv_cache=backend_name != "no-cache")
+    loaded = load_model(preset, device, "auto", max_seq_len=max(kv_cache_len(b, tin + tout) for b in backends),
+                        kv_cache=any(b != "no-cache" for b in backends))
     sync()
     load_s = time.perf_counter() - t0
     all_b, read_b = step_bytes(loaded.model, loaded.config)
-    be = make_backend(backend_name, loaded)
-    print(f"[{preset}] loaded in {load_s:.1f} s ({all_b / 1e9:.2f} GB); preparing {backend_name} ...", flush=True)
-    t0 = time.perf_counter()
-    be.prepare(1, tin, tout)
-    sync()
-    compile_s = time.perf_counter() - t0
-    print(f"[{preset}] prepare (compile + capture + warm-up) {compile_s:.1f} s", flush=True)
+    print(f"[{preset}] loaded in {load_s:.1f} s ({all_b / 1e9:.2f} GB)", flush=True)
+    for i, name in enumerate(backends):
+        if i:
+            torch._dynamo.reset()  # each variant compiles and captures afresh
+            if cuda:
+                torch.cuda.empty_cache()
+        t0 = time.perf_counter()
+        be = make_backend(name, loaded)  # fused variants re-lay the weights here (counted in compile_s)
+        print(f"[{preset}] preparing {be.name} ...", flush=True)
+        be.prepare(1, tin, tout)
+        sync()
+        compile_s = time.perf_counter() - t0
+        print(f"[{preset}] {be.name}: prepare (compile + capture + warm-up) {compile_s:.1f} s", flush=True)
+        res = {"preset": preset, "backend": be.name, **_time_generations(be, preset, tin, tout, min_s, cuda),
+               "weights_b": all_b, "read_b": read_b, "bw_bps": bw,
+               "limit_ms": 1e3 * all_b / bw, "limit_read_ms": 1e3 * read_b / bw,
+               "load_s": load_s, "compile_s": compile_s, "fused_modules": getattr(be, "fused_modules", 0),
+               "device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__}
+        res["ratio"] = res["ms_per_step"] / res["limit_ms"]
+        res["ratio_read"] = res["ms_per_step"] / res["limit_read_ms"]
+        del be
+        gc.collect()
+        yield res
+
+
+def _time_generations(be, preset: str, tin: int, tout: int, min_s: float, cuda: bool) -> dict:
+    """Median ms/step over whole generations of ``tout`` tokens lasting at least ``min_s`` (at least 3),
+    and J/token from the NVML counter over them."""
     prompt = be.make_prompt(1, tin, seed=1)
     be.generate(prompt, tout)  # one more untimed generation after the compile
     energy = _energy_counter() if cuda else (lambda: None)
@@ -149,20 +200,11 @@ def live(preset: str, backend_name: str, bw: float, tin: int, tout: int, min_s: 
     time.sleep(0.15)  # one counter update period past the end
     e1 = energy()
     n = len(steps)
-    ms = 1e3 * statistics.median(steps)
-    res = {
-        "preset": preset, "backend": backend_name, "tin": tin, "tout": tout, "n_generations": n,
-        "ms_per_step": ms, "ms_min": 1e3 * min(steps), "ms_max": 1e3 * max(steps),
-        "weights_b": all_b, "read_b": read_b, "bw_bps": bw,
-        "limit_ms": 1e3 * all_b / bw, "limit_read_ms": 1e3 * read_b / bw,
-        "load_s": load_s, "compile_s": compile_s, "timed_s": wall,
-        "j_per_token": (e1 - e0) / (n * tout) if e0 is not None and e1 is not None else None,
-        "mean_w": (e1 - e0) / (wall + 0.15) if e0 is not None and e1 is not None else None,
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__,
-    }
-    res["ratio"] = res["ms_per_step"] / res["limit_ms"]
-    res["ratio_read"] = res["ms_per_step"] / res["limit_read_ms"]
-    return res
+    metered = e0 is not None and e1 is not None
+    return {"tin": tin, "tout": tout, "n_generations": n, "ms_per_step": 1e3 * statistics.median(steps),
+            "ms_min": 1e3 * min(steps), "ms_max": 1e3 * max(steps), "timed_s": wall,
+            "j_per_token": (e1 - e0) / (n * tout) if metered else None,
+            "mean_w": (e1 - e0) / (wall + 0.15) if metered else None}
 
 
 def _energy_counter():
@@ -218,10 +260,35 @@ def print_table(rows: list[dict]) -> None:
               f"{r['limit_ms']:.2f} | {r['ms_per_step']:.2f}{rng} | {r['ratio']:.2f} | {r['ratio_read']:.2f} | {jt} | {cs} |")
 
 
+def print_variants(rows: list[dict]) -> None:
+    """Per preset, each backend's ms/step (x limit, compile s) side by side, and its speed-up over the
+    first backend measured for that preset; printed only where a preset has more than one."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["preset"], []).append(r)
+    by = {p: rs for p, rs in by.items() if len({r["backend"] for r in rs}) > 1}
+    if not by:
+        return
+    print("\nvariants side by side: ms/step (x limit; compile s), speed-up over the first")
+    print("| preset | limit ms | backend | ms/step | x limit | compile s | vs first |")
+    print("|---|---|---|---|---|---|---|")
+    for p, rs in by.items():
+        base = rs[0]["ms_per_step"]
+        for r in rs:
+            cs = f"{r['compile_s']:.0f}" if r.get("compile_s") is not None else "-"
+            print(f"| {p} | {r['limit_ms']:.2f} | {r['backend']} | {r['ms_per_step']:.2f} | {r['ratio']:.2f} | {cs} | "
+                  f"{base / r['ms_per_step']:.3f}x |")
+        best = min(rs, key=lambda r: r["ms_per_step"])
+        print(f"| {p} | | **best: {best['backend']}** | **{best['ms_per_step']:.2f}** | **{best['ratio']:.2f}** | | |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--presets", default=",".join(PAPER_PRESETS))
     ap.add_argument("--backend", default="static")
+    ap.add_argument("--variants", default=None,
+                    help="comma-separated variants run on one load per preset: base (= --backend), fused, cdt, "
+                         "math, ma, combined with + (fused+cdt), or full labels (static+fused)")
     ap.add_argument("--bw", type=float, default=None, help="bandwidth in TB/s (default: measure it)")
     ap.add_argument("--bw-only", action="store_true")
     ap.add_argument("--device", default="cuda:0", help="cuda:N (default cuda:0); cpu only to test this script")
@@ -235,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.table is not None:
         rows = [json.loads(line) for f in args.table for line in Path(f).read_text().splitlines() if line.strip()]
         print_table(rows)
+        print_variants(rows)
         return 0
     if args.stores is not None:
         if args.bw is None:
@@ -246,14 +314,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.bw_only:
         return 0
     rows = []
-    for p in [x for x in args.presets.split(",") if x]:
-        r = live(p, args.backend, bw, args.tin, args.tout, args.min_s, args.device)
-        print(json.dumps(r), flush=True)
-        rows.append(r)
-        if args.jsonl:
-            with open(args.jsonl, "a") as f:
-                f.write(json.dumps(r) + "\n")
+    backends = variant_labels(args.variants, args.backend) if args.variants else [args.backend]
+    try:
+        for p in [x for x in args.presets.split(",") if x]:
+            for r in live_variants(p, backends, bw, args.tin, args.tout, args.min_s, args.device):
+                print(json.dumps(r), flush=True)
+                rows.append(r)
+                if args.jsonl:
+                    with open(args.jsonl, "a") as f:
+                        f.write(json.dumps(r) + "\n")
+    except KeyboardInterrupt:  # the session's budget ran out: print what was measured
+        print("interrupted: the table has the variants measured so far", flush=True)
     print_table(rows)
+    print_variants(rows)
     return 0
 
 
