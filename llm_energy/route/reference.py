@@ -12,11 +12,26 @@ from collections import deque
 
 
 def py_predict(terms: list[str], coef: list[float], tin: float, tout: float, batch: float = 1.0) -> float:
-    """One prediction in plain Python (the same terms as llm_energy.fit.fits.TERMS)."""
+    """One prediction in plain Python (the same terms as llm_energy.fit.terms, the knotted ones as
+    explicit loops over the decode steps)."""
     v = {"1": 1.0, "tin": tin, "tout": tout, "tin*tout": tin * tout, "tin^2": tin * tin, "tout^2": tout * tout,
-         "tin^2*tout": tin * tin * tout, "batch": batch, "batch*tin": batch * tin, "batch*tout": batch * tout,
+         "tin^2*tout": tin * tin * tout, "tin*tout^2": tin * tout * tout, "tout^3": tout ** 3, "batch": batch,
+         "batch*tin": batch * tin, "batch*tin^2": batch * tin * tin, "batch*tout": batch * tout,
          "batch*tin*tout": batch * tin * tout, "batch*tout^2": batch * tout * tout}
-    return sum(c * v[t] for t, c in zip(terms, coef))
+    return sum(c * (v[t] if t in v else _py_knotted(t, tin, tout, batch)) for t, c in zip(terms, coef))
+
+
+def _py_knotted(term: str, tin: float, tout: float, batch: float) -> float:
+    """A knotted term (``sum_j(tin+j-K)+``, its square, ``tout*(batch-K)+``, ``sum_j(batch*(tin+j)-K)+``)."""
+    head, k = term.rsplit("-", 1)
+    k = float(k.split(")")[0])
+    if head == "tout*(batch":
+        return tout * max(batch - k, 0.0)
+    steps = range(int(tout))
+    if head == "sum_j(batch*(tin+j)":
+        return sum(max(batch * (tin + j) - k, 0.0) for j in steps)
+    power = 2 if term.endswith("^2") else 1
+    return sum(max(tin + j - k, 0.0) ** power for j in steps)
 
 
 def simulate_events(arrival: list[float], service: list[list[float]], slots: list[int],
