@@ -185,7 +185,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _print_quality(console, df: pl.DataFrame) -> None:
-    """A warning line counting the trials whose meter readings cannot be trusted, by reason."""
+    """A warning line counting the trials whose meter readings cannot be trusted, by reason, and one per
+    known defect of the measurement (:mod:`llm_energy.trials.errata`)."""
+    from llm_energy.trials.errata import errata
     from llm_energy.trials.schema import quality_counts, split_suspect
 
     bad = split_suspect(df)[1]
@@ -193,6 +195,8 @@ def _print_quality(console, df: pl.DataFrame) -> None:
         console.print(f"warning: {bad.height} of {df.height} trials suspect ("
                       + ", ".join(f"{k} x{n}" for k, n in quality_counts(bad).items())
                       + "): energy kept as measured, fit leaves them out; quality_note in show --json says why")
+    for hit in errata(df):
+        console.print(f"warning: {hit.line()}", markup=False, highlight=False)
 
 
 def _check_model_name(model: str) -> None:
@@ -267,7 +271,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         from llm_energy.io import to_json
 
-        print(to_json({"power_vs_counter": groups, "sessions": sess, "quality": quality}))
+        from llm_energy.trials.errata import errata
+
+        print(to_json({"power_vs_counter": groups, "sessions": sess, "quality": quality,
+                       "errata": [h.to_dict() for h in errata(store.trials())]}))
         return 0
     from rich.table import Table
 

@@ -1,0 +1,86 @@
+"""The KV-cache keyword defect (found 2026-12-01): before commit e5b5c49 the cache and static backends passed the
+KV cache as ``cache=``, which transformers < 5.24 (5.17 on the GPU machines) lets fall into ``**kwargs`` unused,
+so no decode step attended to the context. The backends now pass it under the keyword the model takes, and the
+trials measured before the fix are flagged (``llm_energy.trials.errata``), never silently trusted."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from llm_energy.measure.inference.backends import make_backend
+from llm_energy.measure.inference.loading import load_model
+from llm_energy.trials.errata import KV_CACHE_IGNORED, affected, errata
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Transformers517(torch.nn.Module):
+    """A causal LM with transformers 5.17's forward signature: the KV cache is ``past_key_values``, and any other
+    keyword (``cache=``) lands in ``**kwargs``, unused, as it does there."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, **kwargs):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          cache=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep)
+
+
+@pytest.fixture(scope="module")
+def old_signature():
+    torch.manual_seed(0)
+    lm = load_model("tiny-llama", "cpu", "float32")
+    return dataclasses.replace(lm, model=Transformers517(lm.model))
+
+
+@pytest.mark.parametrize("backend", ["cache", "static"])
+def test_decode_attends_to_the_context_on_the_older_signature(old_signature, backend):
+    ids = make_backend("no-cache", old_signature).make_prompt(1, 13, seed=3)
+    ref = make_backend("no-cache", old_signature)  # reprocesses the whole sequence: needs no cache at all
+    ref.generate(ids, 8)
+    b = make_backend(backend, old_signature)
+    b.prepare(1, 13, 8)
+    b.generate(ids, 8)
+    assert b.last_tokens[:, -1].tolist() == ref.last_tokens[:, -1].tolist()
+
+
+def _trials(**cols) -> pl.DataFrame:
+    n = len(cols["backend"])
+    return pl.DataFrame({"trial_id": [f"s/c{i}/r0" for i in range(n)], "sweep_id": ["s"] * n, **cols})
+
+
+def test_the_rule_flags_kv_cache_trials_of_older_transformers_measured_before_the_fix():
+    v = lambda tf, **extra: json.dumps({"transformers": tf, "torch": "2.11.0", **extra})  # noqa: E731
+    df = _trials(backend=["static", "cache", "no-cache", "static", "static+fused", "cache", "static"],
+                 versions=[v("5.17.0"), v("4.46.1"), v("5.17.0"), v("5.24.0"), v("5.23.0"),
+                           v("5.17.0", kv_cache_keyword="past_key_values"), None])
+    assert affected(df).to_list() == [True, True, False, False, True, False, False]
+    (hit,) = errata(df)
+    assert hit.key == KV_CACHE_IGNORED and hit.n_trials == 3 and hit.versions == ("4.46.1", "5.17.0", "5.23.0")
+    assert errata(df.filter(pl.col("backend") == "no-cache")) == []
+
+
+def test_the_committed_gpu_stores_measured_before_the_fix_are_flagged():
+    from llm_energy.trials.store import load_trials
+
+    for d in ("data/h200/grid-static", "data/h100/grid-cache"):
+        t = load_trials([str(ROOT / d)])
+        assert affected(t).all(), d
+    assert errata(load_trials([str(ROOT / "data/h100/grid-nocache")])) == []  # no KV cache: not affected
+
+
+def test_show_and_check_say_so(capsys):
+    from llm_energy.cli.main import main
+
+    assert main(["show", str(ROOT / "data/h200/falcon-7b-static"), "--limit", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "erratum kv-cache-ignored: 27 trial(s)" in out and "e5b5c49" in out
+    assert main(["check", str(ROOT / "data/h200/falcon-7b-static"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [e["key"] for e in doc["errata"]] == [KV_CACHE_IGNORED] and doc["errata"][0]["n_trials"] == 27
