@@ -44,3 +44,12 @@ for a in 55 60; do plan a100-acc$a $A100 --min-accuracy $a; done
 plan h200-pareto $H200 --pareto
 plan h200llama-pareto $H200 $LLAMA --pareto
 plan a100-pareto $A100 --pareto
+# sensitivity (an estimate, not a measurement): the same measured set with the KV-cache reads the stores'
+# decode steps missed added to every energy fit (kv_estimate.py; docs/h200_plans.md explains)
+[ -f $OUT/fits.kv-estimate.json ] && [ "${REFIT:-0}" != 1 ] || \
+  .venv/bin/python data/h200/plans/kv_estimate.py $OUT/fits.json $OUT/fits.kv-estimate.json
+KV="--fits data/h200/plans/fits.kv-estimate.json --deployments configs/deployments.h200.yaml"
+for z in 0.5 0.9 1; do plan h200kv-z$z $KV --zeta $z; done
+for a in 55 60; do plan h200kv-acc$a $KV --min-accuracy $a; done
+plan h200kv-z1-ms0 $KV --zeta 1 --min-share 0
+for z in 0.5 1; do plan h200kvllama-z$z $KV $LLAMA --zeta $z; done
