@@ -145,3 +145,21 @@ def test_fused_variants_on_cuda_give_the_static_tokens():
         assert b.generate(ids, 8).tout_actual == 8
         toks[name] = b.last_tokens[:, -1].tolist()
     assert len(set(map(tuple, toks.values()))) == 1, toks
+
+
+def test_fused_decode_step_has_four_matrix_products_per_layer():
+    """The traced decode step (one graph, no breaks): 7 linears a layer unfused, 4 fused, + the LM head."""
+    from llm_energy.measure.inference.sizing import bucket_len
+
+    counts = {}
+    for name in ("static", "static+fused"):
+        lm = load_model("tiny-llama", "cpu", "float32")
+        b = make_backend(name, lm)
+        b.prepare(1, 8, 4)
+        tok, pos = torch.ones((1, 1), dtype=torch.long), torch.full((1, 1), 8)
+        with torch.inference_mode():
+            ex = torch._dynamo.explain(b._decode_step)(tok, pos, b._caches[(1, bucket_len(12))])
+        assert ex.graph_count == 1 and ex.graph_break_count == 0
+        counts[name] = sum(1 for n in ex.graphs[0].graph.nodes if n.op == "call_function" and "linear" in str(n.target))
+    layers = lm.config.num_hidden_layers
+    assert counts == {"static": 7 * layers + 1, "static+fused": 4 * layers + 1}

@@ -164,13 +164,22 @@ def live_variants(preset: str, backends: list[str], bw: float, tin: int, tout: i
             if cuda:
                 torch.cuda.empty_cache()
         t0 = time.perf_counter()
-        be = make_backend(name, loaded)  # fused variants re-lay the weights here (counted in compile_s)
-        print(f"[{preset}] preparing {be.name} ...", flush=True)
-        be.prepare(1, tin, tout)
-        sync()
-        compile_s = time.perf_counter() - t0
-        print(f"[{preset}] {be.name}: prepare (compile + capture + warm-up) {compile_s:.1f} s", flush=True)
-        res = {"preset": preset, "backend": be.name, **_time_generations(be, preset, tin, tout, min_s, cuda),
+        be = None
+        try:
+            be = make_backend(name, loaded)  # fused variants re-lay the weights here (counted in compile_s)
+            print(f"[{preset}] preparing {be.name} ...", flush=True)
+            be.prepare(1, tin, tout)
+            sync()
+            compile_s = time.perf_counter() - t0
+            print(f"[{preset}] {be.name}: prepare (compile + capture + warm-up) {compile_s:.1f} s", flush=True)
+            timed = _time_generations(be, preset, tin, tout, min_s, cuda)
+        except Exception as e:  # noqa: BLE001 - one variant failing (compile error, OOM) leaves the others to run
+            print(f"[{preset}] {name} FAILED after {time.perf_counter() - t0:.1f} s: {type(e).__name__}: "
+                  f"{str(e).splitlines()[0] if str(e) else ''}", flush=True)
+            del be
+            gc.collect()
+            continue
+        res = {"preset": preset, "backend": be.name, **timed,
                "weights_b": all_b, "read_b": read_b, "bw_bps": bw,
                "limit_ms": 1e3 * all_b / bw, "limit_read_ms": 1e3 * read_b / bw,
                "load_s": load_s, "compile_s": compile_s, "fused_modules": getattr(be, "fused_modules", 0),

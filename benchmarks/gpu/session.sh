@@ -9,6 +9,9 @@
 # BATCHES) | refuse:PRESET:BACKEND:BATCH (the same sweep at a batch that must be refused before any work) |
 # gputests (pytest -m gpu tests/test_gpu.py). EXTRA: more profile options for the third step (falcon presets:
 # EXTRA=--beyond-context, their 2048-token context is shorter than the grid's 4096).
+# Issue 13's decode speed-ups (these run the tree's code, never SRC's: the variants exist only there):
+# dlv:PRESET:VARIANTS[:CAP_S] (decode_limit --variants, e.g. dlv:llama-2-7b:base,fused,fused+cdt:420; rows in
+# $OUT/decode_limit_variants.jsonl) | dlvtable | fusiontests (pytest -m gpu tests/test_fusion.py).
 # Code: SRC, default the frozen snapshot .gpu/src where it exists, else the tree itself.
 # Every step runs under `timeout --signal=INT` inside one deadline (BUDGET_S from the start, RESERVE_S kept
 # for packing): SIGINT stops the profiler cleanly and committed trials stay; a rerun resumes. Stores land in
@@ -67,6 +70,15 @@ for step in "$@"; do
       fi ;;
     dltable)
       [ -f "$OUT/decode_limit.jsonl" ] && python3 -m benchmarks.gpu.decode_limit --table "$OUT/decode_limit.jsonl" ;;
+    dlv)
+      [ -n "$BW" ] || BW=$(python3 -m benchmarks.gpu.decode_limit --bw-only | awk '/hbm copy bandwidth/ {print $4}')
+      budget "${c:-420}" env PYTHONPATH="/tmp/site:$PWD" python3 -m benchmarks.gpu.decode_limit --presets "$a" \
+        --variants "$b" --bw "$BW" --jsonl "$OUT/decode_limit_variants.jsonl" ;;
+    dlvtable)
+      [ -f "$OUT/decode_limit_variants.jsonl" ] && env PYTHONPATH="/tmp/site:$PWD" python3 -m benchmarks.gpu.decode_limit \
+        --table "$OUT/decode_limit_variants.jsonl" ;;
+    fusiontests)
+      budget "${a:-180}" env PYTHONPATH="/tmp/site:$PWD" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_fusion.py ;;
     grid)
       budget "${a:-600}" $LE profile --model llama-2-7b --backend static --tin 8..2048 --tout 8..2048 --repeats 2 \
         --warmups 0 --out data/h200/grid-static "${PROFILE_COMMON[@]}" ;;
