@@ -84,3 +84,16 @@ def test_show_and_check_say_so(capsys):
     assert main(["check", str(ROOT / "data/h200/falcon-7b-static"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [e["key"] for e in doc["errata"]] == [KV_CACHE_IGNORED] and doc["errata"][0]["n_trials"] == 27
+
+
+def test_trials_measured_now_record_the_keyword_and_are_not_flagged(tmp_path):
+    from llm_energy.cli.main import main
+    from llm_energy.trials.store import load_trials
+
+    out = tmp_path / "s"
+    assert main(["profile", "--model", "tiny-llama", "--backend", "cache", "--tin", "8", "--tout", "4", "--device",
+                 "cpu", "--node-type", "cpu", "--idle-s", "0.2", "--min-window-s", "0", "--out", str(out),
+                 "--no-live"]) == 0
+    t = load_trials([str(out)])
+    assert {json.loads(v)["kv_cache_keyword"] for v in t["versions"]} == {"cache"}  # transformers >= 5.24 here
+    assert errata(t) == []

@@ -212,7 +212,8 @@ class Profiler:
         idle, idle_frame, idle_flags = self._idle_baseline(samplers, primary, spec.idle_s)
         self._idle_flags = assess_idle(idle_flags, idle.per_device, primary, self._meters)
         source = source_label(samplers, primary)
-        info = self._sweep_info(loaded.dtype, source, cold, idle, device_name, system)
+        info = self._sweep_info(loaded.dtype, source, cold, idle, device_name, system,
+                                kv_keyword=getattr(backend, "kv_keyword", None))
         if self._idle_flags:
             msg = f"warning: every trial of this run is flagged suspect: {quality_label(self._idle_flags)[1]}"
             log.warning(msg)
@@ -244,9 +245,12 @@ class Profiler:
                            energy_source=source, eta_s=0.0, cells_done=len(left_in_cell), **tick)
 
     def _sweep_info(self, dtype: str, source: str, cold: IdleBaseline, idle: IdleBaseline, device_name: str,
-                    system: str) -> SweepInfo:
-        """The sweep's record, with this run (session, node, idle baselines, meters) as its one run."""
-        spec, now_s, versions = self.spec, time.time(), versions_json()
+                    system: str, kv_keyword: str | None = None) -> SweepInfo:
+        """The sweep's record, with this run (session, node, idle baselines, meters) as its one run. The
+        versions (stored with every trial) name the keyword the backend passes its KV cache under, which
+        tells trials of the fixed backends from those of erratum ``kv-cache-ignored`` (trials/errata.py)."""
+        spec, now_s = self.spec, time.time()
+        versions = versions_json({"kv_cache_keyword": kv_keyword} if kv_keyword else None)
         notes = ["CPU energy is an estimate (utilisation x TDP), not a measurement"] if source == SOURCE_ESTIMATE else []
         if self._idle_flags:
             notes.append(f"run {self.session}: {quality_label(self._idle_flags)[1]}")

@@ -56,6 +56,12 @@ class InferenceBackend(ABC):
         self._kv = cache_keyword(self.model)
         self.fused = False  # the weights layout this backend runs (fusion.py); set again before each generation
 
+    @property
+    def kv_keyword(self) -> str | None:
+        """The keyword this backend passes its KV cache to the model under (None: it keeps no cache); the
+        profiler stores it with every trial (erratum ``kv-cache-ignored``, trials/errata.py)."""
+        return None if self.name == "no-cache" else self._kv
+
     def prepare(self, batch: int, tin: int, tout: int) -> None:
         """Work done before a measurement window: the first time a (batch, tin) prompt shape is seen,
         one unmeasured short generation at that shape (kernel selection, allocator growth)."""
