@@ -114,6 +114,8 @@ def load_model(name_or_dir: str, device: str = "auto", dtype: str = "auto", *,
 
     if device == "auto":
         device = f"cuda:{gpu_indices[0] if gpu_indices else 0}" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":  # not "cuda:N": without this it built on the CPU (no ordinal, so no GPU in the placement)
+        device = f"cuda:{gpu_indices[0] if gpu_indices else 0}"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise bad_value("--device", device, "CUDA is not available on this node")
     dt = resolve_dtype(dtype, device)
