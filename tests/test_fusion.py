@@ -138,7 +138,7 @@ def test_fused_variants_on_cuda_give_the_static_tokens():
     ids = None
     toks = {}
     for name in ("static", "static+fused+cdt", "static+fused+cdt+math"):
-        lm = load_model("tiny-llama", "cuda", "float32")
+        lm = load_model("tiny-llama", "cuda:0", "float32")
         b = make_backend(name, lm)
         ids = b.make_prompt(1, 9, seed=5) if ids is None else ids
         b.prepare(1, 9, 8)
