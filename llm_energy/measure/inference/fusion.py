@@ -116,7 +116,7 @@ class FusedInput(nn.Module):
         lins = [getattr(inner, n) for n in names]
         bias = lins[0].bias is not None
         proj = nn.Linear(lins[0].in_features, sum(lin.out_features for lin in lins), bias=bias,
-                            device="meta", dtype=lins[0].weight.dtype)
+                         device="meta", dtype=lins[0].weight.dtype)
         with torch.no_grad():
             proj.weight = nn.Parameter(torch.cat([lin.weight for lin in lins]), requires_grad=False)
             if bias:
@@ -149,6 +149,7 @@ def fuse_projections(model: Any) -> int:
     """Fuse q/k/v and gate/up of every decoder layer of a llama-style model, in place; return the
     number of modules fused (0 where there is nothing to fuse: falcon, or a model already fused).
     The originals' weights are freed layer by layer, so the peak extra memory is one layer's."""
+    model._llm_energy_fused = True  # falcon too: its projections that share an input are one matrix already
     if getattr(model.config, "model_type", None) not in _FUSABLE_TYPES:
         return 0
     n = 0
@@ -158,7 +159,6 @@ def fuse_projections(model: Any) -> int:
             if mod is not None and not isinstance(mod, FusedInput) and _fusable(mod, names):
                 setattr(layer, attr, FusedInput(mod, names))
                 n += 1
-    model._llm_energy_fused = True
     return n
 
 
