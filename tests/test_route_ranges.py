@@ -20,8 +20,8 @@ KEY = "llama-2-7b@h100x1/static/b1"
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """Fits of the H100 static grid (tin, tout fitted up to about 2048, context 4096), a one-deployment
-    fleet, and a trace: 20 queries inside the range, 4 with tin 3000 (outside), 2 with tin 3000 and
-    tout 2000 (outside, and beyond the context length)."""
+    fleet, and two traces: 20 queries inside the range, 4 with tin 3000 (outside), 2 with tin 3000 and
+    tout 2000 (outside, and beyond the context length); and 5 queries inside it (in.csv)."""
     from llm_energy.trials.store import load_trials
 
     d = tmp_path_factory.mktemp("route_ranges")
@@ -30,6 +30,7 @@ def inputs(tmp_path_factory):
     tin = [100] * 20 + [3000] * 6
     tout = [100] * 20 + [100] * 4 + [2000] * 2
     pl.DataFrame({"tin": tin, "tout": tout, "arrival_s": np.arange(26) * 30.0}).write_csv(d / "trace.csv")
+    pl.DataFrame({"tin": [100] * 5, "tout": [100] * 5, "arrival_s": np.arange(5) * 30.0}).write_csv(d / "in.csv")
     return d, np.array(tin), np.array(tout)
 
 
@@ -55,7 +56,6 @@ def test_route_prints_and_writes_the_fitted_range_report(inputs, capsys):
 
 def test_route_in_range_says_nothing(inputs, capsys):
     d, _, _ = inputs
-    pl.DataFrame({"tin": [100] * 5, "tout": [100] * 5, "arrival_s": np.arange(5) * 30.0}).write_csv(d / "in.csv")
     rc = main(["route", "--fits", str(d / "fits.json"), "--deployments", str(d / "fleet.yaml"), "--trace",
                str(d / "in.csv"), "--policy", "only:fast", "--min-share", "0", "--no-plots", "--idle-w", "100", "--out", str(d / "in"),
                "--json"])
@@ -64,3 +64,18 @@ def test_route_in_range_says_nothing(inputs, capsys):
     s = json.loads(out)
     assert s["fitted_range"]["only:fast"]["outside"] == 0
     assert not any("fitted range" in w for w in s["warnings"])
+
+
+def test_route_out_of_range_refuse(inputs, capsys):
+    d, _, _ = inputs
+    rc = main(["route", "--fits", str(d / "fits.json"), "--deployments", str(d / "fleet.yaml"), "--trace",
+               str(d / "trace.csv"), "--policy", "only:fast", "--min-share", "0", "--no-plots", "--idle-w", "100",
+               "--out", str(d / "refused"), "--out-of-range", "refuse"])
+    _, err = capsys.readouterr()
+    assert rc != 0 and "--out-of-range refuse: fitted range: 2 of 2 policies" in err and "6 of 26 queries" in err
+    assert len(err.strip().splitlines()) == 1 and not (d / "refused" / "summary.json").exists()
+    rc = main(["route", "--fits", str(d / "fits.json"), "--deployments", str(d / "fleet.yaml"), "--trace",
+               str(d / "in.csv"), "--policy", "only:fast", "--min-share", "0", "--no-plots", "--idle-w", "100",
+               "--out", str(d / "accepted"), "--out-of-range", "refuse", "--json"])
+    capsys.readouterr()
+    assert rc == 0 and (d / "accepted" / "summary.json").exists()  # nothing outside: not refused

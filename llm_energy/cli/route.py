@@ -58,6 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", help="route over these deployments of the file only: NAME,NAME,...")
     p.add_argument("--solver", default="glpk", help="glpk (default) | highs, for offline and dual")
     p.add_argument("--time-limit", type=float, default=60.0, help="solver time limit per solve (s)")
+    p.add_argument("--out-of-range", default="warn", choices=("warn", "refuse"),
+                   help="queries routed outside the range their deployment was fitted on, or beyond its context "
+                        "length: warn (default; a table, one warning and summary.json's fitted_range, per policy) | "
+                        "refuse (as plan)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument("--json", action="store_true", help="print summary.json instead of tables")
@@ -83,7 +87,7 @@ def request_from_args(args: argparse.Namespace):
                         utilisation=_utilisation(args.utilisation), queue_weight=args.queue_weight,
                         solver=args.solver, time_limit_s=args.time_limit,
                         only=[n.strip() for n in args.only.split(",")] if args.only else None,
-                        plots=not args.no_plots)
+                        plots=not args.no_plots, out_of_range=args.out_of_range)
 
 
 def cmd_route(args: argparse.Namespace) -> int:

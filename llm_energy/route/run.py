@@ -57,6 +57,7 @@ class RouteRequest:
     only: list[str] | None = None
     plots: bool = True
     write_queries: bool = True
+    out_of_range: str = "warn"  # issue 15, as plan: queries routed outside their fit's range: warn | refuse
 
 
 @dataclass
@@ -87,6 +88,8 @@ def check_request(req: RouteRequest) -> list[float]:
         raise bad_value("--arrivals", req.arrivals, f"expected one of {', '.join(ARRIVAL_KINDS)}")
     if req.arrivals != "trace" and req.rate is None and req.load is None:
         raise UserError(f"--arrivals {req.arrivals} needs --rate (queries per second) or --load")
+    if req.out_of_range not in ("warn", "refuse"):
+        raise bad_value("--out-of-range", req.out_of_range, "expected warn or refuse")
     if Path(req.out).exists() and not Path(req.out).is_dir():
         raise bad_value("--out", req.out, "is a file; the route output is a directory")
     return parse_rate_scales(req.rate_scale)
@@ -148,8 +151,10 @@ def run(req: RouteRequest) -> RouteOutcome:
                       "policies": res})
         frames += fr
         timings[f"x{x:g}"] = tm
-    files = write_outputs(req, out, fleet, trace, frames, sweep, trace.span_s / scales[0])
     fitted_range = fitted_range_reports(fits, fleet, assigned)  # issue 15, as plan reports it
+    if req.out_of_range == "refuse" and range_warning(fitted_range):
+        raise UserError(f"--out-of-range refuse: {range_warning(fitted_range)[0]}")
+    files = write_outputs(req, out, fleet, trace, frames, sweep, trace.span_s / scales[0])
     summary = {
         "policies": sweep[0]["policies"], "rate_scale": scales[0],
         "sweep": sweep if len(scales) > 1 else None,
