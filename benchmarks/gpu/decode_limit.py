@@ -25,6 +25,11 @@ between them): ``base`` is ``--backend``; ``fused``, ``cdt``, ``fused+cdt+math``
 those options; a full label (``static+fused``) is taken as is. Each variant's row is written to
 ``--jsonl`` as soon as it is measured (a budget that stops the run keeps the finished ones), and a
 second table puts the variants of each preset side by side, with their speed-up over the first.
+``--kernels`` (CUDA) adds, per variant, the GPU kernels one decode step launches and their summed
+time (torch.profiler over two short generations, 8 and 24 steps, differenced so that the prefill
+cancels): kernels a step and a layer, kernel ms a step against the step's ms ("busy": the rest is
+gaps between kernels), and the kernels that take the most time. Written as its own JSONL row
+(``"kind": "kernels"``) after the variant's timing row, so a profiler failure loses no timing.
 """
 
 from __future__ import annotations
@@ -142,8 +147,9 @@ def live(preset: str, backend_name: str, bw: float, tin: int, tout: int, min_s: 
 
 
 def live_variants(preset: str, backends: list[str], bw: float, tin: int, tout: int, min_s: float,
-                  device: str = "cuda:0"):
-    """Load ``preset`` once, then per backend label: build, prepare (compile_s), time; yield its row."""
+                  device: str = "cuda:0", kernels: bool = False):
+    """Load ``preset`` once, then per backend label: build, prepare (compile_s), time; yield its row
+    (and, with ``kernels`` on CUDA, a kernels row after it)."""
     import gc
 
     import torch
@@ -186,9 +192,54 @@ def live_variants(preset: str, backends: list[str], bw: float, tin: int, tout: i
                "device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__}
         res["ratio"] = res["ms_per_step"] / res["limit_ms"]
         res["ratio_read"] = res["ms_per_step"] / res["limit_read_ms"]
+        yield res
+        if kernels and cuda:
+            try:
+                k = kernel_profile(be, tin)
+                yield {"kind": "kernels", "preset": preset, "backend": be.name, "ms_per_step": res["ms_per_step"],
+                       "n_layers": int(loaded.config.num_hidden_layers), **k}
+            except Exception as e:  # noqa: BLE001 - the timing row is out already
+                print(f"[{preset}] {be.name}: kernel profile failed: {type(e).__name__}: {e}", flush=True)
         del be
         gc.collect()
-        yield res
+
+
+def kernel_profile(be, tin: int, short: int = 8, long: int = 24) -> dict:
+    """GPU kernels of one decode step: two profiled generations of ``short`` and ``long`` decode steps,
+    differenced (the prefill and the per-generation work cancel)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    init = getattr(torch.profiler._utils, "_init_for_cuda_graphs", None)
+    if init is not None:
+        init()  # CUPTI set up so that kernels replayed from CUDA graphs are recorded (gpt-fast does this)
+    prompt = be.make_prompt(1, tin, seed=1)
+    runs = []
+    for steps in (short, long):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            be.generate(prompt, steps + 1)
+        runs.append([(e.name, e.time_range.elapsed_us()) for e in prof.events()
+                     if e.device_type == torch.autograd.DeviceType.CUDA])
+    return kernel_summary(runs[0], runs[1], long - short)
+
+
+def kernel_summary(short: list[tuple[str, float]], long: list[tuple[str, float]], steps: int, top: int = 6) -> dict:
+    """Per decode step: kernels, their summed ms, and the ``top`` kernels by time (name, ms, count), from
+    the (name, microseconds) device events of two generations ``steps`` decode steps apart."""
+    def agg(ev):
+        out: dict[str, list[float]] = {}
+        for name, us in ev:
+            a = out.setdefault(name, [0, 0.0])
+            a[0] += 1
+            a[1] += us
+        return out
+
+    a, b = agg(short), agg(long)
+    diff = {n: ((b[n][0] - a.get(n, [0, 0.0])[0]) / steps, (b[n][1] - a.get(n, [0, 0.0])[1]) / steps / 1e3) for n in b}
+    best = sorted(diff.items(), key=lambda kv: -kv[1][1])[:top]
+    return {"kernels_per_step": (len(long) - len(short)) / steps,
+            "kernel_ms_per_step": (sum(us for _, us in long) - sum(us for _, us in short)) / steps / 1e3,
+            "top_kernels": [{"name": n[:80], "ms": ms, "count": c} for n, (c, ms) in best]}
 
 
 def _time_generations(be, preset: str, tin: int, tout: int, min_s: float, cuda: bool) -> dict:
@@ -251,7 +302,22 @@ def from_stores(dirs: list[str], bw: float) -> list[dict]:
     return out
 
 
+def print_kernels(rows: list[dict]) -> None:
+    """The ``--kernels`` rows: kernels a decode step and a layer, their ms against the step's, the top ones."""
+    rows = [r for r in rows if r.get("kind") == "kernels"]
+    if not rows:
+        return
+    print("\nGPU kernels of one batch-1 decode step (torch.profiler; busy = kernel time / step time)")
+    print("| preset | backend | kernels/step | per layer | kernel ms/step | ms/step | busy | top kernels (ms/step x count) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        top = "; ".join(f"{k['name'][:40]} {k['ms']:.3f}x{k['count']:.0f}" for k in r["top_kernels"][:4])
+        print(f"| {r['preset']} | {r['backend']} | {r['kernels_per_step']:.0f} | {r['kernels_per_step'] / r['n_layers']:.1f} | "
+              f"{r['kernel_ms_per_step']:.2f} | {r['ms_per_step']:.2f} | {r['kernel_ms_per_step'] / r['ms_per_step']:.2f} | {top} |")
+
+
 def print_table(rows: list[dict]) -> None:
+    rows = [r for r in rows if r.get("kind") != "kernels"]
     if not rows:
         print("no results")
         return
@@ -274,7 +340,8 @@ def print_variants(rows: list[dict]) -> None:
     first backend measured for that preset; printed only where a preset has more than one."""
     by: dict[str, list[dict]] = {}
     for r in rows:
-        by.setdefault(r["preset"], []).append(r)
+        if r.get("kind") != "kernels":
+            by.setdefault(r["preset"], []).append(r)
     by = {p: rs for p, rs in by.items() if len({r["backend"] for r in rs}) > 1}
     if not by:
         return
@@ -298,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=None,
                     help="comma-separated variants run on one load per preset: base (= --backend), fused, cdt, "
                          "math, ma, combined with + (fused+cdt), or full labels (static+fused)")
+    ap.add_argument("--kernels", action="store_true", help="CUDA: also profile the kernels of one decode step per variant")
     ap.add_argument("--bw", type=float, default=None, help="bandwidth in TB/s (default: measure it)")
     ap.add_argument("--bw-only", action="store_true")
     ap.add_argument("--device", default="cuda:0", help="cuda:N (default cuda:0); cpu only to test this script")
@@ -312,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [json.loads(line) for f in args.table for line in Path(f).read_text().splitlines() if line.strip()]
         print_table(rows)
         print_variants(rows)
+        print_kernels(rows)
         return 0
     if args.stores is not None:
         if args.bw is None:
@@ -326,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     backends = variant_labels(args.variants, args.backend) if args.variants else [args.backend]
     try:
         for p in [x for x in args.presets.split(",") if x]:
-            for r in live_variants(p, backends, bw, args.tin, args.tout, args.min_s, args.device):
+            for r in live_variants(p, backends, bw, args.tin, args.tout, args.min_s, args.device, args.kernels):
                 print(json.dumps(r), flush=True)
                 rows.append(r)
                 if args.jsonl:
@@ -336,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: the table has the variants measured so far", flush=True)
     print_table(rows)
     print_variants(rows)
+    print_kernels(rows)
     return 0
 
 

@@ -11,7 +11,8 @@
 # EXTRA=--beyond-context, their 2048-token context is shorter than the grid's 4096).
 # Issue 13's decode speed-ups (these run the tree's code, never SRC's: the variants exist only there):
 # dlv:PRESET:VARIANTS[:CAP_S] (decode_limit --variants, e.g. dlv:llama-2-7b:base,fused,fused+cdt:420; rows in
-# $OUT/decode_limit_variants.jsonl) | dlvtable | fusiontests (pytest -m gpu tests/test_fusion.py).
+# $OUT/decode_limit_variants.jsonl; DLV_ARGS: more decode_limit options, e.g. --kernels) | dlvtable |
+# fusiontests (pytest -m gpu tests/test_fusion.py).
 # Code: SRC, default the frozen snapshot .gpu/src where it exists, else the tree itself.
 # Every step runs under `timeout --signal=INT` inside one deadline (BUDGET_S from the start, RESERVE_S kept
 # for packing): SIGINT stops the profiler cleanly and committed trials stay; a rerun resumes. Stores land in
@@ -73,7 +74,7 @@ for step in "$@"; do
     dlv)
       [ -n "$BW" ] || BW=$(python3 -m benchmarks.gpu.decode_limit --bw-only | awk '/hbm copy bandwidth/ {print $4}')
       budget "${c:-420}" env PYTHONPATH="/tmp/site:$PWD" python3 -m benchmarks.gpu.decode_limit --presets "$a" \
-        --variants "$b" --bw "$BW" --jsonl "$OUT/decode_limit_variants.jsonl" ;;
+        --variants "$b" --bw "$BW" --jsonl "$OUT/decode_limit_variants.jsonl" ${DLV_ARGS:-} ;;
     dlvtable)
       [ -f "$OUT/decode_limit_variants.jsonl" ] && env PYTHONPATH="/tmp/site:$PWD" python3 -m benchmarks.gpu.decode_limit \
         --table "$OUT/decode_limit_variants.jsonl" ;;
