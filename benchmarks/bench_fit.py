@@ -122,7 +122,7 @@ def sanity(fits) -> None:
 def batch_table() -> None:
     import polars as pl
 
-    from llm_energy.fit.forms import FitOptions
+    from llm_energy.fit.forms import FitOptions, fit_deployments
     from llm_energy.fit.validate import batch_holdout, repeat_spread
     from llm_energy.trials.store import load_trials
 
@@ -143,6 +143,7 @@ def batch_table() -> None:
                     s = h.summary(key or "all", t)
                     print(f"{str(b) + tag:>14s} {t:9s} {forms[t]:16s} {pct(s['median'])} {pct(s['p90'])} "
                           f"{pct(s['max'])} {pct(s['coverage'])}  {s['n']}")
+        sanity(fit_deployments(trials, FitOptions(pool_batch=True)))  # the pooled fit on every size
     b1 = load_trials([str(ROOT / s) for s in BATCH_STORES]).filter((pl.col("backend") == "cache") & (pl.col("batch") == 1))
     rep = repeat_spread(b1)
     print(f"noise floor (batch-1 cells measured more than once across these stores: {sum(rep.cells.values())} cells): "
