@@ -278,7 +278,7 @@ def fit_one_target(tin, tout, batch, y, cells, opts: FitOptions, forms: list[str
         terms, coef, _ = solve_form(form, *tokens(form), batch, y)
         scored.append(_Scored(form, held, float(np.median(err)) if err.size else np.inf,
                               float(np.quantile(err, 0.9)) if err.size else np.inf, _sane(terms, coef, batches),
-                              len(batches) == 1 or (has_batch_term(form) and form not in ineligible)))
+                              (len(batches) == 1 or has_batch_term(form)) and form not in ineligible))
     if opts.form == "auto":
         pool = ([r for r in scored if r.sane and r.eligible] or [r for r in scored if r.eligible] or scored)
         chosen = _choose(pool)
