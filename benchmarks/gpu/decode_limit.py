@@ -204,22 +204,24 @@ def live_variants(preset: str, backends: list[str], bw: float, tin: int, tout: i
         gc.collect()
 
 
-def kernel_profile(be, tin: int, short: int = 8, long: int = 24) -> dict:
+def kernel_profile(be, tin: int, short: int = 8, long: int = 24, cuda: bool = True) -> dict:
     """GPU kernels of one decode step: two profiled generations of ``short`` and ``long`` decode steps,
-    differenced (the prefill and the per-generation work cancel)."""
+    differenced (the prefill and the per-generation work cancel). ``cuda=False``: the CPU ops instead
+    (only to test this code without a GPU)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     init = getattr(torch.profiler._utils, "_init_for_cuda_graphs", None)
-    if init is not None:
+    if cuda and init is not None:
         init()  # CUPTI set up so that kernels replayed from CUDA graphs are recorded (gpt-fast does this)
+    activity, kind = (ProfilerActivity.CUDA, torch.autograd.DeviceType.CUDA) if cuda else \
+        (ProfilerActivity.CPU, torch.autograd.DeviceType.CPU)
     prompt = be.make_prompt(1, tin, seed=1)
     runs = []
     for steps in (short, long):
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        with profile(activities=[activity]) as prof:
             be.generate(prompt, steps + 1)
-        runs.append([(e.name, e.time_range.elapsed_us()) for e in prof.events()
-                     if e.device_type == torch.autograd.DeviceType.CUDA])
+        runs.append([(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == kind])
     return kernel_summary(runs[0], runs[1], long - short)
 
 
