@@ -97,3 +97,19 @@ def test_trials_measured_now_record_the_keyword_and_are_not_flagged(tmp_path):
     t = load_trials([str(out)])
     assert {json.loads(v)["kv_cache_keyword"] for v in t["versions"]} == {"cache"}  # transformers >= 5.24 here
     assert errata(t) == []
+
+
+def test_fit_warns_and_fits_json_keeps_the_erratum_per_deployment(tmp_path, capsys):
+    from llm_energy.cli.main import main
+    from llm_energy.fit.fits import load_fits
+
+    out = tmp_path / "fits.json"
+    assert main(["fit", str(ROOT / "data/h100/grid-static"), str(ROOT / "data/h100/grid-nocache"), "--out",
+                 str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: erratum kv-cache-ignored: 162 trial(s)" in err
+    fits = load_fits(out)
+    assert {k: d.errata for k, d in fits.deployments.items()} == {
+        "llama-2-7b@h100x1/static/b1": ["kv-cache-ignored"], "llama-2-7b@h100x1/no-cache/b1": []}
+    doc = {d["backend"]: d for d in json.loads(out.read_text())["deployments"]}
+    assert doc["static"]["errata"] == ["kv-cache-ignored"] and "errata" not in doc["no-cache"]

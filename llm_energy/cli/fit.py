@@ -184,6 +184,7 @@ def cmd_fit(args) -> int:
     if args.folds < 2:
         raise bad_value("--folds", args.folds, "must be >= 2")
     df = load_trials(args.dir)
+    _warn_errata(df)
     if not args.include_suspect:
         df = _drop_suspect(df)
     opts = FitOptions(form=args.form, folds=args.folds, seed=args.seed, pool_batch=args.pool_batch,
@@ -223,6 +224,17 @@ def _coverage_lines(fits) -> list[str]:
         rng = f"; fitted on {d.range.describe()}" if d.range is not None else ""
         out.append(f"{d.deployment}: {'; '.join(parts) or 'no interval'}{rng}")
     return out
+
+
+def _warn_errata(df: pl.DataFrame) -> None:
+    """One warning line (stderr) per known defect of the trials being fitted; fits.json keeps its key per
+    deployment (``errata``), so plan, route and predict can say so too."""
+    import sys
+
+    from llm_energy.trials.errata import errata
+
+    for hit in errata(df):
+        print(f"warning: {hit.line()}", file=sys.stderr)
 
 
 def _drop_suspect(df: pl.DataFrame) -> pl.DataFrame:

@@ -167,6 +167,7 @@ class DeploymentFit:
     idle_w: float | None = None  # measured idle power (W), None where the store had none
     range: FitRange | None = None  # tokens and batch sizes fitted on (None: unknown, e.g. published)
     context_tokens: int | None = None  # the model's context length where known (tin + tout beyond it)
+    errata: list[str] = field(default_factory=list)  # keys of known defects of its trials (trials/errata.py)
 
     @property
     def context_limit(self) -> int | None:
@@ -182,6 +183,8 @@ class DeploymentFit:
             d["range"] = self.range.to_dict()
         if self.context_tokens is not None:
             d["context_tokens"] = self.context_tokens
+        if self.errata:
+            d["errata"] = list(self.errata)
         d["targets"] = {t: m.to_dict() for t, m in self.targets.items()}
         return d
 
@@ -198,7 +201,8 @@ class DeploymentFit:
                    targets=targets, system=str(e.get("system", "")), energy_source=str(e.get("energy_source", "")),
                    n_trials=int(e.get("n_trials", 0)), n_cells=int(e.get("n_cells", 0)),
                    idle_w=_check_idle(e.get("idle_w"), where), range=_check_range(e.get("range"), where),
-                   context_tokens=int(e["context_tokens"]) if e.get("context_tokens") is not None else None)
+                   context_tokens=int(e["context_tokens"]) if e.get("context_tokens") is not None else None,
+                   errata=[str(k) for k in e.get("errata") or []])
 
 
 @dataclass

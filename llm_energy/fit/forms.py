@@ -57,6 +57,7 @@ from llm_energy.fit.fits import DeploymentFit, FitsFile, TargetModel, context_to
 from llm_energy.fit.intervals import conformal_interval
 from llm_energy.fit.records import Candidate, CVResult, FitRange, FitStats
 from llm_energy.fit.terms import design_matrix, knotted
+from llm_energy.trials.errata import errata
 
 SPLINE_KNOTS = (0, 128, 256, 512, 1024, 2048)  # the spline form's hinges (tokens of context)
 FORMS: dict[str, list[str]] = {
@@ -368,6 +369,7 @@ def _fit_deployment(dep: str, g: pl.DataFrame, opts: FitOptions, forms: list[str
         backend=first["backend"], batch="*" if opts.pool_batch else int(first["batch"]), targets=targets,
         system=first["system"] or "", energy_source=first["energy_source"] or "", n_trials=g.height, n_cells=n_cells,
         idle_w=idle_power(g), range=rng, context_tokens=context_tokens(first["model"]),
+        errata=[h.key for h in errata(g)],
     )
 
 
