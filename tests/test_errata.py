@@ -113,3 +113,25 @@ def test_fit_warns_and_fits_json_keeps_the_erratum_per_deployment(tmp_path, caps
         "llama-2-7b@h100x1/static/b1": ["kv-cache-ignored"], "llama-2-7b@h100x1/no-cache/b1": []}
     doc = {d["backend"]: d for d in json.loads(out.read_text())["deployments"]}
     assert doc["static"]["errata"] == ["kv-cache-ignored"] and "errata" not in doc["no-cache"]
+
+
+def test_predict_and_route_say_which_fits_carry_an_erratum(tmp_path, capsys):
+    import numpy as np
+
+    from llm_energy.cli.main import main
+    from tests.test_route import H100_FITS, h100_yaml
+
+    assert main(["predict", str(H100_FITS), "--tin", "100", "--tout", "50", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "erratum kv-cache-ignored" in err and "llama-2-7b@h100x1/static/b1" in err
+    assert "no-cache/b1" not in err.split("erratum kv-cache-ignored")[1].split(")")[0]  # not affected
+    rng = np.random.default_rng(1)
+    t = np.cumsum(rng.exponential(0.5, 60))
+    pl.DataFrame({"tin": rng.integers(16, 512, 60), "tout": rng.integers(8, 128, 60), "arrival_s": t - t[0]}
+                 ).write_csv(tmp_path / "trace.csv")
+    assert main(["route", "--fits", str(H100_FITS), "--deployments", str(h100_yaml(tmp_path)), "--trace",
+                 str(tmp_path / "trace.csv"), "--policy", "greedy", "--out", str(tmp_path / "r"), "--no-plots",
+                 "--json"]) == 0
+    capsys.readouterr()
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert any("erratum kv-cache-ignored" in w for w in summary["warnings"])

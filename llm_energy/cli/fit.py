@@ -296,7 +296,9 @@ def _write_predictions(out: pl.DataFrame, path: str) -> None:
 
 
 def cmd_predict(args) -> int:
-    from llm_energy.fit.fits import find_fit, load_fits, predict_all, unmatched_batches
+    import sys
+
+    from llm_energy.fit.fits import errata_warning, find_fit, load_fits, predict_all, unmatched_batches
     from llm_energy.io import to_json
 
     if args.batch is not None and args.batch < 1:
@@ -316,6 +318,9 @@ def cmd_predict(args) -> int:
     if args.out:
         _write_predictions(out, args.out)
     _warn_out_of_range(fits, out)
+    erratum = errata_warning(fits, set(out["deployment"].to_list()) if "deployment" in out.columns else None)
+    if erratum:
+        print(f"predict: warning: {erratum}", file=sys.stderr)
     if args.json:
         print(to_json(out.to_dicts()))
         return 0

@@ -220,6 +220,20 @@ class FitsFile:
         }
 
 
+def errata_warning(fits: "FitsFile", keys=None) -> str | None:
+    """One line naming the deployments (of ``keys``, default all) whose fits carry errata (known defects
+    of the trials they were fitted on, trials/errata.py), or None: plan, route and predict print it."""
+    by: dict[str, list[str]] = {}
+    for k, d in fits.deployments.items():
+        if keys is None or k in keys:
+            for e in d.errata:
+                by.setdefault(e, []).append(k)
+    if not by:
+        return None
+    return "; ".join(f"{len(v)} fit(s) carry erratum {e} ({', '.join(v)})" for e, v in by.items()) + \
+        ": their predictions inherit the defect of the trials they were fitted on (docs/measurement.md, Errata)"
+
+
 def context_tokens(model: str) -> int | None:
     """The context length of a model named like a shipped preset ('Llama-2-7b-chat-hf' is llama-2-7b;
     the longest preset name the lower-cased name starts with), from its config; None if unknown."""

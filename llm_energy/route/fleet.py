@@ -119,7 +119,7 @@ def _batch_used(dep_fit, max_batch: int, name: str, warnings: list[str]) -> int:
 def build_fleet(fits, deployments, tin: np.ndarray, tout: np.ndarray, *, idle_w=None,
                 fits_source: str = "--fits") -> Fleet:
     """Classes of the queries, their predictions on every deployment, and the fleet's sizes."""
-    from llm_energy.fit.fits import predict
+    from llm_energy.fit.fits import errata_warning, predict
     from llm_energy.plan.workload import Workload, aggregate
 
     cls = aggregate(Workload(np.asarray(tin, dtype=np.int64), np.asarray(tout, dtype=np.int64)))
@@ -150,6 +150,9 @@ def build_fleet(fits, deployments, tin: np.ndarray, tout: np.ndarray, *, idle_w=
         if w is None:
             missing_idle.append(d.name)
         idle_arr[j] = float(w or 0.0)
+    erratum = errata_warning(fits, {d.fit for d in ds})
+    if erratum:
+        warnings.append(erratum)
     if missing_idle:
         warnings.append(f"no idle_w for {', '.join(missing_idle)} in {fits_source} and no --idle-w: idle replicas "
                         "counted at 0 W (idle_energy_j = 0 there)")
