@@ -87,3 +87,18 @@ def test_planner_costs_a_batched_deployment_per_request():
     e, r = predict_matrix(fits, parse_deployments({"deployments": [{"name": "a", "fit": key, "accuracy": 50}]}),
                           np.array([10.0]), np.array([8.0]))
     assert e[0, 0] == pytest.approx((4 + 16) / 4) and r[0, 0] == pytest.approx(20.0)
+
+
+def test_the_warning_names_only_what_happened():
+    """Found planning the Azure trace on the paper's fits: with nothing outside a recorded range it said
+    '0 of N queries ... lie outside the range ... (-)'; it names what was extrapolated, and what could not be
+    checked."""
+    from llm_energy.fit.ranges import RangeReport
+
+    r = RangeReport(queries=100, energy_j=10.0, beyond_context=7, energy_beyond_context_j=2.0,
+                    by_deployment={"a": {"queries": 100, "outside": 0, "beyond_context": 7}}, unknown=["a"])
+    w = r.warning()
+    assert "lie outside" not in w and w.startswith("7 of 100 queries (20.0% of the energy) exceed the model's context")
+    assert "the fitted range of a is not recorded: not checked" in w
+    assert "a do not record the range" in r.note()
+    assert RangeReport(queries=5, energy_j=1.0).warning() is None and RangeReport(queries=5, energy_j=1.0).note() is None

@@ -40,16 +40,30 @@ class RangeReport:
         return self.energy_beyond_context_j / self.energy_j if self.energy_j > 0 else 0.0
 
     def warning(self) -> str | None:
-        """One line when anything is extrapolated (None otherwise)."""
+        """One line when anything is extrapolated (None otherwise): the queries outside their deployment's
+        fitted range, those beyond its model's context length, and the deployments whose fits record no
+        range (published or older files), which could not be checked."""
         if not self.outside and not self.beyond_context:
             return None
-        by = ", ".join(f"{k}: {v['outside']:.0f}" for k, v in self.by_deployment.items() if v["outside"])
-        parts = [f"{self.outside:.0f} of {self.queries:.0f} queries ({100 * self.energy_share_outside:.1f}% of the "
-                 f"predicted energy) lie outside the range their deployment was fitted on ({by or '-'})"]
+        parts = []
+        if self.outside:
+            by = ", ".join(f"{k}: {v['outside']:.0f}" for k, v in self.by_deployment.items() if v["outside"])
+            parts.append(f"{self.outside:.0f} of {self.queries:.0f} queries ({100 * self.energy_share_outside:.1f}% of "
+                         f"the predicted energy) lie outside the range their deployment was fitted on ({by})")
         if self.beyond_context:
-            parts.append(f"{self.beyond_context:.0f} ({100 * self.energy_share_beyond_context:.1f}% of the energy) "
-                         f"exceed the model's context length")
-        return "; ".join(parts) + ": their predictions are extrapolations"
+            parts.append(f"{self.beyond_context:.0f} of {self.queries:.0f} queries "
+                         f"({100 * self.energy_share_beyond_context:.1f}% of the energy) exceed the model's context length")
+        tail = ": their predictions are extrapolations"
+        if self.unknown:
+            tail += f" (the fitted range of {', '.join(self.unknown)} is not recorded: not checked)"
+        return "; ".join(parts) + tail
+
+    def note(self) -> str | None:
+        """A line for deployments whose fits record no fitted range (nothing could be checked), else None."""
+        if not self.unknown:
+            return None
+        return (f"the fits of {', '.join(self.unknown)} do not record the range they were fitted on (published or "
+                "older fits files): queries outside it could not be counted")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
