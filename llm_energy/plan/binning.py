@@ -99,8 +99,8 @@ def binned_problem(exact: PlanProblem, bins_count: np.ndarray, bins_tokens: np.n
         if s is not None:
             allowed[:, j] = runtime_s[:, j] <= s
     return replace(exact, count=np.asarray(bins_count, dtype=np.int64), tokens=np.asarray(bins_tokens, float),
-                   energy_j=energy_j, runtime_s=runtime_s, allowed=allowed,
-                   scales=exact.resolved_scales)
+                   energy_j=energy_j, runtime_s=runtime_s, allowed=allowed, budget_energy_j=None,
+                   scales=exact.resolved_scales)  # a budget on upper energies is re-checked on the exact classes
 
 
 def realise_bins(exact: PlanProblem, class_bin: np.ndarray, x_bins: np.ndarray, zeta: float) -> tuple[np.ndarray, int]:

@@ -36,7 +36,9 @@ class PlanProblem:
     ``count`` (C,) queries per class; ``tokens`` (C,) tin + tout; ``energy_j``/``runtime_s`` (C, K)
     predicted J and s per query; ``accuracy`` (K,) A_K; ``allowed`` (C, K) the SLO mask;
     ``capacity_s`` (K,) node-seconds (inf: unlimited); ``energy_budget_j``: J or None;
-    ``accuracy_floor``: minimum token-weighted mean A_K or None; ``min_share``: eps.
+    ``accuracy_floor``: minimum token-weighted mean A_K or None; ``min_share``: eps;
+    ``budget_energy_j``: the energy per query the budget row counts where it is not the objective's
+    (``--plan-on upper``: the prediction interval's upper end), else None.
     """
 
     names: tuple[str, ...]
@@ -53,6 +55,7 @@ class PlanProblem:
     slo_s: tuple[float | None, ...] | None = None
     scales: tuple[float, float, float] | None = None  # (E_bar, A_bar, R_bar) from another problem, e.g. bins
     share_bounds: tuple[np.ndarray, np.ndarray] | None = None  # explicit (lo, hi) per deployment, else from eps
+    budget_energy_j: np.ndarray | None = None  # (C, K) J per query the budget row counts (None: energy_j)
 
     @property
     def n_classes(self) -> int:
@@ -105,6 +108,17 @@ class PlanProblem:
         """R_bar: mean predicted runtime per query (s), the unit of the capacity rows' slack."""
         return self.scales[2] if self.scales else self._mean_over_pairs(self.runtime_s)
 
+    @property
+    def budget_energy(self) -> np.ndarray:
+        """(C, K) J per query as the budget row counts it: ``budget_energy_j``, else the predicted energy."""
+        return self.energy_j if self.budget_energy_j is None else self.budget_energy_j
+
+    def rows_of(self, rows: np.ndarray) -> dict:
+        """The per-class fields of classes ``rows`` (for ``replace``): a sub-problem on some classes."""
+        return {"tokens": self.tokens[rows], "energy_j": self.energy_j[rows], "runtime_s": self.runtime_s[rows],
+                "allowed": self.allowed[rows],
+                "budget_energy_j": None if self.budget_energy_j is None else self.budget_energy_j[rows]}
+
     def energy_norm(self) -> np.ndarray:
         return self.energy_j / self.energy_scale
 
@@ -136,9 +150,9 @@ class PlanProblem:
         x = np.asarray(x, dtype=np.float64)
         tok = float((self.count * self.tokens).sum())
         return {
-            "energy_j": float((x * self.energy_j).sum()),
-            "runtime_s": float((x * self.runtime_s).sum()),
-            "accuracy": float((x * self.tokens[:, None] * self.accuracy[None, :]).sum() / tok) if tok else 0.0,
+            "energy_j": float(np.einsum("ck,ck->", x, self.energy_j)),
+            "runtime_s": float(np.einsum("ck,ck->", x, self.runtime_s)),
+            "accuracy": float(np.einsum("ck,k,c->", x, self.accuracy, self.tokens) / tok) if tok else 0.0,
             "accuracy_per_query": float((x.sum(axis=0) * self.accuracy).sum() / max(self.n_queries, 1)),
         }
 
@@ -153,14 +167,16 @@ class PlanProblem:
             out.append(f"SLO ({int(x[(x > 0) & ~self.allowed].sum())} queries over it)")
         per = x.sum(axis=0)
         lo, hi = self.share_lo, self.share_hi
+        used = np.einsum("ck,ck->k", np.asarray(x, dtype=np.float64), self.runtime_s)
         for k, name in enumerate(self.names):
             if per[k] < lo[k] - tol or per[k] > hi[k] + tol:
                 out.append(f"share[{name}]")
-            used = float((x[:, k] * self.runtime_s[:, k]).sum())
-            if used > self.capacity_s[k] * (1 + 1e-9) + tol:
+            if used[k] > self.capacity_s[k] * (1 + 1e-9) + tol:
                 out.append(f"capacity[{name}]")
         m = self.metrics(x)
-        if self.energy_budget_j is not None and m["energy_j"] > self.energy_budget_j * (1 + 1e-9) + tol:
+        budget_e = m["energy_j"] if self.budget_energy_j is None else float(
+            np.einsum("ck,ck->", np.asarray(x, dtype=np.float64), self.budget_energy_j))
+        if self.energy_budget_j is not None and budget_e > self.energy_budget_j * (1 + 1e-9) + tol:
             out.append("energy budget")
         if self.accuracy_floor is not None and m["accuracy"] < self.accuracy_floor * (1 - 1e-9) - tol:
             out.append("accuracy floor")
@@ -316,7 +332,8 @@ def row_coefficients(p: PlanProblem) -> dict[str, np.ndarray]:
     """Coefficient matrices (C, K) of the capacity, budget and floor rows, scaled to 'one mean query'
     units (runtime / R_bar, energy / E_bar, A_K tokens / A_bar) so slacks and duals are comparable.
     (Share rows have coefficient 1 on their deployment's columns.)"""
-    return {"capacity": p.runtime_s / p.runtime_scale, "budget": p.energy_norm(), "floor": p.accuracy_norm()}
+    return {"capacity": p.runtime_s / p.runtime_scale, "budget": p.budget_energy / p.energy_scale,
+            "floor": p.accuracy_norm()}
 
 
 def per_query_problem(problem: PlanProblem, query_class: np.ndarray) -> PlanProblem:
@@ -326,6 +343,4 @@ def per_query_problem(problem: PlanProblem, query_class: np.ndarray) -> PlanProb
     q = np.asarray(query_class, dtype=np.int64)
     if np.bincount(q, minlength=problem.n_classes).tolist() != problem.count.tolist():
         raise ValueError("query_class does not match the problem's class counts")
-    return replace(problem, count=np.ones(len(q), dtype=np.int64), tokens=problem.tokens[q],
-                   energy_j=problem.energy_j[q], runtime_s=problem.runtime_s[q], allowed=problem.allowed[q],
-                   scales=problem.resolved_scales)
+    return replace(problem, count=np.ones(len(q), dtype=np.int64), **problem.rows_of(q), scales=problem.resolved_scales)

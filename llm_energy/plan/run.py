@@ -84,7 +84,7 @@ class PlanRequest:
     utilisation: float = 1.0  # share of the window a replica may be busy (headroom below 1)
     max_wait_s: float | None = None  # add replicas until the predicted M/G/c mean wait is at most this
     latency_limit_s: float | None = None  # the replay reports the share of queries within it
-    plan_on: str = "point"  # capacity rows on the point predictions, or on the interval's upper end
+    plan_on: str = "point"  # capacity and budget rows on the point predictions, or on the interval's upper end
     settings: SolveSettings = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -409,7 +409,8 @@ def run(req: PlanRequest, *, plot_pareto: Callable[[PlanSummary, str], None] | N
         upper = _upper(req, inputs, problem, classes, inventory)
         point_runtime = problem.runtime_s
         if upper is not None and req.plan_on == "upper":  # runtime is only in the capacity rows (and SLO mask)
-            problem = replace(problem, runtime_s=upper[1])
+            problem = replace(problem, runtime_s=upper[1],  # and the budget row counts the upper energies
+                              budget_energy_j=upper[0] if problem.energy_budget_j is not None else None)
     warnings = _input_warnings(req, inputs, neg)
     with timer.stage("solve"):
         def costs(tin, tout, count):

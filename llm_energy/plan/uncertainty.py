@@ -1,9 +1,11 @@
 """Planning against the prediction interval, and the risk a plan carries.
 
 ``predict`` gives each energy and runtime prediction a cross-validated interval (90% by default).
-``--plan-on upper`` plans the capacity rows (nodes x hours, or the replicas of an inventory plan) on
-the interval's upper end: runtime is not in the objective, so planning on the upper runtimes changes
-only what fits, never what a query is worth. The energy objective stays on the point predictions.
+``--plan-on upper`` plans the capacity rows (nodes x hours, or the replicas of an inventory plan) and
+the energy budget row (``--energy-budget``, ``--max-energy``) on the interval's upper end: runtime is not
+in the objective, so planning on the upper runtimes changes only what fits, never what a query is
+worth; the budget row counts each query's upper energy while the objective stays on the point
+predictions (the plan's expected energy is still what is minimised or traded).
 
 Either way :func:`risk_report` says what the plan risks: per deployment the load it carries at the
 point and at the upper end of the interval against its capacity, and for a budget the plan's energy at
@@ -66,4 +68,6 @@ def risk_report(p: PlanProblem, x: np.ndarray, runtime_point: np.ndarray, runtim
     budget = p.energy_budget_j
     return {"plan_on": plan_on, "interval_level": level, "without_interval": missing, "deployments": per,
             "energy_point_j": e_pt, "energy_upper_j": e_hi, "energy_budget_j": budget,
-            "budget_over_at_upper": bool(budget is not None and e_hi > budget * (1 + 1e-9))}
+            "budget_over_at_upper": bool(budget is not None and e_hi > budget * (1 + 1e-9)),
+            "budget_rows_on": None if budget is None else plan_on,
+            "budget_margin_upper_j": None if budget is None else budget - e_hi}

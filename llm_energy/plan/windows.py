@@ -84,8 +84,7 @@ class InventoryOutcome:
 
 def sub_problem(p: PlanProblem, rows: np.ndarray, count: np.ndarray) -> PlanProblem:
     """The classes ``rows`` of ``p`` with counts ``count`` (one window), in ``p``'s units."""
-    return replace(p, count=np.asarray(count, dtype=np.int64), tokens=p.tokens[rows], energy_j=p.energy_j[rows],
-                   runtime_s=p.runtime_s[rows], allowed=p.allowed[rows], scales=p.resolved_scales)
+    return replace(p, count=np.asarray(count, dtype=np.int64), **p.rows_of(rows), scales=p.resolved_scales)
 
 
 def plan_inventory(p: PlanProblem, query_class: np.ndarray, fleet: Fleet, zeta: float, settings: SolveSettings, *,

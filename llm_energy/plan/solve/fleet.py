@@ -123,7 +123,8 @@ def group_problem(p: PlanProblem, labels: np.ndarray) -> PlanProblem:
     allowed = np.ones((n, p.n_deployments), dtype=bool)
     np.logical_and.at(allowed, g, p.allowed)
     return replace(p, count=cnt.astype(np.int64), tokens=mean(p.tokens), energy_j=mean(p.energy_j),
-                   runtime_s=mean(p.runtime_s), allowed=allowed, scales=p.resolved_scales)
+                   runtime_s=mean(p.runtime_s), allowed=allowed, scales=p.resolved_scales,
+                   budget_energy_j=None if p.budget_energy_j is None else mean(p.budget_energy_j))
 
 
 def capacity_problem(p: PlanProblem, fleet: Fleet, replicas: np.ndarray) -> PlanProblem:

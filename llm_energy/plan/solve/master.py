@@ -164,8 +164,12 @@ class RestrictedMaster:
     """
 
     def __init__(self, problem: PlanProblem, *, full: bool, seed: Callable[[float], np.ndarray],
-                 max_shared: int) -> None:
+                 max_shared: int, arrays: str | None = None) -> None:
         self.p, self.full, self._seed_of, self.max_shared = problem, full, seed, max_shared
+        # the array master (:mod:`.arrays`, kept and extended in place): "highs" for every solve, "glpk"
+        # for the LPs (its MIPs stay on the Pyomo master, which folds the single-column classes away)
+        self.arrays = arrays
+        self._array = None
         self.seeds: dict[float, np.ndarray] = {}
         self.cols: np.ndarray | None = None
         self.classes: np.ndarray | None = None
@@ -228,7 +232,7 @@ class RestrictedMaster:
 
     def clear(self) -> None:
         """Forget the columns (the next :meth:`set` starts a fresh, small master)."""
-        self.cols, self.classes, self._master = None, None, None
+        self.cols, self.classes, self._master, self._array = None, None, None, None
 
     def covers(self, cols: np.ndarray) -> bool:
         """Whether every column of ``cols`` is already held."""
@@ -252,13 +256,24 @@ class RestrictedMaster:
         new[classes, deployments] = True
         self.set(new, np.unique(classes))
 
-    def model(self, penalty: float) -> Master:
-        """The Pyomo master over the current columns (built now if they changed)."""
-        if self._master is None:
+    def model(self, penalty: float, integer: bool = False) -> Master:
+        """The master over the current columns: the Pyomo model (built now if they changed), or the
+        array master (:attr:`arrays`), extended in place when it only gained columns."""
+        use_arrays = self.arrays == "highs" or (self.arrays == "glpk" and not integer)
+        if self._master is None or isinstance(self._master, Master) == use_arrays:
             t0 = time.perf_counter()
-            self._master = build_master(self.p, self.cols, self.classes, penalty=penalty)
+            if not use_arrays:
+                self._master = build_master(self.p, self.cols, self.classes, penalty=penalty)
+                self.builds += 1
+            elif self._array is not None and self._array.can_extend(self.cols):
+                self._array.extend(self.cols)
+                self._master = self._array
+            else:
+                from llm_energy.plan.solve.arrays import ArrayMaster
+
+                self._master = self._array = ArrayMaster(self.p, self.cols, penalty, self.arrays)
+                self.builds += 1
             self.build_s += time.perf_counter() - t0
-            self.builds += 1
         return self._master
 
     def _fixed(self, master: Master) -> tuple[np.ndarray, np.ndarray]:

@@ -141,7 +141,15 @@ class ColumnGeneration:
         self.penalty = 1e3 * scale
         self.tol = 1e-7 * scale
         self.master = RestrictedMaster(problem, full=self.method == "full", max_shared=settings.max_shared,
-                                       seed=lambda zeta: seed_from_prices(problem, zeta, self.min_master))
+                                       seed=lambda zeta: seed_from_prices(problem, zeta, self.min_master),
+                                       arrays=self._arrays(problem, settings))
+
+    @staticmethod
+    def _arrays(problem: PlanProblem, settings: SolveSettings) -> str | None:
+        """Which solves use the array master: HiGHS always; GLPK's LPs from ``arrays_above`` allowed pairs."""
+        if settings.solver == "highs":
+            return "highs"
+        return "glpk" if int(problem.allowed.sum()) >= settings.arrays_above else None
 
     def _call(self, master: Master, clock: _Clock, *, zeta: float, weight: float, penalty: float,
               integer: bool) -> SolveResult:
@@ -149,12 +157,16 @@ class ColumnGeneration:
         left = clock.time_limit_s - (time.perf_counter() - clock.t_start)
         if left <= 0:
             raise TimeLimitReached(f"--time-limit={clock.time_limit_s:g} s reached before the plan was proven optimal")
-        set_integer(master, integer)
-        m = master.model
-        m.zeta.set_value(zeta)
-        m.weight.set_value(weight)
-        m.penalty.set_value(penalty)
-        res = solve_master(master, self.settings.solver, left, self.settings.mip_gap)
+        if not isinstance(master, Master):  # the array master (:mod:`.arrays`)
+            res = master.solve(zeta=zeta, weight=weight, penalty=penalty, integer=integer, time_limit_s=left,
+                               mip_gap=self.settings.mip_gap)
+        else:
+            set_integer(master, integer)
+            m = master.model
+            m.zeta.set_value(zeta)
+            m.weight.set_value(weight)
+            m.penalty.set_value(penalty)
+            res = solve_master(master, self.settings.solver, left, self.settings.mip_gap)
         clock.rounds += 1
         clock.solve_s += res.wall_s
         clock.biggest = max(clock.biggest, (len(master.classes), master.n_columns))
@@ -219,7 +231,7 @@ class ColumnGeneration:
         if x0 is not None and p.objective(x0, zeta) - bound <= self.settings.mip_gap * max(abs(p.objective(x0, zeta)), 1e-12):
             return "optimal", x0, bound  # the rounded LP is already within --mip-gap of the bound
         for _ in range(8):
-            master = self.master.model(self.penalty)
+            master = self.master.model(self.penalty, integer=True)
             try:
                 mres = self._call(master, clock, zeta=zeta, weight=1.0, penalty=self.penalty, integer=True)
             except TimeLimitReached:
@@ -279,8 +291,7 @@ class ColumnGeneration:
         cap = p.capacity_s - (x * p.runtime_s).sum(axis=0)
         if (hi < 0).any() or lo.sum() > p.count[frac].sum():
             return None
-        sub = replace(p, count=p.count[frac], tokens=p.tokens[frac], energy_j=p.energy_j[frac],
-                      runtime_s=p.runtime_s[frac], allowed=p.allowed[frac], capacity_s=np.maximum(cap, 0.0),
+        sub = replace(p, count=p.count[frac], **p.rows_of(frac), capacity_s=np.maximum(cap, 0.0),
                       share_bounds=(lo, hi), scales=p.resolved_scales)
         try:
             inner = ColumnGeneration(sub, replace(self.settings, method="full"))

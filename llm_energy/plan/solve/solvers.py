@@ -34,7 +34,10 @@ class SolveSettings:
     ``time_limit_s`` for one plan, ``mip_gap`` (relative, when a MIP is needed). Problems with at most
     ``full_below`` allowed (class, deployment) pairs are solved in full either way; ``min_master`` is
     the least number of classes the first master holds (None: max(32, 4 K)); while a sweep's masters
-    together share at most ``max_shared`` classes, one model serves every zeta.
+    together share at most ``max_shared`` classes, one model serves every zeta. HiGHS solves on the
+    array master (:mod:`.arrays`: in memory, columns added in place, warm-started); so do GLPK's LPs on
+    problems of at least ``arrays_above`` allowed pairs (glpsol from the last basis), its MIPs and
+    smaller problems on the Pyomo master.
 
     Validated here, once, with the messages naming the ``plan`` flags; the solver must be installed.
     """
@@ -46,6 +49,7 @@ class SolveSettings:
     full_below: int = 2000
     min_master: int | None = None
     max_shared: int = 1500
+    arrays_above: int = 20000
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.time_limit_s) and self.time_limit_s > 0):
@@ -73,10 +77,16 @@ class SolveResult:
 
 def solver_available(name: str) -> bool:
     """Whether ``name`` (glpk | highs) can run here."""
+    if name == "highs":  # solved in memory through highspy (:mod:`.arrays`)
+        try:
+            import highspy  # noqa: F401
+        except ImportError:
+            return False
+        return True
     import pyomo.environ as pyo
 
     try:
-        return bool(pyo.SolverFactory("glpk" if name == "glpk" else "appsi_highs").available(exception_flag=False))
+        return bool(pyo.SolverFactory("glpk").available(exception_flag=False))
     except Exception:  # noqa: BLE001
         return False
 
