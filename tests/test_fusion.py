@@ -164,3 +164,28 @@ def test_fused_decode_step_has_four_matrix_products_per_layer():
         counts[name] = sum(1 for n in ex.graphs[0].graph.nodes if n.op == "call_function" and "linear" in str(n.target))
     layers = lm.config.num_hidden_layers
     assert counts == {"static": 7 * layers + 1, "static+fused": 4 * layers + 1}
+
+
+@pytest.mark.parametrize("name", ["static", "static+fused"])
+def test_mistral_static_decode_compiles_once_and_gives_the_no_cache_tokens(name):
+    """tiny-mistral has a 256-token sliding window: in a 256 bucket the cache is built without it
+    (static_cache_config), else transformers' sliding static layer keeps its position as a Python int and
+    the compiled step recompiled at every token."""
+    from torch._dynamo.utils import counters
+
+    from llm_energy.measure.inference.backends import static_cache_config
+
+    lm = load_model("tiny-mistral", "cpu", "float32")
+    assert static_cache_config(lm.config, 512) is lm.config and lm.config.sliding_window == 256
+    assert static_cache_config(lm.config, 256).sliding_window is None and lm.config.sliding_window == 256
+    ref = make_backend("no-cache", lm)
+    ids = ref.make_prompt(1, 9, seed=4)
+    ref.generate(ids, 8)
+    b = make_backend(name, load_model("tiny-mistral", "cpu", "float32"))
+    b.prepare(1, 9, 8)
+    graphs = counters["stats"]["unique_graphs"]
+    for tin in (9, 20):
+        assert b.generate(b.make_prompt(1, tin, 1), 8).tout_actual == 8
+    assert counters["stats"]["unique_graphs"] == graphs  # no recompile after prepare
+    b.generate(ids, 8)
+    assert b.last_tokens[:, -1].tolist() == ref.last_tokens[:, -1].tolist()

@@ -203,7 +203,7 @@ class StaticBackend(InferenceBackend):
         if key not in self._caches:
             from transformers import StaticCache
 
-            self._caches[key] = StaticCache(config=self.loaded.config, max_cache_len=key[1])
+            self._caches[key] = StaticCache(config=static_cache_config(self.loaded.config, key[1]), max_cache_len=key[1])
             self.compiles += 1
             self._cache = self._caches[key]
             # compile (and capture graphs) now, outside any measurement window
@@ -237,6 +237,24 @@ class StaticBackend(InferenceBackend):
 
 
 _BACKEND_CLASSES = {"cache": CacheBackend, "no-cache": NoCacheBackend, "static": StaticBackend}
+
+
+def static_cache_config(config: Any, cache_len: int) -> Any:
+    """The config a StaticCache of ``cache_len`` tokens is built from: the model's, except that a sliding
+    window at least as long as the cache is dropped (mistral-7b: 4096). Such a window masks nothing in
+    the cache, and transformers' sliding-window static layer keeps its position as a Python int, on which
+    the compiled decode step guards: it recompiled at every token (5.17 and 5.24). The model keeps its
+    window: its masks are built from the config, the same over a window that covers the cache."""
+    window = getattr(config, "sliding_window", None)
+    if window is None or cache_len > window:
+        return config
+    import copy
+
+    cfg = copy.deepcopy(config)
+    cfg.sliding_window = None
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = ["full_attention" if t == "sliding_attention" else t for t in cfg.layer_types]
+    return cfg
 
 
 def cache_keyword(model: Any) -> str:
