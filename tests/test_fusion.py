@@ -40,6 +40,8 @@ def test_compile_settings_per_variant():
     opts = compile_kwargs(("fused", "cdt"), True)["options"]
     assert opts["triton.cudagraphs"] and opts["coordinate_descent_tuning"]
     assert compile_kwargs(("ma",), True) == {"mode": "max-autotune"}
+    assert compile_kwargs(("ma", "combo"), True)["options"] == {"max_autotune": True, "triton.cudagraphs": True,
+                                                                "coordinate_descent_tuning": True, "combo_kernels": True}
     assert compile_kwargs(("cdt",), False) == {"options": {"coordinate_descent_tuning": True,
                                                            "triton.unique_kernel_names": True}}
 

@@ -19,6 +19,8 @@ store's backend column says what was measured and the plain ``static`` stores ke
 * ``ma``: ``max-autotune`` instead of ``reduce-overhead`` (both capture CUDA graphs; max-autotune also
   benchmarks generated matrix-product kernels at compile time, a longer compile, and turns on
   coordinate-descent tuning itself, so ``ma`` includes ``cdt``).
+* ``combo``: inductor's combo kernels, which launch independent small kernels as one (transformers'
+  static cache keeps one position counter a layer and advances each with its own tiny kernel).
 
 Options touch only the compiled decode step and the model's weights layout; the prefill runs the same
 (eager) code, on the fused weights under ``fused``.
@@ -38,6 +40,7 @@ STATIC_OPTIONS = {
     "cdt": "inductor coordinate-descent tuning (batch-1 matrix products as fused generated kernels)",
     "math": "decode attention through the math SDPA kernel (inductor fuses it)",
     "ma": "torch.compile mode max-autotune instead of reduce-overhead",
+    "combo": "inductor combo kernels: independent small kernels (each layer's cache position update) as one",
 }
 
 _ATTN = ("q_proj", "k_proj", "v_proj")
@@ -69,6 +72,8 @@ def compile_kwargs(options: tuple[str, ...], is_cuda: bool) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if "cdt" in options:
         extra = {"coordinate_descent_tuning": True, "triton.unique_kernel_names": True}
+    if "combo" in options:
+        extra["combo_kernels"] = True
     mode = ("max-autotune" if "ma" in options else "reduce-overhead") if is_cuda else None
     if not extra:
         return {"mode": mode}
