@@ -36,3 +36,17 @@ def test_the_flag_is_kept_in_the_stored_spec_and_keeps_the_sweep_id():
     old.pop("beyond_context")  # a spec stored before the flag existed still reads
     assert ProfileSpec.from_dict(old).beyond_context is False
     assert sweep_id(plain) == sweep_id(beyond)  # a store resumes under the same id
+
+
+def test_profile_takes_any_static_variant_in_one_spelling(tmp_path):
+    from llm_energy.cli.main import main
+    from llm_energy.trials.store import load_trials
+
+    out = tmp_path / "s"
+    assert main(["profile", "--model", "tiny-llama", "--backend", "static+cdt+fused", "--tin", "8", "--tout", "4",
+                 "--device", "cpu", "--node-type", "cpu", "--idle-s", "0.2", "--min-window-s", "0", "--out", str(out),
+                 "--no-live"]) == 0
+    assert load_trials([str(out)])["backend"].unique().to_list() == ["static+fused+cdt"]
+    assert main(["profile", "--model", "tiny-llama", "--backend", "static+nope", "--tin", "8", "--tout", "4",
+                 "--device", "cpu", "--out", str(tmp_path / "t"), "--no-live"]) == 2
+    assert not (tmp_path / "t").exists()

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import torch
 
-from llm_energy.measure.inference.backends import make_backend
+from llm_energy.measure.inference.backends import cache_keyword, make_backend
 from llm_energy.measure.inference.loading import load_model
 from llm_energy.trials.errata import KV_CACHE_IGNORED, affected, errata
 
@@ -24,12 +24,12 @@ class Transformers517(torch.nn.Module):
 
     def __init__(self, inner):
         super().__init__()
-        self.inner, self.config = inner, inner.config
+        self.inner, self.config, self._kw = inner, inner.config, cache_keyword(inner)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, **kwargs):
         return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          cache=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep)
+                          use_cache=use_cache, logits_to_keep=logits_to_keep, **{self._kw: past_key_values})
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,8 @@ def test_trials_measured_now_record_the_keyword_and_are_not_flagged(tmp_path):
                  "cpu", "--node-type", "cpu", "--idle-s", "0.2", "--min-window-s", "0", "--out", str(out),
                  "--no-live"]) == 0
     t = load_trials([str(out)])
-    assert {json.loads(v)["kv_cache_keyword"] for v in t["versions"]} == {"cache"}  # transformers >= 5.24 here
+    (kw,) = {json.loads(v)["kv_cache_keyword"] for v in t["versions"]}
+    assert kw == cache_keyword(load_model("tiny-llama", "cpu", "float32").model)  # cache from 5.24, else past_key_values
     assert errata(t) == []
 
 

@@ -16,12 +16,13 @@
 # Code: SRC, default the frozen snapshot .gpu/src where it exists, else the tree itself.
 # Every step runs under `timeout --signal=INT` inside one deadline (BUDGET_S from the start, RESERVE_S kept
 # for packing): SIGINT stops the profiler cleanly and committed trials stay; a rerun resumes. Stores land in
-# data/h200/ and come back as $OUT/h200.tgz; a machine still warm from the last call keeps its newest copy
+# $DEST (default data/h200/v2: the stores measured after the kv-cache-ignored fix; the first ones stay in
+# data/h200/, flagged) and come back, with all of data/h200, as $OUT/h200.tgz; a machine still warm from the last call keeps its newest copy
 # in /tmp/h200keep, which this script prefers over the tree's (FRESH=1: use the tree's).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 COLUMNS=160
 T0=$(date +%s); DEADLINE=$((T0 + ${BUDGET_S:-575})); RESERVE=${RESERVE_S:-30}
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" data/h200
+OUT=${OUT:-/tmp/out}; DEST=${DEST:-data/h200/v2}; mkdir -p "$OUT" data/h200 "$DEST"
 exec > >(tee -a "$OUT/session.log") 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 # the frozen code snapshot (.gpu/src), not the tree's llm_energy: PYTHONSAFEPATH keeps the cwd off sys.path
@@ -30,13 +31,13 @@ export PYTHONSAFEPATH=1 PYTHONPATH=/tmp/site:$SRC
 LE="python3 -m llm_energy.cli"
 KEEP=/tmp/h200keep
 if [ -d "$KEEP" ] && [ -z "${FRESH:-}" ]; then
-  for d in "$KEEP"/*/; do [ -d "$d" ] || continue; n=$(basename "$d"); rm -rf "data/h200/$n"; cp -a "$d" "data/h200/$n"; done
+  for d in "$KEEP"/*/ "$KEEP"/v2/*/; do [ -f "$d/manifest.json" ] || continue; n=${d#"$KEEP"/}; n=${n%/}; rm -rf "data/h200/$n"; mkdir -p "$(dirname "data/h200/$n")"; cp -a "$d" "data/h200/$n"; done
   echo "stores: the warm machine's copy from $KEEP"
 fi
 finish() {
   rm -rf "$KEEP"; mkdir -p "$KEEP"
-  for d in data/h200/*/; do [ -f "$d/manifest.json" ] && cp -a "$d" "$KEEP/"; done
-  tar czf "$OUT/h200.tgz" data/h200 && ls -la "$OUT"
+  for d in data/h200/*/ data/h200/v2/*/; do [ -f "$d/manifest.json" ] || continue; n=${d#data/h200/}; n=${n%/}; mkdir -p "$(dirname "$KEEP/$n")"; cp -a "$d" "$KEEP/$n"; done
+  tar czf "$OUT/h200.tgz" --exclude=data/h200/plans data/h200 && ls -la "$OUT"
   echo "=== end $(date -u +%FT%TZ) after $(( $(date +%s) - T0 )) s"
 }
 trap finish EXIT
@@ -82,16 +83,16 @@ for step in "$@"; do
       budget "${a:-180}" env PYTHONPATH="/tmp/site:$PWD" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_fusion.py ;;
     grid)
       budget "${a:-600}" $LE profile --model llama-2-7b --backend static --tin 8..2048 --tout 8..2048 --repeats 2 \
-        --warmups 0 --out data/h200/grid-static "${PROFILE_COMMON[@]}" ;;
+        --warmups 0 --out "$DEST/grid-static" "${PROFILE_COMMON[@]}" ;;
     grid-cache)
       budget "${a:-600}" $LE profile --model llama-2-7b --backend cache --tin 8..2048 --tout 8..2048 --repeats ${REPEATS:-1} \
-        --warmups 0 --out data/h200/grid-cache "${PROFILE_COMMON[@]}" ;;
+        --warmups 0 --out "$DEST/grid-cache" "${PROFILE_COMMON[@]}" ;;
     third)
       budget "${c:-600}" python3 -m benchmarks.gpu.profile_cells --cells third --model "$a" --backend "$b" --repeats 1 \
-        --warmups 0 --out "data/h200/$a-$b" "${PROFILE_COMMON[@]}" ${EXTRA:-} ;;
+        --warmups 0 --out "$DEST/$a-$b" "${PROFILE_COMMON[@]}" ${EXTRA:-} ;;
     batch)
       budget "${c:-600}" $LE profile --model "$a" --backend "$b" --tin ${BATCH_TIN:-64,256} --tout ${BATCH_TOUT:-64,256} \
-        --batch ${BATCHES:-1..256} --repeats 1 --warmups 0 --out "data/h200/batch-$a-$b" "${PROFILE_COMMON[@]}" ;;
+        --batch ${BATCHES:-1..256} --repeats 1 --warmups 0 --out "$DEST/batch-$a-$b" "${PROFILE_COMMON[@]}" ;;
     refuse)
       budget 60 $LE profile --model "$a" --backend "$b" --tin ${BATCH_TIN:-64,256} --tout ${BATCH_TOUT:-64,256} \
         --batch "$c" --repeats 1 --warmups 0 --out /tmp/refused "${PROFILE_COMMON[@]}"

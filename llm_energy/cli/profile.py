@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmups", type=int, default=1, help="warm-up trials per cell, stored but flagged (default 1)")
     p.add_argument("--design", default="grid", choices=DESIGN_KINDS, help="sweep design (default grid)")
     p.add_argument("--n-random", type=int, default=16, help="points per batch size for --design random-log")
-    p.add_argument("--backend", default="cache", help="cache (default) | no-cache | static")
+    p.add_argument("--backend", default="cache", help="cache (default) | no-cache | static | static+OPTIONS (e.g. "
+                   "static+fused, static+fused+cdt: fused projections, inductor tuning; docs/h200.md)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--gpus", default=None, help="GPUs for a deployment sharded over several, e.g. 0,1: CUDA ordinals as this process sees them "
                         "(under CUDA_VISIBLE_DEVICES=2,3, 0 is GPU 2; the power meter follows)")
@@ -141,7 +142,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from llm_energy.trials import lock as store_lock
     from llm_energy.trials.store import TrialStore, open_store
 
-    if args.backend not in BACKENDS:
+    if args.backend.startswith("static+"):  # any static variant, in its one spelling (the sweep id hashes it)
+        from llm_energy.measure.inference.fusion import parse_static, static_label
+
+        args.backend = static_label(parse_static(args.backend))
+    elif args.backend not in BACKENDS:
         raise bad_value("--backend", args.backend, f"unknown backend; choose one of {', '.join(BACKENDS)}")
     spec = spec_from_args(args)
     _check_model_name(spec.model)
