@@ -44,7 +44,7 @@ from llm_energy.errors import UserError
 from llm_energy.plan.problem import InfeasiblePlan, PlanProblem, check_problem, check_zeta
 from llm_energy.plan.solve.duals import RowDuals, lagrangian_bound, share_certificate, share_duals
 from llm_energy.plan.solve.master import Master, RestrictedMaster, set_integer
-from llm_energy.plan.solve.seeding import round_lp, seed_from_prices
+from llm_energy.plan.solve.seeding import fill_capacity, round_lp, seed_from_prices
 from llm_energy.plan.solve.solvers import SolveResult, SolveSettings, row_duals, solve_master
 from llm_energy.plan.solve.ties import merge_ties, split_ties, tie_labels
 
@@ -227,6 +227,9 @@ class ColumnGeneration:
         p, status, best = self.p, "feasible", bound
         x0 = self._fix_and_solve(x_lp, zeta)
         x0 = round_lp(p, x_lp, p.cost(zeta)) if x0 is None else x0  # the incumbent if the solver finds none in time
+        if x0 is not None:  # the capacity the rounding left idle, filled (a better incumbent: less left to prove)
+            x1 = fill_capacity(p, x0, p.cost(zeta))
+            x0 = x1 if not p.violations(x1) and p.objective(x1, zeta) < p.objective(x0, zeta) else x0
         found = None if x0 is None else (None, None, x0)
         if x0 is not None and p.objective(x0, zeta) - bound <= self.settings.mip_gap * max(abs(p.objective(x0, zeta)), 1e-12):
             return "optimal", x0, bound  # the rounded LP is already within --mip-gap of the bound
