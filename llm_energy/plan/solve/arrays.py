@@ -171,6 +171,9 @@ class ArrayMaster:
         h = self.h
         h.setOptionValue("time_limit", float(max(time_limit_s, 0.1)))
         h.setOptionValue("mip_rel_gap", float(mip_gap))
+        # LPs restart from the last basis as the model stands; a MIP wants presolve (the single-column
+        # classes fold away, as in the Pyomo master) and has no basis to keep
+        h.setOptionValue("presolve", "on" if integer else "off")
         t0 = time.perf_counter()
         h.run()
         wall = time.perf_counter() - t0
@@ -200,23 +203,27 @@ class ArrayMaster:
     # -- GLPK: the model in GLPK's format, glpsol from the last basis ---------------------------------------
 
     def _glp_text(self) -> str:
-        """The LP in GLPK's own format (``glpsol --glp``): rows, the objective and matrix entries."""
+        """The LP in GLPK's own format (``glpsol --glp``): rows, the objective and matrix entries. The rows'
+        and the held columns' entries are formatted once (they never change); only the objective and the
+        columns added since are formatted again."""
         n_rows, m = len(self._rhs), len(self._slack)
         n_cols = m + self.n_columns
-        starts = np.concatenate([c[0] + off for c, off in zip(self._chunks, np.cumsum(
-            [0] + [len(c[1]) for c in self._chunks[:-1]]))])
-        idx = np.concatenate([c[1] for c in self._chunks])
-        val = np.concatenate([c[2] for c in self._chunks])
-        col = np.repeat(np.arange(n_cols), np.diff(np.append(starts, len(idx))))
+        if not hasattr(self, "_text"):
+            kind = np.where(np.arange(n_rows) < self.p.n_classes, "s", np.where(self._ge, "l", "u"))
+            self._rows_text = "\n".join(f"i {i + 1} {t} {r!r}" for i, (t, r) in enumerate(zip(
+                kind.tolist(), self._rhs.tolist())))
+            self._text, self._text_col, self._nnz = [], 0, 0
+        for starts, idx, val in self._chunks[len(self._text):]:  # columns added since the last write
+            col = self._text_col + np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(idx))))
+            self._text.append("\n".join(f"a {i + 1} {j + 1} {v!r}" for i, j, v in zip(
+                idx.tolist(), col.tolist(), val.tolist())))
+            self._text_col += len(starts)
+            self._nnz += len(idx)
         cost = np.concatenate([np.full(m, float(self._penalty)), self._x_cost(self.col_class, self.col_dep)])
         nz = np.flatnonzero(cost)
-        kind = np.where(np.arange(n_rows) < self.p.n_classes, "s", np.where(self._ge, "l", "u"))
-        lines = [f"p lp min {n_rows} {n_cols} {len(idx)}"]
-        lines += [f"i {i + 1} {t} {r!r}" for i, (t, r) in enumerate(zip(kind.tolist(), self._rhs.tolist()))]
-        lines += [f"a 0 {j + 1} {v!r}" for j, v in zip(nz.tolist(), cost[nz].tolist())]
-        lines += [f"a {i + 1} {j + 1} {v!r}" for i, j, v in zip(idx.tolist(), col.tolist(), val.tolist())]
-        lines.append("e o f\n")
-        return "\n".join(lines)
+        objective = "\n".join(f"a 0 {j + 1} {v!r}" for j, v in zip(nz.tolist(), cost[nz].tolist()))
+        return "\n".join([f"p lp min {n_rows} {n_cols} {self._nnz}", self._rows_text, objective, *self._text,
+                          "e o f\n"])
 
     def _ini_text(self) -> str:
         """The last round's basis, the columns added since non-basic at 0 (``glpsol --ini``)."""
