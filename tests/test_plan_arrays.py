@@ -93,3 +93,14 @@ def test_array_master_duals_are_the_pyomo_masters():
         b_ref, _ = lagrangian_bound(p, p.cost(0.3), row_duals(m, ref))
         b, _ = lagrangian_bound(p, p.cost(0.3), row_duals(a, got))
         assert rel_close(b, b_ref, 1e-7) and rel_close(b, p.objective(x, 0.3), 1e-7)
+
+
+def test_glpk_array_master_survives_a_starting_basis_glpsol_refuses():
+    _, p = case(3, "share", n=80, distinct=30)
+    a = ArrayMaster(p, p.allowed.copy(), 1e4, "glpk")
+    first = a.solve(zeta=0.5, weight=1.0, penalty=1e4, integer=False, time_limit_s=60, mip_gap=0.0)
+    rows, cols = a._basis
+    a._basis = (np.full(len(rows), "b"), np.full(len(cols), "b"))  # more basic variables than rows
+    again = a.solve(zeta=0.5, weight=1.0, penalty=1e4, integer=False, time_limit_s=60, mip_gap=0.0)
+    assert first.status == again.status == "optimal"
+    assert rel_close(float(again.x.sum()), float(first.x.sum())) and a._basis is not None

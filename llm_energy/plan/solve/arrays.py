@@ -247,6 +247,10 @@ class ArrayMaster:
             t0 = time.perf_counter()
             r = subprocess.run(cmd, capture_output=True, text=True)
             wall = time.perf_counter() - t0
+            if self._basis is not None and ("OPTIMAL LP SOLUTION FOUND" not in r.stdout
+                                            and "TIME LIMIT EXCEEDED" not in r.stdout):
+                self._basis = None  # glpsol refused the starting basis: solve from its own
+                return self._solve_glpk(max(time_limit_s - wall, 0.1))
             if "OPTIMAL LP SOLUTION FOUND" not in r.stdout or not (d / "s.txt").exists():
                 infeasible = "NO PRIMAL FEASIBLE" in r.stdout or "PROBLEM HAS NO" in r.stdout
                 limited = "TIME LIMIT EXCEEDED" in r.stdout
