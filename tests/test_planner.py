@@ -380,3 +380,21 @@ def test_solve_returns_shares_and_row_duals_that_prove_the_bound():
     assert all(isinstance(r, Row) for r in s.duals) and set(s.duals.named(p.names)) >= {"share_hi[d0]"}
     bound, _ = lagrangian_bound(p, p.cost(0.4), s.duals)
     assert rel_close(bound, s.lp_bound) and s.objective >= bound - 1e-9
+
+
+@pytest.mark.parametrize("kind", ["plain", "constrained"])
+def test_one_deployment_baselines_equal_their_matrix_totals(kind):
+    """The single-deployment baselines (only:NAME, greedy-energy) total per-class vectors; they must equal
+    the (C, K) arithmetic of PlanProblem.metrics/violations, constraints broken included."""
+    from llm_energy.plan.baselines import _result, baselines
+
+    kw = {} if kind == "plain" else {"capacity_s": [50.0, None, 80.0, None], "energy_budget_j": 4e4,
+                                     "accuracy_floor": 60.0, "slo_s": [None, 2.0, None, None]}
+    cls, p = random_case(7, n=200, k=4, distinct=90, **kw)
+    for b in baselines(p, cls.query_class):
+        ref = _result(p, b.name, b.x)
+        assert b.violations == ref.violations, b.name
+        for f in ("energy_j", "runtime_s", "accuracy"):
+            assert rel_close(getattr(b, f), getattr(ref, f), 1e-12), (b.name, f)
+    if kind == "constrained":
+        assert any(b.violations for b in baselines(p, cls.query_class))

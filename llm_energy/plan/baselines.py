@@ -52,6 +52,24 @@ def _result(problem: PlanProblem, name: str, x: np.ndarray) -> BaselineResult:
                           violations=tuple(problem.violations(x)), x=x)
 
 
+def _single(problem: PlanProblem, name: str, dep: np.ndarray) -> BaselineResult:
+    """:func:`_result` of the plan sending every query of class c to ``dep[c]``, from per-class vectors
+    (53 baselines x (C, K) matrices were 0.6 s of a million-query plan with 50 deployments)."""
+    p, rows = problem, np.arange(problem.n_classes)
+    n = p.count.astype(np.float64)
+    x = np.zeros(p.allowed.shape, dtype=np.int64)
+    x[rows, dep] = p.count
+    e, r = float(n @ p.energy_j[rows, dep]), p.runtime_s[rows, dep]
+    tok = float(n @ p.tokens)
+    acc = float((n * p.tokens) @ p.accuracy[dep] / tok) if tok else 0.0
+    K = p.n_deployments
+    budget_e = e if p.budget_energy_j is None else float(n @ p.budget_energy_j[rows, dep])
+    violations = p.violated(int(n[~p.allowed[rows, dep]].sum()), np.bincount(dep, weights=n, minlength=K),
+                            np.bincount(dep, weights=n * r, minlength=K), budget_e, acc)
+    return BaselineResult(name=name, energy_j=e, runtime_s=float(n @ r), accuracy=acc, violations=tuple(violations),
+                          x=x)
+
+
 def baselines(problem: PlanProblem, query_class: np.ndarray | None = None, seed: int = 0) -> list[BaselineResult]:
     """All baselines for ``problem``; ``query_class[i]`` is query i's class (file order), else class order."""
     C, K = problem.n_classes, problem.n_deployments
@@ -60,15 +78,11 @@ def baselines(problem: PlanProblem, query_class: np.ndarray | None = None, seed:
     query_class = np.asarray(query_class, dtype=np.int64)
     out = []
     for k, name in enumerate(problem.names):
-        x = np.zeros((C, K), dtype=np.int64)
-        x[:, k] = problem.count
-        out.append(_result(problem, f"only:{name}", x))
+        out.append(_single(problem, f"only:{name}", np.full(C, k)))
     n = len(query_class)
     out.append(_result(problem, "round-robin", _by_query(problem, query_class, np.arange(n) % K)))
     rng = np.random.default_rng(seed)
     out.append(_result(problem, "random", _by_query(problem, query_class, rng.integers(0, K, n))))
     e = np.where(problem.allowed, problem.energy_j, np.inf)
-    x = np.zeros((C, K), dtype=np.int64)
-    x[np.arange(C), np.argmin(e, axis=1)] = problem.count
-    out.append(_result(problem, "greedy-energy", x))
+    out.append(_single(problem, "greedy-energy", np.argmin(e, axis=1)))
     return out

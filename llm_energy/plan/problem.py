@@ -162,23 +162,29 @@ class PlanProblem:
 
     def violations(self, x: np.ndarray, tol: float = 1e-6) -> list[str]:
         """Constraints an assignment breaks (empty: feasible), as short phrases."""
-        out = []
-        if np.any((x > 0) & ~self.allowed):
-            out.append(f"SLO ({int(x[(x > 0) & ~self.allowed].sum())} queries over it)")
-        per = x.sum(axis=0)
+        x = np.asarray(x)
+        over = (x > 0) & ~self.allowed
+        xf = np.asarray(x, dtype=np.float64)
+        m = self.metrics(xf)
+        budget_e = m["energy_j"] if self.budget_energy_j is None else float(
+            np.einsum("ck,ck->", xf, self.budget_energy_j))
+        return self.violated(int(x[over].sum()) if over.any() else 0, x.sum(axis=0),
+                             np.einsum("ck,ck->k", xf, self.runtime_s), budget_e, m["accuracy"], tol)
+
+    def violated(self, slo_over: int, per: np.ndarray, used: np.ndarray, budget_e: float, accuracy: float,
+                 tol: float = 1e-6) -> list[str]:
+        """:meth:`violations` from an assignment's totals: queries over an SLO, queries and runtime per
+        deployment (K,), the energy the budget row counts, the token-weighted accuracy."""
+        out = [f"SLO ({slo_over} queries over it)"] if slo_over > 0 else []
         lo, hi = self.share_lo, self.share_hi
-        used = np.einsum("ck,ck->k", np.asarray(x, dtype=np.float64), self.runtime_s)
         for k, name in enumerate(self.names):
             if per[k] < lo[k] - tol or per[k] > hi[k] + tol:
                 out.append(f"share[{name}]")
             if used[k] > self.capacity_s[k] * (1 + 1e-9) + tol:
                 out.append(f"capacity[{name}]")
-        m = self.metrics(x)
-        budget_e = m["energy_j"] if self.budget_energy_j is None else float(
-            np.einsum("ck,ck->", np.asarray(x, dtype=np.float64), self.budget_energy_j))
         if self.energy_budget_j is not None and budget_e > self.energy_budget_j * (1 + 1e-9) + tol:
             out.append("energy budget")
-        if self.accuracy_floor is not None and m["accuracy"] < self.accuracy_floor * (1 - 1e-9) - tol:
+        if self.accuracy_floor is not None and accuracy < self.accuracy_floor * (1 - 1e-9) - tol:
             out.append("accuracy floor")
         return out
 
