@@ -136,3 +136,19 @@ def test_predict_and_route_say_which_fits_carry_an_erratum(tmp_path, capsys):
     capsys.readouterr()
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert any("erratum kv-cache-ignored" in w for w in summary["warnings"])
+
+
+def test_plan_warns_when_its_fits_carry_an_erratum(tmp_path, capsys):
+    from llm_energy.cli.main import main
+    from tests.test_route import H100_FITS
+
+    (tmp_path / "d.yaml").write_text("deployments:\n"
+                                     "  - {name: s, fit: 'llama-2-7b@h100x1/static/b1', accuracy: 50}\n"
+                                     "  - {name: n, fit: 'llama-2-7b@h100x1/no-cache/b1', accuracy: 50}\n")
+    (tmp_path / "w.csv").write_text("tin,tout\n64,64\n128,256\n")
+    assert main(["plan", "--fits", str(H100_FITS), "--deployments", str(tmp_path / "d.yaml"), "--workload",
+                 str(tmp_path / "w.csv"), "--out", str(tmp_path / "p")]) == 0
+    capsys.readouterr()
+    w = json.loads((tmp_path / "p" / "summary.json").read_text())["warnings"]
+    (line,) = [x for x in w if "erratum" in x]
+    assert "1 fit(s) carry erratum kv-cache-ignored (llama-2-7b@h100x1/static/b1)" in line

@@ -238,6 +238,12 @@ def _input_warnings(req: PlanRequest, inputs: _Inputs, neg: NegativePredictions)
     w = neg.warning(inputs.workload.n_queries)
     if w:
         warnings.append(w)
+    from llm_energy.fit.fits import FitsFile, errata_warning
+
+    if isinstance(inputs.fits, FitsFile):
+        erratum = errata_warning(inputs.fits, {d.fit for d in inputs.deployments.deployments})
+        if erratum:
+            warnings.append(f"{req.sources[0]}: {erratum}")
     no_hours = [d.name for d in inputs.deployments.deployments if d.nodes is not None and d.hours is None]
     if no_hours:
         warnings.append(f"{req.sources[1]}: {', '.join(no_hours)}: nodes without hours sets no capacity limit "
