@@ -59,3 +59,13 @@ def test_filling_uses_the_capacity_rounding_left_idle():
     x1 = fill_capacity(p, x0, p.cost(1.0))
     assert x1[1, 0] == 5 and p.violations(x1) == []  # five small queries moved into the idle 5 s
     assert p.objective(x1, 1.0) < p.objective(x0, 1.0)
+
+
+def test_an_exchange_makes_room_where_no_single_move_fits():
+    # 'cheap' is full with one big query that gains little there; ten small ones would gain much more
+    p = make_problem(["cheap", "dear"], [1, 10], [100, 10], [[1.0, 1.1], [1.0, 2.0]], [[10.0, 10.0], [1.0, 1.0]],
+                     [50, 50], min_share=0.0, capacity_s=[10.0, None])
+    x0 = np.array([[1, 0], [0, 10]], dtype=np.int64)
+    x1 = fill_capacity(p, x0, p.cost(1.0))
+    assert x1[0, 1] == 1 and x1[1, 0] == 10 and p.violations(x1) == []
+    assert fill_capacity(p, x0, p.cost(1.0), max_swaps=0)[1, 0] == 0  # single moves alone cannot

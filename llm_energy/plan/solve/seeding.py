@@ -298,14 +298,18 @@ def _make_room(p: PlanProblem, x: np.ndarray, left: np.ndarray, c: int, c_ok: np
     return k
 
 
-def fill_capacity(p: PlanProblem, x: np.ndarray, cost: np.ndarray, max_moves: int = 5000) -> np.ndarray:
+def fill_capacity(p: PlanProblem, x: np.ndarray, cost: np.ndarray, max_moves: int = 300, max_swaps: int = 30,
+                  swap_pairs: int = 50000) -> np.ndarray:
     """An integer plan ``x`` improved by moving queries into the capacity its rounding left idle.
 
     Rounding an LP optimum with capacity rows leaves each binding deployment a little idle capacity (its
     fractional queries did not fit whole); the LP used it. Repeatedly the most profitable move of whole
     queries of one class from their deployment a to a deployment b whose idle capacity takes them (SLO,
-    shares and capacity kept; a's capacity freed) is made, until none gains. Share and capacity rows
-    only (``x`` unchanged otherwise). An incumbent, nothing more: the MIP's bound judges it.
+    shares and capacity kept; a's capacity freed) is made, until none gains; then, on problems of at most
+    ``swap_pairs`` allowed pairs (where GLPK's branch and bound stalls), the best exchange
+    (:func:`_best_swap`: one query out of b makes room for others), and single moves again. At most
+    ``max_moves`` moves and ``max_swaps`` exchanges. Share and capacity rows only (``x`` unchanged
+    otherwise). An incumbent, nothing more: the MIP's bound judges it.
     """
     if p.energy_budget_j is not None or p.accuracy_floor is not None or not np.isfinite(p.capacity_s).any():
         return x
@@ -315,9 +319,19 @@ def fill_capacity(p: PlanProblem, x: np.ndarray, cost: np.ndarray, max_moves: in
     left = p.capacity_s - np.einsum("ck,ck->k", x, r)
     per = x.sum(axis=0)
     scale = float(np.abs(c_ok[np.isfinite(c_ok)]).max(initial=1.0))
+    def move(c: int, a: int, b: int, n: float) -> None:
+        x[c, a] -= n
+        x[c, b] += n
+        per[a] -= n
+        per[b] += n
+        left[a] += n * r[c, a]
+        left[b] -= n * r[c, b]
+
+    swaps = max_swaps if int(p.allowed.sum()) <= swap_pairs else 0
+    capped = np.isfinite(p.capacity_s)  # idle capacity is what rounding left on the capacitated ones
     for _ in range(max_moves):
         best = (1e-12 * scale, -1, -1, -1)
-        for b in np.flatnonzero((left > 0) & (per < hi)):
+        for b in np.flatnonzero(capped & (left > 0) & (per < hi)):
             fits = p.allowed[:, b] & (r[:, b] <= left[b] + 1e-9)
             with np.errstate(invalid="ignore"):  # inf - inf where a pair is barred: masked out
                 gain = np.where((x > 0.5) & fits[:, None] & (per > lo)[None, :], c_ok - c_ok[:, b:b + 1], -np.inf)
@@ -327,13 +341,47 @@ def fill_capacity(p: PlanProblem, x: np.ndarray, cost: np.ndarray, max_moves: in
                 best = (float(gain[c, a]), int(c), int(a), int(b))
         _, c, a, b = best
         if c < 0:
-            break
-        room = math.floor((left[b] + 1e-9) / r[c, b]) if r[c, b] > 0 and math.isfinite(left[b]) else x[c, a]
-        n = min(x[c, a], per[a] - lo[a], hi[b] - per[b], room)
-        x[c, a] -= n
-        x[c, b] += n
-        per[a] -= n
-        per[b] += n
-        left[a] += n * r[c, a]
-        left[b] -= n * r[c, b]
+            swap = _best_swap(p, x, c_ok, left, per, 1e-12 * scale) if swaps > 0 else None
+            if swap is None:
+                break
+            swaps -= 1
+            (c1, b, d), (c2, a, n2) = swap
+            move(c1, b, d, 1.0)
+            move(c2, a, b, n2)
+            continue
+        room = math.floor((left[b] + 1e-9) / r[c, b]) if r[c, b] > 0 else x[c, a]
+        move(c, a, b, min(x[c, a], per[a] - lo[a], hi[b] - per[b], room))
     return x
+
+
+def _best_swap(p: PlanProblem, x: np.ndarray, c_ok: np.ndarray, left: np.ndarray, per: np.ndarray, tol: float,
+               tries: int = 16):
+    """The best exchange on a deployment b with a capacity: one query of a class c1 leaves b for a
+    deployment d with room, and the capacity it frees (with b's idle capacity) takes whole queries of a
+    class c2 moved in from a. ``((c1, b, d), (c2, a, n2))`` when it gains more than ``tol``, else None;
+    the ``tries`` cheapest departures from each b are tried."""
+    r, lo, hi = p.runtime_s, p.share_lo, p.share_hi
+    best, found = tol, None
+    for b in np.flatnonzero(np.isfinite(p.capacity_s) & (per > 0.5) & (per - 1 >= lo)):
+        room = p.allowed & (r <= left[None, :] + 1e-9) & (per < hi)[None, :]
+        room[:, b] = False
+        with np.errstate(invalid="ignore"):
+            out = np.where(room, c_ok - c_ok[:, b:b + 1], np.inf)  # moving one query of each class off b to d
+        out[x[:, b] < 0.5] = np.inf
+        d_of = np.argmin(out, axis=1)
+        loss = out[np.arange(len(d_of)), d_of]
+        for c1 in np.argsort(loss)[:tries]:
+            if not np.isfinite(loss[c1]):
+                break
+            free = left[b] + r[c1, b]
+            n2 = np.floor((free + 1e-9) / np.maximum(r[:, b:b + 1], 1e-300)) * np.ones_like(x)
+            n2 = np.minimum(np.minimum(n2, x), np.minimum(per - lo, hi[b] - per[b] + 1)[None, :])
+            with np.errstate(invalid="ignore"):
+                gain = np.where((n2 >= 1) & p.allowed[:, b:b + 1], n2 * (c_ok - c_ok[:, b:b + 1]), -np.inf)
+            gain[:, b] = -np.inf
+            gain[c1, :] = -np.inf
+            c2, a = np.unravel_index(np.argmax(gain), gain.shape)
+            if gain[c2, a] - loss[c1] > best:
+                best = float(gain[c2, a] - loss[c1])
+                found = ((int(c1), int(b), int(d_of[c1])), (int(c2), int(a), float(n2[c2, a])))
+    return found
