@@ -104,3 +104,24 @@ def test_glpk_array_master_survives_a_starting_basis_glpsol_refuses():
     again = a.solve(zeta=0.5, weight=1.0, penalty=1e4, integer=False, time_limit_s=60, mip_gap=0.0)
     assert first.status == again.status == "optimal"
     assert rel_close(float(again.x.sum()), float(first.x.sum())) and a._basis is not None
+
+
+def test_accuracy_floor_mip_after_an_array_lp_keeps_its_master_small(tmp_path):
+    """Found planning the Azure trace on the H200 fits at --min-accuracy 60 (14,027 classes x 7 deployments,
+    GLPK): the array LP holds every class as a row, and pricing added up to that many columns a round, so
+    the MIP got 13,675 classes / 27,380 columns, hit its time limit and was reported 'infeasible in whole
+    queries'. Pricing adds as many columns as the restricted master's own classes again; the MIP is then
+    the old one (74 classes) and optimal, with the optimum of HiGHS."""
+    from pathlib import Path
+
+    from llm_energy.plan.run import PlanRequest, run
+
+    root = Path(__file__).resolve().parents[1]
+    req = dict(fits=str(root / "data/h200/plans/fits.json"), deployments=str(root / "configs/deployments.h200.yaml"),
+               workload=str(root / "data/azure-llm-2023/AzureLLMInferenceTrace_conv.csv"), columns="azure",
+               min_accuracy=60.0)
+    glpk = run(PlanRequest(**req, out=str(tmp_path / "g"))).summary
+    highs = run(PlanRequest(**req, solver="highs", out=str(tmp_path / "h"))).summary
+    assert glpk.status == "optimal" and highs.status == "optimal"
+    assert glpk.accuracy >= 60 - 1e-6
+    assert abs(glpk.objective - highs.objective) <= 1e-5 * abs(highs.objective)

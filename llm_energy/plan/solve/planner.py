@@ -200,7 +200,7 @@ class ColumnGeneration:
                     return master, res, share_duals(self.p, prices)
             rows = np.flatnonzero(add.any(axis=1))
             best = np.argmin(np.where(add[rows], red[rows], np.inf), axis=1)
-            keep = np.argsort(red[rows, best])[: max(self.min_master, len(master.classes))]
+            keep = np.argsort(red[rows, best])[: max(self.min_master, len(self.master.classes))]
             self.master.add(rows[keep], best[keep])
 
     def _feasible_lp(self, cost: np.ndarray, zeta: float, clock: _Clock) -> tuple[Master, SolveResult, RowDuals]:
@@ -273,6 +273,10 @@ class ColumnGeneration:
         master, mres, x_int = found
         if mres is not None and mres.slack.sum() > SLACK_TOL:
             bad = [row.label(p) for row, s in zip(master.rows, mres.slack) if s > SLACK_TOL]
+            if status == "time_limit":  # not proven infeasible: the search stopped first
+                raise UserError(f"solver {self.settings.solver} reached the time limit ({self.settings.time_limit_s:g} s) "
+                                f"before an integer plan met {', '.join(bad)} ({len(master.classes)} classes in the "
+                                "MIP); raise --time-limit or try --solver highs")
             raise InfeasiblePlan("infeasible in whole queries: the LP relaxation fits but no integer plan meets "
                                  f"{', '.join(bad)}; relax them by about one query's worth")
         return status, np.rint(x_int), best
