@@ -125,3 +125,24 @@ def test_accuracy_floor_mip_after_an_array_lp_keeps_its_master_small(tmp_path):
     assert glpk.status == "optimal" and highs.status == "optimal"
     assert glpk.accuracy >= 60 - 1e-6
     assert abs(glpk.objective - highs.objective) <= 1e-5 * abs(highs.objective)
+
+
+def test_plan_json_with_highs_is_json(tmp_path):
+    """highspy's Highs() prints its banner on the process's stdout (from C++, before any option can be set):
+    `plan --solver highs --json` began with two banner lines. Run as a user runs it, in a fresh process."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "d.yaml").write_text("deployments:\n"
+                                     "  - {name: s, fit: 'llama-2-7b@h100x1/static/b1', accuracy: 50}\n"
+                                     "  - {name: n, fit: 'llama-2-7b@h100x1/no-cache/b1', accuracy: 51}\n")
+    (tmp_path / "w.csv").write_text("tin,tout\n64,64\n128,256\n")
+    r = subprocess.run([sys.executable, "-m", "llm_energy.cli", "plan", "--fits", str(root / "data/h100/fits.json"),
+                        "--deployments", str(tmp_path / "d.yaml"), "--workload", str(tmp_path / "w.csv"),
+                        "--solver", "highs", "--json", "--out", str(tmp_path / "p")],
+                       capture_output=True, text=True, cwd=root, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["status"] == "optimal"

@@ -74,7 +74,7 @@ class ArrayMaster:
     def _new_highs(self, penalty: float):
         import highspy
 
-        h = highspy.Highs()
+        h = _quiet(highspy.Highs)
         h.setOptionValue("output_flag", False)
         h.setOptionValue("presolve", "off")  # warm starts across rounds need the model as given
         inf = highspy.kHighsInf
@@ -263,3 +263,20 @@ class ArrayMaster:
         self._basis = (status[:n_rows], status[n_rows:])
         x, C = value[n_rows:], self.p.n_classes
         return SolveResult("optimal", x[self._xcol], x[self._slack], dual[:C], dual[C:n_rows], wall)
+
+
+def _quiet(make):
+    """``make()`` with file descriptor 1 sent to /dev/null meanwhile: highspy's Highs() prints its banner on
+    the process's stdout from C++, before any option can be set, and ``plan --json`` must stay JSON."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            return make()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
