@@ -318,7 +318,7 @@ def cmd_predict(args) -> int:
     if args.out:
         _write_predictions(out, args.out)
     _warn_out_of_range(fits, out)
-    erratum = errata_warning(fits, set(out["deployment"].to_list()) if "deployment" in out.columns else None)
+    erratum = errata_warning(fits, set(out["deployment"].to_list()))
     if erratum:
         print(f"predict: warning: {erratum}", file=sys.stderr)
     if args.json:

@@ -247,19 +247,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     from llm_energy.trials.store import open_store
 
     store = open_store(args.dir)
+    trials = store.trials()
     agree = instrument_agreement(store)
     closures = session_closure(store)
-    quality = quality_summary(store.trials())
+    quality = quality_summary(trials)
     rechecked = recheck_quality(store)  # the meters' checks again, on the stored raw samples
     quality["recheck"] = quality_summary(rechecked.select("trial_id", quality="recheck", quality_note="recheck_note"))
     if not args.json:
-        _print_quality(stdout_console(), store.trials())
+        _print_quality(stdout_console(), trials)
         r = quality["recheck"]
         stdout_console().print(f"quality rechecked from the raw samples: {r['ok']} ok, {r['suspect']} suspect"
                                + (f" ({', '.join(f'{k} x{n}' for k, n in r['reasons'].items())})" if r["reasons"] else ""))
     if agree.height == 0 and not closures:
         raise UserError(f"{args.dir}: no trials with raw counter samples to check")
-    win = store.trials().select("trial_id", (pl.col("t_end_mono") - pl.col("t_start_mono")).alias("window_s"))
+    win = trials.select("trial_id", (pl.col("t_end_mono") - pl.col("t_start_mono")).alias("window_s"))
     if agree.height:
         agree = agree.join(win, on="trial_id")
     groups = []
@@ -279,7 +280,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         from llm_energy.trials.errata import errata
 
         print(to_json({"power_vs_counter": groups, "sessions": sess, "quality": quality,
-                       "errata": [h.to_dict() for h in errata(store.trials())]}))
+                       "errata": [h.to_dict() for h in errata(trials)]}))
         return 0
     from rich.table import Table
 

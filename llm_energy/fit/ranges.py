@@ -58,13 +58,6 @@ class RangeReport:
             tail += f" (the fitted range of {', '.join(self.unknown)} is not recorded: not checked)"
         return "; ".join(parts) + tail
 
-    def note(self) -> str | None:
-        """A line for deployments whose fits record no fitted range (nothing could be checked), else None."""
-        if not self.unknown:
-            return None
-        return (f"the fits of {', '.join(self.unknown)} do not record the range they were fitted on (published or "
-                "older fits files): queries outside it could not be counted")
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["energy_share_outside"] = self.energy_share_outside

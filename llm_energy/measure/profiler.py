@@ -213,7 +213,7 @@ class Profiler:
         self._idle_flags = assess_idle(idle_flags, idle.per_device, primary, self._meters)
         source = source_label(samplers, primary)
         info = self._sweep_info(loaded.dtype, source, cold, idle, device_name, system,
-                                kv_keyword=getattr(backend, "kv_keyword", None))
+                                kv_keyword=backend.kv_keyword)
         if self._idle_flags:
             msg = f"warning: every trial of this run is flagged suspect: {quality_label(self._idle_flags)[1]}"
             log.warning(msg)

@@ -2,8 +2,9 @@
 
 Each erratum is a rule over what a trial's record already holds (its backend and the software
 versions stored with it), so every store, committed or not, is checked the same way and no stored
-number is changed. ``show``, ``check``, ``fit`` and ``report`` say which trials an erratum affects and
-what it means (docs/measurement.md, "Errata").
+number is changed. ``show``, ``check`` and ``fit`` say which trials an erratum affects and what it
+means (docs/measurement.md, "Errata"); ``fit`` keeps the keys in fits.json, so ``predict``, ``plan`` and
+``route`` name the fits that carry one.
 
 * ``kv-cache-ignored``: before commit e5b5c49 the ``cache`` and ``static`` backends passed the KV cache
   to the model as ``cache=``, the keyword of transformers >= 5.24 (what CI and the developers' machines
@@ -37,10 +38,8 @@ class ErratumHit:
     versions: tuple[str, ...]
     text: str
 
-    def line(self, where: str = "") -> str:
-        head = f"{where}: " if where else ""
-        return (f"{head}erratum {self.key}: {self.n_trials} trial(s) of sweep(s) {', '.join(self.sweeps)}: "
-                f"{self.text}")
+    def line(self) -> str:
+        return f"erratum {self.key}: {self.n_trials} trial(s) of sweep(s) {', '.join(self.sweeps)}: {self.text}"
 
     def to_dict(self) -> dict:
         return {"key": self.key, "n_trials": self.n_trials, "sweeps": list(self.sweeps),

@@ -13,7 +13,7 @@ because the loop is ours, not ``generate()``). Times are device-synchronised.
 * ``static+OPTION[+OPTION...]``: the same with the options of ``fusion.STATIC_OPTIONS`` (fused q/k/v and
   gate/up projections, inductor tuning, ...); the label names what ran, options in a fixed order.
 
-The KV cache is passed under the keyword the installed transformers takes (``cache`` from 5.2x,
+The KV cache is passed under the keyword the installed transformers takes (``cache`` from 5.24,
 ``past_key_values`` before, e.g. 5.17, which silently ignores ``cache``: each step would attend to
 itself only, from a new empty cache).
 """
@@ -258,7 +258,7 @@ def static_cache_config(config: Any, cache_len: int) -> Any:
 
 
 def cache_keyword(model: Any) -> str:
-    """The keyword the model's forward takes its KV cache under: ``cache`` (transformers 5.2x) or
+    """The keyword the model's forward takes its KV cache under: ``cache`` (transformers >= 5.24) or
     ``past_key_values`` (earlier, e.g. 5.17 on the GPU machines, where ``cache=`` lands in **kwargs unused)."""
     import inspect
 
