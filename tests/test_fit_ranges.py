@@ -44,7 +44,8 @@ def plan_inputs(two_fits, tmp_path):
     (tmp_path / "d.yaml").write_text(f"deployments:\n  - {{name: s, fit: '{SMALL}', accuracy: 40}}\n"
                                      f"  - {{name: b, fit: '{BIG}', accuracy: 50}}\n")
     w = tmp_path / "w.csv"
-    w.write_text("tin,tout\n" + "".join(f"{i},{o}\n" for i, o in [(64, 64)] * 20 + [(4096, 2288)] * 2))
+    # 2 queries outside both fits' range, within Llama-2's context (4096) and beyond falcon-7b's (2048)
+    w.write_text("tin,tout\n" + "".join(f"{i},{o}\n" for i, o in [(64, 64)] * 20 + [(3000, 1000)] * 2))
     return f, tmp_path / "d.yaml", w
 
 
@@ -55,7 +56,8 @@ def test_plan_reports_queries_outside_the_fitted_range(plan_inputs, tmp_path, ca
     capsys.readouterr()
     s = json.loads((tmp_path / "p" / "summary.json").read_text())
     fr = s["fitted_range"]
-    assert fr["queries"] == 22 and fr["outside"] >= 2 and fr["beyond_context"] == 2
+    assert fr["queries"] == 22 and fr["outside"] >= 2 and fr["beyond_context"] == 0  # never planned beyond it
+    assert s["beyond_context"]["excluded"] == {"s": 2, "b": 0} and s["beyond_context"]["unservable"] == 0
     assert 0 < fr["energy_share_outside"] <= 1
     assert any("lie outside the range their deployment was fitted on" in x for x in s["warnings"])
     assert main(["plan", "--fits", str(f), "--deployments", str(d), "--workload", str(w), "--out",

@@ -31,6 +31,7 @@ def inputs(tmp_path_factory):
     tout = [100] * 20 + [100] * 4 + [2000] * 2
     pl.DataFrame({"tin": tin, "tout": tout, "arrival_s": np.arange(26) * 30.0}).write_csv(d / "trace.csv")
     pl.DataFrame({"tin": [100] * 5, "tout": [100] * 5, "arrival_s": np.arange(5) * 30.0}).write_csv(d / "in.csv")
+    pl.DataFrame({"tin": tin[:24], "tout": tout[:24], "arrival_s": np.arange(24) * 30.0}).write_csv(d / "out.csv")
     return d, np.array(tin), np.array(tout)
 
 
@@ -41,16 +42,19 @@ def test_route_prints_and_writes_the_fitted_range_report(inputs, capsys):
     out, err = capsys.readouterr()
     assert rc == 0, err
     flat = " ".join(out.split())
-    assert "fitted range" in flat and "6 of 26 queries" in flat and "exceed the model's context length" in flat
+    # the 2 queries beyond the model's context (4096 tokens) are routed nowhere (they used to go to 'fast'),
+    # counted in beyond_context; the fitted range is reported on the 24 routed
+    assert "fitted range" in flat and "4 of 24 queries" in flat and "2 of 26 queries exceed every deployment's" in flat
     s = json.loads((d / "out" / "summary.json").read_text())
+    assert s["beyond_context"]["unservable"] == 2 and s["beyond_context"]["excluded"] == {"fast": 2}
     fits = load_fits(d / "fits.json")
-    e = predict(fits, KEY, tin, tout, per_request=True)["energy_j"].to_numpy()
+    e = predict(fits, KEY, tin, tout, per_request=True)["energy_j"].to_numpy()[:24]
     for policy in ("only:fast", "offline"):  # offline is always routed too
         r = s["fitted_range"][policy]
-        assert (r["queries"], r["outside"], r["beyond_context"]) == (26, 6, 2)
+        assert (r["queries"], r["outside"], r["beyond_context"]) == (24, 4, 0)
         assert r["energy_share_outside"] == pytest.approx(e[20:].sum() / e.sum(), rel=1e-9)
-        assert r["energy_share_beyond_context"] == pytest.approx(e[24:].sum() / e.sum(), rel=1e-9)
-        assert r["by_deployment"]["fast"]["outside"] == 6 and r["unknown"] == []
+        assert r["energy_share_beyond_context"] == 0
+        assert r["by_deployment"]["fast"]["outside"] == 4 and r["unknown"] == []
     assert any(w.startswith("fitted range: 2 of 2 policies") for w in s["warnings"])
 
 
@@ -71,8 +75,14 @@ def test_route_out_of_range_refuse(inputs, capsys):
     rc = main(["route", "--fits", str(d / "fits.json"), "--deployments", str(d / "fleet.yaml"), "--trace",
                str(d / "trace.csv"), "--policy", "only:fast", "--min-share", "0", "--no-plots", "--idle-w", "100",
                "--out", str(d / "refused"), "--out-of-range", "refuse"])
+    _, err = capsys.readouterr()  # queries beyond every context: refused before any is routed
+    assert rc != 0 and "--out-of-range refuse: 2 of 26 queries exceed every deployment's context length" in err
+    assert len(err.strip().splitlines()) == 1 and not (d / "refused" / "summary.json").exists()
+    rc = main(["route", "--fits", str(d / "fits.json"), "--deployments", str(d / "fleet.yaml"), "--trace",
+               str(d / "out.csv"), "--policy", "only:fast", "--min-share", "0", "--no-plots", "--idle-w", "100",
+               "--out", str(d / "refused"), "--out-of-range", "refuse"])
     _, err = capsys.readouterr()
-    assert rc != 0 and "--out-of-range refuse: fitted range: 2 of 2 policies" in err and "6 of 26 queries" in err
+    assert rc != 0 and "--out-of-range refuse: fitted range: 2 of 2 policies" in err and "4 of 24 queries" in err
     assert len(err.strip().splitlines()) == 1 and not (d / "refused" / "summary.json").exists()
     rc = main(["route", "--fits", str(d / "fits.json"), "--deployments", str(d / "fleet.yaml"), "--trace",
                str(d / "in.csv"), "--policy", "only:fast", "--min-share", "0", "--no-plots", "--idle-w", "100",

@@ -80,12 +80,14 @@ def _pairs(deployments: Sequence[Any]) -> list[tuple[str, str]]:
 
 
 def range_report(fits: FitsFile, deployments: Sequence[Any], tin, tout, batch=None, *, count=None,
-                 assignment=None, energy_j=None) -> RangeReport:
+                 assignment=None, energy_j=None, context_tokens: Sequence[int | None] | None = None) -> RangeReport:
     """Queries ``tin``, ``tout`` (C,), ``count`` each (default 1), sent to ``deployments`` (K) as
     ``assignment`` says (C, K, times ``count``: shares of each class, or with no count the planner's
     query counts; default: every query to every deployment); ``batch``: the batch
     size each deployment runs at (scalar or (K,); default its fit's own, 1 for a pooled fit);
-    ``energy_j`` (C, K) the predicted energy per query (default: predicted here, per request)."""
+    ``energy_j`` (C, K) the predicted energy per query (default: predicted here, per request);
+    ``context_tokens`` (K,) each deployment's context length where the caller resolved it (a deployments
+    file's ``context_tokens``), default its fit's :attr:`~llm_energy.fit.fits.DeploymentFit.context_limit`."""
     pairs = _pairs(deployments)
     i, o = np.asarray(tin, dtype=float), np.asarray(tout, dtype=float)
     n = np.ones_like(i) if count is None else np.asarray(count, dtype=float)
@@ -111,8 +113,9 @@ def range_report(fits: FitsFile, deployments: Sequence[Any], tin, tout, batch=No
             row["outside"] = float(w[out, k].sum())
             rep.outside += row["outside"]
             rep.energy_outside_j += float(e[out].sum())
-        if dep.context_limit:
-            beyond = i + o > dep.context_limit
+        ctx = dep.context_limit if context_tokens is None else context_tokens[k]
+        if ctx:
+            beyond = i + o > ctx
             row["beyond_context"] = float(w[beyond, k].sum())
             rep.beyond_context += row["beyond_context"]
             rep.energy_beyond_context_j += float(e[beyond].sum())

@@ -5,7 +5,13 @@
 * ``random``: each query on a deployment drawn uniformly (seeded);
 * ``greedy-energy``: each query on its lowest-predicted-energy deployment among those its SLO allows.
 
-None of them looks at the share, capacity or budget constraints; each result says which it breaks.
+A model cannot serve a query longer than its context, so no baseline sends one there (else the plan's
+savings would be against an impossible routing): ``only:<name>`` sends the queries beyond that
+deployment's context to their lowest-energy deployment whose context takes them; ``round-robin`` skips,
+for such a query, to the next deployment in cyclic order that takes it; ``random`` draws again, uniformly
+among the deployments that take it (where the context is known; see :mod:`llm_energy.plan.context`).
+None of them looks at the share, capacity, SLO (but ``greedy-energy``) or budget constraints; each
+result says which it breaks.
 """
 
 from __future__ import annotations
@@ -77,12 +83,41 @@ def baselines(problem: PlanProblem, query_class: np.ndarray | None = None, seed:
         query_class = np.repeat(np.arange(C), problem.count)
     query_class = np.asarray(query_class, dtype=np.int64)
     out = []
+    ok = problem.fits_context
+    fallback = np.argmin(np.where(ok, problem.energy_j, np.inf), axis=1)  # where only:NAME's context is too short
     for k, name in enumerate(problem.names):
-        out.append(_single(problem, f"only:{name}", np.full(C, k)))
+        out.append(_single(problem, f"only:{name}", np.where(ok[:, k], k, fallback)))
     n = len(query_class)
-    out.append(_result(problem, "round-robin", _by_query(problem, query_class, np.arange(n) % K)))
+    rr = next_eligible(np.arange(n) % K, ok, query_class)
+    out.append(_result(problem, "round-robin", _by_query(problem, query_class, rr)))
     rng = np.random.default_rng(seed)
-    out.append(_result(problem, "random", _by_query(problem, query_class, rng.integers(0, K, n))))
+    dep = redraw_eligible(rng.integers(0, K, n), ok, query_class, rng)
+    out.append(_result(problem, "random", _by_query(problem, query_class, dep)))
     e = np.where(problem.allowed, problem.energy_j, np.inf)
     out.append(_single(problem, "greedy-energy", np.argmin(e, axis=1)))
     return out
+
+
+def next_eligible(dep: np.ndarray, ok: np.ndarray, qclass: np.ndarray) -> np.ndarray:
+    """``dep`` (N,) with each query (of class ``qclass``) whose deployment ``ok`` (C, K) does not allow
+    moved to the next deployment in cyclic order that does (a round robin skipping those that cannot
+    serve it). Every class must have one."""
+    dep = np.asarray(dep, dtype=np.int64).copy()
+    bad = np.flatnonzero(~ok[qclass, dep])
+    if bad.size:
+        K = ok.shape[1]
+        cols = (dep[bad, None] + np.arange(K)[None, :]) % K
+        dep[bad] = cols[np.arange(bad.size), np.argmax(ok[qclass[bad, None], cols], axis=1)]
+    return dep
+
+
+def redraw_eligible(dep: np.ndarray, ok: np.ndarray, qclass: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``dep`` (N,) drawn uniformly over all K deployments, with each query (of class ``qclass``) whose
+    draw ``ok`` (C, K) does not allow drawn again uniformly among those that do: uniform over them."""
+    dep = np.asarray(dep, dtype=np.int64).copy()
+    bad = np.flatnonzero(~ok[qclass, dep])
+    if bad.size:
+        okb = ok[qclass[bad]]
+        pick = np.floor(rng.random(bad.size) * okb.sum(axis=1)).astype(np.int64)
+        dep[bad] = np.argmax(np.cumsum(okb, axis=1) > pick[:, None], axis=1)
+    return dep

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from llm_energy.plan.problem import PlanProblem
+from llm_energy.plan.problem import PlanProblem, context_mask
 from llm_energy.plan.solve.duals import RowDuals, lagrangian_bound
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,7 +84,7 @@ def make_bins(exact: PlanProblem, classes: WorkloadClasses, n_bins: int, costs: 
     whole tokens) with ``costs``, the function the exact classes were costed with."""
     from llm_energy.plan.workload import bin_classes
 
-    binned = bin_classes(classes, n_bins)
+    binned = bin_classes(classes, n_bins, split=context_pattern(exact))
     tin, tout = np.rint(binned.bins.tin), np.rint(binned.bins.tout)
     energy_j, runtime_s = costs(tin, tout, binned.bins.count)
     problem = binned_problem(exact, binned.bins.count, binned.bins.tokens, energy_j, runtime_s)
@@ -93,14 +93,25 @@ def make_bins(exact: PlanProblem, classes: WorkloadClasses, n_bins: int, costs: 
 
 def binned_problem(exact: PlanProblem, bins_count: np.ndarray, bins_tokens: np.ndarray, energy_j: np.ndarray,
                    runtime_s: np.ndarray) -> PlanProblem:
-    """The problem on bins: representative predictions, the exact problem's constraints and scales."""
-    allowed = np.ones_like(energy_j, dtype=bool)
+    """The problem on bins: representative predictions, the exact problem's constraints and scales. Bins
+    split by :func:`context_pattern` hold classes that fit the same deployments' contexts, and so does
+    their mean (tin + tout), so a bin is allowed on a deployment only where all its classes are."""
+    allowed = context_mask(bins_tokens, exact.context_tokens, exact.n_deployments)
     for j, s in enumerate(exact.slo_s or ()):
         if s is not None:
-            allowed[:, j] = runtime_s[:, j] <= s
+            allowed[:, j] &= runtime_s[:, j] <= s
     return replace(exact, count=np.asarray(bins_count, dtype=np.int64), tokens=np.asarray(bins_tokens, float),
                    energy_j=energy_j, runtime_s=runtime_s, allowed=allowed, budget_energy_j=None,
                    scales=exact.resolved_scales)  # a budget on upper energies is re-checked on the exact classes
+
+
+def context_pattern(p: PlanProblem) -> np.ndarray | None:
+    """(C,) a label per class of the deployments whose context it fits, None where every class fits all
+    (what ``bin_classes(split=...)`` and the fleet's stage-1 groups keep apart)."""
+    fits = p.fits_context
+    if fits.all():
+        return None
+    return np.unique(fits, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
 def realise_bins(exact: PlanProblem, class_bin: np.ndarray, x_bins: np.ndarray, zeta: float) -> tuple[np.ndarray, int]:

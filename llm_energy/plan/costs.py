@@ -152,10 +152,14 @@ def problem_from_fits(classes: WorkloadClasses, deployments: DeploymentsFile, fi
                       energy_budget_j: float | None = None, accuracy_floor: float | None = None,
                       negative: str = "clip", fits_source: str = "FITS.json",
                       ) -> tuple[PlanProblem, NegativePredictions]:
-    """Predict every class on every deployment and build the :class:`PlanProblem` (plus the negatives report)."""
+    """Predict every class on every deployment and build the :class:`PlanProblem` (plus the negatives report);
+    a class beyond a deployment's context length (:func:`~llm_energy.plan.context.context_limits`) may not go there."""
+    from llm_energy.plan.context import context_limits
+
     e, r, neg = predicted_costs(fits, deployments, classes.tin, classes.tout, classes.count, negative, fits_source)
     ds = deployments.deployments
     prob = make_problem(deployments.names, classes.count, classes.tokens, e, r, [d.accuracy for d in ds], min_share=min_share,
                         slo_s=[d.slo_s for d in ds], capacity_s=[d.capacity_s for d in ds],
-                        energy_budget_j=energy_budget_j, accuracy_floor=accuracy_floor)
+                        energy_budget_j=energy_budget_j, accuracy_floor=accuracy_floor,
+                        context_tokens=context_limits(fits, deployments))
     return prob, neg

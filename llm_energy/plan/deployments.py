@@ -10,6 +10,7 @@ YAML, loaded with ``yaml.safe_load``::
         nodes: 2                    # optional: nodes serving it (default 1 when hours is given)
         hours: 1.0                  # optional: hours available; capacity = nodes x hours x 3600 s
         slo_s: 30                   # optional: a query may not go here if its predicted runtime exceeds this
+        context_tokens: 2048        # optional: the longest tin + tout it serves (default: from the fits)
         replicas: 4                 # optional (route): instances serving in parallel (default 1)
         max_batch: 1                # optional (route): queries one replica serves at once (default 1)
         node_type: a100             # with an inventory: the node type one replica runs on
@@ -36,7 +37,7 @@ import yaml
 from llm_energy.errors import UserError, bad_value
 
 DEPLOYMENT_KEYS = ("name", "fit", "accuracy", "nodes", "hours", "slo_s", "replicas", "max_batch", "node_type",
-                   "replica_nodes")
+                   "replica_nodes", "context_tokens")
 TOP_KEYS = ("deployments", "hours", "inventory")
 NODE_TYPE_KEYS = ("nodes", "idle_w")
 
@@ -47,7 +48,9 @@ class Deployment:
 
     ``accuracy``: A_K (any scale, e.g. percent); ``nodes``: nodes serving it; ``hours``: hours available;
     ``slo_s``: the latency SLO in seconds (None: none); ``replicas`` and ``max_batch`` (used by
-    ``route``, ignored by ``plan``): instances serving in parallel and queries one serves at once.
+    ``route``, ignored by ``plan``): instances serving in parallel and queries one serves at once;
+    ``context_tokens``: the longest tin + tout it can serve (None: the fits' context length of its model,
+    :func:`llm_energy.plan.context.context_limits`); queries beyond it never go there.
     """
 
     name: str
@@ -60,6 +63,7 @@ class Deployment:
     max_batch: int = 1
     node_type: str | None = None
     replica_nodes: int = 1
+    context_tokens: int | None = None
 
     @property
     def capacity_s(self) -> float | None:
@@ -171,6 +175,9 @@ def parse_deployments(doc: object, path: str = "<deployments>") -> DeploymentsFi
                 raise bad_value(f"{where}.{k}", e[k], "must be >= 1", source=path)
         whole["replica_nodes"] = int(_number(e.get("replica_nodes", 1), f"{where}.replica_nodes", path, positive=True,
                                              integer=True))
+        if e.get("context_tokens") is not None:
+            whole["context_tokens"] = int(_number(e["context_tokens"], f"{where}.context_tokens", path, positive=True,
+                                                  integer=True))
         node_type = e.get("node_type")
         if node_type is not None and (not isinstance(node_type, str) or not node_type.strip()):
             raise bad_value(f"{where}.node_type", node_type, "must be a node type of the inventory", source=path)

@@ -69,6 +69,18 @@ def per_query_frame(tin, tout, query_class, names, x, dep=None) -> pl.DataFrame:
                          "deployment": names_s.gather(dep)}, schema=PER_QUERY_SCHEMA)
 
 
+def with_unplanned(frame: pl.DataFrame, kept: np.ndarray, tin: np.ndarray, tout: np.ndarray) -> pl.DataFrame:
+    """A per-query frame of the planned queries (rows ``kept`` of the workload file) with the queries
+    no deployment's context takes (``tin``, ``tout``: the other rows, in order) put back, deployment
+    null, every row's ``query`` its row in the file."""
+    n = len(kept) + len(tin)
+    rest = np.setdiff1d(np.arange(n, dtype=np.int64), kept)
+    planned = frame.with_columns(pl.Series("query", np.asarray(kept, dtype=np.int64)))
+    unplanned = pl.DataFrame({"query": rest, "tin": tin, "tout": tout, "deployment": [None] * len(rest)},
+                             schema=PER_QUERY_SCHEMA)
+    return pl.concat([planned, unplanned]).sort("query")
+
+
 def pareto_frame(points: Sequence[ParetoPoint], chosen_zeta: float) -> pl.DataFrame:
     """The sweep as :data:`PARETO_SCHEMA`, ``chosen`` marking the plan's own zeta."""
     rows = [{**pt.to_dict(), "chosen": abs(pt.zeta - chosen_zeta) < 1e-12} for pt in points]

@@ -34,7 +34,8 @@ class PlanProblem:
     """The planning problem on query classes (SI units; C classes x K deployments).
 
     ``count`` (C,) queries per class; ``tokens`` (C,) tin + tout; ``energy_j``/``runtime_s`` (C, K)
-    predicted J and s per query; ``accuracy`` (K,) A_K; ``allowed`` (C, K) the SLO mask;
+    predicted J and s per query; ``accuracy`` (K,) A_K; ``allowed`` (C, K) the pairs a query may go to
+    (the SLO mask and, where ``context_tokens`` (K,) is known, tin + tout within the deployment's context);
     ``capacity_s`` (K,) node-seconds (inf: unlimited); ``energy_budget_j``: J or None;
     ``accuracy_floor``: minimum token-weighted mean A_K or None; ``min_share``: eps;
     ``budget_energy_j``: the energy per query the budget row counts where it is not the objective's
@@ -56,6 +57,13 @@ class PlanProblem:
     scales: tuple[float, float, float] | None = None  # (E_bar, A_bar, R_bar) from another problem, e.g. bins
     share_bounds: tuple[np.ndarray, np.ndarray] | None = None  # explicit (lo, hi) per deployment, else from eps
     budget_energy_j: np.ndarray | None = None  # (C, K) J per query the budget row counts (None: energy_j)
+    context_tokens: tuple[int | None, ...] | None = None  # per deployment its context length (None: unknown)
+
+    @property
+    def fits_context(self) -> np.ndarray:
+        """(C, K): tin + tout within the deployment's context length (everywhere True where unknown). A
+        model cannot serve a query longer than its context: ``allowed`` is False wherever this is."""
+        return context_mask(self.tokens, self.context_tokens, self.n_deployments)
 
     @property
     def n_classes(self) -> int:
@@ -164,18 +172,23 @@ class PlanProblem:
         """Constraints an assignment breaks (empty: feasible), as short phrases."""
         x = np.asarray(x)
         over = (x > 0) & ~self.allowed
+        beyond = (x > 0) & ~self.fits_context
         xf = np.asarray(x, dtype=np.float64)
         m = self.metrics(xf)
         budget_e = m["energy_j"] if self.budget_energy_j is None else float(
             np.einsum("ck,ck->", xf, self.budget_energy_j))
-        return self.violated(int(x[over].sum()) if over.any() else 0, x.sum(axis=0),
-                             np.einsum("ck,ck->k", xf, self.runtime_s), budget_e, m["accuracy"], tol)
+        n_beyond = int(x[beyond].sum()) if beyond.any() else 0
+        return self.violated((int(x[over].sum()) if over.any() else 0) - n_beyond, x.sum(axis=0),
+                             np.einsum("ck,ck->k", xf, self.runtime_s), budget_e, m["accuracy"], tol,
+                             beyond_context=n_beyond)
 
     def violated(self, slo_over: int, per: np.ndarray, used: np.ndarray, budget_e: float, accuracy: float,
-                 tol: float = 1e-6) -> list[str]:
+                 tol: float = 1e-6, beyond_context: int = 0) -> list[str]:
         """:meth:`violations` from an assignment's totals: queries over an SLO, queries and runtime per
-        deployment (K,), the energy the budget row counts, the token-weighted accuracy."""
-        out = [f"SLO ({slo_over} queries over it)"] if slo_over > 0 else []
+        deployment (K,), the energy the budget row counts, the token-weighted accuracy, queries sent
+        to a deployment whose context they exceed."""
+        out = [f"context ({beyond_context} queries beyond it)"] if beyond_context > 0 else []
+        out += [f"SLO ({slo_over} queries over it)"] if slo_over > 0 else []
         lo, hi = self.share_lo, self.share_hi
         for k, name in enumerate(self.names):
             if per[k] < lo[k] - tol or per[k] > hi[k] + tol:
@@ -204,8 +217,10 @@ def check_min_share(eps: float, source: str = "--min-share") -> None:
 
 def make_problem(names: Sequence[str], count, tokens, energy_j, runtime_s, accuracy, *, min_share: float = 0.01,
                  slo_s: Sequence[float | None] | None = None, capacity_s: Sequence[float | None] | None = None,
-                 energy_budget_j: float | None = None, accuracy_floor: float | None = None) -> PlanProblem:
-    """A :class:`PlanProblem` from plain arrays (the model builder needs nothing else)."""
+                 energy_budget_j: float | None = None, accuracy_floor: float | None = None,
+                 context_tokens: Sequence[int | None] | None = None) -> PlanProblem:
+    """A :class:`PlanProblem` from plain arrays (the model builder needs nothing else); ``context_tokens``
+    (K,): each deployment's context length, a class with more tokens may not go there (None: unknown)."""
     count = np.asarray(count, dtype=np.int64)
     e = np.asarray(energy_j, dtype=np.float64)
     r = np.asarray(runtime_s, dtype=np.float64)
@@ -217,11 +232,25 @@ def make_problem(names: Sequence[str], count, tokens, energy_j, runtime_s, accur
     for j, s in enumerate(slo):
         if s is not None:
             allowed[:, j] = r[:, j] <= s
+    ctx = None if context_tokens is None or all(c is None for c in context_tokens) else tuple(
+        None if c is None else int(c) for c in context_tokens)
+    tokens = np.asarray(tokens, dtype=np.float64)
+    allowed &= context_mask(tokens, ctx, k)
     cap = np.array([np.inf if c is None else float(c) for c in (capacity_s or (None,) * k)], dtype=np.float64)
-    return PlanProblem(names=tuple(names), count=count, tokens=np.asarray(tokens, dtype=np.float64), energy_j=e,
+    return PlanProblem(names=tuple(names), count=count, tokens=tokens, energy_j=e,
                        runtime_s=r, accuracy=np.asarray(accuracy, dtype=np.float64), allowed=allowed,
                        capacity_s=cap, min_share=float(min_share), energy_budget_j=energy_budget_j,
-                       accuracy_floor=accuracy_floor, slo_s=slo)
+                       accuracy_floor=accuracy_floor, slo_s=slo, context_tokens=ctx)
+
+
+def context_mask(tokens: np.ndarray, context_tokens: Sequence[int | None] | None, k: int) -> np.ndarray:
+    """(C, K): ``tokens`` (tin + tout per class) within each deployment's ``context_tokens`` (None:
+    unknown, every class fits)."""
+    tokens = np.asarray(tokens, dtype=np.float64)
+    if context_tokens is None:
+        return np.ones((tokens.shape[0], k), dtype=bool)
+    ctx = np.array([np.inf if c is None else float(c) for c in context_tokens], dtype=np.float64)
+    return tokens[:, None] <= ctx[None, :]
 
 
 def check_problem(p: PlanProblem, source_share: str = "--min-share") -> None:
@@ -237,16 +266,27 @@ def check_problem(p: PlanProblem, source_share: str = "--min-share") -> None:
     if hi.sum() < n:
         raise InfeasiblePlan(f"{source_share}={p.min_share}: {k} deployment(s) x at most {hi[0]} queries each "
                              f"cannot serve {n} queries (use --min-share 0 with a single deployment)")
+    fits = p.fits_context
+    beyond = ~fits.any(axis=1)
+    if beyond.any():
+        i = int(np.flatnonzero(beyond)[-1])
+        raise InfeasiblePlan(f"{int(p.count[beyond].sum())} queries exceed every deployment's context length "
+                             f"({_contexts(p)}), e.g. tin + tout = {p.tokens[i]:.0f} tokens: no deployment can serve them")
     none = ~p.allowed.any(axis=1)
     if none.any():
         i = int(np.flatnonzero(none)[0])
         slos = ", ".join(f"{nm} slo_s={s}" for nm, s in zip(p.names, p.slo_s or ()) if s is not None)
-        fast = float(p.runtime_s[i].min())
+        fast = float(p.runtime_s[i][fits[i]].min())
         raise InfeasiblePlan(f"{int(p.count[none].sum())} queries exceed every deployment's SLO ({slos}); "
                              f"e.g. tokens={p.tokens[i]:.0f} needs at least {fast:.3g} s")
     for j, name in enumerate(p.names):
         can = int(p.count[p.allowed[:, j]].sum())
         if can < lo[j]:
+            if not fits[:, j].all():  # a model cannot serve a query longer than its context
+                slo = f" and slo_s={p.slo_s[j]}" if p.slo_s and p.slo_s[j] is not None else ""
+                raise InfeasiblePlan(f"deployment {name!r}: its context length ({p.context_tokens[j]} tokens){slo} "
+                                     f"admits {can} of the {n} queries but {source_share}={p.min_share} needs at "
+                                     f"least {lo[j]} (drop it with --only, or lower {source_share})")
             raise InfeasiblePlan(f"deployment {name!r}: slo_s={p.slo_s[j] if p.slo_s else None} admits {can} "
                                  f"queries but {source_share}={p.min_share} needs at least {lo[j]}")
         if math.isfinite(p.capacity_s[j]) and lo[j] > 0:
@@ -262,6 +302,11 @@ def check_problem(p: PlanProblem, source_share: str = "--min-share") -> None:
         if need > total * (1 + 1e-9):
             raise InfeasiblePlan(f"capacity: all deployments together have {total:.6g} s (nodes x hours x 3600) "
                                  f"but the workload needs at least {need:.6g} s on its fastest deployments")
+
+
+def _contexts(p: PlanProblem) -> str:
+    """'name: N tokens, ...' of the deployments whose context length is known."""
+    return ", ".join(f"{nm}: {c} tokens" for nm, c in zip(p.names, p.context_tokens or ()) if c is not None)
 
 
 def _cheapest_runtime(r: np.ndarray, n: np.ndarray, m: int) -> float:
@@ -316,7 +361,7 @@ class Row(NamedTuple):
         name = p.names[k]
         if kind == "share_lo":
             return (f"--min-share={p.min_share}: deployment {name!r} can take only {p.share_lo[k] - slack:.0f} of "
-                    f"the {p.share_lo[k]} queries it must serve (its SLO or capacity)")
+                    f"the {p.share_lo[k]} queries it must serve (its SLO, context length or capacity)")
         if kind == "share_hi":
             return (f"--min-share={p.min_share}: deployment {name!r} would have to take {slack:.0f} queries over "
                     f"its maximum of {p.share_hi[k]}")

@@ -22,7 +22,13 @@ import numpy as np
 
 from llm_energy.errors import UserError, bad_value
 from llm_energy.plan.costs import NegativePredictions, check_negative_policy, predicted_costs, problem_from_fits
-from llm_energy.plan.outputs import assignment_frame, pareto_frame, per_query_frame, write_plan_dir
+from llm_energy.plan.outputs import (
+    assignment_frame,
+    pareto_frame,
+    per_query_frame,
+    with_unplanned,
+    write_plan_dir,
+)
 from llm_energy.plan.problem import PlanProblem, check_min_share, check_zeta
 from llm_energy.plan.solve.solvers import SolveSettings
 from llm_energy.plan.summary import (
@@ -39,6 +45,7 @@ from llm_energy.plan.summary import (
 if TYPE_CHECKING:  # pragma: no cover
     from llm_energy.fit.fits import FitsFile
     from llm_energy.plan.binning import BinningReport, Bins
+    from llm_energy.plan.context import ContextReport
     from llm_energy.plan.deployments import DeploymentsFile
     from llm_energy.plan.solve.planner import PlanSolution
     from llm_energy.plan.workload import Workload, WorkloadClasses
@@ -192,7 +199,10 @@ class PlanOutcome:
 class _Inputs:
     deployments: DeploymentsFile
     fits: object
-    workload: Workload
+    workload: Workload  # the queries planned: the file's, less those no deployment's context takes
+    context: ContextReport | None = None  # None: no context length known
+    dropped: Workload | None = None  # the queries beyond every deployment's context (None: none)
+    kept: np.ndarray | None = None  # the file's row of each planned query (None: every row)
 
 
 @dataclass
@@ -230,7 +240,30 @@ def _load(req: PlanRequest) -> _Inputs:
     times = req.time_column or (deps.inventory is not None or req.window_s is not None)
     workload = (load_workload(req.workload, parse_column_mapping(req.columns), times=times)
                 if isinstance(req.workload, str) else req.workload)
-    return _Inputs(deps, fits, workload)
+    return _beyond_context(req, _Inputs(deps, fits, workload))
+
+
+def _beyond_context(req: PlanRequest, inputs: _Inputs) -> _Inputs:
+    """Queries longer than every deployment's context cannot be served by any: they are taken out of the
+    plan and counted (``beyond_context``; a warning), or with ``--out-of-range refuse`` refused."""
+    from llm_energy.plan.context import context_limits, split_servable
+    from llm_energy.plan.workload import Workload
+
+    wl, deps = inputs.workload, inputs.deployments
+    inputs.context, keep = split_servable(deps.names, context_limits(inputs.fits, deps), wl.tin, wl.tout)
+    if keep.all():
+        return inputs
+    line = inputs.context.warning()
+    if req.out_of_range == "refuse":
+        raise UserError(f"--out-of-range refuse: {line}")
+    if not keep.any():
+        raise UserError(f"{req.sources[2]}: {line}; nothing is left to plan")
+
+    def part(m: np.ndarray) -> Workload:
+        return Workload(wl.tin[m], wl.tout[m], wl.source, None if wl.arrival_s is None else wl.arrival_s[m])
+
+    inputs.workload, inputs.dropped, inputs.kept = part(keep), part(~keep), np.flatnonzero(keep)
+    return inputs
 
 
 def _input_warnings(req: PlanRequest, inputs: _Inputs, neg: NegativePredictions) -> list[str]:
@@ -238,6 +271,8 @@ def _input_warnings(req: PlanRequest, inputs: _Inputs, neg: NegativePredictions)
     w = neg.warning(inputs.workload.n_queries)
     if w:
         warnings.append(w)
+    if inputs.context is not None and inputs.context.unservable:
+        warnings.append(inputs.context.warning())
     from llm_energy.fit.fits import FitsFile, errata_warning
 
     if isinstance(inputs.fits, FitsFile):
@@ -304,13 +339,14 @@ def _summary(req: PlanRequest, problem: PlanProblem, solved: _Solved, baselines,
 def _solve_inventory(req: PlanRequest, problem: PlanProblem, classes: WorkloadClasses, inputs: _Inputs,
                      warnings: list[str]):
     """The inventory path (:mod:`llm_energy.plan.inventory_run`): replicas and queries, per window."""
+    from llm_energy.plan.binning import context_pattern
     from llm_energy.plan.inventory_run import solve_inventory
     from llm_energy.plan.workload import bin_classes
 
     for flag, v in (("--bins", req.bins), ("--pareto", req.pareto_steps)):
         if v is not None:
             raise UserError(f"{flag} is not available with an inventory (the replicas are decided per zeta); drop it")
-    groups = bin_classes(classes, 12).class_bin
+    groups = bin_classes(classes, 12, split=context_pattern(problem)).class_bin  # a group fits the same contexts
     res = solve_inventory(req, problem, classes, inputs, groups, warnings)
     return _Solved(solution=res.solution, x=res.outcome.x, binning=None, dep=res.dep), res
 
@@ -358,8 +394,10 @@ def _write(req: PlanRequest, summary: PlanSummary, problem: PlanProblem, classes
     if req.per_query:
         files["assignment_per_query"] = str(out / "assignment_per_query.parquet")
         wl = inputs.workload
-        per_query_frame(wl.tin, wl.tout, classes.query_class, problem.names, solved.x, solved.dep).write_parquet(
-            stage / "assignment_per_query.parquet")
+        frame = per_query_frame(wl.tin, wl.tout, classes.query_class, problem.names, solved.x, solved.dep)
+        if inputs.kept is not None:  # the file's rows; those beyond every context with no deployment
+            frame = with_unplanned(frame, inputs.kept, inputs.dropped.tin, inputs.dropped.tout)
+        frame.write_parquet(stage / "assignment_per_query.parquet")
     if solved.pareto:
         files["pareto"] = str(out / "pareto.parquet")
         pareto_frame(solved.pareto, req.chosen_zeta).write_parquet(stage / "pareto.parquet")
@@ -380,7 +418,7 @@ def _fitted_range(req: PlanRequest, inputs: _Inputs, problem: PlanProblem, class
     if not isinstance(inputs.fits, FitsFile):
         return None
     rr = range_report(inputs.fits, inputs.deployments.deployments, classes.tin, classes.tout, assignment=x,
-                      energy_j=problem.energy_j)  # x: (C, K) query counts
+                      energy_j=problem.energy_j, context_tokens=problem.context_tokens)  # x: (C, K) query counts
     w = rr.warning()
     if w and req.out_of_range == "refuse":
         raise UserError(f"--out-of-range refuse: {w}")
@@ -434,6 +472,7 @@ def run(req: PlanRequest, *, plot_pareto: Callable[[PlanSummary, str], None] | N
             fitted_range = _fitted_range(req, inputs, problem, classes, solved.x, warnings)  # issue 15
             summary = _summary(req, problem, solved, bl, neg, warnings, inputs.workload.n_queries, classes.n_classes)
             summary.fitted_range = fitted_range
+            summary.beyond_context = None if inputs.context is None else inputs.context.to_dict()
             if inv is not None:
                 _fleet_summary(summary, inv)
             if upper is not None:

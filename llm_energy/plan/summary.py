@@ -205,13 +205,16 @@ class PlanSummary:
     windows: list[dict[str, Any]] | None = None  # --window-s: replicas per window and the changes
     uncertainty: dict[str, Any] | None = None  # loads at the prediction interval's upper end (plan.uncertainty)
     fitted_range: dict[str, Any] | None = None  # issue 15: queries outside their fit's range (fit.ranges)
+    # context lengths (plan.context.ContextReport): per deployment its context and the queries beyond it
+    # (never assigned there), and the queries beyond every one (not planned); None where none is known
+    beyond_context: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The summary.json document (``pareto`` only when swept)."""
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("pareto", "fitted_range") and v is None:
+            if f.name in ("pareto", "fitted_range", "beyond_context") and v is None:
                 continue
             if isinstance(v, dict):
                 v = {k: (e.to_dict() if hasattr(e, "to_dict") else e) for k, e in v.items()}

@@ -294,14 +294,19 @@ def log_edges(values: np.ndarray, n_bins: int) -> np.ndarray:
     return np.geomspace(lo, hi, n_bins + 1)
 
 
-def bin_classes(classes: WorkloadClasses, n_bins: int) -> BinnedClasses:
-    """Merge classes into ``n_bins`` x ``n_bins`` log-spaced (tin, tout) bins (empty bins dropped)."""
+def bin_classes(classes: WorkloadClasses, n_bins: int, split: np.ndarray | None = None) -> BinnedClasses:
+    """Merge classes into ``n_bins`` x ``n_bins`` log-spaced (tin, tout) bins (empty bins dropped);
+    ``split`` (C,) labels: classes of different labels never share a bin (e.g. those fitting different
+    deployments' context lengths)."""
     if n_bins < 1:
         raise bad_value("--bins", n_bins, "must be >= 1")
     te, oe = log_edges(classes.tin, n_bins), log_edges(classes.tout, n_bins)
     ti = np.clip(np.searchsorted(te, classes.tin, side="right") - 1, 0, n_bins - 1)
     oi = np.clip(np.searchsorted(oe, classes.tout, side="right") - 1, 0, n_bins - 1)
-    uniq, class_bin = np.unique(ti * n_bins + oi, return_inverse=True)
+    cell = ti * n_bins + oi
+    if split is not None:
+        cell = np.asarray(split, dtype=np.int64) * (n_bins * n_bins) + cell
+    uniq, class_bin = np.unique(cell, return_inverse=True)
     class_bin = class_bin.reshape(-1)
     n = np.bincount(class_bin, weights=classes.count, minlength=len(uniq))
     tin = np.bincount(class_bin, weights=classes.count * classes.tin.astype(np.float64), minlength=len(uniq)) / n

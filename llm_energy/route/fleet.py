@@ -40,6 +40,7 @@ class Fleet:
     deployments: object = None  # the DeploymentsFile
     warnings: list[str] = field(default_factory=list)
     batch: np.ndarray | None = None  # (K,) the batch size each deployment's predictions are at
+    context: tuple[int | None, ...] | None = None  # (K,) context lengths (plan.context.context_limits; None: unknown)
 
     @property
     def n_deployments(self) -> int:
@@ -54,12 +55,21 @@ class Fleet:
         return self.tin.astype(np.float64) + self.tout.astype(np.float64)
 
     @property
+    def fits_context(self) -> np.ndarray:
+        """(C, K): the class's tin + tout within the deployment's context length (a model cannot serve a
+        longer query; everywhere True where no context is known)."""
+        from llm_energy.plan.problem import context_mask
+
+        return context_mask(self.tokens, self.context, self.n_deployments)
+
+    @property
     def allowed(self) -> np.ndarray:
-        """(C, K): the deployment's own ``slo_s`` admits the class (predicted runtime <= slo_s)."""
-        ok = np.ones(self.energy_j.shape, dtype=bool)
+        """(C, K): the class fits the deployment's context and its own ``slo_s`` admits it (predicted
+        runtime <= slo_s)."""
+        ok = self.fits_context
         for k, s in enumerate(self.slo_cap):
             if s is not None:
-                ok[:, k] = self.runtime_s[:, k] <= s
+                ok[:, k] &= self.runtime_s[:, k] <= s
         return ok
 
     def scales(self) -> tuple[float, float]:
@@ -120,6 +130,7 @@ def build_fleet(fits, deployments, tin: np.ndarray, tout: np.ndarray, *, idle_w=
                 fits_source: str = "--fits") -> Fleet:
     """Classes of the queries, their predictions on every deployment, and the fleet's sizes."""
     from llm_energy.fit.fits import errata_warning, predict
+    from llm_energy.plan.context import context_limits
     from llm_energy.plan.workload import Workload, aggregate
 
     cls = aggregate(Workload(np.asarray(tin, dtype=np.int64), np.asarray(tout, dtype=np.int64)))
@@ -166,7 +177,7 @@ def build_fleet(fits, deployments, tin: np.ndarray, tout: np.ndarray, *, idle_w=
                  max_batch=np.array([d.max_batch for d in ds], np.int64), idle_w=idle_arr,
                  slo_cap=tuple(d.slo_s for d in ds), tin=cls.tin, tout=cls.tout, count=cls.count,
                  energy_j=np.maximum(e, 0.0), runtime_s=np.maximum(r, 0.0), qclass=cls.query_class,
-                 deployments=deployments, warnings=warnings, batch=batch)
+                 deployments=deployments, warnings=warnings, batch=batch, context=context_limits(fits, deployments))
 
 
 def check_slo(fleet: Fleet, slo_s: float | None) -> None:

@@ -56,7 +56,7 @@ def class_problem(fleet: Fleet, count: np.ndarray, rows: np.ndarray | None, *, m
     if bins is not None:
         count, tok, e, r = grouped(bins[idx], count, tok, e, r)
     p = make_problem(fleet.names, count, tok, e, r, fleet.accuracy, min_share=min_share, slo_s=list(fleet.slo_cap),
-                     capacity_s=None if capacity_s is None else list(capacity_s))
+                     capacity_s=None if capacity_s is None else list(capacity_s), context_tokens=fleet.context)
     return p if scales is None else replace(p, scales=scales)
 
 
@@ -190,6 +190,9 @@ def plan_deployments_yaml(fleet: Fleet, span_s: float, utilisation: float | None
             v = getattr(d, key)
             if v is not None:
                 lines.append(f"    {key}: {v!r}")
+        ctx = fleet.context[fleet.names.index(d.name)] if fleet.context else None
+        if ctx is not None:  # as resolved from the file or the fits: plan masks the same pairs
+            lines.append(f"    context_tokens: {ctx}")
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from llm_energy.errors import bad_value
+from llm_energy.errors import UserError, bad_value
 from llm_energy.route.fleet import Fleet
 from llm_energy.route.sim import serve_fixed, serve_online
 
@@ -44,6 +44,13 @@ class RouteContext:
     time_limit_s: float = 60.0
     _cache: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        none = ~self.fleet.fits_context.any(axis=1)
+        if none.any():  # a policy must never pick a deployment that cannot serve the query
+            raise UserError(f"{int(self.fleet.count[none].sum())} queries exceed every deployment's context length "
+                            f"({', '.join(f'{n}: {c}' for n, c in zip(self.fleet.names, self.fleet.context))} tokens): "
+                            "no policy can route them (route.run.drop_beyond_context takes them out first)")
+
     @property
     def qclass(self) -> np.ndarray:
         return self.fleet.qclass
@@ -53,10 +60,21 @@ class RouteContext:
         return float(self.arrival[-1] - self.arrival[0]) if len(self.arrival) else 0.0
 
     def cost_c(self) -> np.ndarray:
-        """(C, K) cost, +inf where a deployment's own slo_s forbids the class."""
+        """(C, K) cost, +inf where a deployment's own slo_s forbids the class or its context is too short
+        for it (a class no slo_s admits keeps the deployments whose context takes it: latency is
+        soft in routing, the context is not)."""
         if "cost" not in self._cache:
-            self._cache["cost"] = np.where(self.fleet.allowed, self.fleet.cost(self.zeta), np.inf)
+            ok, fits = self.fleet.allowed, self.fleet.fits_context
+            ok = np.where(ok.any(axis=1)[:, None], ok, fits)
+            self._cache["cost"] = np.where(ok, self.fleet.cost(self.zeta), np.inf)
         return self._cache["cost"]
+
+    def eligible(self) -> list[list[int]]:
+        """Per class the deployments :meth:`cost_c` allows, in index order."""
+        if "eligible" not in self._cache:
+            fin = np.isfinite(self.cost_c())
+            self._cache["eligible"] = [np.flatnonzero(row).tolist() for row in fin]
+        return self._cache["eligible"]
 
     def capacity_s(self) -> np.ndarray | None:
         """Per deployment the slot-seconds offline may load it with over the trace (inf: no limit;
@@ -92,17 +110,30 @@ def greedy(ctx: RouteContext) -> Routed:
 
 
 def round_robin(ctx: RouteContext) -> Routed:
-    return fixed(ctx, np.arange(len(ctx.arrival)) % ctx.fleet.n_deployments)
+    """Query i to deployment i mod K, or, beyond that one's context, the next in cyclic order that takes it."""
+    from llm_energy.plan.baselines import next_eligible
+
+    return fixed(ctx, next_eligible(np.arange(len(ctx.arrival)) % ctx.fleet.n_deployments, ctx.fleet.fits_context,
+                                    ctx.qclass))
 
 
 def random_policy(ctx: RouteContext) -> Routed:
+    """Each query to a deployment drawn uniformly among those whose context takes it (seeded)."""
+    from llm_energy.plan.baselines import redraw_eligible
+
     rng = np.random.default_rng(ctx.seed)
-    return fixed(ctx, rng.integers(0, ctx.fleet.n_deployments, len(ctx.arrival)))
+    return fixed(ctx, redraw_eligible(rng.integers(0, ctx.fleet.n_deployments, len(ctx.arrival)),
+                                      ctx.fleet.fits_context, ctx.qclass, rng))
 
 
 def only(name: str) -> Callable[[RouteContext], Routed]:
+    """Every query to ``name``; those beyond its context to their lowest-energy deployment that takes
+    them (as ``plan``'s ``only:NAME`` baseline)."""
     def run(ctx: RouteContext) -> Routed:
-        return fixed(ctx, np.full(len(ctx.arrival), ctx.fleet.index(name), dtype=np.int64))
+        f, k = ctx.fleet, ctx.fleet.index(name)
+        fits = f.fits_context
+        dep_c = np.where(fits[:, k], k, np.argmin(np.where(fits, f.energy_j, np.inf), axis=1))
+        return fixed(ctx, dep_c[ctx.qclass].astype(np.int64))
     return run
 
 
@@ -125,11 +156,11 @@ def greedy_queue(ctx: RouteContext) -> Routed:
     cost = ctx.cost_c()
     r_bar = float((f.count[:, None] * f.runtime_s).sum() / (f.count.sum() * f.n_deployments)) or 1.0
     cl, sv, qc = cost.tolist(), f.runtime_s.tolist(), ctx.qclass.tolist()
-    kk, wq, slo = range(f.n_deployments), ctx.queue_weight / r_bar, ctx.slo_s
+    elig, wq, slo = ctx.eligible(), ctx.queue_weight / r_bar, ctx.slo_s
 
     def choose(q: int, t: float, st) -> int:
-        c, s, free = cl[qc[q]], sv[qc[q]], st.free
-        best, bk, ok_best, ok_k = math.inf, 0, math.inf, -1
+        c, s, free, kk = cl[qc[q]], sv[qc[q]], st.free, elig[qc[q]]
+        best, bk, ok_best, ok_k = math.inf, kk[0], math.inf, -1
         for k in kk:
             w = free[k] - t
             w = w if w > 0 else 0.0
@@ -140,7 +171,7 @@ def greedy_queue(ctx: RouteContext) -> Routed:
                 ok_best, ok_k = v, k
         if slo is None or ok_k == bk:
             return bk
-        return ok_k if ok_k >= 0 else _slo_pick(list(kk), free, t, s, -1.0)
+        return ok_k if ok_k >= 0 else _slo_pick(kk, free, t, s, -1.0)
 
     dep, st, en, sl = serve_online(ctx.arrival, ctx.qclass, f.runtime_s, f.slots, choose)
     return Routed(dep, st, en, sl)

@@ -130,6 +130,7 @@ def run(req: RouteRequest) -> RouteOutcome:
     t0 = time.perf_counter()
     scales = check_request(req)
     trace, deps, fits = load_inputs(req)
+    trace, beyond = drop_beyond_context(req, trace, deps, fits)  # queries.parquet's `query` indexes what is left
     fleet = build_fleet(fits, deps, trace.tin, trace.tout, idle_w=req.idle_w, fits_source=str(req.fits)
                         if isinstance(req.fits, (str, Path)) else "the fits")
     check_slo(fleet, req.slo_s)
@@ -167,8 +168,10 @@ def run(req: RouteRequest) -> RouteOutcome:
                     "history_windows": req.history_windows, "utilisation": req.utilisation, "queue_weight": req.queue_weight, "seed": req.seed,
                     "solver": req.solver},
         "served_once": all(m.get("served_once", True) for s in sweep for m in s["policies"].values()),
-        "warnings": fleet.warnings + range_warning(fitted_range),
+        "warnings": fleet.warnings + ([beyond.warning("routed")] if beyond and beyond.unservable else [])
+        + range_warning(fitted_range),
         "fitted_range": {p: r.to_dict() for p, r in fitted_range.items()} or None,
+        "beyond_context": None if beyond is None else beyond.to_dict(),
         "timings_s": {**timings, "total": time.perf_counter() - t0},
         "files": files,
     }
@@ -188,8 +191,25 @@ def fitted_range_reports(fits, fleet, assigned: dict[str, np.ndarray]) -> dict[s
     if not isinstance(fits, FitsFile):
         return {}
     pairs = list(zip(fleet.names, fleet.fit_keys))
-    return {p: range_report(fits, pairs, fleet.tin, fleet.tout, fleet.batch, assignment=x, energy_j=fleet.energy_j)
-            for p, x in assigned.items()}
+    return {p: range_report(fits, pairs, fleet.tin, fleet.tout, fleet.batch, assignment=x, energy_j=fleet.energy_j,
+                            context_tokens=fleet.context) for p, x in assigned.items()}
+
+
+def drop_beyond_context(req: RouteRequest, trace: Trace, deps, fits):
+    """(trace, report): the queries some deployment's context takes, in order, and the
+    :class:`~llm_energy.plan.context.ContextReport` (None: no context known). Queries beyond every
+    deployment's context are not routed but counted (a warning, summary.json ``beyond_context``); with
+    ``--out-of-range refuse`` they refuse the run."""
+    from llm_energy.plan.context import context_limits, split_servable
+
+    report, keep = split_servable(deps.names, context_limits(fits, deps), trace.tin, trace.tout)
+    if keep.all():
+        return trace, report
+    if req.out_of_range == "refuse":
+        raise UserError(f"--out-of-range refuse: {report.warning('routed')}")
+    if not keep.any():
+        raise UserError(f"{trace.source}: {report.warning('routed')}; nothing is left to route")
+    return Trace(trace.tin[keep], trace.tout[keep], trace.arrival_s[keep], trace.source), report
 
 
 def range_warning(reports: dict[str, Any]) -> list[str]:

@@ -108,12 +108,16 @@ class RouteSummary:
     # issue 15: per policy (first rate scale), llm_energy.fit.ranges.RangeReport.to_dict() of the queries
     # it routed: outside their deployment's fitted range, beyond the context length (None: no FitsFile)
     fitted_range: dict[str, dict[str, Any]] | None = None
+    # plan.context.ContextReport.to_dict(): per deployment its context length and the trace's queries beyond
+    # it (never routed there), and those beyond every one (not routed); None where no context is known
+    beyond_context: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"policies": {n: m.to_dict() for n, m in self.policies.items()}, "rate_scale": self.rate_scale,
                 "sweep": None if self.sweep is None else [p.to_dict() for p in self.sweep],
                 "trace": self.trace, "fleet": self.fleet, "options": self.options, "served_once": self.served_once,
-                "warnings": self.warnings, "fitted_range": self.fitted_range, "timings_s": self.timings_s,
+                "warnings": self.warnings, "fitted_range": self.fitted_range, "beyond_context": self.beyond_context,
+                "timings_s": self.timings_s,
                 "files": self.files}
 
     def to_json(self, **kw: Any) -> str:
@@ -126,7 +130,8 @@ class RouteSummary:
                        sweep=None if d.get("sweep") is None else [RatePoint.from_dict(p) for p in d["sweep"]],
                        trace=d["trace"], fleet=d["fleet"], options=d["options"], served_once=d["served_once"],
                        warnings=list(d.get("warnings") or []), timings_s=d.get("timings_s") or {},
-                       files=d.get("files") or {}, fitted_range=d.get("fitted_range"))
+                       files=d.get("files") or {}, fitted_range=d.get("fitted_range"),
+                       beyond_context=d.get("beyond_context"))
         except (KeyError, TypeError, AttributeError) as e:
             raise UserError(f"{source}: not a route summary ({type(e).__name__}: {e})") from None
 

@@ -66,8 +66,10 @@ def threshold(ctx: RouteContext) -> Routed:
     f = ctx.fleet
     ch = choose_threshold(ctx)
     if not ch:  # no split gives two deployments their minimum share: everything to the cheapest on average
-        k = int(np.argmin((f.count[:, None] * np.where(np.isfinite(ctx.cost_c()), ctx.cost_c(), 1e30)).sum(axis=0)))
-        return fixed(ctx, np.full(len(ctx.arrival), k, dtype=np.int64), {"threshold": None})
+        cost = ctx.cost_c()
+        k = int(np.argmin((f.count[:, None] * np.where(np.isfinite(cost), cost, 1e30)).sum(axis=0)))
+        dep_c = np.where(np.isfinite(cost[:, k]), k, np.argmin(cost, axis=1))  # a class k cannot take: its cheapest
+        return fixed(ctx, dep_c[ctx.qclass].astype(np.int64), {"threshold": None})
     feat = (f.tin if ch["feature"] == "tin" else f.tout)[ctx.qclass]
     dep = np.where(feat < ch["threshold"], ch["a"], ch["b"]).astype(np.int64)
     info = {k: ch[k] for k in ("feature", "threshold", "below", "above")}
