@@ -78,8 +78,7 @@ def split_servable(names: Sequence[str], contexts: Sequence[int | None], tin: np
         bad = np.zeros_like(keep)
     else:
         bad = tokens > max(int(c) for c in contexts)
-    idx = np.flatnonzero(bad)
-    longest = idx[np.argsort(-tokens[idx], kind="stable")][:3]
+    pairs = sorted({(int(a), int(b)) for a, b in zip(tin[bad], tout[bad])}, key=lambda q: (-(q[0] + q[1]), q))
     report = ContextReport(queries=int(tin.shape[0]), context_tokens=dict(zip(names, contexts)), excluded=excluded,
-                           unservable=int(bad.sum()), examples=[(int(tin[i]), int(tout[i])) for i in longest])
+                           unservable=int(bad.sum()), examples=pairs[:3])
     return report, ~bad

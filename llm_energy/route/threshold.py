@@ -25,8 +25,9 @@ def _candidates(feature: np.ndarray, count: np.ndarray, ca: np.ndarray, cb: np.n
     pre = lambda v: np.r_[0.0, np.cumsum(v[order] * n)]  # noqa: E731
     cut = np.r_[0, np.flatnonzero(np.diff(f) > 0) + 1, len(f)]  # split positions between distinct values
     thr = np.r_[f, f[-1] + 1][cut]  # feature < thr goes to a
-    pa, pb, la, lb, na = pre(ca), pre(cb), pre(ra), pre(rb), np.r_[0.0, np.cumsum(n)]
-    cost = pa[cut] + (pb[-1] - pb[cut])
+    pa, la, lb, na = pre(ca), pre(ra), pre(rb), np.r_[0.0, np.cumsum(n)]
+    sb = np.r_[np.cumsum((cb[order] * n)[::-1])[::-1], 0.0]  # suffix sums: b's cost stays finite when a class
+    cost = pa[cut] + sb[cut]  # b cannot take (inf: SLO, context) lies on a's side, where pb[-1] - pb[cut] was nan
     return thr, na[cut], na[-1] - na[cut], cost, la[cut], lb[-1] - lb[cut]
 
 
