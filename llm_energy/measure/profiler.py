@@ -15,7 +15,11 @@ them to the driver). Per trial:
 4. token counts checked: a generation that did not produce exactly what was asked is an error;
 5. the window's raw readings checked (:mod:`llm_energy.measure.quality`): a stuck, frozen or
    stepped-back meter, or power above the device's limit, marks the trial ``suspect``, as does a
-   suspect idle baseline or a CPU estimate pinned at its TDP.
+   suspect idle baseline or a CPU estimate pinned at its TDP;
+6. the compilations torch did inside the window counted (:mod:`llm_energy.measure.inference.compiles`):
+   a window during which it compiled timed the compiler, not the model (H200, llama-2-7b static
+   16 x 256: 31.9 ms per decode step instead of 5.1), so the trial is measured again, the compile then
+   done; if it compiles again, it is stored as measured and flagged ``suspect:compiled``.
 
 A meter that fails mid-sweep (``MeterReadError``: an NVMLError at a window edge, or every poll
 failing) stops the sweep with one line naming the device; the trials committed before it stay and
@@ -45,6 +49,7 @@ from llm_energy.measure.events import (
     SweepStarted,
     TrialDone,
 )
+from llm_energy.measure.inference.compiles import CompileCount, compile_count
 from llm_energy.measure.inference.loading import cuda_ordinals, resolve_device
 from llm_energy.measure.integrate import window_energy
 from llm_energy.measure.quality import Flag, assess_idle, assess_window, meter_info, quality_label
@@ -350,29 +355,16 @@ class Profiler:
         backend.prepare(c.batch, c.tin, c.tout)
         seed = int(hashlib.sha1(f"{spec.seed}/{c.cell_id}/{t.repeat}".encode()).hexdigest()[:8], 16)
         prompt = backend.make_prompt(c.batch, c.tin, seed)
-        if spec.cooldown_s > 0:
-            time.sleep(spec.cooldown_s)
-        min_window = spec.min_window_s if spec.min_window_s is not None else auto_min_window(samplers)
-        c0 = self._read_counters(samplers)
-        w0, m0 = now()
-        results = []
-        while True:  # back-to-back generations until the window lasts min_window_s
-            results.append(backend.generate(prompt, c.tout))
-            if time.monotonic() - m0 >= min_window or len(results) >= MAX_INNER:
-                break
-        w1, m1 = now()
+        w = self._window(t, backend, prompt, samplers)
+        edges, first = w.edges, w.compiled
+        if first:  # it timed torch compiling, not the model: measured again, the compile now done
+            log.warning("trial %s: torch compiled during its window (%s); measured again", t.key, first.describe())
+            w = self._window(t, backend, prompt, samplers)
+            edges = edges + w.edges  # the discarded window's samples are stored all the same
+        results, w0, m0, w1, m1 = w.results, w.w0, w.m0, w.w1, w.m1
         n_inner = len(results)
-        c1 = self._read_counters(samplers)
-        self._settle(samplers)
-        self._check_meters(samplers)
-        for r in results:
-            if r.tin_actual != c.tin or r.tout_actual != c.tout or r.batch != c.batch:
-                raise ProfileError(
-                    f"trial {t.key}: asked tin={c.tin} tout={c.tout} batch={c.batch}, got tin={r.tin_actual} "
-                    f"tout={r.tout_actual} batch={r.batch}; the sweep stops rather than store a wrong count"
-                )
         tid = self.trial_id(t)
-        frame = self._collect(samplers, c0 + c1)
+        frame = self._collect(samplers, edges)
         e = self._energy(frame, tid, m0, m1)
         by_dev = {r["device"]: r for r in e.iter_rows(named=True)}
         missing = [d for d in primary if d not in by_dev]
@@ -389,6 +381,8 @@ class Profiler:
         update = max((s.update_period_s for s in samplers), default=0.1)
         devices = list(by_dev)
         flags = assess_window(frame, m0, m1, primary, {d: by_dev[d]["energy_j"] for d in primary}, self._meters)
+        if w.compiled:
+            flags.append(compiled_flag(primary, first, w.compiled))
         quality, quality_note = quality_label(flags + self._idle_flags)
         rec = TrialRecord(
             trial_id=tid, sweep_id=self.sweep_id, cell_id=c.cell_id, repeat=t.repeat, warmup=t.warmup,
@@ -404,8 +398,58 @@ class Profiler:
         )
         return rec, frame
 
+    def _window(self, t: PlannedTrial, backend, prompt, samplers: list[PowerSampler]) -> _Window:
+        """One measurement window (after the cooldown): back-to-back generations until it lasts
+        ``min_window_s``, counters read at both edges, the compilations torch did inside it counted."""
+        spec, c = self.spec, t.cell
+        if spec.cooldown_s > 0:
+            time.sleep(spec.cooldown_s)
+        min_window = spec.min_window_s if spec.min_window_s is not None else auto_min_window(samplers)
+        c0 = self._read_counters(samplers)
+        compiled0 = compile_count()
+        w0, m0 = now()
+        results = []
+        while True:  # back-to-back generations until the window lasts min_window_s
+            results.append(backend.generate(prompt, c.tout))
+            if time.monotonic() - m0 >= min_window or len(results) >= MAX_INNER:
+                break
+        w1, m1 = now()
+        compiled = compile_count() - compiled0
+        c1 = self._read_counters(samplers)
+        self._settle(samplers)
+        self._check_meters(samplers)
+        for r in results:
+            if r.tin_actual != c.tin or r.tout_actual != c.tout or r.batch != c.batch:
+                raise ProfileError(
+                    f"trial {t.key}: asked tin={c.tin} tout={c.tout} batch={c.batch}, got tin={r.tin_actual} "
+                    f"tout={r.tout_actual} batch={r.batch}; the sweep stops rather than store a wrong count"
+                )
+        return _Window(results, c0 + c1, w0, m0, w1, m1, compiled)
+
 
 # ---- helpers ----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Window:
+    """One measurement window: its generations, counter reads at its edges, wall and monotonic edges, and
+    the compilations torch did inside it."""
+
+    results: list
+    edges: list[PowerSample]
+    w0: float
+    m0: float
+    w1: float
+    m1: float
+    compiled: CompileCount
+
+
+def compiled_flag(primary: Sequence[str], first: CompileCount, again: CompileCount) -> Flag:
+    """Flag ``compiled``: torch compiled during a trial's window and again during the window measured in
+    its place (its time and energy include compilation: kept as measured, left out of fits)."""
+    return Flag("compiled", "+".join(primary), f"torch compiled during the window ({first.describe()}) and again "
+                                                f"when it was measured again ({again.describe()}): time and energy "
+                                                "include compilation")
+
+
 def _check_loader_deps(src: Any) -> None:
     """A checkpoint directory's weights load through transformers' ``device_map``, which needs the
     ``accelerate`` package: refused here, before the store and idle samples (issue 16: a traceback
