@@ -21,6 +21,8 @@ Codes (docs/schema.md):
 * ``estimate-pinned``: the CPU estimate read within ``PINNED_HEADROOM`` of its TDP at idle: other work
   keeps the CPU busy, load cannot show above idle and ``energy_net_j`` is ~0;
 * ``idle-<code>``: the idle baseline's window had that flag (``energy_net_j`` subtracts it).
+* ``compiled``: torch compiled (or recorded a CUDA graph) during the trial's window and again when the
+  profiler measured it again (llm_energy.measure.profiler; not a meter's flag: ``check`` cannot recheck it).
 """
 
 from __future__ import annotations
