@@ -59,9 +59,11 @@ def write_inputs(tmp: Path, n_deps: int) -> tuple[Path, Path]:
         e_coef = [5.0 * fe, ei * fe * jitter[0], eo * fe * jitter[1], eio * fe * jitter[2]]
         r_coef = [0.05 * fr, 2e-4 * fr, ro * fr * jitter[3], 1e-6 * fr]
         key = deployment_key(model, node, gpus, "bench", 1)
+        # synthetic cost models: a context that covers the trace (tin + tout up to 14,089), so the benchmark
+        # times the same problem as before the planner masked pairs beyond a model's context length
         deps[key] = DeploymentFit(deployment=key, model=model, node_type=node, n_gpus=gpus, backend="bench", batch=1,
                                   targets={"energy_j": TargetModel("affine", terms, e_coef),
-                                           "runtime_s": TargetModel("affine", terms, r_coef)})
+                                           "runtime_s": TargetModel("affine", terms, r_coef)}, context_tokens=32768)
         yaml_lines += [f"  - name: {model}@{node}", f"    fit: {key}", f"    accuracy: {acc}"]
     fits_path, dep_path = tmp / "FITS.json", tmp / "deployments.yaml"
     save_fits(FitsFile(deployments=deps, source="benchmarks.bench_planner"), fits_path)

@@ -50,9 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="negative predicted energy/runtime: clip (to 0, default) | keep | error")
     p.add_argument("--per-query", action="store_true", help="also write assignment_per_query.parquet")
     p.add_argument("--out-of-range", default="warn", choices=("warn", "refuse"),
-                   help="queries planned outside the range their deployment was fitted on, or beyond its context "
-                        "length: warn (default; counts and energy share in the warnings and summary.json's "
-                        "fitted_range) | refuse")
+                   help="queries planned outside the range their deployment was fitted on: warn (default; counts "
+                        "and energy share in the warnings and summary.json's fitted_range) | refuse. No query is ever "
+                        "planned beyond a deployment's context length; those beyond every deployment's are left out "
+                        "and counted (summary.json beyond_context), or with refuse refuse the plan")
     g = p.add_argument_group("fleet (deployments file with an inventory:)")
     g.add_argument("--window-s", type=float, default=None,
                    help="the window replicas are kept on for (default: the file's hours); on a timed trace, plan "

@@ -59,9 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solver", default="glpk", help="glpk (default) | highs, for offline and dual")
     p.add_argument("--time-limit", type=float, default=60.0, help="solver time limit per solve (s)")
     p.add_argument("--out-of-range", default="warn", choices=("warn", "refuse"),
-                   help="queries routed outside the range their deployment was fitted on, or beyond its context "
-                        "length: warn (default; a table, one warning and summary.json's fitted_range, per policy) | "
-                        "refuse (as plan)")
+                   help="queries routed outside the range their deployment was fitted on: warn (default; a table, "
+                        "one warning and summary.json's fitted_range, per policy) | refuse (as plan). No policy routes "
+                        "a query beyond a deployment's context length; those beyond every deployment's are not routed "
+                        "and counted (summary.json beyond_context), or with refuse refuse the run")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument("--json", action="store_true", help="print summary.json instead of tables")

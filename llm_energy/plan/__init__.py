@@ -4,7 +4,8 @@ Read in this order (each module only imports those before it, and the stage impo
 below):
 
 * ``workload.py`` the queries (files, synthetic kinds) and their (tin, tout) classes and bins;
-  ``deployments.py`` the deployments file;
+  ``deployments.py`` the deployments file; ``context.py`` each deployment's context length and the
+  queries beyond it;
 * ``problem.py`` :class:`PlanProblem` (numpy only) and its constraint :class:`Row` s;
   ``costs.py`` a problem from the fits (predictions, negative policy);
 * ``solve/`` the exact solver (its own docstring has the steps); ``binning.py`` solve on bins with a
