@@ -2,6 +2,7 @@
 in the window, 31.9 ms/step instead of 5.1 at 169 W): the static backend's warm-ups run in the trial's
 own bucket; compile_count sees what torch compiles (tests/test_profiler_compiles.py: the profiler's guard)."""
 
+import pytest
 import torch
 
 from llm_energy.measure.inference.backends import make_backend
@@ -40,3 +41,20 @@ def test_a_static_trial_compiles_nothing_in_its_window_whatever_its_bucket():
         assert r.tout_actual == tout
         assert not (compile_count() - before), f"tout {tout}: {(compile_count() - before).describe()}"
     assert set(b._caches) == {(1, 512)} and b.compiles == 1  # no stray 256-token cache either
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU with CUDA")
+def test_on_cuda_a_prepared_bucket_neither_compiles_nor_records_a_cuda_graph_in_a_trial():
+    """reduce-overhead on CUDA: cudagraph trees record in prepare(); a trial, also one back in a bucket
+    after another bucket ran, replays (a re-recording would count as a CUDA graph recording)."""
+    b = make_backend("static", load_model("tiny-llama", "cuda:0", "float16"))
+    cells = [(1, 16, 256), (1, 128, 512), (1, 16, 256), (1, 16, 496)]
+    for batch, tin, tout in cells:
+        b.prepare(batch, tin, tout)
+    for batch, tin, tout in cells:
+        b.prepare(batch, tin, tout)
+        before = compile_count()
+        assert b.generate(b.make_prompt(batch, tin, seed=5), tout).tout_actual == tout
+        got = compile_count() - before
+        assert not got, f"{(batch, tin, tout)}: {got.describe()}"
