@@ -96,6 +96,15 @@ def test_an_inventory_plan_respects_the_mask(inputs, tmp_path):
                  f"  - {{name: long, fit: '{LONG}', accuracy: 60, node_type: h100}}\n")
     out = run(PlanRequest(fits=f, deployments=str(d), workload=w, out=str(tmp_path / "inv"), zeta=1.0))
     assert _assigned_beyond(out.x, out.problem.tokens) == 0 and out.x[:, 1].sum() >= 10
+    # consecutive windows of a timed trace (the long queries spread over them), per query
+    t = tmp_path / "t.csv"
+    rows = [(100, 100)] * 30 + [(2000, 500)] * 10
+    t.write_text("tin,tout,arrival_s\n" + "".join(f"{i},{o},{60.0 * q}\n" for q, (i, o) in enumerate(rows[::-1])))
+    out = run(PlanRequest(fits=f, deployments=str(d), workload=str(t), out=str(tmp_path / "win"), zeta=1.0,
+                          window_s=600.0, per_query=True))
+    assert len(out.summary.windows) == 4 and _assigned_beyond(out.x, out.problem.tokens) == 0
+    q = pl.read_parquet(out.files["assignment_per_query"])
+    assert q.filter(pl.col("tin") == 2000)["deployment"].unique().to_list() == ["long"]
 
 
 def test_baselines_never_send_a_query_past_a_context(inputs, tmp_path):

@@ -102,13 +102,16 @@ def next_eligible(dep: np.ndarray, ok: np.ndarray, qclass: np.ndarray) -> np.nda
     """``dep`` (N,) with each query (of class ``qclass``) whose deployment ``ok`` (C, K) does not allow
     moved to the next deployment in cyclic order that does (a round robin skipping those that cannot
     serve it). Every class must have one."""
-    dep = np.asarray(dep, dtype=np.int64).copy()
-    bad = np.flatnonzero(~ok[qclass, dep])
-    if bad.size:
-        K = ok.shape[1]
-        cols = (dep[bad, None] + np.arange(K)[None, :]) % K
-        dep[bad] = cols[np.arange(bad.size), np.argmax(ok[qclass[bad, None], cols], axis=1)]
-    return dep
+    dep = np.asarray(dep, dtype=np.int64)
+    if ok.all():
+        return dep.copy()
+    C, K = ok.shape
+    nxt = np.full((C, K), -1, dtype=np.int64)  # per class and starting deployment, the first that takes it
+    start = np.arange(K)
+    for j in range(K - 1, -1, -1):  # the smallest shift wins: written last
+        cand = (start + j) % K
+        nxt = np.where(ok[:, cand], cand[None, :], nxt)
+    return nxt[qclass, dep]
 
 
 def redraw_eligible(dep: np.ndarray, ok: np.ndarray, qclass: np.ndarray, rng: np.random.Generator) -> np.ndarray:
