@@ -58,8 +58,8 @@ class _Pricer:
     def set_prices(self, share: np.ndarray, cap: np.ndarray, r_scale: float) -> None:
         red = self.cost - share[None, :] - cap[None, :] * self.f.runtime_s / r_scale
         self.pref = np.argmin(red, axis=1).tolist()
-        fin = np.isfinite(red)  # the SLO fallback never leaves the deployments cost_c allows
-        self.order = [[k for k in row if ok[k]] for row, ok in zip(np.argsort(red, axis=1).tolist(), fin.tolist())]
+        fits = self.f.fits_context.tolist()  # the SLO fallback never picks one whose context is too short
+        self.order = [[k for k in row if ok[k]] for row, ok in zip(np.argsort(red, axis=1).tolist(), fits)]
 
     def resolve(self, q0: int, q1: int, length_s: float) -> None:
         """Prices from the LP of queries q0..q1-1, which arrived over ``length_s`` seconds: each

@@ -70,10 +70,9 @@ class RouteContext:
         return self._cache["cost"]
 
     def eligible(self) -> list[list[int]]:
-        """Per class the deployments :meth:`cost_c` allows, in index order."""
+        """Per class the deployments whose context takes it, in index order (the SLO fallbacks' choice)."""
         if "eligible" not in self._cache:
-            fin = np.isfinite(self.cost_c())
-            self._cache["eligible"] = [np.flatnonzero(row).tolist() for row in fin]
+            self._cache["eligible"] = [np.flatnonzero(row).tolist() for row in self.fleet.fits_context]
         return self._cache["eligible"]
 
     def capacity_s(self) -> np.ndarray | None:
