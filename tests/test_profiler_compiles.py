@@ -6,9 +6,12 @@ instead of 5.1, stored ok)."""
 import logging
 import time
 
+import polars as pl
+
 from llm_energy.measure.design import SweepDesign
 from llm_energy.measure.inference import backends
 from llm_energy.measure.inference.backends import CacheBackend
+from llm_energy.measure.integrate import window_energy
 from llm_energy.measure.profiler import Profiler
 from llm_energy.measure.record import record_events
 from llm_energy.measure.spec import ProfileSpec
@@ -44,7 +47,13 @@ def lazy_sweep(tmp_path, monkeypatch, n):
     spec = ProfileSpec(model="tiny-llama", design=design, device="cpu", idle_s=0.1, min_window_s=0.05, threads=1)
     store = TrialStore(tmp_path)
     record_events(Profiler(spec, node="n").events(), store)
-    return store.trials()
+    df = store.trials()
+    # the stored energy is what the stored samples integrate to over the stored window (the rerun's)
+    e = window_energy(store.samples(), df.select("trial_id", "node", "session", "t_start_mono", "t_end_mono"))
+    stored = dict(zip(df["devices"][0].to_list(), df["device_energy_j"][0].to_list()))
+    for r in e.sort(pl.col("method") != "counter").unique("device", keep="first").iter_rows(named=True):
+        assert abs(r["energy_j"] / df["n_inner"][0] - stored[r["device"]]) <= 1e-6 * abs(stored[r["device"]]) + 1e-9
+    return df
 
 
 def codes(quality: str) -> list[str]:
