@@ -50,6 +50,8 @@ class _Pricer:
                                                                      for c in cap]
         self.bins = None if not ctx.price_bins else log_bins(f.tin, f.tout, ctx.price_bins)
         self.fallback_bins = log_bins(f.tin, f.tout, FALLBACK_BINS)
+        self.fits = f.fits_context
+        self.n_fit = None if self.fits.all() else self.fits.sum(axis=1).tolist()
         self.windows = self.infeasible = self.binned = 0
         self.solve_s = 0.0
         self.prices: list[dict] = []
@@ -58,8 +60,11 @@ class _Pricer:
     def set_prices(self, share: np.ndarray, cap: np.ndarray, r_scale: float) -> None:
         red = self.cost - share[None, :] - cap[None, :] * self.f.runtime_s / r_scale
         self.pref = np.argmin(red, axis=1).tolist()
-        fits = self.f.fits_context.tolist()  # the SLO fallback never picks one whose context is too short
-        self.order = [[k for k in row if ok[k]] for row, ok in zip(np.argsort(red, axis=1).tolist(), fits)]
+        if self.n_fit is None:
+            self.order = np.argsort(red, axis=1).tolist()
+        else:  # the SLO fallback never picks a deployment whose context is too short: those sort last, cut off
+            order = np.argsort(np.where(self.fits, red, np.inf), axis=1).tolist()
+            self.order = [row[:n] for row, n in zip(order, self.n_fit)]
 
     def resolve(self, q0: int, q1: int, length_s: float) -> None:
         """Prices from the LP of queries q0..q1-1, which arrived over ``length_s`` seconds: each
