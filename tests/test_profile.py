@@ -181,6 +181,26 @@ def test_sequence_past_max_position_embeddings_is_refused_before_the_store(tmp_p
     assert not out.exists()
 
 
+def test_static_sweep_past_the_sliding_window_is_refused_before_the_store(tmp_path, capsys, no_idle):
+    """tiny-mistral's window is 256 tokens: a static cache of 512 would recompile its decode step at every
+    token (transformers' sliding-window static layer), so the sweep is refused; the cache backend runs it."""
+    out = tmp_path / "o"
+    err = _profile_err(capsys, ["--model", "tiny-mistral", "--backend", "static", "--tin", "8,250", "--tout", "8",
+                                "--out", str(out)])
+    assert "'tiny-mistral'" in err and "256-token sliding window" in err and "512-token bucket" in err
+    assert "--backend cache" in err and not out.exists()
+    from llm_energy.measure.inference.loading import read_model
+    from llm_energy.measure.inference.sizing import check_static_window
+
+    src = read_model("tiny-mistral")
+    check_static_window(src, "static+fused", 256)  # the 256 bucket: inside the window, cached without it
+    check_static_window(src, "cache", 4096)
+    from llm_energy.errors import UserError
+
+    with pytest.raises(UserError, match="256-token sliding window"):
+        check_static_window(src, "static+fused+cdt", 257)
+
+
 @pytest.mark.parametrize("config, needle", [
     ("{not json", "not a usable model config"),
     ('{"model_type": "no-such-architecture"}', "not a usable model config"),

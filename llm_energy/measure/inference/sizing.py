@@ -59,6 +59,22 @@ def check_positions(src: ModelSource, max_seq_len: int, *, beyond_context: bool 
                         f"exceeds the model's max_position_embeddings={limit} (--beyond-context measures it anyway)")
 
 
+def check_static_window(src: ModelSource, backend: str, max_seq_len: int) -> None:
+    """Refuse a static-cache sweep whose length bucket is longer than the model's sliding window
+    (mistral-7b: 4096 tokens, so tin + tout > 4096). Inside the window the static backend caches without
+    it (``backends.static_cache_config``: the window masks nothing there); beyond it, transformers'
+    sliding-window static layer keeps its position as a Python int that the compiled decode step guards
+    on, so the step recompiles at every token until dynamo gives up and runs it uncompiled: no trial of
+    such a sweep measures a compiled decode. The ``cache`` backend measures those sequences."""
+    window = (src.hf_config or {}).get("sliding_window")
+    if backend.split("+")[0] != "static" or not window or bucket_len(max_seq_len) <= int(window):
+        return
+    raise UserError(f"--backend={backend!r}: --model={src.name!r} has a {int(window)}-token sliding window, shorter "
+                    f"than the static cache of the sweep's longest sequence tin + tout = {max_seq_len} tokens "
+                    f"({bucket_len(max_seq_len)}-token bucket): its compiled decode step would recompile at every "
+                    "token; measure sequences past the window with --backend cache")
+
+
 def sweep_memory_bytes(src: ModelSource, dtype: str, *, batch: int, max_seq_len: int,
                        backend: str = "cache") -> tuple[int, int, int]:
     """(total, weights, kv) bytes a sweep of ``batch`` x ``max_seq_len`` tokens needs on ``backend``."""
@@ -79,6 +95,7 @@ def check_sweep(src: ModelSource, dtype: str, devices: list[str], *, batch: int,
         if not torch.cuda.is_available():
             raise bad_value("--device", devices[0], "CUDA is not available on this node")
     check_positions(src, max_seq_len, beyond_context=beyond_context)
+    check_static_window(src, backend, max_seq_len)
     check_fits(src.name, src.n_params, src.hf_config, dtype, devices, batch=batch,
                max_seq_len=kv_cache_len(backend, max_seq_len), kv_cache=backend != "no-cache")
 
