@@ -152,3 +152,54 @@ def test_plan_warns_when_its_fits_carry_an_erratum(tmp_path, capsys):
     w = json.loads((tmp_path / "p" / "summary.json").read_text())["warnings"]
     (line,) = [x for x in w if "erratum" in x]
     assert "1 fit(s) carry erratum kv-cache-ignored (llama-2-7b@h100x1/static/b1)" in line
+
+
+# ---- compiled-in-window (e5b5c49..cb2fefc: static warm-ups outside the trial's bucket) ---------------
+def test_compiled_in_window_replays_the_old_warm_ups_in_trial_order():
+    from llm_energy.trials.errata import COMPILED_IN_WINDOW, compiled_in_window
+
+    old = json.dumps({"transformers": "5.17.0", "kv_cache_keyword": "past_key_values"})
+    fixed = json.dumps({"transformers": "5.17.0", "kv_cache_keyword": "past_key_values", "static_warmup": "trial-bucket"})
+    # one session, in this order (t_start): 16x8 (bucket 256: the compile warm-up's), 16x256 (512: tin+2 = 18
+    # warmed 256 only -> compiled in its window), 16x512 (1024, same prompt shape: no new warm-up -> compiled),
+    # 500x8 (512 warmed by tin+2 = 502, and decoded before), 1000x16 (tin+2 = 1002 warms 1024... its own
+    # bucket 1024 decoded: fine), then the same cells in a second session measured by the fixed code
+    cells = [(16, 8), (16, 256), (16, 512), (500, 8), (1000, 16)]
+    n = len(cells)
+    df = _trials(backend=["static"] * (2 * n), versions=[old] * n + [fixed] * n,
+                 session=["a"] * n + ["b"] * n, tin=[c[0] for c in cells] * 2, tout=[c[1] for c in cells] * 2,
+                 batch=[1] * (2 * n), t_start=[float(i) for i in range(2 * n)])
+    shuffled = df.sample(fraction=1.0, shuffle=True, seed=3)  # the rule orders by t_start, not by row
+    want = {"s/c1/r0", "s/c2/r0"}
+    assert set(shuffled.filter(compiled_in_window(shuffled))["trial_id"]) == want
+    assert [h.key for h in errata(df)] == [COMPILED_IN_WINDOW] and errata(df)[0].n_trials == 2
+    assert affected(df).sum() == 2
+
+
+def test_fit_leaves_out_trials_that_compiled_in_their_window():
+    """The committed v2 stores (measured between the two fixes): exactly the three slow trials."""
+    from llm_energy.trials.errata import compiled_in_window
+    from llm_energy.trials.schema import drop_suspect
+    from llm_energy.trials.store import load_trials
+
+    t = load_trials([str(ROOT / "data/h200/v2/grid-static"), str(ROOT / "data/h200/v2/mistral-7b-static")])
+    hit = t.filter(compiled_in_window(t))
+    assert sorted(hit.select("model", "tin", "tout").rows()) == [
+        ("llama-2-7b", 16, 256), ("llama-2-7b", 128, 512), ("mistral-7b", 32, 1024)]
+    ms = (hit["decode_s"] / (hit["tout"] - 1) * 1e3).to_list()
+    assert min(ms) > 15  # the slow ones (about 5 ms/step elsewhere)
+    kept, note = drop_suspect(t)
+    assert kept.height == t.height - 3 and "erratum compiled-in-window x3" in note
+
+
+def test_static_trials_measured_now_carry_the_warm_up_mark(tmp_path):
+    from llm_energy.cli.main import main
+    from llm_energy.trials.store import load_trials
+
+    out = tmp_path / "s"
+    assert main(["profile", "--model", "tiny-llama", "--backend", "static", "--tin", "8,300", "--tout", "4",
+                 "--device", "cpu", "--node-type", "cpu", "--idle-s", "0.2", "--min-window-s", "0", "--out",
+                 str(out), "--no-live"]) == 0
+    t = load_trials([str(out)])
+    assert {json.loads(v).get("static_warmup") for v in t["versions"]} == {"trial-bucket"}
+    assert errata(t) == []

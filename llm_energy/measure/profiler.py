@@ -55,6 +55,7 @@ from llm_energy.measure.integrate import window_energy
 from llm_energy.measure.quality import Flag, assess_idle, assess_window, meter_info, quality_label
 from llm_energy.measure.samplers.base import MeterReadError, PowerSampler, now
 from llm_energy.measure.spec import ProfileSpec, resume_spec, sweep_id, trial_id
+from llm_energy.trials.errata import STATIC_WARMUP_MARK
 from llm_energy.trials.schema import (
     SAMPLE_SCHEMA,
     SOURCE_ESTIMATE,
@@ -253,9 +254,13 @@ class Profiler:
                     system: str, kv_keyword: str | None = None) -> SweepInfo:
         """The sweep's record, with this run (session, node, idle baselines, meters) as its one run. The
         versions (stored with every trial) name the keyword the backend passes its KV cache under, which
-        tells trials of the fixed backends from those of erratum ``kv-cache-ignored`` (trials/errata.py)."""
+        tells trials of the fixed backends from those of erratum ``kv-cache-ignored`` (trials/errata.py), and
+        for a static backend that its warm-ups ran in the trial's bucket (erratum ``compiled-in-window``)."""
         spec, now_s = self.spec, time.time()
-        versions = versions_json({"kv_cache_keyword": kv_keyword} if kv_keyword else None)
+        extra = {"kv_cache_keyword": kv_keyword} if kv_keyword else {}
+        if spec.backend.split("+")[0] == "static":  # erratum compiled-in-window: warm-ups in the trial's bucket
+            extra["static_warmup"] = STATIC_WARMUP_MARK
+        versions = versions_json(extra or None)
         notes = ["CPU energy is an estimate (utilisation x TDP), not a measurement"] if source == SOURCE_ESTIMATE else []
         if self._idle_flags:
             notes.append(f"run {self.session}: {quality_label(self._idle_flags)[1]}")

@@ -196,10 +196,18 @@ def split_suspect(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 def drop_suspect(df: pl.DataFrame, what: str = "fit") -> tuple[pl.DataFrame, str | None]:
     """The trusted trials, and a line saying how many suspect ones ``what`` leaves out and why (None
     when there are none): what ``fit`` and the Ray pipeline's fit step both do."""
+    from llm_energy.trials.errata import COMPILED_IN_WINDOW, excluded
+
     kept, bad = split_suspect(df)
+    ex = excluded(kept)  # trials an erratum makes implausible (compiled-in-window), left out the same way
+    if ex.any():
+        kept, bad = kept.filter(~ex), pl.concat([bad, kept.filter(ex)], how="diagonal_relaxed")
     if not bad.height:
         return kept, None
-    why = ", ".join(f"{k} x{n}" for k, n in quality_counts(bad).items())
+    counts = quality_counts(bad)
+    if ex.any():
+        counts[f"erratum {COMPILED_IN_WINDOW}"] = int(ex.sum())
+    why = ", ".join(f"{k} x{n}" for k, n in counts.items())
     return kept, f"{what}: left out {bad.height} suspect trial(s) of {df.height} ({why})"
 
 
