@@ -7,7 +7,7 @@
 # 81 cells, REPEATS, default 1) | third:PRESET:BACKEND[:CAP_S] (the 27-cell third of the grid,
 # benchmarks/gpu/profile_cells.py) | batch:PRESET:BACKEND[:CAP_S] (batch sweep: BATCH_TIN x BATCH_TOUT x
 # BATCHES) | refuse:PRESET:BACKEND:BATCH (the same sweep at a batch that must be refused before any work) |
-# gputests (pytest -m gpu tests/test_gpu.py). EXTRA: more profile options for the third step (falcon presets:
+# gputests (pytest -m gpu tests/test_gpu.py tests/test_static_recompile.py). EXTRA: more profile options for the third step (falcon presets:
 # EXTRA=--beyond-context, their 2048-token context is shorter than the grid's 4096).
 # Issue 13's decode speed-ups (these run the tree's code, never SRC's: the variants exist only there):
 # dlv:PRESET:VARIANTS[:CAP_S] (decode_limit --variants, e.g. dlv:llama-2-7b:base,fused,fused+cdt:420; rows in
@@ -98,7 +98,7 @@ for step in "$@"; do
         --batch "$c" --repeats 1 --warmups 0 --out /tmp/refused "${PROFILE_COMMON[@]}"
       echo "refusal check $a $b batch $c: exit $? (2 = refused before any work)" ;;
     gputests)
-      budget "${a:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py ;;
+      budget "${a:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_static_recompile.py ;;
     *) echo "unknown step $step" ;;
   esac
 done
