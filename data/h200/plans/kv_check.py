@@ -1,0 +1,116 @@
+"""The one direct check of kv_estimate.py: llama-2-7b on the H200 was measured twice, before the
+kv-cache fix (data/h200/grid-static, erratum kv-cache-ignored) and after it (data/h200/v2/grid-static,
+the cache read), on the same 81-cell grid. Apply kv_estimate.py to the fit of the old store, predict
+the grid cells, and compare the estimated change with the measured one (docs/h200_plans.md, "Erratum
+fits and the KV estimate").
+
+    .venv/bin/python data/h200/plans/kv_check.py OLD_FITS NEW_FITS [TRACE.csv]
+    # OLD_FITS: llm-energy fit data/h200/grid-static; NEW_FITS: data/h200/fits.json (llama-2-7b from v2)
+
+Per cell (batch 1, warm-ups and erratum-excluded trials left out; medians over repeats): energy (=
+J/token at a fixed tout) and decode ms/step (decode_s / (tout - 1)) measured in each store; the
+estimate's energy change (old fit + c_K sum_j (tin + j) against the old fit) and its ms/step change
+(KV bytes of the mean context / bandwidth against the old step); the v2 fit against the old fit.
+Medians over the cells of each tout and of each static-cache bucket. With a trace: all its queries
+within 4,096 tokens on llama-2-7b, total predicted energy by the old fit, old fit + estimate, v2 fit.
+"""
+
+import sys
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, "data/h200/plans")
+from kv_estimate import BANDWIDTH, STEP_MS, add, estimate  # noqa: E402
+
+from llm_energy.fit.fits import FitsFile, load_fits, predict  # noqa: E402
+from llm_energy.trials.errata import excluded  # noqa: E402
+from llm_energy.trials.store import load_trials  # noqa: E402
+
+KEY = "llama-2-7b@h200x1/static/b1"
+OLD, NEW = "data/h200/grid-static", "data/h200/v2/grid-static"
+
+
+def bucket(n: np.ndarray) -> np.ndarray:
+    return np.maximum(256, 2 ** np.ceil(np.log2(n))).astype(int)
+
+
+def cells(store: str) -> pl.DataFrame:
+    df = load_trials([store])
+    df = df.filter(~excluded(df))  # the erratum replays each session's trial order: on the whole store
+    df = df.filter(~pl.col("warmup") & (pl.col("batch") == 1) & (pl.col("quality") == "ok"))
+    return df.group_by("tin", "tout").agg(e=pl.col("energy_j").median(),
+                                          ms=(1e3 * pl.col("decode_s") / (pl.col("tout") - 1)).median(), n=pl.len())
+
+
+def fits_with_estimate(path: str) -> tuple[FitsFile, FitsFile, dict]:
+    import json
+    import tempfile
+
+    doc = json.load(open(path))
+    old = load_fits(path)
+    dep = next(d for d in doc["deployments"] if d["deployment"] == KEY)
+    est = estimate(old, dep)
+    add(dep, est)
+    doc["deployments"] = [dep]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(doc, f)
+    return old, load_fits(f.name), est
+
+
+def pct(x) -> str:
+    return f"{100 * x:+.1f}%"
+
+
+def main(old_fits: str, new_fits: str, trace: str | None = None) -> None:
+    old, kv, est = fits_with_estimate(old_fits)
+    new = load_fits(new_fits)
+    print(f"{KEY}: c = {est['c_j']:.3e} J per (context x output token), J/token {est['j_per_output_token']:.3f} "
+          f"(old fit, {old_fits})")
+    j = cells(OLD).join(cells(NEW), on=["tin", "tout"], suffix="_v2").filter(pl.col("tout") > 8).sort("tin", "tout")
+    tin, tout = j["tin"].to_numpy(), j["tout"].to_numpy()
+
+    def e(f):
+        return predict(f, KEY, tin, tout, None, per_request=True)["energy_j"].to_numpy()
+
+    e_old, e_kv, e_new = e(old), e(kv), e(new)
+    l_mean = tin + (tout - 1) / 2  # the mean context of the decode steps
+    d_ms = 1e3 * est["kv_bytes_per_token"] * l_mean / BANDWIDTH["h200"]
+    j = j.with_columns(meas_e=pl.Series(j["e_v2"] / j["e"] - 1), est_e=pl.Series(e_kv / e_old - 1),
+                       fit_e=pl.Series(e_new / e_old - 1), meas_ms=pl.Series(j["ms_v2"] / j["ms"] - 1),
+                       est_ms=pl.Series(d_ms / j["ms"].to_numpy()), bucket=pl.Series(bucket(tin + tout)),
+                       err_old=pl.Series(np.abs(e_old / j["e_v2"].to_numpy() - 1)),
+                       err_kv=pl.Series(np.abs(e_kv / j["e_v2"].to_numpy() - 1)),
+                       err_new=pl.Series(np.abs(e_new / j["e_v2"].to_numpy() - 1)))
+    print(f"{j.height} matched cells (tout > 8); medians over cells. energy = J/token at the cell's tout; "
+          f"estimate's step: KV bytes at mean context / {BANDWIDTH['h200'] / 1e12:.3f} TB/s over the old step "
+          f"({STEP_MS[('llama-2-7b', 'h200')]} ms in kv_estimate.py)\n")
+    for by in ("tout", "bucket"):
+        g = j.group_by(by).agg(pl.len().alias("cells"), *(pl.col(c).median() for c in
+                               ("meas_ms", "est_ms", "meas_e", "est_e", "fit_e"))).sort(by)
+        print(f"| {by} | cells | ms/step measured | ms/step estimate | energy measured | energy estimate | v2 fit / old fit |")
+        print("|---|---|---|---|---|---|---|")
+        for r in g.iter_rows(named=True):
+            print(f"| {r[by]} | {r['cells']} | {pct(r['meas_ms'])} | {pct(r['est_ms'])} | {pct(r['meas_e'])} | "
+                  f"{pct(r['est_e'])} | {pct(r['fit_e'])} |")
+        print()
+    print(f"all cells: energy measured median {pct(j['meas_e'].median())} (range {pct(j['meas_e'].min())}.."
+          f"{pct(j['meas_e'].max())}), estimate {pct(j['est_e'].median())} ({pct(j['est_e'].min())}.."
+          f"{pct(j['est_e'].max())})")
+    print(f"|error| against the v2 cells, median / p90: old fit {pct(j['err_old'].median())} / "
+          f"{pct(j['err_old'].quantile(0.9))}, old fit + estimate {pct(j['err_kv'].median())} / "
+          f"{pct(j['err_kv'].quantile(0.9))}, v2 fit {pct(j['err_new'].median())} / {pct(j['err_new'].quantile(0.9))}")
+    if trace:
+        q = pl.read_csv(trace)
+        ti, to = q["ContextTokens"].to_numpy(), q["GeneratedTokens"].to_numpy()
+        keep = (ti + to <= 4096) & (ti >= 1) & (to >= 1)
+        ti, to = ti[keep], to[keep]
+        tot = {n: predict(f, KEY, ti, to, None, per_request=True)["energy_j"].clip(0).sum()
+               for n, f in (("old", old), ("old+estimate", kv), ("v2", new))}
+        print(f"\n{trace}: {keep.sum()} queries within 4096 tokens on llama-2-7b: old fit {tot['old'] / 1e6:.3f} MJ, "
+              f"old + estimate {tot['old+estimate'] / 1e6:.3f} MJ ({pct(tot['old+estimate'] / tot['old'] - 1)}), "
+              f"v2 fit {tot['v2'] / 1e6:.3f} MJ ({pct(tot['v2'] / tot['old'] - 1)})")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

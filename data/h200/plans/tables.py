@@ -1,0 +1,138 @@
+"""The tables of docs/h200_plans.md, printed from the plans' summary.json (and assignment.parquet)
+under data/h200/plans (run.sh makes them first):
+
+    .venv/bin/python data/h200/plans/tables.py
+"""
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+D = Path("data/h200/plans")
+MEASURED = ["llama-2-7b-h200", "llama-2-13b-h200", "llama-2-70b-h200", "mistral-7b-h200", "mixtral-8x7b-h200",
+            "falcon-7b-h200", "llama-2-7b-h100"]
+SHORT = ["7b", "13b", "70b", "mistral", "mixtral", "falcon", "7b-H100"]
+PLANS = [("zeta 0", "z0"), ("zeta 0.5", "z0.5"), ("zeta 0.9", "z0.9"), ("zeta 1", "z1"),
+         ("accuracy >= 55", "acc55"), ("accuracy >= 60", "acc60")]
+MS0 = [("zeta 0.5, min-share 0", "z0.5-ms0"), ("zeta 0.9, min-share 0", "z0.9-ms0"), ("zeta 1, min-share 0", "z1-ms0"),
+       ("accuracy >= 55, min-share 0", "acc55-ms0"), ("accuracy >= 60, min-share 0", "acc60-ms0")]
+
+
+def s(name: str) -> dict:
+    return json.loads((D / name / "summary.json").read_text())
+
+
+def share(d: dict, k: str) -> str:
+    x = d["deployments"].get(k)
+    return f"{100 * x['share']:.1f}" if x else "-"
+
+
+def head(cols: list[str]) -> None:
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+
+
+def row(cells: list) -> None:
+    print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+def plan_table(prefix: str, plans, deps: list[str], short: list[str]) -> None:
+    head(["plan", "energy (MJ)", "J/query", "accuracy", *(f"{x} %" for x in short),
+          "energy outside fitted range", "planned / unservable"])
+    for label, name in plans:
+        d = s(prefix + name)
+        q = d["workload"]["queries"]
+        row([f"{label} (`{prefix}{name}`)", f"{d['energy_j'] / 1e6:.2f}", f"{d['energy_j'] / q:.0f}",
+             f"{d['accuracy']:.2f}", *(share(d, k) for k in deps),
+             f"{100 * d['fitted_range']['energy_share_outside']:.1f}%", f"{q} / {d['beyond_context']['unservable']}"])
+    print()
+
+
+def saved_table(prefix: str, plans, extra=()) -> None:
+    first = s(prefix + plans[0][1])
+    names = [b["name"] for b in first["baselines"]]
+    head(["plan", *(n.replace("-h200", "").replace("llama-2-", "") for n in names)])
+    for label, name in [*plans, *extra]:
+        d = s(prefix + name) if not name.startswith("/") else s(name[1:])
+        by = {b["name"]: b for b in d["baselines"]}
+        row([label, *(f"{by[n]['saved_pct']:.1f}{'' if by[n]['feasible'] else '*'}" for n in names)])
+    z1 = s(prefix + "z1")
+    row(["baseline energy (MJ)", *(f"{b['energy_j'] / 1e6:.2f}" for b in z1["baselines"])])
+    row(["baseline accuracy", *(f"{b['accuracy']:.2f}" for b in z1["baselines"])])
+    print()
+
+
+def who_gets(name: str, dep: str) -> str:
+    a = pl.read_parquet(D / name / "assignment.parquet").filter(pl.col("deployment") == dep)
+    n = a["count_assigned"].sum()
+    w = a["count_assigned"]
+    long = a.filter(pl.col("tin") + pl.col("tout") > 4096)["count_assigned"].sum()
+    over = a.filter(pl.col("tin") > 2048)["count_assigned"].sum()
+    return (f"{name} {dep}: {n} queries, tin min {a['tin'].min()}, mean tin {(a['tin'] * w).sum() / n:.0f}, "
+            f"mean tout {(a['tout'] * w).sum() / n:.0f}; tin > 2048: {over}; tin + tout > 4096: {long}")
+
+
+def main() -> None:
+    print("## measured set\n")
+    plan_table("h200-", PLANS, MEASURED, SHORT)
+    plan_table("h200-", MS0, MEASURED, SHORT)
+    print("saved % (* = the baseline breaks a constraint of the plan)\n")
+    saved_table("h200-", PLANS, [(lab, "/h200-" + n) for lab, n in MS0])
+    for name, dep in [("h200-z1", "mistral-7b-h200"), ("h200-z1-ms0", "mistral-7b-h200"),
+                      ("h200-z0.5", "mixtral-8x7b-h200"), ("h200-z0.5-ms0", "mixtral-8x7b-h200"),
+                      ("h200-acc60-ms0", "mistral-7b-h200"), ("h200-z1", "falcon-7b-h200")]:
+        print(who_gets(name, dep))
+    print("\n## Llama-2 only: H200 and A100\n")
+    head(["plan", "H200: energy (MJ)", "J/query", "accuracy", "7b / 13b / 70b %", "A100: energy (MJ)", "J/query",
+          "accuracy", "7b / 13b / 70b %"])
+    for label, name in PLANS:
+        h, a = s("h200llama-" + name), s("a100-" + name)
+        cells = [label]
+        for d in (h, a):
+            q = d["workload"]["queries"]
+            cells += [f"{d['energy_j'] / 1e6:.2f}", f"{d['energy_j'] / q:.0f}", f"{d['accuracy']:.2f}",
+                      " / ".join(f"{100 * v['share']:.1f}" for v in d["deployments"].values())]
+        row(cells)
+    print()
+    for pre in ("h200llama-", "a100-"):
+        print(pre)
+        saved_table(pre, PLANS)
+    for pre in ("h200llama-z1", "a100-z1", "a100-z0.5"):
+        d = s(pre)
+        print(pre, "planned", d["workload"]["queries"], "unservable", d["beyond_context"]["unservable"],
+              "negative energy", d["negative_predictions"]["queries_energy"], d["negative_predictions"]["by_deployment"])
+    for name in ("a100-z1", "a100-z0.5"):
+        a = pl.read_parquet(D / name / "assignment.parquet").filter(pl.col("deployment") == "llama-2-13b")
+        print(f"{name} llama-2-13b: {a['count_assigned'].sum()} queries, of which zero predicted energy: "
+              f"{a.filter(pl.col('energy_j') <= 0)['count_assigned'].sum()}")
+    print(who_gets("h200llama-acc55", "llama-2-70b-h200"))
+    print(who_gets("h200llama-acc55", "llama-2-7b-h200"))
+    print("\n## KV estimate (h200kv-*) against the measured fits\n")
+    head(["plan", "energy (MJ)", "accuracy", "7b %", "mistral %", "mixtral %", "measured fits: energy (MJ), 7b / mistral %"])
+    for label, name in [("zeta 0.5", "z0.5"), ("zeta 0.9", "z0.9"), ("zeta 1", "z1"), ("zeta 1, min-share 0", "z1-ms0"),
+                        ("accuracy >= 55", "acc55"), ("accuracy >= 60", "acc60")]:
+        k, m = s("h200kv-" + name), s("h200-" + name)
+        row([f"{label} (`h200kv-{name}`)", f"{k['energy_j'] / 1e6:.2f}", f"{k['accuracy']:.2f}",
+             share(k, "llama-2-7b-h200"), share(k, "mistral-7b-h200"), share(k, "mixtral-8x7b-h200"),
+             f"{m['energy_j'] / 1e6:.2f}; {share(m, 'llama-2-7b-h200')} / {share(m, 'mistral-7b-h200')}"])
+    for name in ("z0.5", "z1"):
+        k, m = s("h200kvllama-" + name), s("h200llama-" + name)
+        print(f"h200kvllama-{name}: {k['energy_j'] / 1e6:.2f} MJ, "
+              + " / ".join(f"{100 * v['share']:.1f}" for v in k["deployments"].values())
+              + f"; measured h200llama-{name}: {m['energy_j'] / 1e6:.2f} MJ, "
+              + " / ".join(f"{100 * v['share']:.1f}" for v in m["deployments"].values()))
+    k, m = s("h200kv-z1"), s("h200-z1")
+    kb = {b["name"]: b["energy_j"] for b in k["baselines"]}
+    for b in m["baselines"]:
+        if b["name"].startswith("only:"):
+            print(f"{b['name']}: measured {b['energy_j'] / 1e6:.3f} MJ, kv estimate {kb[b['name']] / 1e6:.3f} MJ "
+                  f"({100 * (kb[b['name']] / b['energy_j'] - 1):+.2f}%)")
+    print("\n## pareto\n")
+    for name in ("h200-pareto", "h200llama-pareto", "a100-pareto"):
+        p = pl.read_parquet(D / name / "pareto.parquet").sort("zeta")
+        print(name, [(r["zeta"], round(r["energy_j"] / 1e6, 2), round(r["accuracy"], 2)) for r in p.iter_rows(named=True)])
+
+
+if __name__ == "__main__":
+    main()
