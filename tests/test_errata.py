@@ -203,3 +203,16 @@ def test_static_trials_measured_now_carry_the_warm_up_mark(tmp_path):
     t = load_trials([str(out)])
     assert {json.loads(v).get("static_warmup") for v in t["versions"]} == {"trial-bucket"}
     assert errata(t) == []
+
+
+def test_drop_suspect_replays_the_erratum_over_every_trial_of_a_session():
+    """A suspect trial still ran (and compiled) in its process: the replay must see it, or the next trial of
+    its bucket would be taken for the one that compiled (16x256 compiled in its window; 32x256 did not)."""
+    from llm_energy.trials.schema import drop_suspect
+
+    old = json.dumps({"transformers": "5.17.0", "kv_cache_keyword": "past_key_values"})
+    df = _trials(backend=["static"] * 3, versions=[old] * 3, session=["a"] * 3, tin=[16, 32, 8], tout=[256, 256, 8],
+                 batch=[1] * 3, t_start=[0.0, 1.0, 2.0], quality=["suspect:above-limit", "ok", "ok"])
+    kept, note = drop_suspect(df)
+    assert kept["trial_id"].to_list() == ["s/c1/r0", "s/c2/r0"]
+    assert note == "fit: left out 1 suspect trial(s) of 3 (erratum compiled-in-window x1)"

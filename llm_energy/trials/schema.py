@@ -198,17 +198,18 @@ def drop_suspect(df: pl.DataFrame, what: str = "fit") -> tuple[pl.DataFrame, str
     when there are none): what ``fit`` and the Ray pipeline's fit step both do."""
     from llm_energy.trials.errata import COMPILED_IN_WINDOW, excluded
 
-    kept, bad = split_suspect(df)
-    ex = excluded(kept)  # trials an erratum makes implausible (compiled-in-window), left out the same way
-    if ex.any():
-        kept, bad = kept.filter(~ex), pl.concat([bad, kept.filter(ex)], how="diagonal_relaxed")
-    if not bad.height:
+    # trials an erratum makes implausible (compiled-in-window), left out the same way; replayed over the whole
+    # frame, since the rule follows each session's trials in order (a suspect trial still ran its warm-ups)
+    ex = excluded(df)
+    kept, bad = split_suspect(df.filter(~ex))
+    n_ex = int(ex.sum())
+    if not bad.height and not n_ex:
         return kept, None
     counts = quality_counts(bad)
-    if ex.any():
-        counts[f"erratum {COMPILED_IN_WINDOW}"] = int(ex.sum())
+    if n_ex:
+        counts[f"erratum {COMPILED_IN_WINDOW}"] = n_ex
     why = ", ".join(f"{k} x{n}" for k, n in counts.items())
-    return kept, f"{what}: left out {bad.height} suspect trial(s) of {df.height} ({why})"
+    return kept, f"{what}: left out {bad.height + n_ex} suspect trial(s) of {df.height} ({why})"
 
 
 def quality_counts(df: pl.DataFrame) -> dict[str, int]:
