@@ -410,8 +410,8 @@ class Profiler:
         if spec.cooldown_s > 0:
             time.sleep(spec.cooldown_s)
         min_window = spec.min_window_s if spec.min_window_s is not None else auto_min_window(samplers)
+        compiled0 = compile_count()  # outside the counter edges: a first call may import torch._dynamo
         c0 = self._read_counters(samplers)
-        compiled0 = compile_count()
         w0, m0 = now()
         results = []
         while True:  # back-to-back generations until the window lasts min_window_s
@@ -419,8 +419,8 @@ class Profiler:
             if time.monotonic() - m0 >= min_window or len(results) >= MAX_INNER:
                 break
         w1, m1 = now()
-        compiled = compile_count() - compiled0
         c1 = self._read_counters(samplers)
+        compiled = compile_count() - compiled0
         self._settle(samplers)
         self._check_meters(samplers)
         for r in results:
