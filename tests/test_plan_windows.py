@@ -49,7 +49,7 @@ def test_an_inventory_plan_reports_replicas_and_keep_on_energy(fleet_files, tmp_
     assert reps == s["fleet"]["replicas"] and sum(reps.values()) >= 1 and min(reps.values()) == 0  # some are off
     assert s["constraints"]["min_share"] == 0.0 and s["fleet"]["window_s"] == 3600.0
     idle = s["fleet"]["idle_w"]
-    assert idle["llama-2-7b-h200"] == pytest.approx(122.939, abs=1e-3) and idle["llama-2-7b-h100"] == 70.0
+    assert idle["llama-2-7b-h200"] == pytest.approx(123.596, abs=1e-3) and idle["llama-2-7b-h100"] == 70.0
     assert s["idle_energy_j"] == pytest.approx(sum(reps[n] * idle[n] * 3600 for n in reps))
     assert s["fleet"]["energy_total_j"] == pytest.approx(s["energy_j"] + s["idle_energy_j"])
     nodes = s["fleet"]["node_types"]
