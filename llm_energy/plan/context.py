@@ -48,11 +48,6 @@ class ContextReport:
         return {"queries": self.queries, "context_tokens": self.context_tokens, "excluded": self.excluded,
                 "unservable": self.unservable, "examples": [{"tin": a, "tout": b} for a, b in self.examples]}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ContextReport:
-        return cls(queries=d["queries"], context_tokens=d["context_tokens"], excluded=d["excluded"],
-                   unservable=d["unservable"], examples=[(e["tin"], e["tout"]) for e in d["examples"]])
-
     def warning(self, what: str = "planned") -> str | None:
         """One line when some queries fit no deployment's context (None otherwise)."""
         if not self.unservable:
