@@ -45,6 +45,13 @@ for a in 55 60; do plan a100-acc$a $A100 --min-accuracy $a; done
 plan h200-pareto $H200 --pareto
 plan h200llama-pareto $H200 $LLAMA --pareto
 plan a100-pareto $A100 --pareto
+# the context masks' effect alone: the same fits with every context lifted (context_tokens 1000000, as
+# docs/planner.md says to reproduce a study that ignored context: the planner before 4afc4f6)
+NC=$OUT/deployments.no-context.yaml
+sed -n '/^deployments:/,$p' configs/deployments.h200.yaml | sed '/^  #/d; s/^\(    accuracy: .*\)$/\1\n    context_tokens: 1000000/' > $NC
+plan h200nc-z1 --fits data/h200/plans/fits.json --deployments $NC --zeta 1
+for a in 55 60; do plan h200ncllama-acc$a --fits data/h200/plans/fits.json --deployments $NC $LLAMA --min-accuracy $a; done
+plan h200ncllama-z1 --fits data/h200/plans/fits.json --deployments $NC $LLAMA --zeta 1
 # sensitivity (an estimate, not a measurement): the same measured set with the KV-cache reads the erratum
 # stores' decode steps missed added to the energy fit of every deployment whose fit carries the erratum
 # kv-cache-ignored (all but llama-2-7b@h200, measured with the cache read; kv_estimate.py;

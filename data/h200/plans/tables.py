@@ -73,7 +73,40 @@ def who_gets(name: str, dep: str) -> str:
             f"mean tout {(a['tout'] * w).sum() / n:.0f}; tin > 2048: {over}; tin + tout > 4096: {long}")
 
 
+def trace() -> None:
+    q = pl.read_csv("data/azure-llm-2023/AzureLLMInferenceTrace_conv.csv")
+    i, o = pl.col("ContextTokens"), pl.col("GeneratedTokens")
+    out = (i > 2048) | (o > 2048) | (i < 8) | (o < 8)
+    r = q.select(queries=pl.len(), classes=pl.struct(i, o).n_unique(), outside=out.sum(), tin_over=(i > 2048).sum(),
+                 tin_under=(i < 8).sum(), tout_under=(o < 8).sum(), tout_over=(o > 2048).sum(),
+                 tokens_outside=pl.when(out).then(i + o).otherwise(0).sum() / (i + o).sum(),
+                 over_2048=(i + o > 2048).sum(), over_4096=(i + o > 4096).sum(),
+                 tokens_over_4096=pl.when(i + o > 4096).then(i + o).otherwise(0).sum() / (i + o).sum(),
+                 max_tin=i.max())
+    print("trace:", r.row(0, named=True))
+
+
+def no_context() -> None:
+    print("\n## the context masks alone (h200nc*: every context_tokens 1000000) against the masked plans\n")
+    for nc, m in (("h200nc-z1", "h200-z1"), ("h200ncllama-z1", "h200llama-z1"), ("h200ncllama-acc55", "h200llama-acc55"),
+                  ("h200ncllama-acc60", "h200llama-acc60")):
+        a, b = s(nc), s(m)
+        print(f"{nc}: {a['workload']['queries']} queries, {a['energy_j'] / 1e6:.2f} MJ, {a['accuracy']:.2f}, "
+              + " / ".join(f"{100 * v['share']:.1f}" for v in a["deployments"].values())
+              + f" | {m}: {b['workload']['queries']} queries, {b['energy_j'] / 1e6:.2f} MJ, {b['accuracy']:.2f}, "
+              + " / ".join(f"{100 * v['share']:.1f}" for v in b["deployments"].values()))
+    z1, nz1 = s("h200llama-z1")["energy_j"], s("h200ncllama-z1")["energy_j"]
+    for f in ("acc55", "acc60"):
+        print(f"Llama-2 floor {f}: masked {s('h200llama-' + f)['energy_j'] / z1:.3f}x its zeta 1 plan, "
+              f"unmasked {s('h200ncllama-' + f)['energy_j'] / nz1:.3f}x; "
+              f"A100 (masked) {s('a100-' + f)['energy_j'] / s('a100-z1')['energy_j']:.3f}x")
+    m1 = s("h200-z1-ms0")["energy_j"]
+    for f in ("acc55-ms0", "acc60-ms0"):
+        print(f"measured set floor {f}: {s('h200-' + f)['energy_j'] / m1:.4f}x h200-z1-ms0")
+
+
 def main() -> None:
+    trace()
     print("## measured set\n")
     plan_table("h200-", PLANS, MEASURED, SHORT)
     plan_table("h200-", MS0, MEASURED, SHORT)
@@ -128,6 +161,7 @@ def main() -> None:
         if b["name"].startswith("only:"):
             print(f"{b['name']}: measured {b['energy_j'] / 1e6:.3f} MJ, kv estimate {kb[b['name']] / 1e6:.3f} MJ "
                   f"({100 * (kb[b['name']] / b['energy_j'] - 1):+.2f}%)")
+    no_context()
     print("\n## pareto\n")
     for name in ("h200-pareto", "h200llama-pareto", "a100-pareto"):
         p = pl.read_parquet(D / name / "pareto.parquet").sort("zeta")
