@@ -1,7 +1,8 @@
 """Known defects of stored measurements, found after they were taken.
 
 Each erratum is a rule over what a trial's record already holds (its backend and the software
-versions stored with it), so every store, committed or not, is checked the same way and no stored
+versions stored with it; for ``compiled-in-window`` also its cell and its place among its session's
+trials), so every store, committed or not, is checked the same way and no stored
 number is changed. ``show``, ``check`` and ``fit`` say which trials an erratum affects and what it
 means (docs/measurement.md, "Errata"); ``fit`` keeps the keys in fits.json, so ``predict``, ``plan`` and
 ``route`` name the fits that carry one.
