@@ -97,9 +97,10 @@ def main(old_fits: str, new_fits: str, trace: str | None = None) -> None:
     print(f"all cells: energy measured median {pct(j['meas_e'].median())} (range {pct(j['meas_e'].min())}.."
           f"{pct(j['meas_e'].max())}), estimate {pct(j['est_e'].median())} ({pct(j['est_e'].min())}.."
           f"{pct(j['est_e'].max())})")
-    print(f"|error| against the v2 cells, median / p90: old fit {pct(j['err_old'].median())} / "
-          f"{pct(j['err_old'].quantile(0.9))}, old fit + estimate {pct(j['err_kv'].median())} / "
-          f"{pct(j['err_kv'].quantile(0.9))}, v2 fit {pct(j['err_new'].median())} / {pct(j['err_new'].quantile(0.9))}")
+    err = {n: f"{100 * j[c].median():.1f}% / {100 * j[c].quantile(0.9):.1f}%"
+           for n, c in (("old", "err_old"), ("kv", "err_kv"), ("new", "err_new"))}
+    print(f"|error| against the v2 cells, median / p90: old fit {err['old']}, old fit + estimate {err['kv']}, "
+          f"v2 fit {err['new']}")
     if trace:
         q = pl.read_csv(trace)
         ti, to = q["ContextTokens"].to_numpy(), q["GeneratedTokens"].to_numpy()

@@ -2,7 +2,9 @@
 # The plans of docs/h200_plans.md: the Azure conversation trace (19,366 queries) planned on the measured
 # H200/H100 fits (configs/deployments.h200.yaml) and on the paper's A100 fits
 # (configs/deployments.paper.yaml), at a few zeta and accuracy floors. Run from the repository root:
-#   bash data/h200/plans/run.sh
+#   REFIT=1 bash data/h200/plans/run.sh    # REFIT=1: refit the H100 grid and llama-2-7b's erratum store,
+#                                          # rebuild fits.json and fits.kv-estimate.json (after a refit of
+#                                          # data/h200/fits.json); without it the existing files are used
 # Each plan writes data/h200/plans/NAME/summary.json (committed) and assignment.parquet (not committed).
 set -euo pipefail
 LE=${LE:-.venv/bin/llm-energy}
