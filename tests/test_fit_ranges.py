@@ -66,15 +66,17 @@ def test_plan_reports_queries_outside_the_fitted_range(plan_inputs, tmp_path, ca
     assert err.count("\n") == 0 and "--out-of-range refuse" in err and "queries" in err
 
 
-def test_plan_with_fits_that_carry_no_range(tmp_path, reference, capsys):
-    """Published coefficients carry no range: their deployments are listed as unknown, nothing counted."""
+def test_plan_on_the_published_fits_checks_the_paper_grid(tmp_path, reference, capsys):
+    """Published coefficients were fitted on the authors' grid, tin and tout 8..2048 (the reference README):
+    a query past it is counted and warned about (they used to carry no range, and such a plan said nothing)."""
     (tmp_path / "d.yaml").write_text("deployments:\n  - {name: a, fit: 'llama-2-7b@a100x1/paper/b1', accuracy: 40}\n")
-    (tmp_path / "w.csv").write_text("tin,tout\n64,64\n128,256\n")
+    (tmp_path / "w.csv").write_text("tin,tout\n64,64\n128,256\n3000,64\n")
     assert main(["plan", "--fits", str(reference / "wilkins2024" / "coefficients.json"), "--deployments",
                  str(tmp_path / "d.yaml"), "--workload", str(tmp_path / "w.csv"), "--out", str(tmp_path / "p"),
                  "--min-share", "0"]) == 0
     s = json.loads((tmp_path / "p" / "summary.json").read_text())
-    assert s["fitted_range"]["unknown"] == ["a"] and s["fitted_range"]["outside"] == 0
+    assert s["fitted_range"]["unknown"] == [] and s["fitted_range"]["outside"] == 1
+    assert any("1 of 3 queries" in w and "outside the range" in w for w in s["warnings"])
 
 
 def test_planner_costs_a_batched_deployment_per_request():

@@ -443,6 +443,11 @@ def paper_fits_from_coefficients(path: str | Path) -> FitsFile:
     return paper_fits_from_document(read_document(path, "coefficients file", "json"), str(path))
 
 
+#: what the published coefficients were fitted on: the authors' 9 x 9 grid, nominal tin and tout 8..2048
+#: (powers of two; ../shared/reference/wilkins2024/README.md, grid/all-stats-raw.csv), batch 1
+PAPER_GRID_RANGE = FitRange((8.0, 2048.0), (8.0, 2048.0), (1.0, 1.0))
+
+
 def paper_fits_from_document(d: Any, p: str) -> FitsFile:
     """The parsed coefficients.json (``p`` names it in errors) as a FitsFile."""
     if not isinstance(d, dict):
@@ -460,6 +465,7 @@ def paper_fits_from_document(d: Any, p: str) -> FitsFile:
         deps[key] = DeploymentFit(
             deployment=key, model=model, node_type="a100", n_gpus=gpus, backend="paper", batch=1,
             system="AMD EPYC 7742 + NVIDIA A100-SXM4-40GB (published fit)", energy_source="published",
+            range=PAPER_GRID_RANGE,
             targets={
                 "energy_j": TargetModel("paper", terms, [a["alpha_0"], a["alpha_1"], a["alpha_2"]], method="published",
                                         stats=FitStats(accuracy=acc)),
