@@ -165,7 +165,7 @@ class DeploymentFit:
     n_trials: int = 0
     n_cells: int = 0
     idle_w: float | None = None  # measured idle power (W), None where the store had none
-    range: FitRange | None = None  # tokens and batch sizes fitted on (None: unknown, e.g. published)
+    range: FitRange | None = None  # tokens and batch sizes fitted on (None: unknown, e.g. older or hand-written files; the published fits carry the paper grid)
     context_tokens: int | None = None  # the model's context length where known (tin + tout beyond it)
     errata: list[str] = field(default_factory=list)  # keys of known defects of its trials (trials/errata.py)
 

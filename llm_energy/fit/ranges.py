@@ -20,7 +20,7 @@ from llm_energy.fit.fits import FitsFile, find_fit, predict
 class RangeReport:
     """Queries (weighted by count and by the share sent to each deployment) and their predicted energy
     (J) outside the fitted range, and beyond the context length; ``unknown``: deployments whose fits
-    do not say what they were fitted on (published or older fits files), counted in neither."""
+    do not say what they were fitted on (older or hand-written fits files), counted in neither."""
 
     queries: float
     energy_j: float
@@ -42,7 +42,7 @@ class RangeReport:
     def warning(self) -> str | None:
         """One line when anything is extrapolated (None otherwise): the queries outside their deployment's
         fitted range, those beyond its model's context length, and the deployments whose fits record no
-        range (published or older files), which could not be checked."""
+        range (older or hand-written files), which could not be checked."""
         if not self.outside and not self.beyond_context:
             return None
         parts = []
