@@ -216,3 +216,18 @@ def test_drop_suspect_replays_the_erratum_over_every_trial_of_a_session():
     kept, note = drop_suspect(df)
     assert kept["trial_id"].to_list() == ["s/c1/r0", "s/c2/r0"]
     assert note == "fit: left out 1 suspect trial(s) of 3 (erratum compiled-in-window x1)"
+
+
+def test_a_fitted_group_is_not_replayed_without_the_trials_left_out():
+    """The replay follows a session in order: once drop_suspect has left out the trial that compiled, the
+    next trial of its bucket must not look like the first one (fits.json's errata key per deployment)."""
+    from llm_energy.trials.errata import compiled_in_window
+    from llm_energy.trials.schema import drop_suspect
+
+    old = json.dumps({"transformers": "5.17.0", "kv_cache_keyword": "past_key_values"})
+    df = _trials(backend=["static"] * 3, versions=[old] * 3, session=["a"] * 3, tin=[16, 16, 16], tout=[8, 256, 256],
+                 batch=[1] * 3, t_start=[0.0, 1.0, 2.0])
+    assert compiled_in_window(df).to_list() == [False, True, False]
+    kept, _ = drop_suspect(df)
+    assert kept.height == 2 and not compiled_in_window(kept).any() and errata(kept) == []
+    assert compiled_in_window(kept.drop("_compiled_in_window")).to_list() == [False, True]  # the bare replay would

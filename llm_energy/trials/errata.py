@@ -37,6 +37,9 @@ KV_CACHE_IGNORED = "kv-cache-ignored"
 FIXED_IN = "e5b5c49"
 COMPILED_IN_WINDOW = "compiled-in-window"
 COMPILED_FIXED_IN = "cb2fefc"
+#: a frame column holding compiled_in_window's replay over the whole frame, so that a subset of it
+#: (a deployment's group, after the flagged trials were left out) is not replayed without its neighbours
+COMPILED_COLUMN = "_compiled_in_window"
 #: versions key of trials whose static warm-ups ran in the trial's own bucket (set by the profiler)
 STATIC_WARMUP_MARK = "trial-bucket"
 MIN_BUCKET = 256  # measure.inference.sizing.MIN_BUCKET (trials/ sits below measure/)
@@ -78,6 +81,8 @@ def kv_cache_ignored_expr() -> pl.Expr:
 def compiled_in_window(trials: pl.DataFrame) -> pl.Series:
     """A boolean per trial (in ``trials``' row order): a static-backend trial measured between e5b5c49 and
     cb2fefc whose bucket no earlier generation of its session had decoded in (erratum compiled-in-window)."""
+    if COMPILED_COLUMN in trials.columns:  # replayed already, over the whole frame (drop_suspect)
+        return trials[COMPILED_COLUMN].fill_null(False).alias("erratum")
     need = {"backend", "versions", "session", "tin", "tout", "batch", "t_start"}
     flags = [False] * trials.height
     if trials.height == 0 or not need <= set(trials.columns):

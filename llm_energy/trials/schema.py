@@ -196,12 +196,12 @@ def split_suspect(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 def drop_suspect(df: pl.DataFrame, what: str = "fit") -> tuple[pl.DataFrame, str | None]:
     """The trusted trials, and a line saying how many suspect ones ``what`` leaves out and why (None
     when there are none): what ``fit`` and the Ray pipeline's fit step both do."""
-    from llm_energy.trials.errata import COMPILED_IN_WINDOW, excluded
+    from llm_energy.trials.errata import COMPILED_COLUMN, COMPILED_IN_WINDOW, excluded
 
     # trials an erratum makes implausible (compiled-in-window), left out the same way; replayed over the whole
     # frame, since the rule follows each session's trials in order (a suspect trial still ran its warm-ups)
     ex = excluded(df)
-    kept, bad = split_suspect(df.filter(~ex))
+    kept, bad = split_suspect(df.with_columns(ex.alias(COMPILED_COLUMN)).filter(~ex))
     n_ex = int(ex.sum())
     if not bad.height and not n_ex:
         return kept, None
