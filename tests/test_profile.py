@@ -1,5 +1,6 @@
 """End-to-end profiling on this CPU node with a real tiny transformers model."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -199,6 +200,8 @@ def test_static_sweep_past_the_sliding_window_is_refused_before_the_store(tmp_pa
 
     with pytest.raises(UserError, match="256-token sliding window"):
         check_static_window(src, "static+fused+cdt", 257)
+    off = dataclasses.replace(src, hf_config={**src.hf_config, "use_sliding_window": False})
+    check_static_window(off, "static", 4096)  # a config that carries a window but does not use it (Qwen2)
 
 
 @pytest.mark.parametrize("config, needle", [

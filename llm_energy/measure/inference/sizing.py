@@ -66,7 +66,8 @@ def check_static_window(src: ModelSource, backend: str, max_seq_len: int) -> Non
     sliding-window static layer keeps its position as a Python int that the compiled decode step guards
     on, so the step recompiles at every token until dynamo gives up and runs it uncompiled: no trial of
     such a sweep measures a compiled decode. The ``cache`` backend measures those sequences."""
-    window = (src.hf_config or {}).get("sliding_window")
+    cfg = src.hf_config or {}
+    window = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) is not False else None  # Qwen2's switch
     if backend.split("+")[0] != "static" or not window or bucket_len(max_seq_len) <= int(window):
         return
     raise UserError(f"--backend={backend!r}: --model={src.name!r} has a {int(window)}-token sliding window, shorter "
