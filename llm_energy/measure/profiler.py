@@ -51,6 +51,7 @@ from llm_energy.measure.events import (
 )
 from llm_energy.measure.inference.compiles import CompileCount, compile_count
 from llm_energy.measure.inference.loading import cuda_ordinals, resolve_device
+from llm_energy.measure.inference.sizing import is_static_backend
 from llm_energy.measure.integrate import window_energy
 from llm_energy.measure.quality import Flag, assess_idle, assess_window, meter_info, quality_label
 from llm_energy.measure.samplers.base import MeterReadError, PowerSampler, now
@@ -258,7 +259,7 @@ class Profiler:
         for a static backend that its warm-ups ran in the trial's bucket (erratum ``compiled-in-window``)."""
         spec, now_s = self.spec, time.time()
         extra = {"kv_cache_keyword": kv_keyword} if kv_keyword else {}
-        if spec.backend.split("+")[0] == "static":  # erratum compiled-in-window: warm-ups in the trial's bucket
+        if is_static_backend(spec.backend):  # erratum compiled-in-window: warm-ups in the trial's bucket
             extra["static_warmup"] = STATIC_WARMUP_MARK
         versions = versions_json(extra or None)
         notes = ["CPU energy is an estimate (utilisation x TDP), not a measurement"] if source == SOURCE_ESTIMATE else []

@@ -84,9 +84,8 @@ def baselines(problem: PlanProblem, query_class: np.ndarray | None = None, seed:
     query_class = np.asarray(query_class, dtype=np.int64)
     out = []
     ok = problem.fits_context
-    fallback = np.argmin(np.where(ok, problem.energy_j, np.inf), axis=1)  # where only:NAME's context is too short
     for k, name in enumerate(problem.names):
-        out.append(_single(problem, f"only:{name}", np.where(ok[:, k], k, fallback)))
+        out.append(_single(problem, f"only:{name}", only_assignment(ok, problem.energy_j, k)))
     n = len(query_class)
     rr = next_eligible(np.arange(n) % K, ok, query_class)
     out.append(_result(problem, "round-robin", _by_query(problem, query_class, rr)))
@@ -96,6 +95,13 @@ def baselines(problem: PlanProblem, query_class: np.ndarray | None = None, seed:
     e = np.where(problem.allowed, problem.energy_j, np.inf)
     out.append(_single(problem, "greedy-energy", np.argmin(e, axis=1)))
     return out
+
+
+def only_assignment(ok: np.ndarray, energy_j: np.ndarray, k: int) -> np.ndarray:
+    """Per class (C,) the deployment of an ``only:k`` routing: ``k``, or for a class beyond k's context
+    (``ok`` (C, K) false) its lowest-energy deployment whose context takes it."""
+    fallback = np.argmin(np.where(ok, energy_j, np.inf), axis=1)
+    return np.where(ok[:, k], k, fallback).astype(np.int64)
 
 
 def next_eligible(dep: np.ndarray, ok: np.ndarray, qclass: np.ndarray) -> np.ndarray:

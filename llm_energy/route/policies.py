@@ -128,11 +128,11 @@ def random_policy(ctx: RouteContext) -> Routed:
 def only(name: str) -> Callable[[RouteContext], Routed]:
     """Every query to ``name``; those beyond its context to their lowest-energy deployment that takes
     them (as ``plan``'s ``only:NAME`` baseline)."""
+    from llm_energy.plan.baselines import only_assignment
+
     def run(ctx: RouteContext) -> Routed:
-        f, k = ctx.fleet, ctx.fleet.index(name)
-        fits = f.fits_context
-        dep_c = np.where(fits[:, k], k, np.argmin(np.where(fits, f.energy_j, np.inf), axis=1))
-        return fixed(ctx, dep_c[ctx.qclass].astype(np.int64))
+        f = ctx.fleet
+        return fixed(ctx, only_assignment(f.fits_context, f.energy_j, f.index(name))[ctx.qclass])
     return run
 
 

@@ -136,8 +136,11 @@ def _compiled_hit(trials: pl.DataFrame) -> ErratumHit | None:
     text = (f"the static decode step compiled inside the measurement window (tin x tout {cells}): before commit "
             f"{COMPILED_FIXED_IN} the warm-ups ran in other length buckets than the trial's, so the first trial "
             "of a bucket paid its compile; fits leave these trials out (docs/measurement.md, Errata).")
-    tfs = _transformers(hit)
-    return ErratumHit(COMPILED_IN_WINDOW, hit.height, tuple(sorted(set(hit["sweep_id"].to_list()))), tuple(tfs), text)
+    return _hit(COMPILED_IN_WINDOW, hit, text)
+
+
+def _hit(key: str, hit: pl.DataFrame, text: str) -> ErratumHit:
+    return ErratumHit(key, hit.height, tuple(sorted(set(hit["sweep_id"].to_list()))), tuple(_transformers(hit)), text)
 
 
 def _transformers(hit: pl.DataFrame) -> list[str]:
@@ -155,7 +158,7 @@ def _kv_hit(trials: pl.DataFrame) -> ErratumHit | None:
             "decode step ran its new token from an empty cache. Prefill is right; decode energy and runtime "
             "lack the attention over the context (low at long contexts and large batch). Re-measure with "
             "today's code (docs/measurement.md, Errata).")
-    return ErratumHit(KV_CACHE_IGNORED, hit.height, tuple(sorted(set(hit["sweep_id"].to_list()))), tuple(tfs), text)
+    return _hit(KV_CACHE_IGNORED, hit, text)
 
 
 def affected(trials: pl.DataFrame) -> pl.Series:

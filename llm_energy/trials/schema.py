@@ -16,6 +16,8 @@ from typing import Any
 
 import polars as pl
 
+from llm_energy.trials.errata import COMPILED_COLUMN, COMPILED_IN_WINDOW, excluded
+
 SCHEMA_VERSION = 1
 
 # Energy source labels. A trial's ``energy_source`` is the best source that measured it.
@@ -196,8 +198,6 @@ def split_suspect(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 def drop_suspect(df: pl.DataFrame, what: str = "fit") -> tuple[pl.DataFrame, str | None]:
     """The trusted trials, and a line saying how many suspect ones ``what`` leaves out and why (None
     when there are none): what ``fit`` and the Ray pipeline's fit step both do."""
-    from llm_energy.trials.errata import COMPILED_COLUMN, COMPILED_IN_WINDOW, excluded
-
     # trials an erratum makes implausible (compiled-in-window), left out the same way; replayed over the whole
     # frame, since the rule follows each session's trials in order (a suspect trial still ran its warm-ups)
     ex = excluded(df)

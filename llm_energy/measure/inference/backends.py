@@ -65,9 +65,14 @@ class InferenceBackend(ABC):
     def prepare(self, batch: int, tin: int, tout: int) -> None:
         """Work done before a measurement window: the first time a (batch, tin) prompt shape is seen,
         one unmeasured short generation at that shape (kernel selection, allocator growth)."""
-        if (batch, tin) not in self._warm_shapes:
-            self._warm_shapes.add((batch, tin))
-            self.generate(self.make_prompt(batch, tin, seed=-1 & 0xFFFF), 2)
+        self._warm_shape((batch, tin), batch, tin, self.generate)
+
+    def _warm_shape(self, shape: tuple[int, ...], batch: int, tin: int, generate: Any) -> None:
+        """The first time ``shape`` is seen: one unmeasured 2-token generation of a (batch, tin) prompt
+        through ``generate(ids, tout)``."""
+        if shape not in self._warm_shapes:
+            self._warm_shapes.add(shape)
+            generate(self.make_prompt(batch, tin, seed=-1 & 0xFFFF), 2)
 
     def make_prompt(self, batch: int, tin: int, seed: int) -> Any:
         """Token ids [batch, tin] drawn with a seeded generator from the vocabulary minus special ids."""
@@ -202,9 +207,7 @@ class StaticBackend(InferenceBackend):
         decode step inside the measurement window (H200: +7 s, +38 s for mistral-7b 32 x 1024)."""
         key = (batch, bucket_len(tin + tout))
         self._prepare_bucket(key)
-        if (batch, tin, key[1]) not in self._warm_shapes:
-            self._warm_shapes.add((batch, tin, key[1]))
-            self._generate_in(key, self.make_prompt(batch, tin, seed=-1 & 0xFFFF), 2)
+        self._warm_shape((batch, tin, key[1]), batch, tin, lambda ids, tout: self._generate_in(key, ids, tout))
 
     def _prepare_bucket(self, key: tuple[int, int]) -> None:
         batch = key[0]

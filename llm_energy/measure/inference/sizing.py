@@ -42,11 +42,16 @@ def check_fits(name: str, n_params: int, hf_config: dict[str, Any], dtype: str, 
         )
 
 
+def is_static_backend(backend: str) -> bool:
+    """``static`` or one of its ``static+OPTIONS`` variants: a static cache of a length bucket."""
+    return backend.split("+")[0] == "static"
+
+
 def kv_cache_len(backend: str, max_seq_len: int) -> int:
     """Tokens a backend's KV cache holds per sequence for sequences of up to ``max_seq_len``: a static
     cache holds its whole length bucket (what ``no-cache`` holds is not a KV cache: see
     :func:`sweep_memory_bytes`; ``static+OPTIONS`` variants hold a static cache too)."""
-    return bucket_len(max_seq_len) if backend.split("+")[0] == "static" else max_seq_len
+    return bucket_len(max_seq_len) if is_static_backend(backend) else max_seq_len
 
 
 def check_positions(src: ModelSource, max_seq_len: int, *, beyond_context: bool = False) -> None:
@@ -68,7 +73,7 @@ def check_static_window(src: ModelSource, backend: str, max_seq_len: int) -> Non
     such a sweep measures a compiled decode. The ``cache`` backend measures those sequences."""
     cfg = src.hf_config or {}
     window = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) is not False else None  # Qwen2's switch
-    if backend.split("+")[0] != "static" or not window or bucket_len(max_seq_len) <= int(window):
+    if not is_static_backend(backend) or not window or bucket_len(max_seq_len) <= int(window):
         return
     raise UserError(f"--backend={backend!r}: --model={src.name!r} has a {int(window)}-token sliding window, shorter "
                     f"than the static cache of the sweep's longest sequence tin + tout = {max_seq_len} tokens "
