@@ -231,3 +231,12 @@ def test_a_fitted_group_is_not_replayed_without_the_trials_left_out():
     kept, _ = drop_suspect(df)
     assert kept.height == 2 and not compiled_in_window(kept).any() and errata(kept) == []
     assert compiled_in_window(kept.drop("_compiled_in_window")).to_list() == [False, True]  # the bare replay would
+
+
+def test_the_replays_bucket_is_the_static_backends():
+    """errata.py (trials/, below measure/) keeps its own copy of the bucket rule: it must not drift."""
+    from llm_energy.measure.inference import sizing
+    from llm_energy.trials import errata as er
+
+    assert er.MIN_BUCKET == sizing.MIN_BUCKET
+    assert all(er._bucket(n) == sizing.bucket_len(n) for n in range(1, 9000, 7))
