@@ -82,15 +82,14 @@ def plain(fits, deps, tin, tout, arrival, dep, zeta: float | None = None, scales
 
 def routable(trace, fits_path: str, deps_path: Path):
     """The trace less the queries beyond every deployment's context length (1,612 of the hour's on Llama-2's
-    4,096 tokens), as ``route`` routes it, and how many were dropped."""
+    4,096 tokens), as ``route`` routes it (:func:`llm_energy.route.run.drop_beyond_context`), and how many
+    were dropped."""
     from llm_energy.fit.fits import load_fits_any
-    from llm_energy.plan.context import context_limits, split_servable
     from llm_energy.plan.deployments import load_deployments
-    from llm_energy.route.trace import Trace
+    from llm_energy.route.run import drop_beyond_context
 
-    deps = load_deployments(deps_path)
-    _, keep = split_servable(deps.names, context_limits(load_fits_any(fits_path), deps), trace.tin, trace.tout)
-    return Trace(trace.tin[keep], trace.tout[keep], trace.arrival_s[keep], trace.source), int((~keep).sum())
+    kept, report, _ = drop_beyond_context(trace, load_deployments(deps_path), load_fits_any(fits_path))
+    return kept, 0 if report is None else report.unservable
 
 
 def load(fits_path: str, deps_path: Path, tin, tout):

@@ -89,3 +89,20 @@ def test_route_out_of_range_refuse(inputs, capsys):
                "--out", str(d / "accepted"), "--out-of-range", "refuse", "--json"])
     capsys.readouterr()
     assert rc == 0 and (d / "accepted" / "summary.json").exists()  # nothing outside: not refused
+
+
+def test_route_table_shows_no_always_zero_beyond_context_column(inputs, capsys):
+    """The per-policy beyond-context count is 0 in route by construction (the 2 queries beyond the context
+    are not routed): the table leaves it out and says where they are counted; summary.json keeps the key."""
+    d, _, _ = inputs
+    rc = main(["route", "--fits", str(d / "fits.json"), "--deployments", str(d / "fleet.yaml"), "--trace",
+               str(d / "trace.csv"), "--policy", "only:fast", "--min-share", "0", "--idle-w", "100", "--no-plots",
+               "--out", str(d / "table")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    table = out[out.index("fitted range: queries the fits extrapolate to"):out.index("warning:")]
+    flat = " ".join(table.split())
+    assert "outside range" in flat and "% energy" in flat and "beyond context" not in flat
+    assert "2 of 26 queries beyond every context: not routed (beyond_context)" in flat
+    s = json.loads((d / "table" / "summary.json").read_text())
+    assert all(r["beyond_context"] == 0 and "energy_share_beyond_context" in r for r in s["fitted_range"].values())

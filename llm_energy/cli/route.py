@@ -137,23 +137,28 @@ def print_summary(s: RouteSummary) -> None:
                                        f"{_f(sc.policies[name].slo_violations, 'd')}" for sc in s.sweep])
         con.print(st)
     if s.fitted_range and any(r["outside"] or r["beyond_context"] for r in s.fitted_range.values()):
-        con.print(_range_table(s.fitted_range))
+        con.print(_range_table(s.fitted_range, s.beyond_context))
     for w in s.warnings:
         con.print(f"[yellow]warning:[/yellow] {escape(w)}")
     con.print(escape(f"wrote {', '.join(s.files.values())}"))
 
 
-def _range_table(reports: dict[str, dict[str, Any]]):
-    """Per policy: the queries it routed outside their deployment's fitted range and beyond the model's
-    context length, with their share of the predicted energy (fit.ranges.RangeReport, as plan reports)."""
+def _range_table(reports: dict[str, dict[str, Any]], beyond: dict[str, Any] | None = None):
+    """Per policy: the queries it routed outside their deployment's fitted range, with their share of the
+    predicted energy (fit.ranges.RangeReport, as plan reports). Its beyond-context counts are not shown:
+    0 in route by construction (no policy routes a query past its deployment's context); the caption
+    counts the queries beyond every deployment's context, which were not routed (``beyond``: summary.json
+    ``beyond_context``)."""
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title="fitted range: queries the fits extrapolate to (per policy, as routed)")
-    for c in ("policy", "queries", "outside range", "% energy", "beyond context", "% energy ", "fits without range"):
+    unservable = (beyond or {}).get("unservable") or 0
+    caption = (f"{unservable} of {beyond['queries']} queries beyond every context: not routed (beyond_context)"
+               if unservable else None)
+    t = Table(title="fitted range: queries the fits extrapolate to (per policy, as routed)", caption=caption)
+    for c in ("policy", "queries", "outside range", "% energy", "fits without range"):
         t.add_column(c, justify="left" if c == "policy" else "right")
     for name, r in reports.items():
         t.add_row(escape(name), f"{r['queries']:.0f}", f"{r['outside']:.0f}", f"{100 * r['energy_share_outside']:.1f}",
-                  f"{r['beyond_context']:.0f}", f"{100 * r['energy_share_beyond_context']:.1f}",
                   escape(", ".join(r["unknown"])) or "-")
     return t

@@ -20,7 +20,14 @@ from llm_energy.fit.fits import FitsFile, find_fit, predict
 class RangeReport:
     """Queries (weighted by count and by the share sent to each deployment) and their predicted energy
     (J) outside the fitted range, and beyond the context length; ``unknown``: deployments whose fits
-    do not say what they were fitted on (older or hand-written fits files), counted in neither."""
+    do not say what they were fitted on (older or hand-written fits files), counted in neither.
+
+    ``beyond_context`` (and its energy, share and per-deployment count) counts what the ``assignment``
+    sends past a deployment's context length. ``plan`` and ``route`` never do (the pair is infeasible,
+    and the queries beyond every deployment's context are taken out first and counted in their
+    summary's ``beyond_context``, :class:`llm_energy.plan.context.ContextReport`), so there it is 0 by
+    construction and kept as a key; it counts for a caller's own assignment (or the default: every
+    query to every deployment)."""
 
     queries: float
     energy_j: float

@@ -21,7 +21,10 @@ QUERIES_SCHEMA = {
     "rate_scale": pl.Float64, "policy": pl.String, "query": pl.Int64, "tin": pl.Int64, "tout": pl.Int64,
     "arrival_s": pl.Float64, "start_s": pl.Float64, "end_s": pl.Float64, "wait_s": pl.Float64,
     "deployment": pl.String, "replica": pl.Int64, "slot": pl.Int64, "energy_j": pl.Float64, "runtime_s": pl.Float64,
-}  # one row per (rate scale, policy, query); energy_j/runtime_s predicted for the deployment that served it
+    "trace_row": pl.Int64,
+}  # one row per (rate scale, policy, query); energy_j/runtime_s predicted for the deployment that served it;
+# query: 0..N-1 over the routed queries (workload.parquet's rows); trace_row: the query's row in the input
+# trace (or workload file), which differs from query once queries beyond every context are taken out
 
 
 def replica_ids(fleet: Fleet, dep: np.ndarray, slot: np.ndarray) -> np.ndarray:
@@ -79,15 +82,21 @@ def add_regret(metrics: dict[str, dict[str, Any]]) -> None:
         m["energy_vs_offline_pct"] = 100.0 * (m["energy_j"] - off["energy_j"]) / max(abs(off["energy_j"]), 1e-12)
 
 
-def queries_frame(fleet: Fleet, tin, tout, arrival, routed, policy: str, rate_scale: float) -> pl.DataFrame:
+def queries_frame(fleet: Fleet, tin, tout, arrival, routed, policy: str, rate_scale: float, *,
+                  trace_row: np.ndarray | None = None) -> pl.DataFrame:
+    """One row per query (:data:`QUERIES_SCHEMA`); ``trace_row`` (N,) each query's row in the input trace
+    (default: its index, 0..N-1)."""
     qc, dep = fleet.qclass, routed.dep
+    rows = np.arange(len(dep), dtype=np.int64) if trace_row is None else np.asarray(trace_row, dtype=np.int64)
+    if rows.shape != (len(dep),):
+        raise ValueError(f"trace_row: {rows.shape[0]} rows for {len(dep)} queries")
     names = np.array(fleet.names, dtype=object)
     return pl.DataFrame({
         "rate_scale": np.full(len(dep), rate_scale), "policy": [policy] * len(dep),
         "query": np.arange(len(dep), dtype=np.int64), "tin": tin, "tout": tout, "arrival_s": arrival,
         "start_s": routed.start, "end_s": routed.end, "wait_s": routed.start - arrival,
         "deployment": names[dep], "replica": routed.slot // fleet.max_batch[dep], "slot": routed.slot,
-        "energy_j": fleet.energy_j[qc, dep], "runtime_s": fleet.runtime_s[qc, dep],
+        "energy_j": fleet.energy_j[qc, dep], "runtime_s": fleet.runtime_s[qc, dep], "trace_row": rows,
     }, schema=QUERIES_SCHEMA)
 
 

@@ -130,7 +130,8 @@ def run(req: RouteRequest) -> RouteOutcome:
     t0 = time.perf_counter()
     scales = check_request(req)
     trace, deps, fits = load_inputs(req)
-    trace, beyond = drop_beyond_context(req, trace, deps, fits)  # queries.parquet's `query` indexes what is left
+    # queries.parquet's `query` indexes what is left (workload.parquet's rows), `trace_row` the input's rows
+    trace, beyond, rows = drop_beyond_context(trace, deps, fits, refuse=req.out_of_range == "refuse")
     fleet = build_fleet(fits, deps, trace.tin, trace.tout, idle_w=req.idle_w, fits_source=str(req.fits)
                         if isinstance(req.fits, (str, Path)) else "the fits")
     check_slo(fleet, req.slo_s)
@@ -147,7 +148,7 @@ def run(req: RouteRequest) -> RouteOutcome:
     sweep, frames, timings, assigned = [], [], {}, {}
     for x in scales:
         res, fr, tm = simulate_scale(req, fleet, trace.scaled(x) if x != 1.0 else trace, policies, x,
-                                     assigned if not sweep else None)
+                                     assigned if not sweep else None, trace_row=rows)
         sweep.append({"rate_scale": x, "arrival_rate_per_s": trace.n_queries / max(trace.span_s / x, 1e-12),
                       "policies": res})
         frames += fr
@@ -183,8 +184,10 @@ def run(req: RouteRequest) -> RouteOutcome:
 def fitted_range_reports(fits, fleet, assigned: dict[str, np.ndarray]) -> dict[str, Any]:
     """Per policy, :func:`llm_energy.fit.ranges.range_report` on the queries it routed (``assigned``:
     policy -> (C, K) query counts): how many, and what share of their predicted energy, lie outside the
-    range their deployment was fitted on or beyond its model's context length. Empty where the fits
-    are not a FitsFile."""
+    range their deployment was fitted on. Its ``beyond_context`` counts are 0 here by construction (no
+    policy sends a query to a deployment whose context it exceeds, and the queries beyond every
+    deployment's context were taken out before routing: summary.json ``beyond_context`` counts those);
+    the keys stay, as plan writes them. Empty where the fits are not a FitsFile."""
     from llm_energy.fit.fits import FitsFile
     from llm_energy.fit.ranges import range_report
 
@@ -195,21 +198,23 @@ def fitted_range_reports(fits, fleet, assigned: dict[str, np.ndarray]) -> dict[s
                             context_tokens=fleet.context) for p, x in assigned.items()}
 
 
-def drop_beyond_context(req: RouteRequest, trace: Trace, deps, fits):
-    """(trace, report): the queries some deployment's context takes, in order, and the
-    :class:`~llm_energy.plan.context.ContextReport` (None: no context known). Queries beyond every
-    deployment's context are not routed but counted (a warning, summary.json ``beyond_context``); with
-    ``--out-of-range refuse`` they refuse the run."""
+def drop_beyond_context(trace: Trace, deps, fits, *, refuse: bool = False):
+    """(trace, report, rows): the queries some deployment's context takes, in order; the
+    :class:`~llm_energy.plan.context.ContextReport` (None: no context known); and each kept query's row
+    in ``trace`` (int64, what queries.parquet's ``trace_row`` says). Queries beyond every deployment's
+    context are not routed but counted (a warning, summary.json ``beyond_context``); with ``refuse``
+    (``--out-of-range refuse``) they refuse the run."""
     from llm_energy.plan.context import context_limits, split_servable
 
     report, keep = split_servable(deps.names, context_limits(fits, deps), trace.tin, trace.tout)
+    rows = np.flatnonzero(keep).astype(np.int64)
     if keep.all():
-        return trace, report
-    if req.out_of_range == "refuse":
+        return trace, report, rows
+    if refuse:
         raise UserError(f"--out-of-range refuse: {report.warning('routed')}")
     if not keep.any():
         raise UserError(f"{trace.source}: {report.warning('routed')}; nothing is left to route")
-    return Trace(trace.tin[keep], trace.tout[keep], trace.arrival_s[keep], trace.source), report
+    return Trace(trace.tin[keep], trace.tout[keep], trace.arrival_s[keep], trace.source), report, rows
 
 
 def range_warning(reports: dict[str, Any]) -> list[str]:
@@ -224,9 +229,10 @@ def range_warning(reports: dict[str, Any]) -> list[str]:
 
 
 def simulate_scale(req: RouteRequest, fleet, trace: Trace, policies: list[str], x: float,
-                   assigned: dict[str, np.ndarray] | None = None):
+                   assigned: dict[str, np.ndarray] | None = None, trace_row: np.ndarray | None = None):
     """Every policy on one (scaled) trace: metrics by policy, the per-query frames, seconds per policy;
-    with ``assigned`` (a dict), each policy's (C, K) query counts per class and deployment put in it."""
+    with ``assigned`` (a dict), each policy's (C, K) query counts per class and deployment put in it;
+    ``trace_row``: each query's row in the input trace (default: its index in ``trace``)."""
     from llm_energy.route.metrics import add_regret, policy_metrics, queries_frame
     from llm_energy.route.policies import RouteContext, get_policy
 
@@ -247,7 +253,8 @@ def simulate_scale(req: RouteRequest, fleet, trace: Trace, policies: list[str], 
         m["route_s"] = tm[name]
         res[name] = m
         if req.write_queries:
-            frames.append(queries_frame(fleet, trace.tin, trace.tout, trace.arrival_s, routed, name, x))
+            frames.append(queries_frame(fleet, trace.tin, trace.tout, trace.arrival_s, routed, name, x,
+                                        trace_row=trace_row))
     add_regret(res)
     return res, frames, tm
 

@@ -106,7 +106,8 @@ class RouteSummary:
     timings_s: dict[str, Any]
     files: dict[str, str]
     # issue 15: per policy (first rate scale), llm_energy.fit.ranges.RangeReport.to_dict() of the queries
-    # it routed: outside their deployment's fitted range, beyond the context length (None: no FitsFile)
+    # it routed: outside their deployment's fitted range (None: no FitsFile); its beyond_context counts are
+    # 0 by construction (no policy routes past a deployment's context; see beyond_context below)
     fitted_range: dict[str, dict[str, Any]] | None = None
     # plan.context.ContextReport.to_dict(): per deployment its context length and the trace's queries beyond
     # it (never routed there), and those beyond every one (not routed); None where no context is known

@@ -1,0 +1,83 @@
+"""route's per-query output joins back to the input trace: queries beyond every deployment's context are
+taken out before routing, so queries.parquet's ``query`` numbers the routed queries (workload.parquet's
+rows) and ``trace_row`` says each one's row in the trace given (or the workload file, on synthetic
+arrivals), under every policy and rate scale."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from llm_energy.cli import main
+from llm_energy.fit.fits import save_fits
+from tests.test_plan_context import LONG, SHORT, fits
+
+DROPPED = [3, 4, 41]  # beyond every deployment's context (mistral-7b's 32768 tokens)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("route_context_index")
+    save_fits(fits(), d / "fits.json")
+    (d / "fleet.yaml").write_text(f"deployments:\n  - {{name: short, fit: '{SHORT}', accuracy: 40, replicas: 3}}\n"
+                                  f"  - {{name: long, fit: '{LONG}', accuracy: 60, replicas: 2}}\n")
+    rng = np.random.default_rng(7)
+    n = 60
+    tin = np.where(rng.random(n) < 0.3, 2000, rng.integers(20, 400, n))
+    tout = rng.integers(10, 300, n)
+    tin[DROPPED], tout[DROPPED] = 30000, 5000
+    pl.DataFrame({"tin": tin, "tout": tout, "arrival_s": np.arange(n) * 15.0}).write_csv(d / "trace.csv")
+    return d, tin, tout
+
+
+def _route(d, out, *extra):
+    rc = main(["route", "--fits", str(d / "fits.json"), "--deployments", str(d / "fleet.yaml"), "--trace",
+               str(d / "trace.csv"), "--policy", "greedy,round-robin", "--idle-w", "10", "--no-plots",
+               "--out", str(d / out), "--json", *extra])
+    assert rc == 0
+    return pl.read_parquet(d / out / "queries.parquet")
+
+
+def _joins_back(q: pl.DataFrame, tin, tout) -> None:
+    kept = [i for i in range(len(tin)) if i not in DROPPED]
+    for _, g in q.group_by(["rate_scale", "policy"]):
+        g = g.sort("query")
+        assert g["query"].to_list() == list(range(len(kept)))  # as before: the routed queries, 0..N-1
+        assert g["trace_row"].to_list() == kept  # the input's rows, the dropped ones skipped
+        rows = g["trace_row"].to_numpy()
+        np.testing.assert_array_equal(g["tin"].to_numpy(), tin[rows])
+        np.testing.assert_array_equal(g["tout"].to_numpy(), tout[rows])
+
+
+def test_trace_row_is_the_input_row_through_the_drop_and_a_rate_sweep(inputs, capsys):
+    d, tin, tout = inputs
+    q = _route(d, "sweep", "--rate-scale", "1,2")
+    capsys.readouterr()
+    assert set(q["rate_scale"].unique()) == {1.0, 2.0} and set(q["policy"].unique()) >= {"greedy", "offline"}
+    _joins_back(q, tin, tout)
+    for x in (1.0, 2.0):  # the trace's own arrivals, compressed x times, at the row it names
+        g = q.filter((pl.col("rate_scale") == x) & (pl.col("policy") == "greedy"))
+        np.testing.assert_allclose(g["arrival_s"].to_numpy(), g["trace_row"].to_numpy() * 15.0 / x)
+    # workload.parquet holds the routed queries in `query` order: query indexes it, trace_row the trace
+    w = pl.read_parquet(d / "sweep" / "workload.parquet")
+    g = q.filter((pl.col("rate_scale") == 1.0) & (pl.col("policy") == "greedy")).sort("query")
+    assert w["tin"].to_list() == g["tin"].to_list() and w.height == len(tin) - len(DROPPED)
+
+
+def test_trace_row_on_synthetic_arrivals_is_the_workload_files_row(inputs, capsys):
+    d, tin, tout = inputs
+    q = _route(d, "poisson", "--arrivals", "poisson", "--rate", "0.05")
+    capsys.readouterr()
+    _joins_back(q, tin, tout)
+
+
+def test_drop_beyond_context_returns_the_kept_rows():
+    from llm_energy.plan.deployments import parse_deployments
+    from llm_energy.route.run import drop_beyond_context
+    from llm_energy.route.trace import Trace
+
+    deps = parse_deployments({"deployments": [{"name": "short", "fit": SHORT, "accuracy": 40}]})
+    tr = Trace(np.array([100, 3000, 50, 4000]), np.array([10, 10, 10, 10]), np.arange(4.0))
+    kept, report, rows = drop_beyond_context(tr, deps, fits())
+    assert rows.tolist() == [0, 2] and kept.tin.tolist() == [100, 50] and report.unservable == 2
+    same, _, rows = drop_beyond_context(kept, deps, fits())
+    assert same is kept and rows.tolist() == [0, 1]
