@@ -253,11 +253,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     quality = quality_summary(trials)
     rechecked = recheck_quality(store)  # the meters' checks again, on the stored raw samples
     quality["recheck"] = quality_summary(rechecked.select("trial_id", quality="recheck", quality_note="recheck_note"))
+    quality["compiled"] = compiled_trials(trials)
     if not args.json:
         _print_quality(stdout_console(), trials)
         r = quality["recheck"]
         stdout_console().print(f"quality rechecked from the raw samples: {r['ok']} ok, {r['suspect']} suspect"
                                + (f" ({', '.join(f'{k} x{n}' for k, n in r['reasons'].items())})" if r["reasons"] else ""))
+        _print_compiled(stdout_console(), quality["compiled"])
     if agree.height == 0 and not closures:
         raise UserError(f"{args.dir}: no trials with raw counter samples to check")
     win = trials.select("trial_id", (pl.col("t_end_mono") - pl.col("t_start_mono")).alias("window_s"))
@@ -300,6 +302,33 @@ def cmd_check(args: argparse.Namespace) -> int:
                   f"{c['idle_w']:.1f}", f"{c['idle_closure']:.4f}", f"{c['power_closure']:.4f}")
     con.print(t)
     return 0
+
+
+COMPILED = "compiled"  # the profiler's quality code (measure.profiler.compiled_flag): not a meter's flag
+
+
+def compiled_trials(trials: pl.DataFrame) -> dict:
+    """The trials stored ``suspect:compiled`` (torch compiled during the window, and again when the
+    profiler measured the trial again): how many and which, with their cells and notes. The flag comes
+    from the profiler's compile count, not from the meters, so the recheck on the raw samples cannot
+    see it (check's ``quality.compiled``)."""
+    from llm_energy.trials.schema import QUALITY_SUSPECT, suspect_rows
+
+    if trials.height == 0 or "quality" not in trials.columns:
+        return {"n_trials": 0, "trials": []}
+    codes = pl.col("quality").str.strip_prefix(f"{QUALITY_SUSPECT}:").str.split(",")
+    hit = trials.filter(suspect_rows() & codes.list.contains(COMPILED)).sort("trial_id")
+    rows = hit.select("trial_id", "tin", "tout", "batch", "quality_note").to_dicts()
+    return {"n_trials": hit.height, "trials": rows}
+
+
+def _print_compiled(console, compiled: dict) -> None:
+    if not compiled["n_trials"]:
+        return
+    ids = ", ".join(f"{r['trial_id']} ({r['tin']}x{r['tout']} b{r['batch']})" for r in compiled["trials"])
+    console.print(f"warning: {compiled['n_trials']} trial(s) flagged suspect:{COMPILED} (torch compiled during the "
+                  "window and again when measured again: time and energy include compilation; set by the "
+                  f"profiler, not a meter, so the recheck above cannot see it): {ids}", markup=False, highlight=False)
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
