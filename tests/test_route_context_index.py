@@ -38,8 +38,15 @@ def _route(d, out, *extra):
 
 
 def _joins_back(q: pl.DataFrame, tin, tout) -> None:
+    from llm_energy.route.metrics import check_invariants
+
     kept = [i for i in range(len(tin)) if i not in DROPPED]
     for _, g in q.group_by(["rate_scale", "policy"]):
+        assert check_invariants(g, len(kept), {"short": 3, "long": 2}, {"short": 1, "long": 1}) == []
+        swapped = g.with_columns(pl.when(pl.col("query") == 0).then(kept[1]).when(pl.col("query") == 1)
+                                 .then(kept[0]).otherwise(pl.col("trace_row")).alias("trace_row"))
+        assert check_invariants(swapped, len(kept), {"short": 3, "long": 2}, {"short": 1, "long": 1}) == [
+            "trace_row does not rise with query (queries matched to the wrong input rows)"]
         g = g.sort("query")
         assert g["query"].to_list() == list(range(len(kept)))  # as before: the routed queries, 0..N-1
         assert g["trace_row"].to_list() == kept  # the input's rows, the dropped ones skipped

@@ -105,13 +105,18 @@ def check_invariants(frame: pl.DataFrame, n_queries: int, replicas: dict[str, in
     """What is wrong with one (rate scale, policy)'s queries: lost or twice-served queries, a start before
     its arrival or an end before its start, a service time unlike its prediction, a replica or slot
     beyond the fleet, or more queries in service at once than replicas x max_batch (or than max_batch
-    on one replica, or 1 on one slot). Empty: all hold."""
+    on one replica, or 1 on one slot), or input trace rows (``trace_row``) not rising with ``query``.
+    Empty: all hold."""
     bad: list[str] = []
     q = frame["query"].to_numpy()
     ids, counts = np.unique(q, return_counts=True)
     if len(ids) != n_queries or (counts != 1).any() or (len(ids) and (ids[0] != 0 or ids[-1] != n_queries - 1)):
         lost = n_queries - len(ids)
         bad.append(f"{lost} queries lost, {int((counts > 1).sum())} served more than once")
+    elif "trace_row" in frame.columns:  # the routed queries keep the input's order: rows strictly rising
+        rows = frame["trace_row"].to_numpy()[np.argsort(q)]
+        if (rows < 0).any() or (np.diff(rows) <= 0).any():
+            bad.append("trace_row does not rise with query (queries matched to the wrong input rows)")
     a, s, e = (frame[c].to_numpy() for c in ("arrival_s", "start_s", "end_s"))
     if (s < a - tol).any():
         bad.append(f"{int((s < a - tol).sum())} queries start before they arrive")
