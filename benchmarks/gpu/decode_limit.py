@@ -282,26 +282,64 @@ def _energy_counter():
 
 
 def from_stores(dirs: list[str], bw: float) -> list[dict]:
-    """Batch-1 static (or any backend's) decode ms/step per store from its measured trials (tout >= 64)."""
+    """Batch-1 decode ms/step per store and backend from its measured trials (tout >= 64), the trials
+    ``fit`` leaves out (suspect meter readings, errata such as compiled-in-window) left out here too
+    (a line on stderr says how many). One row per (preset, backend) over every bucket, then one row per
+    static-cache bucket (``"kind": "bucket"``) whose limit adds the KV bytes a step reads: a static
+    cache is attended over its whole bucket, so a step reads weights + bucket x KV bytes a token."""
     import polars as pl
 
     store_mod = _imp("llm_energy.trials.store", "llm_energy.store")
+    schema = _imp("llm_energy.trials.schema")
+    sizing = _imp("llm_energy.measure.inference.sizing")
     out = []
     for d in dirs:
         if not (Path(d) / "manifest.json").exists():
             continue
-        df = store_mod.open_store(d).trials().filter(~pl.col("warmup") & (pl.col("batch") == 1) & (pl.col("tout") >= 64))
+        df, why = schema.drop_suspect(store_mod.open_store(d).trials(), what=f"decode_limit {d}")
+        if why:
+            print(why, file=sys.stderr)
+        df = df.filter(~pl.col("warmup") & (pl.col("batch") == 1) & (pl.col("tout") >= 64))
         for (model, backend), g in df.group_by("model", "backend", maintain_order=True):
-            step = (1e3 * g["decode_s"] / (g["tout"] - 1))
             all_b, read_b = meta_bytes(model)
-            ms = float(step.median())
-            out.append({"preset": model, "backend": backend, "store": d, "n_trials": g.height,
-                        "ms_per_step": ms, "ms_min": float(step.min()), "ms_max": float(step.max()),
-                        "weights_b": all_b, "read_b": read_b, "bw_bps": bw, "limit_ms": 1e3 * all_b / bw,
-                        "limit_read_ms": 1e3 * read_b / bw, "ratio": ms / (1e3 * all_b / bw),
-                        "ratio_read": ms / (1e3 * read_b / bw),
-                        "j_per_token": float((g["energy_j"] / (g["tout"] * g["batch"])).median())})
+            out.append(_store_row(model, backend, d, g, all_b, read_b, bw))
+            if not sizing.is_static_backend(backend):
+                continue
+            kv_b = presets_mod().get_preset(model).kv_bytes_per_token
+            g = g.with_columns(pl.Series("bucket", [sizing.bucket_len(a + b) for a, b in zip(g["tin"], g["tout"])]))
+            for (bucket,), gb in g.sort("bucket").group_by("bucket", maintain_order=True):
+                row = _store_row(model, backend, d, gb, all_b, read_b, bw)
+                kv = bucket * kv_b
+                row.update(kind="bucket", bucket=int(bucket), kv_b=kv, limit_kv_ms=1e3 * (read_b + kv) / bw,
+                           ratio_kv=row["ms_per_step"] / (1e3 * (read_b + kv) / bw))
+                out.append(row)
     return out
+
+
+def _store_row(model: str, backend: str, store: str, g, all_b: int, read_b: int, bw: float) -> dict:
+    """decode_limit's row for trials ``g`` of one preset and backend: median ms/step (range), limits."""
+    step = 1e3 * g["decode_s"] / (g["tout"] - 1)
+    ms = float(step.median())
+    return {"preset": model, "backend": backend, "store": store, "n_trials": g.height,
+            "ms_per_step": ms, "ms_min": float(step.min()), "ms_max": float(step.max()),
+            "weights_b": all_b, "read_b": read_b, "bw_bps": bw, "limit_ms": 1e3 * all_b / bw,
+            "limit_read_ms": 1e3 * read_b / bw, "ratio": ms / (1e3 * all_b / bw),
+            "ratio_read": ms / (1e3 * read_b / bw),
+            "j_per_token": float((g["energy_j"] / (g["tout"] * g["batch"])).median())}
+
+
+def print_buckets(rows: list[dict]) -> None:
+    """The stores' per-bucket rows: ms/step against weights + the bucket's KV bytes at the bandwidth."""
+    rows = [r for r in rows if r.get("kind") == "bucket"]
+    if not rows:
+        return
+    print("\nbatch-1 decode by static-cache bucket (limit: bytes a step reads + bucket x KV bytes a token)")
+    print("| preset | backend | bucket | trials | KV GB/step | limit ms | ms/step | x limit | J/token |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['preset']} | {r['backend']} | {r['bucket']} | {r['n_trials']} | {r['kv_b'] / 1e9:.2f} | "
+              f"{r['limit_kv_ms']:.2f} | {r['ms_per_step']:.2f} ({r['ms_min']:.2f}-{r['ms_max']:.2f}) | "
+              f"{r['ratio_kv']:.2f} | {r['j_per_token']:.2f} |")
 
 
 def print_kernels(rows: list[dict]) -> None:
@@ -319,7 +357,7 @@ def print_kernels(rows: list[dict]) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    rows = [r for r in rows if r.get("kind") != "kernels"]
+    rows = [r for r in rows if r.get("kind") not in ("kernels", "bucket")]
     if not rows:
         print("no results")
         return
@@ -387,7 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.stores is not None:
         if args.bw is None:
             ap.error("--stores needs --bw (TB/s, as measured on the machine the stores came from)")
-        print_table(from_stores(args.stores, args.bw * 1e12))
+        rows = from_stores(args.stores, args.bw * 1e12)
+        print_table(rows)
+        print_buckets(rows)
         return 0
     bw = args.bw * 1e12 if args.bw else measure_bandwidth()
     print(f"hbm copy bandwidth: {bw / 1e12:.3f} TB/s (median of 20 copies of 4 GiB, read + write)", flush=True)

@@ -1,0 +1,41 @@
+"""``benchmarks.gpu.decode_limit --stores``: ms/step from measured stores leaves out the trials ``fit``
+leaves out (the H200 grid's two trials that compiled inside their window ran at 32 and 19 ms/step, and
+took the range's top), and adds one row per static-cache bucket whose limit counts the KV bytes a step
+reads there. On the committed store ``data/h200/v2/grid-static`` (llama-2-7b, 162 trials)."""
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.gpu.decode_limit import from_stores, print_buckets
+from llm_energy.measure.inference.presets import get_preset
+
+STORE = Path(__file__).resolve().parents[1] / "data" / "h200" / "v2" / "grid-static"
+BW = 4.242e12
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return from_stores([str(STORE)], BW)
+
+
+def test_store_rows_leave_out_the_compiled_trials(rows, capsys):
+    main = [r for r in rows if r.get("kind") is None]
+    assert len(main) == 1 and main[0]["preset"] == "llama-2-7b" and main[0]["backend"] == "static"
+    assert main[0]["ms_max"] < 6.0  # the two compiled-in-window trials (19-32 ms/step) are gone
+    trusted = [r for r in rows if r.get("kind") == "bucket"]
+    assert sum(r["n_trials"] for r in trusted) == main[0]["n_trials"]
+
+
+def test_bucket_rows_add_the_kv_bytes_of_the_bucket(rows, capsys):
+    buckets = [r for r in rows if r.get("kind") == "bucket"]
+    assert [r["bucket"] for r in buckets] == [256, 512, 1024, 2048, 4096]
+    kv = get_preset("llama-2-7b").kv_bytes_per_token
+    for r in buckets:
+        assert r["kv_b"] == r["bucket"] * kv
+        assert r["limit_kv_ms"] == pytest.approx(1e3 * (r["read_b"] + r["kv_b"]) / BW)
+        assert r["ratio_kv"] == pytest.approx(r["ms_per_step"] / r["limit_kv_ms"])
+    ms = [r["ms_per_step"] for r in buckets]
+    assert ms == sorted(ms)  # a longer bucket reads more cache: measured, every step slower
+    print_buckets(rows)
+    assert "| llama-2-7b | static | 4096 |" in capsys.readouterr().out
