@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--design", default="grid", choices=DESIGN_KINDS, help="sweep design (default grid)")
     p.add_argument("--n-random", type=int, default=16, help="points per batch size for --design random-log")
     p.add_argument("--backend", default="cache", help="cache (default) | no-cache | static | static+OPTIONS (e.g. "
-                   "static+fused, static+fused+cdt: fused projections, inductor tuning; docs/h200.md)")
+                   "static+fused, static+gqa, static+fused+cdt: fused projections, decode attention on the KV heads, "
+                   "inductor tuning; docs/h200.md)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--gpus", default=None, help="GPUs for a deployment sharded over several, e.g. 0,1: CUDA ordinals as this process sees them "
                         "(under CUDA_VISIBLE_DEVICES=2,3, 0 is GPU 2; the power meter follows)")

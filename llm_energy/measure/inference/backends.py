@@ -55,6 +55,7 @@ class InferenceBackend(ABC):
         self._warm_shapes: set[tuple[int, ...]] = set()  # (batch, tin); static: (batch, tin, bucket)
         self._kv = cache_keyword(self.model)
         self.fused = False  # the weights layout this backend runs (fusion.py); set again before each generation
+        self.packed_gqa = False  # the decode attention on the KV heads (packed_gqa.py); likewise
 
     @property
     def kv_keyword(self) -> str | None:
@@ -101,16 +102,25 @@ class InferenceBackend(ABC):
     def _run(self, input_ids: Any, tout: int) -> tuple[int, float, float]:
         """Generate; return (new tokens per sequence, prefill end time, end time) (perf_counter)."""
 
+    def _restore_layout(self) -> None:
+        """The weights layout and attention function this backend runs (another backend may share the
+        model and have changed them): fused projections and packed GQA attention (fusion.py, packed_gqa.py)."""
+        if self.fused or getattr(self.model, "_llm_energy_fused", False):
+            from llm_energy.measure.inference.fusion import set_fused
+
+            set_fused(self.model, self.fused)
+        from llm_energy.measure.inference.packed_gqa import NAME, set_packed_gqa
+
+        if self.packed_gqa or getattr(getattr(self.model, "config", None), "_attn_implementation", None) == NAME:
+            set_packed_gqa(self.model, self.packed_gqa)
+
     def generate(self, input_ids: Any, tout: int) -> GenerationResult:
         """Greedy-generate exactly ``tout`` new tokens per sequence."""
         import torch
 
         if tout < 1:
             raise bad_value("tout", tout, "must be >= 1")
-        if self.fused or getattr(self.model, "_llm_energy_fused", False):  # another backend may share the model
-            from llm_energy.measure.inference.fusion import set_fused
-
-            set_fused(self.model, self.fused)
+        self._restore_layout()
         with torch.inference_mode():
             self._sync()
             t0 = time.perf_counter()
@@ -177,12 +187,13 @@ class StaticBackend(InferenceBackend):
         super().__init__(loaded)
         import torch
 
-        from llm_energy.measure.inference import fusion
+        from llm_energy.measure.inference import fusion, packed_gqa
 
         self.options = tuple(options)
         self.name = fusion.static_label(self.options)
         self.fused = "fused" in self.options
         self.fused_modules = fusion.set_fused(self.model, self.fused) if self.fused else 0
+        self.packed_gqa = "gqa" in self.options and packed_gqa.set_packed_gqa(self.model, True)
         torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
         if hasattr(torch._dynamo.config, "accumulated_cache_size_limit"):
             torch._dynamo.config.accumulated_cache_size_limit = max(512, torch._dynamo.config.accumulated_cache_size_limit)

@@ -10,6 +10,10 @@ store's backend column says what was measured and the plain ``static`` stores ke
   ``[q + 2 kv, hidden]`` weight) and the MLP's gate/up (one ``[2 ffn, hidden]``), as gpt-fast does
   for q/k/v. Llama-style attention and MLP modules (llama, mistral, mixtral's attention); falcon's
   ``query_key_value`` is already one matrix and its MLP has no gate/up, so nothing changes there.
+* ``gqa``: a single query token attends on the KV heads (``packed_gqa.py``): transformers' SDPA copies
+  a grouped-query model's cached K and V to every query head before each masked step, groups x the
+  cache's bytes written and read again (mistral-7b, mixtral-8x7b, llama-2-70b); nothing changes for
+  models with as many KV heads as query heads or with their own attention code (falcon).
 * ``cdt``: inductor's coordinate-descent tuning (gpt-fast's setting). With it inductor rewrites a
   batch-1 matrix-vector product as a reduction it generates and tunes itself, fused with the
   elementwise work around it, instead of a cuBLAS call ("Our matrix vector multiplies only achieve
@@ -37,6 +41,7 @@ from llm_energy.errors import bad_value
 
 STATIC_OPTIONS = {
     "fused": "q/k/v and gate/up projections as one matrix product each",
+    "gqa": "decode attention on the KV heads, without copying the cache to every query head (packed_gqa.py)",
     "cdt": "inductor coordinate-descent tuning (batch-1 matrix products as fused generated kernels)",
     "math": "decode attention through the math SDPA kernel (inductor fuses it)",
     "ma": "torch.compile mode max-autotune instead of reduce-overhead",
