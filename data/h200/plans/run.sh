@@ -2,9 +2,11 @@
 # The plans of docs/h200_plans.md: the Azure conversation trace (19,366 queries) planned on the measured
 # H200/H100 fits (configs/deployments.h200.yaml) and on the paper's A100 fits
 # (configs/deployments.paper.yaml), at a few zeta and accuracy floors. Run from the repository root:
-#   REFIT=1 bash data/h200/plans/run.sh    # REFIT=1: refit the H100 grid and llama-2-7b's erratum store,
-#                                          # rebuild fits.json and fits.kv-estimate.json (after a refit of
-#                                          # data/h200/fits.json); without it the existing files are used
+#   REFIT=1 bash data/h200/plans/run.sh    # REFIT=1: refit data/h200/fits.json from $H200_STORES (its
+#                                          # --candidates tables: fits.h200.txt), the H100 grid and the
+#                                          # four erratum stores kv_check.py compares with v2, and rebuild
+#                                          # fits.json and fits.kv-estimate.json; without it the existing
+#                                          # files are used
 # Each plan writes data/h200/plans/NAME/summary.json (committed) and assignment.parquet (not committed).
 set -euo pipefail
 LE=${LE:-.venv/bin/llm-energy}
@@ -13,6 +15,16 @@ H200="--fits data/h200/plans/fits.json --deployments configs/deployments.h200.ya
 A100="--fits ../shared/reference/wilkins2024/coefficients.json --deployments configs/deployments.paper.yaml"
 LLAMA="--only llama-2-7b-h200,llama-2-13b-h200,llama-2-70b-h200"
 OUT=data/h200/plans
+
+# data/h200/fits.json: llama-2-7b, llama-2-13b, mistral-7b and mixtral-8x7b from data/h200/v2 (measured with
+# the decode step reading its KV cache); llama-2-70b (v2 holds 3 of its 27 cells: too few to fit) and
+# falcon-7b (not re-measured) from their erratum stores (kv-cache-ignored)
+H200_STORES="data/h200/v2/grid-static data/h200/v2/llama-2-13b-static data/h200/v2/mistral-7b-static
+  data/h200/v2/mixtral-8x7b-static data/h200/llama-2-70b-static data/h200/falcon-7b-static"
+if [ "${REFIT:-0}" = 1 ]; then
+  $LE fit $H200_STORES --out data/h200/fits.json --candidates > $OUT/fits.h200.txt 2>&1 || { cat $OUT/fits.h200.txt; exit 1; }
+  tail -7 $OUT/fits.h200.txt
+fi
 
 # data/h200/plans/fits.json: plan takes one --fits file, so the committed H200 fits plus a fit of the
 # H100 static grid (the same fit command, today's code) are concatenated:
@@ -55,19 +67,21 @@ plan h200nc-z1 --fits data/h200/plans/fits.json --deployments $NC --zeta 1
 for a in 55 60; do plan h200ncllama-acc$a --fits data/h200/plans/fits.json --deployments $NC $LLAMA --min-accuracy $a; done
 plan h200ncllama-z1 --fits data/h200/plans/fits.json --deployments $NC $LLAMA --zeta 1
 # sensitivity (an estimate, not a measurement): the same measured set with the KV-cache reads the erratum
-# stores' decode steps missed added to the energy fit of every deployment whose fit carries the erratum
-# kv-cache-ignored (all but llama-2-7b@h200, measured with the cache read; kv_estimate.py;
-# docs/h200_plans.md explains)
+# stores' decode steps missed added to the energy fit of every deployment whose fit still carries the
+# erratum kv-cache-ignored (kv_estimate.py reads fits.json's errata key: llama-2-70b@h200, falcon-7b@h200
+# and llama-2-7b@h100; the four fits from data/h200/v2 are copied unchanged; docs/h200_plans.md explains)
 [ -f $OUT/fits.kv-estimate.json ] && [ "${REFIT:-0}" != 1 ] || \
   .venv/bin/python data/h200/plans/kv_estimate.py $OUT/fits.json $OUT/fits.kv-estimate.json
-# its one direct check: the estimate applied to a fit of llama-2-7b's erratum store against the store
-# measured with the cache read (data/h200/v2/grid-static), cell by cell (kv_check.py -> kv_check.txt)
-if [ ! -f $OUT/fits.h200-grid-static-erratum.json ] || [ "${REFIT:-0}" = 1 ]; then
-  $LE fit data/h200/grid-static --out $OUT/fits.h200-grid-static-erratum.json
+# its direct checks: the estimate applied to fits of the four erratum stores re-measured in v2 (llama-2-7b,
+# llama-2-13b, mistral-7b, mixtral-8x7b) against those v2 stores, cell by cell (kv_check.py -> kv_check.txt)
+ERRATUM_STORES="data/h200/grid-static data/h200/llama-2-13b-static data/h200/mistral-7b-static
+  data/h200/mixtral-8x7b-static"
+if [ ! -f $OUT/fits.h200-erratum.json ] || [ "${REFIT:-0}" = 1 ]; then
+  $LE fit $ERRATUM_STORES --out $OUT/fits.h200-erratum.json
 fi
-.venv/bin/python data/h200/plans/kv_check.py $OUT/fits.h200-grid-static-erratum.json data/h200/fits.json \
+.venv/bin/python data/h200/plans/kv_check.py $OUT/fits.h200-erratum.json data/h200/fits.json \
   data/azure-llm-2023/AzureLLMInferenceTrace_conv.csv > $OUT/kv_check.txt
-tail -3 $OUT/kv_check.txt
+tail -6 $OUT/kv_check.txt
 KV="--fits data/h200/plans/fits.kv-estimate.json --deployments configs/deployments.h200.yaml"
 for z in 0.5 0.9 1; do plan h200kv-z$z $KV --zeta $z; done
 for a in 55 60; do plan h200kv-acc$a $KV --min-accuracy $a; done

@@ -105,6 +105,36 @@ def no_context() -> None:
         print(f"measured set floor {f}: {s('h200-' + f)['energy_j'] / m1:.4f}x h200-z1-ms0")
 
 
+def ratios() -> None:
+    """The ratios docs/h200_plans.md cites, from the summaries' baselines and plans."""
+    print("\n## ratios\n")
+    b = {x["name"]: x["energy_j"] for x in s("h200-z1")["baselines"]}
+    print(f"measured set all-on-one: only:llama-2-13b-h200 / only:mistral-7b-h200 "
+          f"{b['only:llama-2-13b-h200'] / b['only:mistral-7b-h200']:.2f}x, only:llama-2-70b-h200 / "
+          f"only:mixtral-8x7b-h200 {b['only:llama-2-70b-h200'] / b['only:mixtral-8x7b-h200']:.2f}x, "
+          f"only:llama-2-7b-h100 / only:llama-2-7b-h200 {b['only:llama-2-7b-h100'] / b['only:llama-2-7b-h200']:.3f}x")
+    z1, z1m = s("h200-z1")["energy_j"], s("h200-z1-ms0")["energy_j"]
+    print(f"the 1% shares at zeta 1: h200-z1 / h200-z1-ms0 {z1 / z1m:.4f}x")
+    h, a = s("h200llama-z1"), s("a100-z1")
+    hb = {x["name"]: x["energy_j"] for x in h["baselines"]}
+    ab = {x["name"]: x["energy_j"] for x in a["baselines"]}
+    print(f"A100 / H200, Llama-2 only, zeta 1: J/query {a['energy_j'] / h['energy_j']:.1f}x, all-on-7B "
+          f"{ab['only:llama-2-7b'] / hb['only:llama-2-7b-h200']:.1f}x; saved against round robin: A100 "
+          f"{(ab['round-robin'] - a['energy_j']) / 1e6:.0f} MJ, H200 {(hb['round-robin'] - h['energy_j']) / 1e6:.1f} MJ")
+    for n in ("13b", "70b"):
+        print(f"all-on-one {n} / 7b: A100 {ab['only:llama-2-' + n] / ab['only:llama-2-7b']:.2f}x, "
+              f"H200 {hb['only:llama-2-' + n + '-h200'] / hb['only:llama-2-7b-h200']:.2f}x")
+
+
+def pareto_steps(name: str) -> None:
+    p = pl.read_parquet(D / name / "pareto.parquet").sort("zeta", descending=True)
+    z, e, a = p["zeta"].to_list(), p["energy_j"].to_list(), p["accuracy"].to_list()
+    steps = [(f"{z[i]:.1f} -> {z[i + 1]:.1f}", (e[i + 1] - e[i]) / 1e6, a[i + 1] - a[i]) for i in range(len(z) - 1)]
+    print(name, "steps (zeta, +MJ, +accuracy points, MJ per point):",
+          "; ".join(f"{lab}: {de:+.2f}, {da:+.2f}, {de / da:.3f}" if da > 0 else f"{lab}: {de:+.2f}, {da:+.2f}"
+                    for lab, de, da in steps))
+
+
 def main() -> None:
     trace()
     print("## measured set\n")
@@ -114,7 +144,8 @@ def main() -> None:
     saved_table("h200-", PLANS, [(lab, "/h200-" + n) for lab, n in MS0])
     for name, dep in [("h200-z1", "mistral-7b-h200"), ("h200-z1-ms0", "mistral-7b-h200"),
                       ("h200-z0.5", "mixtral-8x7b-h200"), ("h200-z0.5-ms0", "mixtral-8x7b-h200"),
-                      ("h200-acc60-ms0", "mistral-7b-h200"), ("h200-z1", "falcon-7b-h200")]:
+                      ("h200-acc60-ms0", "mistral-7b-h200"), ("h200-z1", "falcon-7b-h200"),
+                      ("h200-z1-ms0", "llama-2-7b-h100"), ("h200nc-z1", "llama-2-7b-h100")]:
         print(who_gets(name, dep))
     print("\n## Llama-2 only: H200 and A100\n")
     head(["plan", "H200: energy (MJ)", "J/query", "accuracy", "7b / 13b / 70b %", "A100: energy (MJ)", "J/query",
@@ -166,6 +197,9 @@ def main() -> None:
     for name in ("h200-pareto", "h200llama-pareto", "a100-pareto"):
         p = pl.read_parquet(D / name / "pareto.parquet").sort("zeta")
         print(name, [(r["zeta"], round(r["energy_j"] / 1e6, 2), round(r["accuracy"], 2)) for r in p.iter_rows(named=True)])
+    for name in ("h200-pareto", "h200llama-pareto", "a100-pareto"):
+        pareto_steps(name)
+    ratios()
 
 
 if __name__ == "__main__":
