@@ -144,7 +144,8 @@ def main() -> None:
     saved_table("h200-", PLANS, [(lab, "/h200-" + n) for lab, n in MS0])
     for name, dep in [("h200-z1", "mistral-7b-h200"), ("h200-z1-ms0", "mistral-7b-h200"),
                       ("h200-z0.5", "mixtral-8x7b-h200"), ("h200-z0.5-ms0", "mixtral-8x7b-h200"),
-                      ("h200-acc60-ms0", "mistral-7b-h200"), ("h200-z1", "falcon-7b-h200"),
+                      ("h200-acc60-ms0", "mistral-7b-h200"), ("h200-acc60-ms0", "mixtral-8x7b-h200"),
+                      ("h200-z1", "falcon-7b-h200"),
                       ("h200-z1-ms0", "llama-2-7b-h100"), ("h200nc-z1", "llama-2-7b-h100")]:
         print(who_gets(name, dep))
     print("\n## Llama-2 only: H200 and A100\n")
