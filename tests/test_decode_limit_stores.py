@@ -39,3 +39,13 @@ def test_bucket_rows_add_the_kv_bytes_of_the_bucket(rows, capsys):
     assert ms == sorted(ms)  # a longer bucket reads more cache: measured, every step slower
     print_buckets(rows)
     assert "| llama-2-7b | static | 4096 |" in capsys.readouterr().out
+
+
+def test_no_bucket_rows_for_trials_that_read_no_kv_cache(capsys):
+    """An erratum store (``kv-cache-ignored``: no decode step read the cache) keeps its row, but gets no
+    bucket rows: their limit would add bucket x KV bytes the steps never read (the old code printed five,
+    whose x limit fell with the bucket only because the limit grew)."""
+    old = STORE.parent.parent / "mistral-7b-static"
+    rows = from_stores([str(old)], BW)
+    assert [r.get("kind") for r in rows] == [None] and rows[0]["n_trials"] == 18  # tout >= 64
+    assert "no bucket rows for 18 mistral-7b static trial(s) of erratum kv-cache-ignored" in capsys.readouterr().err

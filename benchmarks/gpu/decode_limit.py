@@ -286,12 +286,14 @@ def from_stores(dirs: list[str], bw: float) -> list[dict]:
     ``fit`` leaves out (suspect meter readings, errata such as compiled-in-window) left out here too
     (a line on stderr says how many). One row per (preset, backend) over every bucket, then one row per
     static-cache bucket (``"kind": "bucket"``) whose limit adds the KV bytes a step reads: a static
-    cache is attended over its whole bucket, so a step reads weights + bucket x KV bytes a token."""
+    cache is attended over its whole bucket, so a step reads weights + bucket x KV bytes a token. Trials
+    of erratum ``kv-cache-ignored`` (no decode step read the cache) get no bucket rows (a line on stderr)."""
     import polars as pl
 
     store_mod = _imp("llm_energy.trials.store", "llm_energy.store")
     schema = _imp("llm_energy.trials.schema")
     sizing = _imp("llm_energy.measure.inference.sizing")
+    errata = _imp("llm_energy.trials.errata")
     out = []
     for d in dirs:
         if not (Path(d) / "manifest.json").exists():
@@ -305,6 +307,13 @@ def from_stores(dirs: list[str], bw: float) -> list[dict]:
             out.append(_store_row(model, backend, d, g, all_b, read_b, bw))
             if not sizing.is_static_backend(backend):
                 continue
+            read = g.filter(~errata.kv_cache_ignored_expr()) if "versions" in g.columns else g
+            if read.height < g.height:
+                print(f"decode_limit {d}: no bucket rows for {g.height - read.height} {model} {backend} trial(s) of "
+                      f"erratum {errata.KV_CACHE_IGNORED} (their decode steps read no KV cache)", file=sys.stderr)
+            if not read.height:
+                continue
+            g = read
             kv_b = presets_mod().get_preset(model).kv_bytes_per_token
             g = g.with_columns(pl.Series("bucket", [sizing.bucket_len(a + b) for a, b in zip(g["tin"], g["tout"])]))
             for (bucket,), gb in g.sort("bucket").group_by("bucket", maintain_order=True):
