@@ -54,14 +54,15 @@ def _sdpa_key_heads(backend, tin, tout):
             if n.op == "call_function" and "scaled_dot_product_attention" in str(n.target)]
 
 
-@pytest.mark.parametrize("preset", ["tiny-mistral", "tiny-mixtral"])
-def test_gqa_static_backend_gives_the_static_tokens_and_reads_the_kv_heads(preset):
+@pytest.mark.parametrize("preset,variant", [("tiny-mistral", "static+gqa"), ("tiny-mixtral", "static+gqa"),
+                                            ("tiny-mistral", "static+gqa+math")])
+def test_gqa_static_backend_gives_the_static_tokens_and_reads_the_kv_heads(preset, variant):
     ref = make_backend("static", load_model(preset, "cpu", "float32"))
     ids = ref.make_prompt(1, 9, seed=5)
     ref.prepare(1, 9, 8)
     ref.generate(ids, 8)
-    b = make_backend("static+gqa", load_model(preset, "cpu", "float32"))
-    assert b.name == "static+gqa" and b.packed_gqa and b.loaded.model.config._attn_implementation == NAME
+    b = make_backend(variant, load_model(preset, "cpu", "float32"))
+    assert b.name == variant and b.packed_gqa and b.loaded.model.config._attn_implementation == NAME
     b.prepare(1, 9, 8)
     r = b.generate(ids, 8)
     assert r.tout_actual == 8 and b.compiles == 1
@@ -96,7 +97,7 @@ def test_gqa_variants_on_cuda_give_the_static_tokens():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA")
     ids, toks = None, {}
-    for name in ("static", "static+gqa", "static+fused+gqa+cdt"):
+    for name in ("static", "static+gqa", "static+gqa+math", "static+fused+gqa+cdt"):
         b = make_backend(name, load_model("tiny-mistral", "cuda:0", "float32"))
         ids = b.make_prompt(1, 9, seed=5) if ids is None else ids
         b.prepare(1, 9, 8)
