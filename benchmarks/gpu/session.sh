@@ -12,7 +12,9 @@
 # Issue 13's decode speed-ups (these run the tree's code, never SRC's: the variants exist only there):
 # dlv:PRESET:VARIANTS[:CAP_S] (decode_limit --variants, e.g. dlv:llama-2-7b:base,fused,fused+cdt:420; rows in
 # $OUT/decode_limit_variants.jsonl; DLV_ARGS: more decode_limit options, e.g. --kernels) | dlvtable |
-# fusiontests (pytest -m gpu tests/test_fusion.py tests/test_packed_gqa.py).
+# fusiontests (pytest -m gpu tests/test_fusion.py tests/test_packed_gqa.py) | gqabench[:CAP_S] (the decode
+# attention alone, copy vs static+gqa vs gqa+math, grouped-query shapes, no model: benchmarks/gpu/gqa_attention.py;
+# rows in $OUT/gqa_attention.jsonl).
 # Code: SRC, default the frozen snapshot .gpu/src where it exists, else the tree itself.
 # Every step runs under `timeout --signal=INT` inside one deadline (BUDGET_S from the start, RESERVE_S kept
 # for packing): SIGINT stops the profiler cleanly and committed trials stay; a rerun resumes. Stores land in
@@ -97,6 +99,8 @@ for step in "$@"; do
       budget 60 $LE profile --model "$a" --backend "$b" --tin ${BATCH_TIN:-64,256} --tout ${BATCH_TOUT:-64,256} \
         --batch "$c" --repeats 1 --warmups 0 --out /tmp/refused "${PROFILE_COMMON[@]}"
       echo "refusal check $a $b batch $c: exit $? (2 = refused before any work)" ;;
+    gqabench)
+      budget "${a:-180}" python3 -m benchmarks.gpu.gqa_attention --bw "${BW:-4.24}" --jsonl "$OUT/gqa_attention.jsonl" ;;
     gputests)
       budget "${a:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_static_recompile.py ;;
     *) echo "unknown step $step" ;;

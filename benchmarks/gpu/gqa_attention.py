@@ -1,0 +1,178 @@
+"""A batch-1 decode step's attention alone, for grouped-query shapes: transformers' copy (repeat_kv +
+SDPA, what ``static`` runs), the packed layout (``static+gqa``), and the packed layout as matrix
+products (``static+gqa+math``: what inductor generates from the math kernel), each over every layer's
+own cache, eager and under torch.compile(mode="reduce-overhead"), against the KV bytes' floor.
+
+    python3 -m benchmarks.gpu.gqa_attention [--bw 4.24] [--jsonl results.jsonl]   # on the GPU machine
+    python3 -m benchmarks.gpu.gqa_attention --device cpu --quick                  # the script itself, here
+
+No model is loaded (random K/V of the preset's shapes), so it answers in about a minute whether the
+packed layout is faster than the copy before the models' own variants are compiled (docs/h200.md,
+"Fourth session"). Per shape it prints ms a step for each variant (eager, compiled), the floor (K and V
+of every layer read once at --bw), SDPA's backend choice, and the largest difference from the copy's
+result; with CUDA, the top kernels of each compiled variant at the longest bucket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+# (name, query heads, KV heads, layers) of the paper's grouped-query presets; head_dim 128 for all
+SHAPES = {"llama-2-70b": (64, 8, 80), "mistral-7b": (32, 8, 32), "mixtral-8x7b": (32, 8, 32)}
+
+
+def copy_attention(q, ks, vs, mask, groups):
+    """transformers' path with a mask: every KV head's K and V copied to its query heads, then SDPA."""
+    import torch.nn.functional as F
+
+    out = q
+    for k, v in zip(ks, vs):
+        b, kv, length, d = k.shape
+        k2 = k[:, :, None].expand(b, kv, groups, length, d).reshape(b, kv * groups, length, d)
+        v2 = v[:, :, None].expand(b, kv, groups, length, d).reshape(b, kv * groups, length, d)
+        out = F.scaled_dot_product_attention(out, k2, v2, attn_mask=mask)
+    return out
+
+
+def packed_attention(q, ks, vs, mask, groups):
+    """``static+gqa``: each KV head's query heads as its block of query rows (packed_gqa.py)."""
+    import torch.nn.functional as F
+
+    out = q
+    for k, v in zip(ks, vs):
+        b, heads, _, d = out.shape
+        out = F.scaled_dot_product_attention(out.reshape(b, heads // groups, groups, d), k, v,
+                                             attn_mask=mask).reshape(b, heads, 1, d)
+    return out
+
+
+def packed_matmul_attention(q, ks, vs, mask, groups):
+    """``static+gqa+math``: the packed layout as two batched matrix products and a masked softmax."""
+
+    out = q
+    for k, v in zip(ks, vs):
+        b, heads, _, d = out.shape
+        qp = out.reshape(b, heads // groups, groups, d)
+        s = (qp @ k.transpose(-1, -2)) * d ** -0.5
+        s = s.masked_fill(~mask, float("-inf")).softmax(-1)
+        out = (s @ v).reshape(b, heads, 1, d)
+    return out
+
+
+VARIANTS = {"copy": copy_attention, "gqa": packed_attention, "gqa+math": packed_matmul_attention}
+
+
+def _time(fn, args, device, n):
+    import time
+
+    import torch
+
+    for _ in range(3):
+        fn(*args)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(n):
+            fn(*args)
+        b.record()
+        torch.cuda.synchronize()
+        return a.elapsed_time(b) / n
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn(*args)
+    return 1e3 * (time.perf_counter() - t0) / n
+
+
+def _top_kernels(fn, args, k=6):
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as p:
+        fn(*args)
+        torch.cuda.synchronize()
+    agg: dict[str, list] = {}
+    for ev in p.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            c = agg.setdefault(ev.name[:80], [0, 0.0])
+            c[0] += 1
+            c[1] += ev.device_time_total / 1e3
+    return sorted(([n, c, round(t, 3)] for n, (c, t) in agg.items()), key=lambda x: -x[2])[:k]
+
+
+def measure(preset: str, length: int, bw: float, device: str, dtype: str, layers: int | None, n: int) -> dict:
+    """One shape: ms a step per variant (eager and compiled), floor, SDPA choice, max |difference|."""
+    import torch
+
+    heads, kv, n_layers = SHAPES[preset]
+    n_layers, d, groups = layers or n_layers, 128, heads // kv
+    dt = getattr(torch, dtype)
+    g = torch.Generator(device=device).manual_seed(0)
+    ks = [torch.randn(1, kv, length, d, device=device, dtype=dt, generator=g) for _ in range(n_layers)]
+    vs = [torch.randn(1, kv, length, d, device=device, dtype=dt, generator=g) for _ in range(n_layers)]
+    q = torch.randn(1, heads, 1, d, device=device, dtype=dt, generator=g)
+    mask = torch.zeros(1, 1, 1, length, dtype=torch.bool, device=device)
+    mask[..., : length // 2 + 3] = True  # a static cache half full
+    args = (q, ks, vs, mask, groups)
+    kv_bytes = 2 * n_layers * kv * length * d * dt.itemsize
+    row = {"preset": preset, "bucket": length, "layers": n_layers, "kv_gb": kv_bytes / 1e9,
+           "floor_ms": 1e3 * kv_bytes / bw, "device": device, "dtype": dtype}
+    names = {int(getattr(torch._C._SDPBackend, x)): x for x in dir(torch._C._SDPBackend)
+             if not x.startswith("_") and x not in ("name", "value")}
+    expand = ks[0][:, :, None].expand(1, kv, groups, length, d).reshape(1, heads, length, d)
+    row["sdpa_choice"] = {"copy": names.get(int(torch._fused_sdp_choice(q, expand, expand, mask)), "?"),
+                          "gqa": names.get(int(torch._fused_sdp_choice(q.reshape(1, kv, groups, d), ks[0], vs[0], mask)), "?")}
+    ref = copy_attention(*args).float()
+    for name, fn in VARIANTS.items():
+        row[f"{name}_maxdiff"] = float((fn(*args).float() - ref).abs().max())
+        row[f"{name}_eager_ms"] = _time(fn, args, device, n)
+        torch._dynamo.reset()
+        compiled = torch.compile(fn, mode="reduce-overhead" if device.startswith("cuda") else None, dynamic=False)
+        row[f"{name}_compiled_ms"] = _time(compiled, args, device, n)
+        if device.startswith("cuda"):
+            row[f"{name}_kernels"] = _top_kernels(compiled, args)
+    return row
+
+
+def print_table(rows: list[dict]) -> None:
+    print("\ndecode attention alone, batch 1 (ms a step over every layer; floor: K and V read once)")
+    print("| preset | bucket | KV GB | floor ms | copy (eager / compiled) | gqa | gqa+math | SDPA choice copy / gqa |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        cells = [f"{r[f'{v}_eager_ms']:.2f} / **{r[f'{v}_compiled_ms']:.2f}**" for v in VARIANTS]
+        print(f"| {r['preset']} | {r['bucket']} | {r['kv_gb']:.2f} | {r['floor_ms']:.2f} | " + " | ".join(cells)
+              + f" | {r['sdpa_choice']['copy']} / {r['sdpa_choice']['gqa']} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", default="llama-2-70b,mistral-7b", help=f"of {', '.join(SHAPES)}")
+    ap.add_argument("--buckets", default="4096,256", help="cache lengths, the longest first (default 4096,256)")
+    ap.add_argument("--bw", type=float, default=4.24, help="TB/s for the floor (default 4.24, the H200's copy bandwidth)")
+    ap.add_argument("--device", default="cuda:0")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--quick", action="store_true", help="2 layers, 10 iterations, float32 (a check of the script)")
+    ap.add_argument("--jsonl", default=None, help="append each row here")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.iters, args.dtype = 10, "float32"
+    rows = []
+    for p in [x for x in args.presets.split(",") if x]:
+        if p not in SHAPES:
+            ap.error(f"--presets: {p!r} is not one of {', '.join(SHAPES)}")
+        for length in (int(x) for x in args.buckets.split(",") if x):
+            r = measure(p, length, args.bw * 1e12, args.device, args.dtype, 2 if args.quick else None, args.iters)
+            print(json.dumps(r), flush=True)
+            rows.append(r)
+            if args.jsonl:
+                with open(args.jsonl, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
