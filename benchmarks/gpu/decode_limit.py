@@ -337,15 +337,20 @@ def _store_row(model: str, backend: str, store: str, g, all_b: int, read_b: int,
             "j_per_token": float((g["energy_j"] / (g["tout"] * g["batch"])).median())}
 
 
+def _kind_table(rows: list[dict], kind: str, title: str, header: str) -> list[dict]:
+    """The rows of ``kind``; when there are any, the table's title and markdown header printed first."""
+    rows = [r for r in rows if r.get("kind") == kind]
+    if rows:
+        print(f"\n{title}")
+        print(f"| {header} |")
+        print("|" + "---|" * len(header.split(" | ")))
+    return rows
+
+
 def print_buckets(rows: list[dict]) -> None:
     """The stores' per-bucket rows: ms/step against weights + the bucket's KV bytes at the bandwidth."""
-    rows = [r for r in rows if r.get("kind") == "bucket"]
-    if not rows:
-        return
-    print("\nbatch-1 decode by static-cache bucket (limit: bytes a step reads + bucket x KV bytes a token)")
-    print("| preset | backend | bucket | trials | KV GB/step | limit ms | ms/step | x limit | J/token |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
+    for r in _kind_table(rows, "bucket", "batch-1 decode by static-cache bucket (limit: bytes a step reads + bucket x KV "
+                         "bytes a token)", "preset | backend | bucket | trials | KV GB/step | limit ms | ms/step | x limit | J/token"):
         print(f"| {r['preset']} | {r['backend']} | {r['bucket']} | {r['n_trials']} | {r['kv_b'] / 1e9:.2f} | "
               f"{r['limit_kv_ms']:.2f} | {r['ms_per_step']:.2f} ({r['ms_min']:.2f}-{r['ms_max']:.2f}) | "
               f"{r['ratio_kv']:.2f} | {r['j_per_token']:.2f} |")
@@ -353,13 +358,9 @@ def print_buckets(rows: list[dict]) -> None:
 
 def print_kernels(rows: list[dict]) -> None:
     """The ``--kernels`` rows: kernels a decode step and a layer, their ms against the step's, the top ones."""
-    rows = [r for r in rows if r.get("kind") == "kernels"]
-    if not rows:
-        return
-    print("\nGPU kernels of one batch-1 decode step (torch.profiler; busy = kernel time / step time)")
-    print("| preset | backend | kernels/step | per layer | kernel ms/step | ms/step | busy | top kernels (ms/step x count) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
+    for r in _kind_table(rows, "kernels", "GPU kernels of one batch-1 decode step (torch.profiler; busy = kernel time / "
+                         "step time)", "preset | backend | kernels/step | per layer | kernel ms/step | ms/step | busy | "
+                         "top kernels (ms/step x count)"):
         top = "; ".join(f"{k['name'][:40]} {k['ms']:.3f}x{k['count']:.0f}" for k in r["top_kernels"][:4])
         print(f"| {r['preset']} | {r['backend']} | {r['kernels_per_step']:.0f} | {r['kernels_per_step'] / r['n_layers']:.1f} | "
               f"{r['kernel_ms_per_step']:.2f} | {r['ms_per_step']:.2f} | {r['kernel_ms_per_step'] / r['ms_per_step']:.2f} | {top} |")
