@@ -21,15 +21,13 @@ proven bound bounds the whole problem and the gap is reported; on groups no boun
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from llm_energy.errors import UserError
 from llm_energy.plan.problem import InfeasiblePlan, PlanProblem, row_coefficients
-from llm_energy.plan.solve.solvers import SolveSettings
+from llm_energy.plan.solve.solvers import SolveSettings, glpk_timed_out, mip_bound, run_pyomo
 
 
 STAGE2_LIMIT_S = 10.0
@@ -195,21 +193,13 @@ def _stage1(p: PlanProblem, fleet: Fleet, zeta: float, settings: SolveSettings, 
     return _solve_stage1(m, K, settings)
 
 
-def _solve_stage1(m, K: int, settings: SolveSettings) -> tuple[np.ndarray, str, float | None, float]:
+def _solve_stage1(m, K: int, settings: SolveSettings) -> tuple[np.ndarray, str, float | None, float, float]:
+    """The replica MIP solved at ``settings.mip_gap``: (replicas, status, proven bound or None, wall s, incumbent)."""
     import pyomo.environ as pyo
     from pyomo.opt import TerminationCondition as TC
 
-    opt = pyo.SolverFactory("glpk" if settings.solver == "glpk" else "appsi_highs")
-    t0 = time.perf_counter()
-    if settings.solver == "glpk":
-        res = opt.solve(m, options={"tmlim": max(1, int(math.ceil(settings.time_limit_s))),
-                                    "mipgap": settings.mip_gap}, load_solutions=False)
-    else:
-        opt.config.time_limit = settings.time_limit_s
-        opt.config.mip_gap = settings.mip_gap
-        res = opt.solve(m, load_solutions=False)
-    wall = time.perf_counter() - t0
-    tc = res.solver.termination_condition
+    run = run_pyomo(m, settings.solver, settings.time_limit_s, settings.mip_gap)
+    res, tc = run.res, run.tc
     if tc not in (TC.optimal, TC.feasible, TC.maxTimeLimit) or len(res.solution) == 0:
         if tc == TC.infeasible:
             raise InfeasiblePlan("infeasible: the inventory cannot hold replicas enough for the workload "
@@ -219,16 +209,9 @@ def _solve_stage1(m, K: int, settings: SolveSettings) -> tuple[np.ndarray, str, 
     m.solutions.load_from(res)
     y = np.array([int(round(m.y[k].value or 0)) for k in range(K)], dtype=np.int64)
     obj = float(pyo.value(m.obj))
-    timed_out = tc == TC.maxTimeLimit or (settings.solver == "glpk" and wall >= math.ceil(settings.time_limit_s) - 0.05)
-    if settings.solver == "highs":
-        try:
-            lb = float(res.problem.lower_bound)
-        except (TypeError, ValueError):
-            lb = math.nan
-        bound = lb if math.isfinite(lb) else None
-    else:
-        bound = None if timed_out else obj - settings.mip_gap * abs(obj)
-    return y, ("time_limit" if timed_out else "optimal"), bound, wall
+    timed_out = tc == TC.maxTimeLimit or (settings.solver == "glpk" and glpk_timed_out(run, settings.time_limit_s))
+    bound = mip_bound(run, obj, settings.solver, settings.mip_gap)
+    return y, ("time_limit" if timed_out else "optimal"), bound, run.wall_s, obj
 
 
 def plan_fleet(p: PlanProblem, fleet: Fleet, zeta: float, settings: SolveSettings, *,
@@ -244,14 +227,18 @@ def plan_fleet(p: PlanProblem, fleet: Fleet, zeta: float, settings: SolveSetting
     exact = int(p.allowed.sum()) <= exact_pairs or groups is None
     s1 = p if exact else group_problem(p, groups)
     small = exact and int(s1.allowed.sum()) <= integer_pairs  # whole queries in stage 1 only where exact and tiny
-    y, status, bound, wall = _stage1(s1, fleet, zeta, settings, changes, integer_x=small)
+    # the gap reported is (objective - stage 1's bound) / |objective|: stage 1's own gap plus what whole
+    # queries on fixed replicas cost over stage 1's incumbent. Stage 1 gets half of --mip-gap, stage 2 the rest
+    y, status, bound, wall, obj1 = _stage1(s1, fleet, zeta, replace(settings, mip_gap=settings.mip_gap / 2),
+                                           changes, integer_x=small)
+    stage2 = replace(settings, time_limit_s=min(settings.time_limit_s, STAGE2_LIMIT_S),
+                     mip_gap=_stage2_gap(settings.mip_gap, obj1, bound, obj1 - _keep_on(p, fleet, y, zeta, changes)))
     sol = None
     for _ in range(3):
         try:
             # the capacity MIP of one window: GLPK's branch and bound can stall on it (HiGHS closes it in
             # well under a second), so it gets at most STAGE2_LIMIT_S and then returns its best plan
-            planner = Planner(capacity_problem(p, fleet, y),
-                              replace(settings, time_limit_s=min(settings.time_limit_s, STAGE2_LIMIT_S)))
+            planner = Planner(capacity_problem(p, fleet, y), stage2)
             if warm_x is not None:
                 planner.seed_columns(warm_x, [zeta])
             sol = planner.solve(zeta)
@@ -267,13 +254,30 @@ def plan_fleet(p: PlanProblem, fleet: Fleet, zeta: float, settings: SolveSetting
     y = _fewest(y, sol.x, p, fleet, changes)
     idle_j = float((fleet.idle_j * y).sum())
     n_changes = 0 if changes is None else int(np.abs(y - changes.previous).sum())
-    price = 0.0 if changes is None else changes.price_j * n_changes
-    objective = sol.objective + zeta * (idle_j + price) / p.energy_scale
+    objective = sol.objective + _keep_on(p, fleet, y, zeta, changes)
     bound = bound if exact else None
     gap = None if bound is None else max(objective - bound, 0.0) / max(abs(objective), 1e-12)
     status = "time_limit" if "time_limit" in (status, sol.status) else "optimal"
     return FleetPlan(replicas=y, solution=sol, objective=objective, bound=bound, gap=gap, idle_energy_j=idle_j,
                      status=status, classes=s1.n_classes, exact=exact, solve_s=wall + sol.solve_s, changes=n_changes)
+
+
+def _keep_on(p: PlanProblem, fleet: Fleet, y: np.ndarray, zeta: float, changes: Changes | None) -> float:
+    """The replicas' share of the objective: zeta (keep-on energy + change price x changes) / E_bar."""
+    n_changes = 0 if changes is None else int(np.abs(np.asarray(y) - changes.previous).sum())
+    price = 0.0 if changes is None else changes.price_j * n_changes
+    return zeta * (float((fleet.idle_j * y).sum()) + price) / p.energy_scale
+
+
+def _stage2_gap(mip_gap: float, obj1: float, bound1: float | None, queries1: float) -> float:
+    """Stage 2's relative gap: what stage 1 (incumbent ``obj1``, proven ``bound1``) left of ``mip_gap``
+    x |obj1|, relative to the queries' part of the objective (``queries1``, as stage 1 had it); at most
+    ``mip_gap`` (the summary's own gap is stage 2's). Without a bound, or where stage 1 did not meet its half
+    (a time limit), ``mip_gap`` / 2."""
+    left = 0.0 if bound1 is None else mip_gap * abs(obj1) - max(obj1 - bound1, 0.0)
+    if left <= 0:
+        return mip_gap / 2
+    return float(min(mip_gap, left / max(abs(queries1), 1e-12)))
 
 
 def _fewest(y: np.ndarray, x: np.ndarray, p: PlanProblem, fleet: Fleet, changes: Changes | None) -> np.ndarray:

@@ -152,21 +152,23 @@ class ColumnGeneration:
         return "glpk" if int(problem.allowed.sum()) >= settings.arrays_above else None
 
     def _call(self, master: Master, clock: _Clock, *, zeta: float, weight: float, penalty: float,
-              integer: bool) -> SolveResult:
-        """One solver call on the master within what is left of the time limit."""
+              integer: bool, mip_gap: float | None = None) -> SolveResult:
+        """One solver call on the master within what is left of the time limit (a MIP at the solver's own
+        relative gap ``mip_gap``, default --mip-gap)."""
+        mip_gap = self.settings.mip_gap if mip_gap is None else mip_gap
         left = clock.time_limit_s - (time.perf_counter() - clock.t_start)
         if left <= 0:
             raise TimeLimitReached(f"--time-limit={clock.time_limit_s:g} s reached before the plan was proven optimal")
         if not isinstance(master, Master):  # the array master (:mod:`.arrays`)
             res = master.solve(zeta=zeta, weight=weight, penalty=penalty, integer=integer, time_limit_s=left,
-                               mip_gap=self.settings.mip_gap)
+                               mip_gap=mip_gap)
         else:
             set_integer(master, integer)
             m = master.model
             m.zeta.set_value(zeta)
             m.weight.set_value(weight)
             m.penalty.set_value(penalty)
-            res = solve_master(master, self.settings.solver, left, self.settings.mip_gap)
+            res = solve_master(master, self.settings.solver, left, mip_gap)
         clock.rounds += 1
         clock.solve_s += res.wall_s
         clock.biggest = max(clock.biggest, (len(master.classes), master.n_columns))
@@ -236,7 +238,8 @@ class ColumnGeneration:
         for _ in range(8):
             master = self.master.model(self.penalty, integer=True)
             try:
-                mres = self._call(master, clock, zeta=zeta, weight=1.0, penalty=self.penalty, integer=True)
+                mres = self._call(master, clock, zeta=zeta, weight=1.0, penalty=self.penalty, integer=True,
+                                  mip_gap=self._solver_gap(master, zeta, bound))
             except TimeLimitReached:
                 if found is None:
                     raise
@@ -280,6 +283,24 @@ class ColumnGeneration:
             raise InfeasiblePlan("infeasible in whole queries: the LP relaxation fits but no integer plan meets "
                                  f"{', '.join(bad)}; relax them by about one query's worth")
         return status, np.rint(x_int), best
+
+    def _solver_gap(self, master: Master, zeta: float, bound: float) -> float:
+        """The relative gap to ask the solver for, so that the gap we report is within --mip-gap.
+
+        The solver stops when (incumbent - its bound) < g |incumbent| on the *master's* objective, which
+        leaves out the fixed classes' cost F (Pyomo master); we report (z - bound') / |z| with z = incumbent
+        + F and bound' = its bound + F. With X = bound - F the master's part of the LP bound (the
+        incumbent is within g |incumbent| of it), g = mip_gap (1 - 2 mip_gap) |bound| / (|X| + mip_gap |bound|)
+        keeps the reported gap within mip_gap. It is tighter than --mip-gap only where the master's part
+        outweighs the whole (costs of both signs); never looser (a plan's optimality stays as asked for)."""
+        g = self.settings.mip_gap
+        if not isinstance(master, Master) or g == 0:
+            return g  # the array master holds every class: its objective is the whole
+        fixed = self.p.objective(self.master.assemble(master, np.zeros(master.n_columns)), zeta)
+        if fixed == 0.0:
+            return g  # nothing fixed: the master's objective is the whole
+        part = abs(bound - fixed) + g * abs(bound)
+        return float(min(g, g * (1 - 2 * g) * abs(bound) / max(part, 1e-300)))
 
     def _fix_and_solve(self, x_lp: np.ndarray, zeta: float) -> np.ndarray | None:
         """An integer plan from the LP optimum: its integral classes kept, the few fractional ones (at most

@@ -9,6 +9,7 @@ once when it is made.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -102,59 +103,127 @@ def check_solver(name: str) -> None:
         raise UserError("--solver=highs: highspy is not installed; `pip install highspy`, or use --solver glpk")
 
 
+# glp_iocp.tol_obj: GLPK prunes a node whose bound is within tol_obj (1 + |incumbent|) of the incumbent,
+# so an emptied tree proves the incumbent optimal to that much, not exactly
+GLPK_TOL_OBJ = 1e-7
+# glpsol's branch-and-bound progress lines: '+ N: mip = X >= Y  gap% (...)' (or '>>>>>' for 'mip =' where a
+# new incumbent was just found), X the incumbent, Y the best bound of the nodes left
+_GLPK_PROGRESS = re.compile(r"(?:mip =|>>>>>)\s+(\S+)\s+>=\s+(tree is empty|\S+)")
+
+
+@dataclass
+class PyomoRun:
+    """One Pyomo solver call: the results, the wall time, the termination condition and (GLPK) its log."""
+
+    res: object
+    wall_s: float
+    tc: object
+    log: str = ""
+
+
+def run_pyomo(m, solver: str, time_limit_s: float, mip_gap: float) -> PyomoRun:
+    """Solve the Pyomo model ``m``: GLPK through ``SolverFactory('glpk')`` (``--tmlim``, ``--mipgap``; its log
+    kept, for :func:`mip_bound`) or HiGHS (appsi). Solutions are not loaded."""
+    import tempfile
+
+    import pyomo.environ as pyo
+
+    opt = pyo.SolverFactory("glpk" if solver == "glpk" else "appsi_highs")
+    t0 = time.perf_counter()
+    log = ""
+    if solver == "glpk":
+        with tempfile.TemporaryDirectory(prefix="llm_energy_glpk_") as d:
+            path = f"{d}/glpsol.log"
+            res = opt.solve(m, options={"tmlim": glpk_tmlim(time_limit_s), "mipgap": mip_gap},
+                            load_solutions=False, logfile=path)
+            try:
+                with open(path) as f:
+                    log = f.read()
+            except OSError:
+                log = ""
+    else:
+        opt.config.time_limit = max(time_limit_s, 0.1)
+        opt.config.mip_gap = mip_gap
+        res = opt.solve(m, load_solutions=False)
+    return PyomoRun(res, time.perf_counter() - t0, res.solver.termination_condition, log)
+
+
+def glpk_tmlim(time_limit_s: float) -> int:
+    """glpsol's --tmlim (whole seconds, at least 1) for a time limit."""
+    return max(1, int(math.ceil(time_limit_s)))
+
+
+def glpk_timed_out(run: PyomoRun, time_limit_s: float) -> bool:
+    """Whether a GLPK MIP ran to --tmlim. Pyomo reads GLPK's "TIME EXCEEDED" from the log but then
+    overwrites it with the solution file's "feasible", so the log (or the wall time) tells."""
+    from pyomo.opt import TerminationCondition as TC
+
+    if run.tc == TC.maxTimeLimit or "TIME LIMIT EXCEEDED" in run.log:
+        return True
+    return run.tc == TC.feasible and math.isfinite(time_limit_s) and run.wall_s >= glpk_tmlim(time_limit_s) - 0.05
+
+
+def mip_bound(run: PyomoRun, obj: float, solver: str, mip_gap: float) -> float | None:
+    """The lower bound the solver proved on the MIP's optimum (minimising), incumbent ``obj``; None: unknown.
+
+    HiGHS reports its best bound. GLPK reports none in its solution file; its log's last progress line has
+    it: ``tree is empty`` (every node pruned: optimal to :data:`GLPK_TOL_OBJ`), or the best active node's
+    bound Y, printed to 10 digits, so Y less 1e-9 |Y| (and nodes pruned within the tolerance bound too).
+    Without a log line, a search that stopped at --mipgap proves incumbent - mipgap |incumbent|, GLPK's own
+    relative gap (to the incumbent, not to our bound)."""
+    from pyomo.opt import TerminationCondition as TC
+
+    if solver == "highs":
+        try:
+            lb = float(run.res.problem.lower_bound)
+        except (TypeError, ValueError):
+            lb = math.nan
+        return lb if math.isfinite(lb) and lb <= obj else None
+    pruned = obj - GLPK_TOL_OBJ * (1.0 + abs(obj))
+    found = _GLPK_PROGRESS.findall(run.log)
+    if found and found[-1][1] == "tree is empty":
+        return pruned
+    if found:
+        try:
+            y = float(found[-1][1])
+        except ValueError:  # '-inf': no bound yet
+            return None
+        return min(y - 1e-9 * abs(y), pruned) if math.isfinite(y) else None
+    if run.tc == TC.optimal:
+        return pruned
+    return None if glpk_timed_out(run, math.inf) else obj - mip_gap * abs(obj)  # no log: the stop rule
+
+
 def solve_master(master: Master, solver: str, time_limit_s: float, mip_gap: float) -> SolveResult:
-    """Solve the master: GLPK through ``SolverFactory('glpk')`` (``--tmlim``, ``--mipgap``) or HiGHS (appsi)."""
+    """Solve the master through :func:`run_pyomo`; ``mip_gap`` is the solver's own relative gap (on the
+    master's objective, which leaves out the fixed classes)."""
     import pyomo.environ as pyo
     from pyomo.opt import TerminationCondition as TC
 
     m = master.model
     # duals exist only for an LP: a MIP asked for them fails in HiGHS (and means nothing in GLPK)
     m.dual.direction = pyo.Suffix.LOCAL if master.integer else pyo.Suffix.IMPORT
-    opt = pyo.SolverFactory("glpk" if solver == "glpk" else "appsi_highs")
-    t0 = time.perf_counter()
-    if solver == "glpk":
-        res = opt.solve(m, options={"tmlim": max(1, int(math.ceil(time_limit_s))), "mipgap": mip_gap},
-                        load_solutions=False)
-    else:
-        opt.config.time_limit = max(time_limit_s, 0.1)
-        opt.config.mip_gap = mip_gap
-        res = opt.solve(m, load_solutions=False)
-    wall = time.perf_counter() - t0
-    tc = res.solver.termination_condition
+    run = run_pyomo(m, solver, time_limit_s, mip_gap)
+    res, wall, tc = run.res, run.wall_s, run.tc
     # GLPK ends a MIP at the --mipgap tolerance with an integer solution marked feasible: optimal within the gap.
     status = {TC.optimal: "optimal", TC.maxTimeLimit: "time_limit", TC.infeasible: "infeasible"}.get(tc, str(tc))
-    # Pyomo reads GLPK's "TIME EXCEEDED" from the log but then overwrites it with the solution file's
-    # "feasible", so a feasible MIP that ran to --tmlim is told apart by its wall time.
-    tmlim = max(1, int(math.ceil(time_limit_s)))
     if tc == TC.feasible and master.integer:
-        status = "time_limit" if solver == "glpk" and wall >= tmlim - 0.05 else "optimal"
+        status = "time_limit" if solver == "glpk" and glpk_timed_out(run, time_limit_s) else "optimal"
     if status not in ("optimal", "time_limit") or len(res.solution) == 0:
         return SolveResult(status if status != "time_limit" else "time_limit_no_solution",
                            np.zeros(master.n_columns), np.zeros(len(master.rows)), None, None, wall)
     m.solutions.load_from(res)
     x = np.fromiter((v.value or 0.0 for v in m.x.values()), dtype=np.float64, count=master.n_columns)
     slack = np.fromiter((v.value or 0.0 for v in m.s.values()), dtype=np.float64, count=len(master.rows))
-    du = dr = None
-    obj, bound = _objective_and_bound(res, float(pyo.value(m.obj)), solver, status, mip_gap) if master.integer \
-        else (None, None)
-    if not master.integer:
+    du = dr = obj = bound = None
+    if master.integer:
+        obj = float(pyo.value(m.obj))
+        bound = mip_bound(run, obj, solver, mip_gap)  # at the time limit too: the best bound so far
+    else:
         du = np.fromiter((m.dual.get(c, 0.0) for c in m.supply.values()), dtype=np.float64,
                          count=len(master.classes))
         dr = np.fromiter((m.dual.get(c, 0.0) for c in m.rows.values()), dtype=np.float64, count=len(master.rows))
     return SolveResult(status, x, slack, du, dr, wall, obj, bound)
-
-
-def _objective_and_bound(res, obj: float, solver: str, status: str, mip_gap: float
-                         ) -> tuple[float | None, float | None]:
-    """The MIP's incumbent objective and the lower bound the solver proved: HiGHS reports its best bound;
-    GLPK reports none, but stopping 'optimal' at --mipgap proves incumbent - mipgap |incumbent|."""
-    if solver == "highs":
-        try:
-            lb = float(res.problem.lower_bound)
-        except (TypeError, ValueError):
-            lb = math.nan
-        return obj, (lb if math.isfinite(lb) and lb <= obj else None)
-    return obj, (obj - mip_gap * abs(obj) if status == "optimal" else None)
 
 
 def row_duals(master: Master, res: SolveResult) -> RowDuals:
