@@ -97,3 +97,27 @@ def test_the_pyomo_masters_own_gap_keeps_the_whole_problems_gap_within_mip_gap()
             assert g * abs(x_inc) <= G * abs(x_inc + fixed) * (1 + 1e-12)
     assert cg._solver_gap(master, 0.5, 0.1 * fixed) < G / 8  # the master's part 9x the whole: 9x tighter
     assert cg._solver_gap(master, 0.5, 1.0001 * fixed) == G  # a small part: never looser than asked for
+
+
+def test_a_window_the_solver_packs_no_whole_queries_into_in_time_gets_a_replica_more(monkeypatch):
+    # GLPK found no whole-query plan in stage 1's replicas within the stage-2 limit (utilisation 0.7 on the
+    # conversation trace, window 5): not an error any more, a replica more and status time_limit
+    import llm_energy.plan.solve.planner as planner
+
+    p, fleet = fleet_case(1)
+    free = plan_fleet(p, fleet, 0.7, SolveSettings())
+    calls = []
+    real = planner.Planner.solve
+
+    def first_times_out(self, zeta):
+        calls.append(self.p.capacity_s.copy())
+        if len(calls) == 1:
+            raise planner.NoIntegerPlanInTime("solver glpk reached the time limit (10 s) before an integer plan met ...")
+        return real(self, zeta)
+
+    monkeypatch.setattr(planner.Planner, "solve", first_times_out)
+    fp = plan_fleet(p, fleet, 0.7, SolveSettings())
+    assert len(calls) == 2 and (calls[1] >= calls[0]).all() and (calls[1] > calls[0]).any()
+    assert fp.status == "time_limit" and fp.objective >= free.objective - 1e-9
+    assert fp.gap is not None and fp.bound == pytest.approx(free.bound, rel=1e-9)
+    assert ((fp.solution.x * p.runtime_s).sum(axis=0) <= fp.replicas * fleet.replica_capacity_s + 1e-9).all()

@@ -222,7 +222,7 @@ def plan_fleet(p: PlanProblem, fleet: Fleet, zeta: float, settings: SolveSetting
     ``groups`` (C,) labels the classes stage 1 may merge when ``p`` has more than ``exact_pairs`` allowed
     pairs; ``warm_x`` (C, K) seeds stage 2's master (e.g. from the previous window).
     """
-    from llm_energy.plan.solve.planner import Planner
+    from llm_energy.plan.solve.planner import NoIntegerPlanInTime, Planner
 
     exact = int(p.allowed.sum()) <= exact_pairs or groups is None
     s1 = p if exact else group_problem(p, groups)
@@ -243,7 +243,11 @@ def plan_fleet(p: PlanProblem, fleet: Fleet, zeta: float, settings: SolveSetting
                 planner.seed_columns(warm_x, [zeta])
             sol = planner.solve(zeta)
             break
-        except InfeasiblePlan:  # whole queries need a little more than the relaxation's capacity
+        except (InfeasiblePlan, NoIntegerPlanInTime) as e:
+            # whole queries need a little more than the relaxation's capacity (or are packed so tight in it
+            # that the solver found no whole-query plan within STAGE2_LIMIT_S: GLPK, at utilisation 0.7;
+            # the window is then time-limited, its gap what the added replicas cost over stage 1's bound)
+            status = "time_limit" if isinstance(e, NoIntegerPlanInTime) else status
             grow = (y < fleet.max_replicas) & (y > 0)
             grow &= fleet.nodes_used(y)[fleet.type_of] + fleet.replica_nodes <= fleet.type_nodes[fleet.type_of]
             if not grow.any():
