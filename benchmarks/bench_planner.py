@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.bench_planner [--n 1000000] [--deployments 16] [--bins 24]
                                                  [--per-query-n 10000] [--per-query-solver glpk|highs]
     .venv/bin/python -m benchmarks.bench_planner --fleet [--zeta 0.7] [--window-s 600] [--solver glpk]
+    .venv/bin/python -m benchmarks.bench_planner --glpk-cuts [--seeds 20] [--time-limit 10]
 
 End to end with GLPK and HiGHS (``llm_energy.plan.run.run``, what ``llm-energy plan`` calls: load Parquet,
 aggregate, predict, build, solve, baselines, write), exact and binned; prints wall times per stage, the binned plan's objective gap
@@ -69,6 +70,43 @@ def write_inputs(tmp: Path, n_deps: int) -> tuple[Path, Path]:
     save_fits(FitsFile(deployments=deps, source="benchmarks.bench_planner"), fits_path)
     dep_path.write_text("\n".join(yaml_lines) + "\n")
     return fits_path, dep_path
+
+
+def glpk_cuts_table(seeds: int, time_limit_s: float, zeta: float = 0.6) -> int:
+    """GLPK on small capacity MIPs of the kind its branch and bound stalls on (tests/test_plan_incumbent.py's)
+    without and with its cuts and pseudocost branching (SolveSettings
+    .glpk_cuts_below 0 vs the default), in the same run: wall time, status, the gap proven and the true gap
+    to HiGHS's optimum at gap 0; the integrality gap (optimum vs LP bound) says which ones are hard."""
+    from llm_energy.plan.solve.planner import Planner
+    from llm_energy.plan.solve.solvers import SolveSettings
+    from tests.test_plan_incumbent import capacity_case  # 60 classes x 4 deployments, 3 short of capacity
+
+    on = SolveSettings().glpk_cuts_below
+    print(f"GLPK, --mip-gap 1e-4, --time-limit {time_limit_s:g} s, zeta {zeta}: without / with cuts + pcost "
+          f"(MIPs up to {on} columns)\n")
+    print("| seed | integrality gap | wall s | status | proven gap | true gap |")
+    print("|---|---|---|---|---|---|")
+    tot = {0: [0.0, 0, 0.0], on: [0.0, 0, 0.0]}
+    for seed in range(seeds):
+        p = capacity_case(seed)
+        ref = Planner(p, solver="highs", method="full", mip_gap=0.0).solve(zeta)
+        cells = []
+        for below in (0, on):
+            t0 = time.perf_counter()
+            g = Planner(p, SolveSettings(time_limit_s=time_limit_s, glpk_cuts_below=below)).solve(zeta)
+            t = time.perf_counter() - t0
+            true = (g.objective - ref.objective) / abs(ref.objective)
+            tot[below][0] += t
+            tot[below][1] += g.status != "optimal"
+            tot[below][2] = max(tot[below][2], true)
+            cells.append((t, g.status, g.gap, true))
+        integ = (ref.objective - ref.lp_bound) / abs(ref.objective)
+        print(f"| {seed} | {integ:.1e} | " + " | ".join(
+            " / ".join(f.format(c[i]) for c in cells) for i, f in enumerate(("{:.2f}", "{}", "{:.1e}", "{:.1e}"))) + " |")
+    (a, na, wa), (b, nb, wb) = tot[0], tot[on]
+    print(f"\ntotal wall {a:.1f} s / {b:.1f} s (ratio {a / b:.2f}x); time-limited {na} / {nb} of {seeds}; "
+          f"worst true gap {wa:.1e} / {wb:.1e}")
+    return 0
 
 
 FLEET_YAML = (Path(__file__).resolve().parents[1] / "configs" / "deployments.fleet.yaml").read_text()
@@ -144,7 +182,12 @@ def main() -> int:
     ap.add_argument("--fleet", action="store_true", help="issue 17's window-stability and replay tables instead")
     ap.add_argument("--window-s", type=float, default=600.0)
     ap.add_argument("--solver", default="glpk")
+    ap.add_argument("--glpk-cuts", action="store_true", help="GLPK on small capacity MIPs without and with cuts")
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--time-limit", type=float, default=10.0)
     args = ap.parse_args()
+    if args.glpk_cuts:
+        return glpk_cuts_table(args.seeds, args.time_limit)
     if args.fleet:
         return fleet_tables(0.7 if args.zeta == 0.5 else args.zeta, args.window_s, args.solver)
     if not AZURE.exists():

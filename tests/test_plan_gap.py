@@ -13,6 +13,7 @@ from llm_energy.plan.solve.fleet import Fleet, plan_fleet
 from llm_energy.plan.solve.planner import Planner
 from llm_energy.plan.solve.solvers import GLPK_TOL_OBJ, PyomoRun, SolveSettings, mip_bound
 from llm_energy.plan.workload import Workload, aggregate
+from tests.test_plan_incumbent import capacity_case
 
 GAP_STOP = """+   310: mip =   1.250000000e+02 >=   1.240000000e+02   0.8% (12; 3)
 +   362: >>>>>   1.241000000e+02 >=   1.240500000e+02 < 0.1% (9; 5)
@@ -121,3 +122,27 @@ def test_a_window_the_solver_packs_no_whole_queries_into_in_time_gets_a_replica_
     assert fp.status == "time_limit" and fp.objective >= free.objective - 1e-9
     assert fp.gap is not None and fp.bound == pytest.approx(free.bound, rel=1e-9)
     assert ((fp.solution.x * p.runtime_s).sum(axis=0) <= fp.replicas * fleet.replica_capacity_s + 1e-9).all()
+
+
+def test_small_glpk_mips_get_cuts_and_pseudocost_branching(monkeypatch):
+    # no timing here: benchmarks/bench_planner.py --glpk-cuts measures what they buy
+    import llm_energy.plan.solve.solvers as solvers
+
+    seen = []
+    real = solvers.run_pyomo
+
+    def spy(m, solver, time_limit_s, mip_gap, glpk_options=None):
+        run = real(m, solver, time_limit_s, mip_gap, glpk_options)
+        seen.append((glpk_options, run.log))
+        return run
+
+    monkeypatch.setattr(solvers, "run_pyomo", spy)
+    p = capacity_case(0)  # 60 classes x 4 deployments, optimal within a second either way
+    on = Planner(p, method="full").solve(0.6)
+    mips = [(o, log) for o, log in seen if o is not None]
+    assert not on.lp_integral and mips and all(o == solvers.GLPK_SMALL_MIP_OPTIONS for o, _ in mips)
+    assert all("Gomory's cuts enabled" in log and "MIR cuts enabled" in log and "--pcost" in log for _, log in mips)
+    seen.clear()
+    off = Planner(p, SolveSettings(method="full", glpk_cuts_below=0)).solve(0.6)
+    assert seen and all(o is None for o, _ in seen)
+    assert abs(off.objective - on.objective) <= 1e-4 * abs(on.objective) * 2

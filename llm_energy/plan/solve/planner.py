@@ -172,7 +172,7 @@ class ColumnGeneration:
             m.zeta.set_value(zeta)
             m.weight.set_value(weight)
             m.penalty.set_value(penalty)
-            res = solve_master(master, self.settings.solver, left, mip_gap)
+            res = solve_master(master, self.settings.solver, left, mip_gap, self.settings.glpk_cuts_below)
         clock.rounds += 1
         clock.solve_s += res.wall_s
         clock.biggest = max(clock.biggest, (len(master.classes), master.n_columns))

@@ -38,7 +38,8 @@ class SolveSettings:
     together share at most ``max_shared`` classes, one model serves every zeta. HiGHS solves on the
     array master (:mod:`.arrays`: in memory, columns added in place, warm-started); so do GLPK's LPs on
     problems of at least ``arrays_above`` allowed pairs (glpsol from the last basis), its MIPs and
-    smaller problems on the Pyomo master.
+    smaller problems on the Pyomo master. GLPK's MIPs of at most ``glpk_cuts_below`` columns are solved
+    with its cuts and pseudocost branching (:data:`GLPK_SMALL_MIP_OPTIONS`).
 
     Validated here, once, with the messages naming the ``plan`` flags; the solver must be installed.
     """
@@ -51,6 +52,7 @@ class SolveSettings:
     min_master: int | None = None
     max_shared: int = 1500
     arrays_above: int = 20000
+    glpk_cuts_below: int = 2000
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.time_limit_s) and self.time_limit_s > 0):
@@ -103,6 +105,10 @@ def check_solver(name: str) -> None:
         raise UserError("--solver=highs: highspy is not installed; `pip install highspy`, or use --solver glpk")
 
 
+# glpsol's options for a small MIP: all its cuts (Gomory, MIR, cover, clique) and pseudocost branching.
+# On the small capacity MIPs whose optimum is further from the LP bound than --mip-gap (those GLPK stalls
+# on) they halve the time and the time-outs (benchmarks/bench_planner.py --glpk-cuts)
+GLPK_SMALL_MIP_OPTIONS = {"cuts": None, "pcost": None}
 # glp_iocp.tol_obj: GLPK prunes a node whose bound is within tol_obj (1 + |incumbent|) of the incumbent,
 # so an emptied tree proves the incumbent optimal to that much, not exactly
 GLPK_TOL_OBJ = 1e-7
@@ -121,9 +127,10 @@ class PyomoRun:
     log: str = ""
 
 
-def run_pyomo(m, solver: str, time_limit_s: float, mip_gap: float) -> PyomoRun:
-    """Solve the Pyomo model ``m``: GLPK through ``SolverFactory('glpk')`` (``--tmlim``, ``--mipgap``; its log
-    kept, for :func:`mip_bound`) or HiGHS (appsi). Solutions are not loaded."""
+def run_pyomo(m, solver: str, time_limit_s: float, mip_gap: float, glpk_options: dict | None = None) -> PyomoRun:
+    """Solve the Pyomo model ``m``: GLPK through ``SolverFactory('glpk')`` (``--tmlim``, ``--mipgap``, any
+    ``glpk_options`` (None: a flag); its log kept, for :func:`mip_bound`) or HiGHS (appsi). Solutions are
+    not loaded."""
     import tempfile
 
     import pyomo.environ as pyo
@@ -134,7 +141,7 @@ def run_pyomo(m, solver: str, time_limit_s: float, mip_gap: float) -> PyomoRun:
     if solver == "glpk":
         with tempfile.TemporaryDirectory(prefix="llm_energy_glpk_") as d:
             path = f"{d}/glpsol.log"
-            res = opt.solve(m, options={"tmlim": glpk_tmlim(time_limit_s), "mipgap": mip_gap},
+            res = opt.solve(m, options={"tmlim": glpk_tmlim(time_limit_s), "mipgap": mip_gap, **(glpk_options or {})},
                             load_solutions=False, logfile=path)
             try:
                 with open(path) as f:
@@ -194,16 +201,19 @@ def mip_bound(run: PyomoRun, obj: float, solver: str, mip_gap: float) -> float |
     return None if glpk_timed_out(run, math.inf) else obj - mip_gap * abs(obj)  # no log: the stop rule
 
 
-def solve_master(master: Master, solver: str, time_limit_s: float, mip_gap: float) -> SolveResult:
+def solve_master(master: Master, solver: str, time_limit_s: float, mip_gap: float, cuts_below: int = 0
+                 ) -> SolveResult:
     """Solve the master through :func:`run_pyomo`; ``mip_gap`` is the solver's own relative gap (on the
-    master's objective, which leaves out the fixed classes)."""
+    master's objective, which leaves out the fixed classes); a GLPK MIP of at most ``cuts_below`` columns
+    with :data:`GLPK_SMALL_MIP_OPTIONS`."""
     import pyomo.environ as pyo
     from pyomo.opt import TerminationCondition as TC
 
     m = master.model
     # duals exist only for an LP: a MIP asked for them fails in HiGHS (and means nothing in GLPK)
     m.dual.direction = pyo.Suffix.LOCAL if master.integer else pyo.Suffix.IMPORT
-    run = run_pyomo(m, solver, time_limit_s, mip_gap)
+    small = master.integer and master.n_columns <= cuts_below
+    run = run_pyomo(m, solver, time_limit_s, mip_gap, GLPK_SMALL_MIP_OPTIONS if small else None)
     res, wall, tc = run.res, run.wall_s, run.tc
     # GLPK ends a MIP at the --mipgap tolerance with an integer solution marked feasible: optimal within the gap.
     status = {TC.optimal: "optimal", TC.maxTimeLimit: "time_limit", TC.infeasible: "infeasible"}.get(tc, str(tc))
