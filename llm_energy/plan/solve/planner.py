@@ -58,6 +58,7 @@ class TimeLimitReached(UserError):
 class NoIntegerPlanInTime(UserError):
     """The time limit ran out before any integer plan met the rows (none found, none proven impossible)."""
 
+
 SLACK_TOL = 1e-6
 
 
@@ -281,9 +282,10 @@ class ColumnGeneration:
         if mres is not None and mres.slack.sum() > SLACK_TOL:
             bad = [row.label(p) for row, s in zip(master.rows, mres.slack) if s > SLACK_TOL]
             if status == "time_limit":  # not proven infeasible: the search stopped first
-                raise NoIntegerPlanInTime(f"solver {self.settings.solver} reached the time limit ({self.settings.time_limit_s:g} s) "
-                                f"before an integer plan met {', '.join(bad)} ({len(master.classes)} classes in the "
-                                "MIP); raise --time-limit or try --solver highs")
+                raise NoIntegerPlanInTime(
+                    f"solver {self.settings.solver} reached the time limit ({self.settings.time_limit_s:g} s) "
+                    f"before an integer plan met {', '.join(bad)} ({len(master.classes)} classes in the "
+                    "MIP); raise --time-limit or try --solver highs")
             raise InfeasiblePlan("infeasible in whole queries: the LP relaxation fits but no integer plan meets "
                                  f"{', '.join(bad)}; relax them by about one query's worth")
         return status, np.rint(x_int), best
