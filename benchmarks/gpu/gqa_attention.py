@@ -160,11 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.iters, args.dtype = 10, "float32"
     rows = []
+    from llm_energy.measure.inference.compiles import modules_pickle_can_search
+
     for p in [x for x in args.presets.split(",") if x]:
         if p not in SHAPES:
             ap.error(f"--presets: {p!r} is not one of {', '.join(SHAPES)}")
         for length in (int(x) for x in args.buckets.split(",") if x):
-            r = measure(p, length, args.bw * 1e12, args.device, args.dtype, 2 if args.quick else None, args.iters)
+            with modules_pickle_can_search():  # torch compiles here (a process that planned: compiles.py)
+                r = measure(p, length, args.bw * 1e12, args.device, args.dtype, 2 if args.quick else None, args.iters)
             print(json.dumps(r), flush=True)
             rows.append(r)
             if args.jsonl:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_energy.errors import bad_value
+from llm_energy.measure.inference.compiles import modules_pickle_can_search
 from llm_energy.measure.inference.loading import LoadedModel
 from llm_energy.measure.inference.sizing import bucket_len
 
@@ -121,7 +122,7 @@ class InferenceBackend(ABC):
         if tout < 1:
             raise bad_value("tout", tout, "must be >= 1")
         self._restore_layout()
-        with torch.inference_mode():
+        with torch.inference_mode(), modules_pickle_can_search():  # torch may compile here (static)
             self._sync()
             t0 = time.perf_counter()
             produced, t_first, t_end = self._run(input_ids, tout)

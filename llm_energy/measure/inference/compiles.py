@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from types import ModuleType
 
 _lock = threading.Lock()
 _seen = {"frames": 0, "cudagraphs": 0, "other": 0}
@@ -81,3 +83,27 @@ def compile_count() -> CompileCount:
         graphs = 0
     with _lock:
         return CompileCount(frames=_seen["frames"], graphs=graphs, cudagraphs=_seen["cudagraphs"], other=_seen["other"])
+
+
+@contextmanager
+def modules_pickle_can_search():
+    """Hide from ``sys.modules``, while torch may compile, the entries that are not modules.
+
+    Inductor hashes each graph for its caches by pickling it, and pickle finds an object's module by
+    asking every entry of ``sys.modules`` for the name (``pickle.whichmodule``), expecting an
+    AttributeError where it is absent. Pyomo (imported by the planner) puts deferred imports there that
+    try to import their module when asked anything, and raise ImportError for one that is not installed
+    (``pyomo.common.dependencies.pyutilib``): every compile in a process that had planned failed
+    ("DeferredImportError: The pyutilib module ... failed to import"). Entries come back afterwards; with
+    no such entries (no pyomo) this does nothing."""
+    if "pyomo.common.dependencies" not in sys.modules:  # the only source of such entries seen
+        yield
+        return
+    hidden = {k: v for k, v in list(sys.modules.items()) if v is not None and not isinstance(v, ModuleType)}
+    for k in hidden:
+        sys.modules.pop(k, None)
+    try:
+        yield
+    finally:
+        for k, v in hidden.items():
+            sys.modules.setdefault(k, v)
