@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,7 @@ class GenerationResult:
 # ---- backends -----------------------------------------------------------------------------------
 class InferenceBackend(ABC):
     name: str = "?"
+    compiles_torch = False  # whether generate may run torch.compile (compiles.modules_pickle_can_search)
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
@@ -122,7 +124,7 @@ class InferenceBackend(ABC):
         if tout < 1:
             raise bad_value("tout", tout, "must be >= 1")
         self._restore_layout()
-        with torch.inference_mode(), modules_pickle_can_search():  # torch may compile here (static)
+        with torch.inference_mode(), modules_pickle_can_search() if self.compiles_torch else nullcontext():
             self._sync()
             t0 = time.perf_counter()
             produced, t_first, t_end = self._run(input_ids, tout)
@@ -183,6 +185,7 @@ class StaticBackend(InferenceBackend):
     backend restores the layout it runs before each generation, so backends may share one model)."""
 
     name = "static"
+    compiles_torch = True
 
     def __init__(self, loaded: LoadedModel, options: tuple[str, ...] = ()) -> None:
         super().__init__(loaded)
