@@ -305,20 +305,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-COMPILED = "compiled"  # the profiler's quality code (measure.profiler.compiled_flag): not a meter's flag
-
-
 def compiled_trials(trials: pl.DataFrame) -> dict:
     """The trials stored ``suspect:compiled`` (torch compiled during the window, and again when the
     profiler measured the trial again): how many and which, with their cells and notes. The flag comes
     from the profiler's compile count, not from the meters, so the recheck on the raw samples cannot
     see it (check's ``quality.compiled``)."""
-    from llm_energy.trials.schema import QUALITY_SUSPECT, suspect_rows
+    from llm_energy.measure.profiler import COMPILED_CODE
+    from llm_energy.trials.schema import quality_codes, suspect_rows
 
     if trials.height == 0 or "quality" not in trials.columns:
         return {"n_trials": 0, "trials": []}
-    codes = pl.col("quality").str.strip_prefix(f"{QUALITY_SUSPECT}:").str.split(",")
-    hit = trials.filter(suspect_rows() & codes.list.contains(COMPILED)).sort("trial_id")
+    hit = trials.filter(suspect_rows() & quality_codes().list.contains(COMPILED_CODE)).sort("trial_id")
     rows = hit.select("trial_id", "tin", "tout", "batch", "quality_note").to_dicts()
     return {"n_trials": hit.height, "trials": rows}
 
@@ -327,7 +324,9 @@ def _print_compiled(console, compiled: dict) -> None:
     if not compiled["n_trials"]:
         return
     ids = ", ".join(f"{r['trial_id']} ({r['tin']}x{r['tout']} b{r['batch']})" for r in compiled["trials"])
-    console.print(f"warning: {compiled['n_trials']} trial(s) flagged suspect:{COMPILED} (torch compiled during the "
+    from llm_energy.measure.profiler import COMPILED_CODE
+
+    console.print(f"warning: {compiled['n_trials']} trial(s) flagged suspect:{COMPILED_CODE} (torch compiled during the "
                   "window and again when measured again: time and energy include compilation; set by the "
                   f"profiler, not a meter, so the recheck above cannot see it): {ids}", markup=False, highlight=False)
 

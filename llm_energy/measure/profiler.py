@@ -448,10 +448,13 @@ class _Window:
     compiled: CompileCount
 
 
+COMPILED_CODE = "compiled"  # the quality code of compiled_flag (the profiler's, not a meter's)
+
+
 def compiled_flag(primary: Sequence[str], first: CompileCount, again: CompileCount) -> Flag:
     """Flag ``compiled``: torch compiled during a trial's window and again during the window measured in
     its place (its time and energy include compilation: kept as measured, left out of fits)."""
-    return Flag("compiled", "+".join(primary), f"torch compiled during the window ({first.describe()}) and again "
+    return Flag(COMPILED_CODE, "+".join(primary), f"torch compiled during the window ({first.describe()}) and again "
                                                 f"when it was measured again ({again.describe()}): time and energy "
                                                 "include compilation")
 

@@ -187,6 +187,11 @@ def suspect_rows() -> pl.Expr:
     return pl.col("quality").fill_null(QUALITY_OK).str.starts_with(QUALITY_SUSPECT)
 
 
+def quality_codes() -> pl.Expr:
+    """A suspect trial's reason codes as a list (``suspect:a,b`` -> ``["a", "b"]``; an ok trial: ``["ok"]``)."""
+    return pl.col("quality").str.strip_prefix(f"{QUALITY_SUSPECT}:").str.split(",")
+
+
 def split_suspect(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(trusted, suspect) trials; a frame without a quality column is all trusted."""
     if "quality" not in df.columns:
@@ -216,8 +221,7 @@ def quality_counts(df: pl.DataFrame) -> dict[str, int]:
     """Suspect trials per reason code (a trial with two codes counts under both)."""
     if "quality" not in df.columns:
         return {}
-    codes = (df.filter(suspect_rows()).select(pl.col("quality").str.strip_prefix(f"{QUALITY_SUSPECT}:").str.split(","))
-             .explode("quality")["quality"].to_list())
+    codes = df.filter(suspect_rows()).select(quality_codes()).explode("quality")["quality"].to_list()
     return {c: codes.count(c) for c in sorted(set(codes))}
 
 
