@@ -108,14 +108,11 @@ class InferenceBackend(ABC):
     def _restore_layout(self) -> None:
         """The weights layout and attention function this backend runs (another backend may share the
         model and have changed them): fused projections and packed GQA attention (fusion.py, packed_gqa.py)."""
-        if self.fused or getattr(self.model, "_llm_energy_fused", False):
-            from llm_energy.measure.inference.fusion import set_fused
+        from llm_energy.measure.inference.fusion import set_fused
+        from llm_energy.measure.inference.packed_gqa import set_packed_gqa
 
-            set_fused(self.model, self.fused)
-        from llm_energy.measure.inference.packed_gqa import NAME, set_packed_gqa
-
-        if self.packed_gqa or getattr(getattr(self.model, "config", None), "_attn_implementation", None) == NAME:
-            set_packed_gqa(self.model, self.packed_gqa)
+        set_fused(self.model, self.fused)  # each a no-op where the model already runs what is asked
+        set_packed_gqa(self.model, self.packed_gqa)
 
     def generate(self, input_ids: Any, tout: int) -> GenerationResult:
         """Greedy-generate exactly ``tout`` new tokens per sequence."""

@@ -63,7 +63,9 @@ def register() -> None:
 def applies(model: Any) -> bool:
     """Whether ``gqa`` changes anything for this model: a llama-style attention with fewer KV heads than
     query heads, running transformers' sdpa (or this module's function already)."""
-    cfg = model.config
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        return False
     heads, kv = getattr(cfg, "num_attention_heads", None), getattr(cfg, "num_key_value_heads", None)
     return (getattr(cfg, "model_type", None) in _TYPES and bool(heads and kv and kv < heads)
             and cfg._attn_implementation in ("sdpa", NAME))
