@@ -293,7 +293,6 @@ def from_stores(dirs: list[str], bw: float) -> list[dict]:
     store_mod = _imp("llm_energy.trials.store", "llm_energy.store")
     schema = _imp("llm_energy.trials.schema")
     sizing = _imp("llm_energy.measure.inference.sizing")
-    errata = _imp("llm_energy.trials.errata")
     out = []
     for d in dirs:
         if not (Path(d) / "manifest.json").exists():
@@ -305,24 +304,33 @@ def from_stores(dirs: list[str], bw: float) -> list[dict]:
         for (model, backend), g in df.group_by("model", "backend", maintain_order=True):
             all_b, read_b = meta_bytes(model)
             out.append(_store_row(model, backend, d, g, all_b, read_b, bw))
-            if not sizing.is_static_backend(backend):
-                continue
-            read = g.filter(~errata.kv_cache_ignored_expr()) if "versions" in g.columns else g
-            if read.height < g.height:
-                print(f"decode_limit {d}: no bucket rows for {g.height - read.height} {model} {backend} trial(s) of "
-                      f"erratum {errata.KV_CACHE_IGNORED} (their decode steps read no KV cache)", file=sys.stderr)
-            if not read.height:
-                continue
-            g = read
-            kv_b = presets_mod().get_preset(model).kv_bytes_per_token
-            g = g.with_columns(pl.Series("bucket", [sizing.bucket_len(a + b) for a, b in zip(g["tin"], g["tout"])]))
-            for (bucket,), gb in g.sort("bucket").group_by("bucket", maintain_order=True):
-                row = _store_row(model, backend, d, gb, all_b, read_b, bw)
-                kv = bucket * kv_b
-                row.update(kind="bucket", bucket=int(bucket), kv_b=kv, limit_kv_ms=1e3 * (read_b + kv) / bw,
-                           ratio_kv=row["ms_per_step"] / (1e3 * (read_b + kv) / bw))
-                out.append(row)
+            if sizing.is_static_backend(backend):
+                out += _bucket_rows(model, backend, d, g, all_b, read_b, bw)
     return out
+
+
+def _bucket_rows(model: str, backend: str, store: str, g, all_b: int, read_b: int, bw: float) -> list[dict]:
+    """One row per static-cache bucket of trials ``g``, its limit with the bucket's KV bytes; none for the
+    trials of erratum ``kv-cache-ignored`` (a line on stderr)."""
+    import polars as pl
+
+    sizing = _imp("llm_energy.measure.inference.sizing")
+    errata = _imp("llm_energy.trials.errata")
+    read = g.filter(~errata.kv_cache_ignored_expr()) if "versions" in g.columns else g
+    if read.height < g.height:
+        print(f"decode_limit {store}: no bucket rows for {g.height - read.height} {model} {backend} trial(s) of "
+              f"erratum {errata.KV_CACHE_IGNORED} (their decode steps read no KV cache)", file=sys.stderr)
+    kv_b = presets_mod().get_preset(model).kv_bytes_per_token
+    read = read.with_columns(pl.Series("bucket", [sizing.bucket_len(a + b) for a, b in zip(read["tin"], read["tout"])],
+                                       dtype=pl.Int64))
+    rows = []
+    for (bucket,), gb in read.sort("bucket").group_by("bucket", maintain_order=True):
+        row = _store_row(model, backend, store, gb, all_b, read_b, bw)
+        kv = bucket * kv_b
+        row.update(kind="bucket", bucket=int(bucket), kv_b=kv, limit_kv_ms=1e3 * (read_b + kv) / bw,
+                   ratio_kv=row["ms_per_step"] / (1e3 * (read_b + kv) / bw))
+        rows.append(row)
+    return rows
 
 
 def _store_row(model: str, backend: str, store: str, g, all_b: int, read_b: int, bw: float) -> dict:

@@ -36,15 +36,21 @@ def copy_attention(q, ks, vs, mask, groups):
     return out
 
 
-def packed_attention(q, ks, vs, mask, groups):
-    """``static+gqa``: each KV head's query heads as its block of query rows (packed_gqa.py)."""
-    import torch.nn.functional as F
+class _Attention:
+    """What transformers passes an attention function as ``module``: the part it reads."""
 
-    out = q
+    def __init__(self, groups: int) -> None:
+        self.num_key_value_groups = groups
+
+
+def packed_attention(q, ks, vs, mask, groups):
+    """``static+gqa``: the backend's own function (packed_gqa.py), each KV head's query heads as its block
+    of query rows; its (b, 1, heads, d) output turned back into the next layer's (b, heads, 1, d) query."""
+    from llm_energy.measure.inference.packed_gqa import packed_gqa_attention
+
+    module, out = _Attention(groups), q
     for k, v in zip(ks, vs):
-        b, heads, _, d = out.shape
-        out = F.scaled_dot_product_attention(out.reshape(b, heads // groups, groups, d), k, v,
-                                             attn_mask=mask).reshape(b, heads, 1, d)
+        out = packed_gqa_attention(module, out, k, v, mask)[0].transpose(1, 2)
     return out
 
 
