@@ -14,19 +14,24 @@ from llm_energy.fit.fits import save_fits
 from tests.test_plan_context import LONG, SHORT, fits
 
 
+def write_route_inputs(d, tin, tout, *, short_replicas: int, gap_s: float):
+    """fits.json, fleet.yaml (``short``: falcon-7b's 2048-token context, ``long``: mistral-7b's 32768) and
+    trace.csv (``tin``, ``tout``, one arrival every ``gap_s``) in ``d``; returns (d, tin, tout)."""
+    save_fits(fits(), d / "fits.json")
+    (d / "fleet.yaml").write_text(f"deployments:\n  - {{name: short, fit: '{SHORT}', accuracy: 40, replicas: {short_replicas}}}\n"
+                                  f"  - {{name: long, fit: '{LONG}', accuracy: 60, replicas: 2}}\n")
+    pl.DataFrame({"tin": tin, "tout": tout, "arrival_s": np.arange(len(tin)) * gap_s}).write_csv(d / "trace.csv")
+    return d, tin, tout
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("route_context")
-    save_fits(fits(), d / "fits.json")
-    (d / "fleet.yaml").write_text(f"deployments:\n  - {{name: short, fit: '{SHORT}', accuracy: 40, replicas: 4}}\n"
-                                  f"  - {{name: long, fit: '{LONG}', accuracy: 60, replicas: 2}}\n")
     rng = np.random.default_rng(4)
     n = 120
     tin = np.where(rng.random(n) < 0.25, 2000, 100)
     tout = rng.integers(10, 400, n)
     tin[[7, 50]], tout[[7, 50]] = 30000, 5000  # beyond mistral-7b's 32768 too: routed nowhere
-    pl.DataFrame({"tin": tin, "tout": tout, "arrival_s": np.arange(n) * 20.0}).write_csv(d / "trace.csv")
-    return d, tin, tout
+    return write_route_inputs(tmp_path_factory.mktemp("route_context"), tin, tout, short_replicas=4, gap_s=20.0)
 
 
 def test_no_policy_routes_a_query_beyond_its_deployments_context(inputs, capsys):

@@ -8,25 +8,20 @@ import polars as pl
 import pytest
 
 from llm_energy.cli import main
-from llm_energy.fit.fits import save_fits
-from tests.test_plan_context import LONG, SHORT, fits
+from tests.test_plan_context import SHORT, fits
+from tests.test_route_context import write_route_inputs
 
 DROPPED = [3, 4, 41]  # beyond every deployment's context (mistral-7b's 32768 tokens)
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("route_context_index")
-    save_fits(fits(), d / "fits.json")
-    (d / "fleet.yaml").write_text(f"deployments:\n  - {{name: short, fit: '{SHORT}', accuracy: 40, replicas: 3}}\n"
-                                  f"  - {{name: long, fit: '{LONG}', accuracy: 60, replicas: 2}}\n")
     rng = np.random.default_rng(7)
     n = 60
     tin = np.where(rng.random(n) < 0.3, 2000, rng.integers(20, 400, n))
     tout = rng.integers(10, 300, n)
     tin[DROPPED], tout[DROPPED] = 30000, 5000
-    pl.DataFrame({"tin": tin, "tout": tout, "arrival_s": np.arange(n) * 15.0}).write_csv(d / "trace.csv")
-    return d, tin, tout
+    return write_route_inputs(tmp_path_factory.mktemp("route_context_index"), tin, tout, short_replicas=3, gap_s=15.0)
 
 
 def _route(d, out, *extra):
