@@ -14,14 +14,20 @@ from llm_energy.plan.solve.solvers import SolveSettings
 from llm_energy.plan.workload import Workload, aggregate
 
 
-def small_case(seed: int, n: int = 7, zeta: float = 0.6):
-    rng = np.random.default_rng(seed)
-    cls = aggregate(Workload(rng.integers(10, 800, n), rng.integers(5, 300, n)))
+def three_deployments(rng, n: int, tin_max: int, tout_max: int):
+    """(classes, problem, load s per deployment) of ``n`` random queries on a small, a middle and a big
+    deployment (energy and runtime affine in tin and tout; accuracy 45, 55, 65; no minimum share)."""
+    cls = aggregate(Workload(rng.integers(10, tin_max, n), rng.integers(5, tout_max, n)))
     i, o = cls.tin[:, None].astype(float), cls.tout[:, None].astype(float)
     e = np.column_stack([1 + 0.02 * i + 1.0 * o, 2 + 0.05 * i + 2.5 * o, 5 + 0.1 * i + 6.0 * o])
     r = np.column_stack([0.01 + 2e-4 * i + 0.02 * o, 0.01 + 1e-4 * i + 0.012 * o, 0.02 + 1e-4 * i + 0.008 * o])
     p = make_problem(["s", "m", "b"], cls.count, cls.tokens, e, r, [45.0, 55.0, 65.0], min_share=0.0)
-    load = (r * cls.count[:, None]).sum(axis=0)
+    return cls, p, (r * cls.count[:, None]).sum(axis=0)
+
+
+def small_case(seed: int, n: int = 7, zeta: float = 0.6):
+    rng = np.random.default_rng(seed)
+    cls, p, load = three_deployments(rng, n, 800, 300)
     window = float(load.min() / 2.5)  # every deployment needs a few replicas for the whole workload
     fleet = Fleet(types=("gpu-a", "gpu-b"), type_nodes=np.array([3, 4]), type_of=np.array([0, 0, 1]),
                   replica_nodes=np.array([1, 2, 2]), idle_w=np.array([30.0, 70.0, 200.0]) * rng.uniform(0.5, 2),

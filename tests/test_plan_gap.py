@@ -12,7 +12,7 @@ from llm_energy.plan.problem import make_problem
 from llm_energy.plan.solve.fleet import Fleet, plan_fleet
 from llm_energy.plan.solve.planner import Planner
 from llm_energy.plan.solve.solvers import GLPK_TOL_OBJ, PyomoRun, SolveSettings, mip_bound
-from llm_energy.plan.workload import Workload, aggregate
+from tests.test_plan_fleet import three_deployments
 from tests.test_plan_incumbent import capacity_case
 
 GAP_STOP = """+   310: mip =   1.250000000e+02 >=   1.240000000e+02   0.8% (12; 3)
@@ -49,13 +49,7 @@ def test_glpks_proven_bound_is_read_from_its_log():
 
 def fleet_case(seed: int, n: int = 60):
     """A fleet whose stage 2 (whole queries on the replicas stage 1 chose) is a fractional MIP."""
-    rng = np.random.default_rng(seed)
-    cls = aggregate(Workload(rng.integers(10, 2000, n), rng.integers(5, 500, n)))
-    i, o = cls.tin[:, None].astype(float), cls.tout[:, None].astype(float)
-    e = np.column_stack([1 + 0.02 * i + 1.0 * o, 2 + 0.05 * i + 2.5 * o, 5 + 0.1 * i + 6.0 * o])
-    r = np.column_stack([0.01 + 2e-4 * i + 0.02 * o, 0.01 + 1e-4 * i + 0.012 * o, 0.02 + 1e-4 * i + 0.008 * o])
-    p = make_problem(["s", "m", "b"], cls.count, cls.tokens, e, r, [45.0, 55.0, 65.0], min_share=0.0)
-    load = (r * cls.count[:, None]).sum(axis=0)
+    _, p, load = three_deployments(np.random.default_rng(seed), n, 2000, 500)
     fleet = Fleet(types=("gpu-a", "gpu-b"), type_nodes=np.array([6, 8]), type_of=np.array([0, 0, 1]),
                   replica_nodes=np.array([1, 2, 2]), idle_w=np.array([30.0, 70.0, 200.0]),
                   window_s=float(load.min() / 3.3), utilisation=0.8)
