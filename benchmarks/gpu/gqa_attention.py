@@ -1,13 +1,15 @@
 """A batch-1 decode step's attention alone, for grouped-query shapes: transformers' copy (repeat_kv +
 SDPA, what ``static`` runs), the packed layout (``static+gqa``), and the packed layout as matrix
-products (``static+gqa+math``: what inductor generates from the math kernel), each over every layer's
-own cache, eager and under torch.compile(mode="reduce-overhead"), against the KV bytes' floor.
+products (``static+gqa+math``: what inductor generates from the math kernel), and the copy as matrix
+products (``static+math``), each over every layer's own cache (marked a static address, as transformers'
+StaticCache marks its tensors), eager and under torch.compile(mode="reduce-overhead"), against the KV
+bytes' floor.
 
     python3 -m benchmarks.gpu.gqa_attention [--bw 4.24] [--jsonl results.jsonl]   # on the GPU machine
     python3 -m benchmarks.gpu.gqa_attention --device cpu --quick                  # the script itself, here
 
-No model is loaded (random K/V of the preset's shapes), so it answers in about a minute whether the
-packed layout is faster than the copy before the models' own variants are compiled (docs/h200.md,
+No model is loaded (random K/V of the preset's shapes), so it answers in minutes (the H200, session 5:
+about 100 s for the 70B's two buckets, three variants) whether the packed layout is faster than the copy before the models' own variants are compiled (docs/h200.md,
 "Fourth session"). Per shape it prints ms a step for each variant (eager, compiled), the floor (K and V
 of every layer read once at --bw), SDPA's backend choice, and the largest difference from the copy's
 result; with CUDA, the top kernels of each compiled variant at the longest bucket.
@@ -54,20 +56,35 @@ def packed_attention(q, ks, vs, mask, groups):
     return out
 
 
+def _matmul_attention(q, k, v, mask):
+    """SDPA as the math kernel writes it: two batched matrix products and a masked softmax."""
+    s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    return s.masked_fill(~mask, float("-inf")).softmax(-1) @ v
+
+
 def packed_matmul_attention(q, ks, vs, mask, groups):
     """``static+gqa+math``: the packed layout as two batched matrix products and a masked softmax."""
-
     out = q
     for k, v in zip(ks, vs):
         b, heads, _, d = out.shape
-        qp = out.reshape(b, heads // groups, groups, d)
-        s = (qp @ k.transpose(-1, -2)) * d ** -0.5
-        s = s.masked_fill(~mask, float("-inf")).softmax(-1)
-        out = (s @ v).reshape(b, heads, 1, d)
+        out = _matmul_attention(out.reshape(b, heads // groups, groups, d), k, v, mask).reshape(b, heads, 1, d)
     return out
 
 
-VARIANTS = {"copy": copy_attention, "gqa": packed_attention, "gqa+math": packed_matmul_attention}
+def copy_matmul_attention(q, ks, vs, mask, groups):
+    """``static+math``: transformers' copy (repeat_kv), then the math kernel's products: whether inductor
+    fuses the copy into them, as it may when nothing else reads the copied K and V."""
+    out = q
+    for k, v in zip(ks, vs):
+        b, kv, length, d = k.shape
+        k2 = k[:, :, None].expand(b, kv, groups, length, d).reshape(b, kv * groups, length, d)
+        v2 = v[:, :, None].expand(b, kv, groups, length, d).reshape(b, kv * groups, length, d)
+        out = _matmul_attention(out, k2, v2, mask)
+    return out
+
+
+VARIANTS = {"copy": copy_attention, "gqa": packed_attention, "gqa+math": packed_matmul_attention,
+            "copy+math": copy_matmul_attention}
 
 
 def _time(fn, args, device, n):
@@ -121,6 +138,9 @@ def measure(preset: str, length: int, bw: float, device: str, dtype: str, layers
     q = torch.randn(1, heads, 1, d, device=device, dtype=dt, generator=g)
     mask = torch.zeros(1, 1, 1, length, dtype=torch.bool, device=device)
     mask[..., : length // 2 + 3] = True  # a static cache half full
+    if device.startswith("cuda"):  # as transformers' StaticCache marks its K and V: CUDA graphs then read them
+        for t in (*ks, *vs, mask):  # in place (unmarked, every replay copies each input into the graph's own)
+            torch._dynamo.mark_static_address(t)
     args = (q, ks, vs, mask, groups)
     kv_bytes = 2 * n_layers * kv * length * d * dt.itemsize
     row = {"preset": preset, "bucket": length, "layers": n_layers, "kv_gb": kv_bytes / 1e9,
@@ -144,8 +164,9 @@ def measure(preset: str, length: int, bw: float, device: str, dtype: str, layers
 
 def print_table(rows: list[dict]) -> None:
     print("\ndecode attention alone, batch 1 (ms a step over every layer; floor: K and V read once)")
-    print("| preset | bucket | KV GB | floor ms | copy (eager / compiled) | gqa | gqa+math | SDPA choice copy / gqa |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| preset | bucket | KV GB | floor ms | " + " | ".join(f"{v} (eager / compiled)" for v in VARIANTS)
+          + " | SDPA choice copy / gqa |")
+    print("|---|---|---|---|" + "---|" * len(VARIANTS) + "---|")
     for r in rows:
         cells = [f"{r[f'{v}_eager_ms']:.2f} / **{r[f'{v}_compiled_ms']:.2f}**" for v in VARIANTS]
         print(f"| {r['preset']} | {r['bucket']} | {r['kv_gb']:.2f} | {r['floor_ms']:.2f} | " + " | ".join(cells)
