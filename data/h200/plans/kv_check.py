@@ -1,20 +1,24 @@
-"""The direct checks of kv_estimate.py: four presets on the H200 were measured twice, before the
+"""The direct checks of kv_estimate.py: six presets on the H200 were measured twice, before the
 kv-cache fix (data/h200/*-static, erratum kv-cache-ignored) and after it (data/h200/v2/*-static, the
-cache read), on the same cells: llama-2-7b on the 81-cell grid, llama-2-13b, mistral-7b and
-mixtral-8x7b on the 27-cell third. For each, apply kv_estimate.py to the fit of the old store,
-predict the cells, and compare the estimated change with the measured one (docs/h200_plans.md,
-"Erratum fits and the KV estimate"). The estimate itself is still applied to the fits that carry the
-erratum (llama-2-70b and falcon-7b on the H200, llama-2-7b on the H100): these are its only tests.
+cache read), on the same cells: llama-2-7b on the 81-cell grid, llama-2-13b, mistral-7b,
+mixtral-8x7b, llama-2-70b and falcon-7b on the 27-cell third (falcon-7b with --beyond-context in both
+stores: 6 of its cells run past its 2,048-token context). For each, apply kv_estimate.py to the fit of
+the old store, predict the cells, and compare the estimated change with the measured one
+(docs/h200_plans.md, "Erratum fits and the KV estimate"). The estimate itself is still applied to the
+one fit that carries the erratum (llama-2-7b on the H100, data/h100/grid-static): these six are its
+only tests.
 
     .venv/bin/python data/h200/plans/kv_check.py OLD_FITS NEW_FITS [TRACE.csv]
-    # OLD_FITS: llm-energy fit of the four old stores; NEW_FITS: data/h200/fits.json (the four from v2)
+    # OLD_FITS: llm-energy fit of the six old stores; NEW_FITS: data/h200/fits.json (the six from v2)
 
 Per cell (batch 1, warm-ups and erratum-excluded trials left out; medians over repeats): energy (=
 J/token at a fixed tout) and decode ms/step (decode_s / (tout - 1)) measured in each store; the
 estimate's energy change (old fit + c_K sum_j (tin + j) against the old fit) and its ms/step change
 (KV bytes of the mean context / bandwidth against the old step); the v2 fit against the old fit.
-Medians over the cells of each tout and of each static-cache bucket. With a trace: all its queries
-within the model's context, total predicted energy by the old fit, old fit + estimate, v2 fit.
+Medians over the cells of each tout and of each static-cache bucket; where some cells run past the
+model's context (the fit's context_tokens: falcon-7b's 2,048), the medians over the cells within it
+too. With a trace: all its queries within the model's context, total predicted energy by the old fit,
+old fit + estimate, v2 fit.
 """
 
 import json
@@ -34,7 +38,9 @@ from llm_energy.trials.store import load_trials  # noqa: E402
 PAIRS = [("llama-2-7b", "data/h200/grid-static", "data/h200/v2/grid-static"),
          ("llama-2-13b", "data/h200/llama-2-13b-static", "data/h200/v2/llama-2-13b-static"),
          ("mistral-7b", "data/h200/mistral-7b-static", "data/h200/v2/mistral-7b-static"),
-         ("mixtral-8x7b", "data/h200/mixtral-8x7b-static", "data/h200/v2/mixtral-8x7b-static")]
+         ("mixtral-8x7b", "data/h200/mixtral-8x7b-static", "data/h200/v2/mixtral-8x7b-static"),
+         ("llama-2-70b", "data/h200/llama-2-70b-static", "data/h200/v2/llama-2-70b-static"),
+         ("falcon-7b", "data/h200/falcon-7b-static", "data/h200/v2/falcon-7b-static")]
 
 
 def key(model: str) -> str:
@@ -102,6 +108,17 @@ def tables(j: pl.DataFrame) -> None:
         print()
 
 
+def within_context(j: pl.DataFrame, context: int) -> None:
+    """The medians over the cells within the model's context, where some run past it."""
+    inside = j.filter(pl.col("tin") + pl.col("tout") <= context)
+    if inside.height == j.height:
+        return
+    print(f"within its {context}-token context ({inside.height} of {j.height} cells; the others measured with "
+          f"--beyond-context): energy measured median {pct(inside['meas_e'].median())}, estimate "
+          f"{pct(inside['est_e'].median())}; ms/step measured median {pct(inside['meas_ms'].median())}, "
+          f"estimate {pct(inside['est_ms'].median())}")
+
+
 def on_trace(trace: str, k: str, context: int, fits: dict[str, FitsFile]) -> dict:
     q = pl.read_csv(trace)
     ti, to = q["ContextTokens"].to_numpy(), q["GeneratedTokens"].to_numpy()
@@ -131,6 +148,7 @@ def main(old_fits: str, new_fits: str, trace: str | None = None) -> None:
               f"{pct(j['meas_e'].max())}), estimate {pct(j['est_e'].median())} ({pct(j['est_e'].min())}.."
               f"{pct(j['est_e'].max())}); ms/step measured median {pct(j['meas_ms'].median())} "
               f"({pct(j['meas_ms'].min())}..{pct(j['meas_ms'].max())}), estimate {pct(j['est_ms'].median())}")
+        within_context(j, dep.get("context_tokens") or 4096)
         err = {n: f"{100 * j[c].median():.1f}% / {100 * j[c].quantile(0.9):.1f}%"
                for n, c in (("old", "err_old"), ("kv", "err_kv"), ("new", "err_new"))}
         print(f"|error| against the v2 cells, median / p90: old fit {err['old']}, old fit + estimate {err['kv']}, "

@@ -1,8 +1,9 @@
 """A sensitivity estimate, not a measurement: data/h200/plans/fits.json with the KV-cache reads its
 erratum stores' decode steps did not do added to the energy fit of every deployment whose fit carries
 the erratum ``kv-cache-ignored`` (its ``errata`` key; docs/h200_plans.md, "Erratum fits and the KV
-estimate"). A fit without it (llama-2-7b@h200, measured with the cache read: data/h200/v2) is copied
-unchanged.
+estimate"). A fit without it is copied unchanged: since the refit on data/h200/v2 (measured with the
+cache read) that is all six H200 fits, and only llama-2-7b@h100 (data/h100/grid-static) carries it.
+kv_check.py applies ``estimate`` and ``add`` to the fits of the six erratum H200 stores, one at a time.
 
 The erratum stores were measured on transformers 5.17, which silently ignored the ``cache=`` keyword
 the backends passed (commit e5b5c49): every decode step attended to itself only. A real step at
@@ -15,7 +16,10 @@ its energy) grows by the time those bytes take at the measured HBM bandwidth, a 
 more, J_tok the fit's own energy per output token (at tin 8, tout 1024..2048). That is added to the
 fit's ``sum_j(tin+j-0)+`` coefficient where the form has one (spline, roofline at knot 0), else to its
 tin*tout and (halved) tout^2 coefficients (tout^2 / 2 for tout (tout - 1) / 2). Sources of the
-constants: KV MiB per 1k tokens from `llm-energy models`; step times (ms/step, from the erratum
+constants: KV bytes per token from the preset's config (``ModelPreset.kv_bytes_per_token``, what
+`llm-energy models` prints as KV MiB/1k tok: 2 x layers x KV heads x head_dim x 2 bytes, the KV heads
+``num_key_value_heads`` (Llama-2 70B, Mistral, Mixtral: 8), or for Falcon 1 where ``multi_query`` is set
+(falcon-7b: 71 query heads, one KV head, 8 KiB a token); step times (ms/step, from the erratum
 stores) and bandwidth from docs/h200.md (H200: 4.204 TB/s) and docs/h100.md (H100: 3.00 TB/s,
 llama-2-7b 6.12 ms/step). Mistral-7b's 4,096-token attention window is ignored (it would cap its
 correction).
@@ -30,10 +34,9 @@ import sys
 import numpy as np
 
 from llm_energy.fit.fits import load_fits, predict
+from llm_energy.measure.inference.presets import get_preset
 
 ERRATUM = "kv-cache-ignored"
-KV_MIB_PER_1K = {"llama-2-7b": 500.0, "llama-2-13b": 781.2, "llama-2-70b": 312.5, "mistral-7b": 125.0,
-                 "mixtral-8x7b": 125.0, "falcon-7b": 7.8}
 STEP_MS = {("llama-2-7b", "h200"): 4.81, ("llama-2-13b", "h200"): 7.85, ("llama-2-70b", "h200"): 36.14,
            ("mistral-7b", "h200"): 5.08, ("mixtral-8x7b", "h200"): 12.46, ("falcon-7b", "h200"): 4.52,
            ("llama-2-7b", "h100"): 6.12}
@@ -42,7 +45,7 @@ SUM_L = "sum_j(tin+j-0)+"  # sum over the decode steps of the context L = tin + 
 
 
 def kv_bytes_per_token(model: str) -> float:
-    return KV_MIB_PER_1K[model] * 2**20 / 1000
+    return float(get_preset(model).kv_bytes_per_token)
 
 
 def estimate(fits, dep: dict) -> dict:

@@ -4,7 +4,7 @@
 # (configs/deployments.paper.yaml), at a few zeta and accuracy floors. Run from the repository root:
 #   REFIT=1 bash data/h200/plans/run.sh    # REFIT=1: refit data/h200/fits.json from $H200_STORES (its
 #                                          # --candidates tables: fits.h200.txt), the H100 grid and the
-#                                          # four erratum stores kv_check.py compares with v2, and rebuild
+#                                          # six erratum stores kv_check.py compares with v2, and rebuild
 #                                          # fits.json and fits.kv-estimate.json; without it the existing
 #                                          # files are used
 # Each plan writes data/h200/plans/NAME/summary.json (committed) and assignment.parquet (not committed).
@@ -16,11 +16,12 @@ A100="--fits ../shared/reference/wilkins2024/coefficients.json --deployments con
 LLAMA="--only llama-2-7b-h200,llama-2-13b-h200,llama-2-70b-h200"
 OUT=data/h200/plans
 
-# data/h200/fits.json: llama-2-7b, llama-2-13b, mistral-7b and mixtral-8x7b from data/h200/v2 (measured with
-# the decode step reading its KV cache); llama-2-70b (v2 holds 3 of its 27 cells: too few to fit) and
-# falcon-7b (not re-measured) from their erratum stores (kv-cache-ignored)
+# data/h200/fits.json: all six H200 presets from data/h200/v2 (measured with the decode step reading its KV
+# cache): llama-2-7b on the 81-cell grid, the other five on the 27-cell third (falcon-7b with
+# --beyond-context). data/h200/v2/falcon-40b-static (3 of 27 cells) is not fitted: too few cells, and it
+# has no deployment in configs/deployments.h200.yaml
 H200_STORES="data/h200/v2/grid-static data/h200/v2/llama-2-13b-static data/h200/v2/mistral-7b-static
-  data/h200/v2/mixtral-8x7b-static data/h200/llama-2-70b-static data/h200/falcon-7b-static"
+  data/h200/v2/mixtral-8x7b-static data/h200/v2/llama-2-70b-static data/h200/v2/falcon-7b-static"
 if [ "${REFIT:-0}" = 1 ]; then
   $LE fit $H200_STORES --out data/h200/fits.json --candidates > $OUT/fits.h200.txt 2>&1 || { cat $OUT/fits.h200.txt; exit 1; }
   tail -7 $OUT/fits.h200.txt
@@ -68,20 +69,22 @@ for a in 55 60; do plan h200ncllama-acc$a --fits data/h200/plans/fits.json --dep
 plan h200ncllama-z1 --fits data/h200/plans/fits.json --deployments $NC $LLAMA --zeta 1
 # sensitivity (an estimate, not a measurement): the same measured set with the KV-cache reads the erratum
 # stores' decode steps missed added to the energy fit of every deployment whose fit still carries the
-# erratum kv-cache-ignored (kv_estimate.py reads fits.json's errata key: llama-2-70b@h200, falcon-7b@h200
-# and llama-2-7b@h100; the four fits from data/h200/v2 are copied unchanged; docs/h200_plans.md explains)
+# erratum kv-cache-ignored (kv_estimate.py reads fits.json's errata key: since all six H200 fits are from
+# data/h200/v2, only llama-2-7b@h100 (data/h100/grid-static, not re-measured); the six H200 fits are copied
+# unchanged; docs/h200_plans.md explains)
 [ -f $OUT/fits.kv-estimate.json ] && [ "${REFIT:-0}" != 1 ] || \
   .venv/bin/python data/h200/plans/kv_estimate.py $OUT/fits.json $OUT/fits.kv-estimate.json
-# its direct checks: the estimate applied to fits of the four erratum stores re-measured in v2 (llama-2-7b,
-# llama-2-13b, mistral-7b, mixtral-8x7b) against those v2 stores, cell by cell (kv_check.py -> kv_check.txt)
+# its direct checks: the estimate applied to fits of the six erratum stores re-measured in v2 (llama-2-7b,
+# llama-2-13b, mistral-7b, mixtral-8x7b, llama-2-70b, falcon-7b) against those v2 stores, cell by cell
+# (kv_check.py -> kv_check.txt)
 ERRATUM_STORES="data/h200/grid-static data/h200/llama-2-13b-static data/h200/mistral-7b-static
-  data/h200/mixtral-8x7b-static"
+  data/h200/mixtral-8x7b-static data/h200/llama-2-70b-static data/h200/falcon-7b-static"
 if [ ! -f $OUT/fits.h200-erratum.json ] || [ "${REFIT:-0}" = 1 ]; then
   $LE fit $ERRATUM_STORES --out $OUT/fits.h200-erratum.json
 fi
 .venv/bin/python data/h200/plans/kv_check.py $OUT/fits.h200-erratum.json data/h200/fits.json \
   data/azure-llm-2023/AzureLLMInferenceTrace_conv.csv > $OUT/kv_check.txt
-tail -6 $OUT/kv_check.txt
+tail -8 $OUT/kv_check.txt
 KV="--fits data/h200/plans/fits.kv-estimate.json --deployments configs/deployments.h200.yaml"
 for z in 0.5 0.9 1; do plan h200kv-z$z $KV --zeta $z; done
 for a in 55 60; do plan h200kv-acc$a $KV --min-accuracy $a; done
