@@ -186,8 +186,48 @@ def cmd_profile(args: argparse.Namespace) -> int:
         console.print(f"energy source: {src}{' (ESTIMATE: no power meter on this node)' if src == SOURCE_ESTIMATE else ''}; "
                       f"idle {idle}; total {fmt_joules(float((meas['energy_j'] * meas['n_inner']).sum()))}")
         console.print(cell_summary_table(meas))
+    _print_prepare(console, df)
     _print_quality(console, df)
     return 0
+
+
+#: trial columns a store records from the prepare-timing profiler on (null in older stores and imports)
+PREPARE_COLUMNS = ("prepare_s", "prepare_compiled")
+
+
+def prepare_summary(trials: pl.DataFrame) -> list[dict]:
+    """Per sweep whose trials recorded a compiling prepare (``prepare_compiled``: a static backend's first
+    trial of a bucket x batch in a run), the time ``backend.prepare`` took outside the windows: compiles, their
+    total and largest seconds with the bucket and batch of the largest, and the other trials' prepare seconds.
+    Empty for stores from before ``prepare_s`` was recorded and for backends that never compile."""
+    from llm_energy.measure.inference.sizing import bucket_len
+
+    if trials.height == 0 or not set(PREPARE_COLUMNS) <= set(trials.columns):
+        return []
+    out = []
+    timed = trials.filter(pl.col("prepare_s").is_not_null())
+    for (sid,), g in timed.group_by(["sweep_id"], maintain_order=True):
+        comp = g.filter(pl.col("prepare_compiled").fill_null(False))
+        if comp.height == 0:
+            continue
+        top = comp.sort("prepare_s", descending=True, maintain_order=True).row(0, named=True)
+        total = float(comp["prepare_s"].sum())
+        out.append({"sweep_id": sid, "model": top["model"], "backend": top["backend"], "compiles": comp.height,
+                    "total_s": total, "max_s": top["prepare_s"], "bucket": bucket_len(top["tin"] + top["tout"]),
+                    "batch": top["batch"], "other_trials": g.height - comp.height,
+                    "other_s": float(g["prepare_s"].sum()) - total})
+    return out
+
+
+def _print_prepare(console, trials: pl.DataFrame) -> None:
+    """One line per sweep that compiled: prepare's seconds, outside every measurement window (issue 13)."""
+    rows = prepare_summary(trials)
+    for r in rows:
+        which = f" [sweep {r['sweep_id']}: {r['model']} {r['backend']}]" if len(rows) > 1 else ""
+        console.print(f"prepare (compile + capture) outside the windows{which}: {r['compiles']} bucket x batch "
+                      f"compile(s), {r['total_s']:.1f} s in all, max {r['max_s']:.1f} s (bucket {r['bucket']}, batch "
+                      f"{r['batch']}); the other {r['other_trials']} trial(s)' prepare {r['other_s']:.1f} s",
+                      markup=False, highlight=False)
 
 
 def _print_quality(console, df: pl.DataFrame) -> None:
@@ -219,12 +259,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     from llm_energy.trials.store import open_store
 
     store = open_store(args.dir)
-    df = store.trials()
+    df = every = store.trials()
     if not args.warmups:
         df = df.filter(~pl.col("warmup"))
     if args.json:
         from llm_energy.io import to_json
 
+        # the prepare columns only where a trial shown recorded them: an older store prints what it always did
+        df = df.drop([c for c in PREPARE_COLUMNS if df[c].null_count() == df.height])
         print(to_json(df.to_dicts(), default=str))  # NaN/inf -> null: bare NaN is not JSON
         return 0
     if args.limit < 1:
@@ -236,6 +278,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     console.print(trials_table(df.head(args.limit), title=f"{args.dir}: {df.height} trials"))
     if (df["energy_source"] == SOURCE_ESTIMATE).any():
         console.print("note: energy_source 'estimate' rows are CPU utilisation x TDP, not a measurement")
+    _print_prepare(console, every)  # warm-ups included: a bucket's first trial, which compiles, is often one
     _print_quality(console, df)
     if df.height > args.limit:
         console.print(f"... {df.height - args.limit} more rows (use --limit or --json)")

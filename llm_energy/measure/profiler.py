@@ -4,8 +4,9 @@
 :class:`~llm_energy.trials.store.TrialStore` through :func:`record_events`) and a Ray actor (which streams
 them to the driver). Per trial:
 
-1. ``backend.prepare`` (allocation/compilation, outside the window) and a seeded prompt of exactly
-   ``tin`` tokens;
+1. ``backend.prepare`` (allocation/compilation, outside the window; its seconds stored as the trial's
+   ``prepare_s``, and ``prepare_compiled`` when it compiled a new bucket x batch) and a seeded prompt of
+   exactly ``tin`` tokens;
 2. a measurement window: counters read at both edges, back-to-back generations until the window
    lasts at least ``min_window_s`` (a trial shorter than a few meter update periods is repeated
    inside one window, ``n_inner`` times, and its energy divided by the count, never reported as 0 J);
@@ -231,12 +232,13 @@ class Profiler:
         t_begin = time.monotonic()
         tick = {k: v for k, v in tick.items() if k != "cells_done"}
         for i, t in enumerate(todo):
-            if _will_compile(backend, t.cell):  # a static-cache compile: minutes on a GPU, not idle
+            compiles = _will_compile(backend, t.cell)
+            if compiles:  # a static-cache compile: minutes on a GPU, not idle
                 yield ProgressTick(state="compiling", done=base + i, total=total, cell=t.key, joules_so_far=joules,
                                    cells_done=cells_done, device=device_name, energy_source=source,
                                    message=f"batch {t.cell.batch}, {t.cell.tin + t.cell.tout} tokens", **tick)
             rec, frame = self._run_trial(t, backend, samplers, primary, idle, source, device_name=device_name,
-                                         system=system, dtype=loaded.dtype, versions=info.versions)
+                                         system=system, dtype=loaded.dtype, versions=info.versions, compiles=compiles)
             joules += rec.energy_j * rec.n_inner
             yield SamplesChunk(frame)
             yield TrialDone(rec, i + 1, n_todo)
@@ -356,9 +358,12 @@ class Profiler:
         return idle, frame, flags
 
     def _run_trial(self, t: PlannedTrial, backend, samplers, primary, idle: IdleBaseline, source: str, *,
-                   device_name: str, system: str, dtype: str, versions: str) -> tuple[TrialRecord, pl.DataFrame]:
+                   device_name: str, system: str, dtype: str, versions: str,
+                   compiles: bool = False) -> tuple[TrialRecord, pl.DataFrame]:
         spec, c = self.spec, t.cell
-        backend.prepare(c.batch, c.tin, c.tout)
+        p0 = time.perf_counter()
+        backend.prepare(c.batch, c.tin, c.tout)  # compile + capture + warm-up: timed apart, never in the window
+        prepare_s = time.perf_counter() - p0
         seed = int(hashlib.sha1(f"{spec.seed}/{c.cell_id}/{t.repeat}".encode()).hexdigest()[:8], 16)
         prompt = backend.make_prompt(c.batch, c.tin, seed)
         w = self._window(t, backend, prompt, samplers)
@@ -401,6 +406,7 @@ class Profiler:
             t_start=w0, t_end=w1, t_start_mono=m0, t_end_mono=m1, node=self.node, node_type=spec.node_type,
             system=system, device=device_name, n_gpus=self.n_gpus, model=spec.model, backend=spec.backend,
             dtype=dtype, versions=versions, session=self.session, quality=quality, quality_note=quality_note,
+            prepare_s=prepare_s, prepare_compiled=compiles,
         )
         return rec, frame
 

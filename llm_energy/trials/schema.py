@@ -73,6 +73,11 @@ TRIAL_SCHEMA: dict[str, pl.DataType] = {
     "versions": pl.String,  # JSON of software versions
     "quality": pl.String,  # "ok" | "suspect:<code>[,<code>...]" (a meter reading that cannot be trusted)
     "quality_note": pl.String,  # why, per device ("" when ok)
+    # outside the window, just before it: the seconds backend.prepare took (a static backend's compile + CUDA-graph
+    # capture + warm-up on the first trial of a bucket x batch; a first seen prompt shape's warm-up; ~0 otherwise),
+    # and whether that prepare compiled a new bucket x batch; null in stores and imports from before they were recorded
+    "prepare_s": pl.Float64,
+    "prepare_compiled": pl.Boolean,
 }
 
 SAMPLE_SCHEMA: dict[str, pl.DataType] = {
@@ -154,6 +159,8 @@ class TrialRecord:
     session: str = ""
     quality: str = QUALITY_OK
     quality_note: str = ""
+    prepare_s: float | None = None  # None: not recorded (what an old store reads as)
+    prepare_compiled: bool | None = None
 
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

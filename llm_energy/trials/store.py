@@ -173,8 +173,18 @@ class TrialStore:
         files = self._files("trials")
         if not files:
             return pl.DataFrame(schema=TRIAL_SCHEMA)
-        df = _read_chunks(files, pl.read_parquet)
-        return with_quality_default(conform(df, TRIAL_SCHEMA)).unique("trial_id", keep="first", maintain_order=True)
+        # chunks written before a column existed lack it (a sweep resumed by newer code mixes both): each run of
+        # chunks with one set of columns is read together and conformed, the missing columns null
+        runs: list[list[str]] = []
+        last: list[str] | None = None
+        for f in files:
+            cols = list(_read_chunks([f], pl.read_parquet_schema))
+            if cols != last:
+                runs.append([])
+                last = cols
+            runs[-1].append(f)
+        df = pl.concat([conform(_read_chunks(r, pl.read_parquet), TRIAL_SCHEMA) for r in runs])
+        return with_quality_default(df).unique("trial_id", keep="first", maintain_order=True)
 
     def samples(self) -> pl.LazyFrame:
         """All samples, lazily. Every chunk's footer is read first, so a garbage chunk is a UserError
