@@ -51,11 +51,15 @@ class ModelPreset:
 
 
 def kv_bytes_per_token(cfg: dict[str, Any], dtype_bytes: int) -> int:
+    """KV-cache bytes per token per sequence as transformers' models store it (what a decode step reads
+    and what memory must hold). Falcon's new decoder architecture (falcon-40b) broadcasts each KV group's
+    K and V to all its query heads before the cache (``FalconAttention._split_heads``), so its cache holds
+    every query head, 16x its 8 KV groups (transformers 5.17 and 5.24; ``tests/test_kv_bytes.py``)."""
     heads = int(cfg["num_attention_heads"])
     head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // heads)
     if cfg.get("model_type") == "falcon":
         if cfg.get("new_decoder_architecture"):
-            kv = int(cfg.get("num_kv_heads", heads))
+            kv = heads
         elif cfg.get("multi_query"):
             kv = 1
         else:
