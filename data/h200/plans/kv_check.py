@@ -15,7 +15,8 @@ Per cell (batch 1, warm-ups and erratum-excluded trials left out; medians over r
 J/token at a fixed tout) and decode ms/step (decode_s / (tout - 1)) measured in each store; the
 estimate's energy change (old fit + c_K sum_j (tin + j) against the old fit) and its ms/step change
 (KV bytes of the mean context / bandwidth against the old step); the v2 fit against the old fit.
-Medians over the cells of each tout and of each static-cache bucket; where some cells run past the
+Medians over the cells of each tout and of each static-cache bucket, and prefill ms by tin (old and
+v2: a change there is not the erratum's, which concerned the decode steps); where some cells run past the
 model's context (the fit's context_tokens: falcon-7b's 2,048), the medians over the cells within it
 too. With a trace: all its queries within the model's context, total predicted energy by the old fit,
 old fit + estimate, v2 fit.
@@ -56,7 +57,8 @@ def cells(store: str) -> pl.DataFrame:
     df = df.filter(~excluded(df))  # the erratum replays each session's trial order: on the whole store
     df = df.filter(~pl.col("warmup") & (pl.col("batch") == 1) & (pl.col("quality") == "ok"))
     return df.group_by("tin", "tout").agg(e=pl.col("energy_j").median(),
-                                          ms=(1e3 * pl.col("decode_s") / (pl.col("tout") - 1)).median(), n=pl.len())
+                                          ms=(1e3 * pl.col("decode_s") / (pl.col("tout") - 1)).median(),
+                                          pf=(1e3 * pl.col("prefill_s")).median(), n=pl.len())
 
 
 def fits_with_estimate(path: str, k: str) -> tuple[FitsFile, FitsFile, dict, dict]:
@@ -119,6 +121,14 @@ def within_context(j: pl.DataFrame, context: int) -> None:
           f"estimate {pct(inside['est_ms'].median())}")
 
 
+def prefill(j: pl.DataFrame) -> None:
+    """Prefill ms by tin (median over the matched cells), old store against v2: the erratum concerned the
+    decode steps, so a change here is something else."""
+    g = j.group_by("tin").agg(pl.col("pf").median(), pl.col("pf_v2").median()).sort("tin")
+    print("prefill ms by tin (median over the cells), old -> v2: " + ", ".join(
+        f"{r['tin']}: {r['pf']:.1f} -> {r['pf_v2']:.1f} ({pct(r['pf_v2'] / r['pf'] - 1)})" for r in g.iter_rows(named=True)))
+
+
 def on_trace(trace: str, k: str, context: int, fits: dict[str, FitsFile]) -> dict:
     q = pl.read_csv(trace)
     ti, to = q["ContextTokens"].to_numpy(), q["GeneratedTokens"].to_numpy()
@@ -149,6 +159,7 @@ def main(old_fits: str, new_fits: str, trace: str | None = None) -> None:
               f"{pct(j['est_e'].max())}); ms/step measured median {pct(j['meas_ms'].median())} "
               f"({pct(j['meas_ms'].min())}..{pct(j['meas_ms'].max())}), estimate {pct(j['est_ms'].median())}")
         within_context(j, dep.get("context_tokens") or 4096)
+        prefill(j)
         err = {n: f"{100 * j[c].median():.1f}% / {100 * j[c].quantile(0.9):.1f}%"
                for n, c in (("old", "err_old"), ("kv", "err_kv"), ("new", "err_new"))}
         print(f"|error| against the v2 cells, median / p90: old fit {err['old']}, old fit + estimate {err['kv']}, "
