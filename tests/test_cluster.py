@@ -70,6 +70,8 @@ def test_actors_pinned_to_distinct_nodes_and_every_sample_stored(local_cluster, 
     stored = store.samples().select(pl.len()).collect().item()
     assert stored == rep.samples_written == rep.samples_produced > 0
     assert set(trials["node_type"]) == {"cpu-a", "cpu-b"}
+    # the seconds each trial's prepare took travel with its record from the actor to the driver's store
+    assert trials["prepare_s"].is_not_null().all() and not trials["prepare_compiled"].any()
     # both cpu-a nodes did part of the cpu-a sweep
     assert trials.filter(pl.col("node_type") == "cpu-a")["node"].n_unique() == 2
     # a rerun of the same sweep resumes from the store: nothing is profiled again
