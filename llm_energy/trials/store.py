@@ -174,11 +174,11 @@ class TrialStore:
         if not files:
             return pl.DataFrame(schema=TRIAL_SCHEMA)
         # chunks written before a column existed lack it (a sweep resumed by newer code mixes both): each run of
-        # chunks with one set of columns is read together and conformed, the missing columns null
+        # chunks with one schema is read together and conformed, the missing columns null
         runs: list[list[str]] = []
-        last: list[str] | None = None
+        last: list | None = None
         for f in files:
-            cols = list(_read_chunks([f], pl.read_parquet_schema))
+            cols = list(_read_chunks([f], pl.read_parquet_schema).items())
             if cols != last:
                 runs.append([])
                 last = cols
