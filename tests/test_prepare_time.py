@@ -125,3 +125,25 @@ def test_the_summary_is_per_sweep_and_names_the_largest_compile(capsys):
     assert f"{LINE} [sweep a: tiny-llama cache]: 2 bucket x batch compile(s), 155.0 s in all, max 95.0 s (bucket 512, " \
            "batch 4); the other 1 trial(s)' prepare 0.0 s" in out
     assert "[sweep c: tiny-llama cache]: 1 bucket x batch compile(s), 61.0 s" in out
+
+
+@pytest.mark.parametrize("old_first", [True, False])
+def test_a_mixed_store_resumes_again_its_stored_ids_skipped(tmp_path, old_first):
+    """A sweep resumed by today's code after older code's chunks (or older code resuming today's chunks):
+    the next writer, a second resume or an interrupted run's count, reads every committed id, and a
+    trial already stored is not stored again."""
+    st = TrialStore(tmp_path / "s")
+    new = make_record(2)
+    new.prepare_s, new.prepare_compiled = 3.5, True
+    if not old_first:
+        assert st.append_trials([new]) == 1
+    name = f"part-{'0' * 19 + '1' if old_first else '9' * 20}-00000000.parquet"
+    trials_frame([make_record(0), make_record(1)]).drop(list(PREPARE_COLUMNS)).write_parquet(
+        tmp_path / "s" / "trials" / name)
+    if old_first:
+        assert st.append_trials([new]) == 1
+    st.close()
+    again = TrialStore(tmp_path / "s")
+    assert again.done_trial_ids() == {f"s1/i8-o8-b1/r{i}" for i in range(3)}
+    assert again.append_trials([make_record(0), make_record(2)]) == 0
+    assert open_store(tmp_path / "s").trials().height == 3

@@ -161,7 +161,9 @@ class TrialStore:
         if self._done is None:
             files = self._files("trials")
             if files:
-                ids = _read_chunks(files, lambda f: pl.scan_parquet(f).select("trial_id").collect())["trial_id"].to_list()
+                # chunks of one store may differ in columns (a sweep resumed by newer code): only trial_id is read
+                ids = _read_chunks(files, lambda f: pl.scan_parquet(f, extra_columns="ignore").select("trial_id")
+                                   .collect())["trial_id"].to_list()
                 self._done = set(ids)
             else:
                 self._done = set()
