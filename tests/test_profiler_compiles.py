@@ -69,6 +69,8 @@ def test_a_trial_that_compiled_in_its_window_is_measured_again(tmp_path, monkeyp
     assert df["t_end_mono"][0] - df["t_start_mono"][0] < 0.3  # the stored window is the second: no compile, no 0.4 s
     assert any("torch compiled during its window" in r.getMessage() and "measured again" in r.getMessage()
                for r in caplog.records)
+    # the discarded window's seconds (the compile and its 0.4 s) are prepare's, recorded apart (prepare_s)
+    assert df["prepare_compiled"][0] is True and df["prepare_s"][0] >= 0.4
 
 
 def test_a_trial_that_compiles_again_when_measured_again_is_stored_flagged(tmp_path, monkeypatch):

@@ -370,6 +370,7 @@ class Profiler:
         edges, first = w.edges, w.compiled
         if first:  # it timed torch compiling, not the model: measured again, the compile now done
             log.warning("trial %s: torch compiled during its window (%s); measured again", t.key, first.describe())
+            prepare_s, compiles = prepare_s + w.m1 - w.m0, True  # the discarded window compiled: prepare's time
             w = self._window(t, backend, prompt, samplers)
             edges = edges + w.edges  # the discarded window's samples are stored all the same
         results, w0, m0, w1, m1 = w.results, w.w0, w.m0, w.w1, w.m1
