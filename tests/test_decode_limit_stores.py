@@ -49,3 +49,24 @@ def test_no_bucket_rows_for_trials_that_read_no_kv_cache(capsys):
     rows = from_stores([str(old)], BW)
     assert [r.get("kind") for r in rows] == [None] and rows[0]["n_trials"] == 18  # tout >= 64
     assert "no bucket rows for 18 mistral-7b static trial(s) of erratum kv-cache-ignored" in capsys.readouterr().err
+
+
+def test_compile_seconds_come_from_the_stores_prepare_columns(tmp_path, capsys):
+    """A store measured with ``prepare_s``: each row's compile s is the median of its preset's recorded
+    batch-1 compiles (each bucket row its own bucket's); a store from before the columns has none."""
+    from llm_energy.cli import main
+
+    out = tmp_path / "s"
+    assert main(["profile", "--model", "tiny-llama", "--backend", "static", "--tin", "8", "--tout", "100,300",
+                 "--repeats", "1", "--warmups", "0", "--device", "cpu", "--threads", "1", "--idle-s", "0.1",
+                 "--min-window-s", "0.05", "--no-live", "--out", str(out)]) == 0
+    from llm_energy.trials.store import open_store
+
+    df = open_store(out).trials()
+    compiled = {int(t + o): s for t, o, s, c in zip(df["tin"], df["tout"], df["prepare_s"], df["prepare_compiled"]) if c}
+    assert sorted(compiled) == [108, 308]  # one compile per bucket (256, 512)
+    rows = from_stores([str(out)], BW)
+    by = {r.get("bucket"): r for r in rows}
+    assert by[256]["compile_s"] == pytest.approx(compiled[108]) and by[512]["compile_s"] == pytest.approx(compiled[308])
+    assert by[None]["compile_s"] == pytest.approx((compiled[108] + compiled[308]) / 2)
+    assert all(r["compile_s"] is None for r in from_stores([str(STORE)], BW))

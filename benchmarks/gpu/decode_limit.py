@@ -287,7 +287,10 @@ def from_stores(dirs: list[str], bw: float) -> list[dict]:
     (a line on stderr says how many). One row per (preset, backend) over every bucket, then one row per
     static-cache bucket (``"kind": "bucket"``) whose limit adds the KV bytes a step reads: a static
     cache is attended over its whole bucket, so a step reads weights + bucket x KV bytes a token. Trials
-    of erratum ``kv-cache-ignored`` (no decode step read the cache) get no bucket rows (a line on stderr)."""
+    of erratum ``kv-cache-ignored`` (no decode step read the cache) get no bucket rows (a line on stderr).
+    ``compile_s``: the median of the batch-1 compiles the store recorded (``prepare_s`` of its trials with
+    ``prepare_compiled``, warm-ups included: a bucket's first trial compiles), per row's preset and backend
+    and per bucket; None for stores measured before those columns."""
     import polars as pl
 
     store_mod = _imp("llm_energy.trials.store", "llm_energy.store")
@@ -297,15 +300,36 @@ def from_stores(dirs: list[str], bw: float) -> list[dict]:
     for d in dirs:
         if not (Path(d) / "manifest.json").exists():
             continue
-        df, why = schema.drop_suspect(store_mod.open_store(d).trials(), what=f"decode_limit {d}")
+        every = store_mod.open_store(d).trials()
+        compiles = _compile_seconds(every)
+        df, why = schema.drop_suspect(every, what=f"decode_limit {d}")
         if why:
             print(why, file=sys.stderr)
         df = df.filter(~pl.col("warmup") & (pl.col("batch") == 1) & (pl.col("tout") >= 64))
         for (model, backend), g in df.group_by("model", "backend", maintain_order=True):
             all_b, read_b = meta_bytes(model)
-            out.append(_store_row(model, backend, d, g, all_b, read_b, bw))
+            rows = [_store_row(model, backend, d, g, all_b, read_b, bw)]
             if sizing.is_static_backend(backend):
-                out += _bucket_rows(model, backend, d, g, all_b, read_b, bw)
+                rows += _bucket_rows(model, backend, d, g, all_b, read_b, bw)
+            for r in rows:
+                got = [s for (m, be, bucket), v in compiles.items() if (m, be) == (model, backend)
+                       and bucket == r.get("bucket", bucket) for s in v]
+                r["compile_s"] = float(statistics.median(got)) if got else None
+            out += rows
+    return out
+
+
+def _compile_seconds(trials) -> dict[tuple[str, str, int], list[float]]:
+    """(model, backend, bucket) -> the seconds of each batch-1 compile the trials recorded (``prepare_s``
+    where ``prepare_compiled``); empty for a store from before those columns."""
+    import polars as pl
+
+    if "prepare_compiled" not in trials.columns:
+        return {}
+    sizing = _imp("llm_energy.measure.inference.sizing")
+    out: dict[tuple[str, str, int], list[float]] = {}
+    for r in trials.filter(pl.col("prepare_compiled").fill_null(False) & (pl.col("batch") == 1)).iter_rows(named=True):
+        out.setdefault((r["model"], r["backend"], sizing.bucket_len(r["tin"] + r["tout"])), []).append(r["prepare_s"])
     return out
 
 
