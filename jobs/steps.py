@@ -45,6 +45,10 @@ def sweep(cfg: PipelineConfig, *, live: bool | None = None) -> None:
           + ", ".join(f"{k} on {v[:8]}" for k, v in rep.actors.items()), flush=True)
     for r in rep.requeued:
         print(f"requeued {r}")
+    from llm_energy.cli.profile import print_prepare
+    from llm_energy.report.tables import stdout_console
+
+    print_prepare(stdout_console(), store.trials())  # compile time, apart from every trial's window
     if rep.failed:
         raise UserError("sweep incomplete: " + "; ".join(rep.failed))
 

@@ -119,10 +119,10 @@ def test_the_summary_is_per_sweep_and_names_the_largest_compile(capsys):
     a = got[0]
     assert (a["compiles"], a["total_s"], a["max_s"], a["bucket"], a["batch"]) == (2, 155.0, 95.0, 512, 4)
     assert a["other_trials"] == 1 and a["other_s"] == pytest.approx(0.01)
-    from llm_energy.cli.profile import _print_prepare
+    from llm_energy.cli.profile import print_prepare
     from llm_energy.report.tables import stdout_console
 
-    _print_prepare(stdout_console(), trials_frame(recs))
+    print_prepare(stdout_console(), trials_frame(recs))
     out = capsys.readouterr().out
     assert f"{LINE} [sweep a: tiny-llama cache]: 2 bucket x batch compile(s), 155.0 s in all, max 95.0 s (bucket 512, " \
            "batch 4); the other 1 trial(s)' prepare 0.0 s" in out

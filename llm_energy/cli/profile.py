@@ -186,7 +186,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         console.print(f"energy source: {src}{' (ESTIMATE: no power meter on this node)' if src == SOURCE_ESTIMATE else ''}; "
                       f"idle {idle}; total {fmt_joules(float((meas['energy_j'] * meas['n_inner']).sum()))}")
         console.print(cell_summary_table(meas))
-    _print_prepare(console, df)
+    print_prepare(console, df)
     _print_quality(console, df)
     return 0
 
@@ -219,7 +219,7 @@ def prepare_summary(trials: pl.DataFrame) -> list[dict]:
     return out
 
 
-def _print_prepare(console, trials: pl.DataFrame) -> None:
+def print_prepare(console, trials: pl.DataFrame) -> None:
     """One line per sweep that compiled: prepare's seconds, outside every measurement window (issue 13)."""
     rows = prepare_summary(trials)
     for r in rows:
@@ -278,7 +278,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     console.print(trials_table(df.head(args.limit), title=f"{args.dir}: {df.height} trials"))
     if (df["energy_source"] == SOURCE_ESTIMATE).any():
         console.print("note: energy_source 'estimate' rows are CPU utilisation x TDP, not a measurement")
-    _print_prepare(console, every)  # warm-ups included: a bucket's first trial, which compiles, is often one
+    print_prepare(console, every)  # warm-ups included: a bucket's first trial, which compiles, is often one
     _print_quality(console, df)
     if df.height > args.limit:
         console.print(f"... {df.height - args.limit} more rows (use --limit or --json)")
