@@ -84,8 +84,15 @@ def test_backends_sharing_a_model_restore_their_attention():
     assert gqa.last_tokens[:, -1].tolist() == plain.last_tokens[:, -1].tolist()
 
 
-def test_gqa_leaves_models_it_does_not_apply_to():
-    for preset in ("tiny-llama", "tiny-falcon"):  # as many KV heads as query heads; falcon's own attention
+def test_gqa_leaves_models_it_does_not_apply_to(tmp_path):
+    import json
+
+    from llm_energy.measure.inference.presets import get_preset
+
+    alibi = tmp_path / "falcon-alibi"  # tiny-falcon with alibi (falcon-rw's position bias): transformers' forward
+    alibi.mkdir()
+    (alibi / "config.json").write_text(json.dumps({**get_preset("tiny-falcon").hf_config, "alibi": True}))
+    for preset in ("tiny-llama", str(alibi)):  # as many KV heads as query heads; a falcon gqa leaves as it is
         lm = load_model(preset, "cpu", "float32")
         assert not applies(lm.model) and not set_packed_gqa(lm.model, True)
         b = make_backend("static+gqa", lm)
@@ -104,3 +111,152 @@ def test_gqa_variants_on_cuda_give_the_static_tokens():
         assert b.generate(ids, 8).tout_actual == 8
         toks[name] = b.last_tokens[:, -1].tolist()
     assert len(set(map(tuple, toks.values()))) == 1, toks
+
+
+# ---- falcon: its own attention code (packed_gqa.falcon_attention_forward) ------------------------
+FALCON = {"model_type": "falcon", "vocab_size": 128, "hidden_size": 64, "num_hidden_layers": 2,
+          "num_attention_heads": 8, "parallel_attn": True, "bias": False, "alibi": False}
+FALCON_LAYOUTS = {"multi-query": {"multi_query": True, "new_decoder_architecture": False},  # falcon-7b's: 1 KV head
+                  "new-decoder": {"new_decoder_architecture": True, "num_kv_heads": 2}}  # falcon-40b's: KV groups
+
+
+def _falcon(layout):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model(**FALCON, **FALCON_LAYOUTS[layout])
+    return AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa").eval()
+
+
+def _falcon_logits(model, ids, steps, cache_len=32):
+    """Logits of a prefill and ``steps`` greedy decode steps into a StaticCache, and the cache."""
+    from transformers import StaticCache
+
+    from llm_energy.measure.inference.backends import cache_keyword
+
+    cache, kw = StaticCache(config=model.config, max_cache_len=cache_len), cache_keyword(model)
+    with torch.no_grad():
+        out = [model(ids, use_cache=True, **{kw: cache}).logits]
+        for s in range(steps):
+            tok = out[-1][:, -1:].argmax(-1)
+            pos = torch.full((ids.shape[0], 1), ids.shape[1] + s)
+            out.append(model(tok, position_ids=pos, use_cache=True, **{kw: cache}).logits)
+    return out, cache
+
+
+@pytest.mark.parametrize("layout", sorted(FALCON_LAYOUTS))
+def test_falcon_gqa_gives_the_original_logits_and_caches_the_kv_heads(layout):
+    from llm_energy.measure.inference.presets import kv_bytes_per_token
+
+    model = _falcon(layout)
+    ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(1))
+    ref, ref_cache = _falcon_logits(model, ids, 5)
+    assert applies(model) and set_packed_gqa(model, True)
+    got, cache = _falcon_logits(model, ids, 5)
+    for r, g in zip(ref, got):
+        torch.testing.assert_close(g, r, rtol=0, atol=1e-5)
+    kv = FALCON_LAYOUTS[layout].get("num_kv_heads", 1)
+    assert [layer.keys.shape[1] for layer in cache.layers] == [kv] * 2  # the KV heads, not their copies
+    assert ref_cache.layers[0].keys.shape[1] == (8 if layout == "new-decoder" else 1)  # transformers: 8 copies
+    allocated = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    cfg_d = {**FALCON, **FALCON_LAYOUTS[layout]}
+    assert kv_bytes_per_token(cfg_d, 4, grouped=True) == allocated // (2 * 32)  # per token a sequence, under gqa
+    assert not set_packed_gqa(model, False)  # off: the class's forward again, the same logits exactly
+    assert all("forward" not in layer.self_attention.__dict__ for layer in model.transformer.h)
+    again, _ = _falcon_logits(model, ids, 5)
+    assert all(torch.equal(a, r) for a, r in zip(again, ref))
+
+
+def _falcon_40b_shaped(tmp_path):
+    import json
+
+    d = tmp_path / "falcon-40b-shaped"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({**FALCON, **FALCON_LAYOUTS["new-decoder"],
+                                               "architectures": ["FalconForCausalLM"]}))
+    return str(d)
+
+
+def _sdpa_heads(backend, tin, tout):
+    """(query heads, key heads, whether a fused CPU kernel takes it) at every SDPA call of the traced decode step."""
+    backend._restore_layout()  # the model may be shared: trace what this backend runs
+    tok, pos = torch.ones((1, 1), dtype=torch.long), torch.full((1, 1), tin)
+    with torch.inference_mode():
+        ex = torch._dynamo.explain(backend._decode_step)(tok, pos, backend._caches[(1, bucket_len(tin + tout))])
+    assert ex.graph_count == 1 and ex.graph_break_count == 0
+    out = []
+    for n in ex.graphs[0].graph.nodes:
+        if n.op == "call_function" and "scaled_dot_product_attention" in str(n.target):
+            q, k, v = (torch.zeros(a.meta["example_value"].shape) for a in n.args[:3])
+            mask = n.kwargs.get("attn_mask")
+            mask = None if mask is None else torch.ones(mask.meta["example_value"].shape, dtype=torch.bool)
+            fused = torch._fused_sdp_choice(q, k, v, attn_mask=mask, enable_gqa=n.kwargs.get("enable_gqa", False)) != 0
+            out.append((q.shape[1], k.shape[1], fused))
+    return out
+
+
+@pytest.mark.parametrize("preset", ["tiny-falcon", "falcon-40b-shaped"])
+def test_gqa_falcon_static_backend_gives_the_static_tokens_and_reads_the_kv_heads(preset, tmp_path):
+    name = _falcon_40b_shaped(tmp_path) if preset == "falcon-40b-shaped" else preset
+    lm = load_model(name, "cpu", "float32")
+    ref, b = make_backend("static", lm), make_backend("static+gqa", lm)  # one model shared, as a sweep shares it
+    assert b.packed_gqa and not ref.packed_gqa
+    ids = ref.make_prompt(1, 9, seed=5)
+    for backend in (ref, b, ref, b):  # each restores its own attention before it generates
+        backend.prepare(1, 9, 8)
+        assert backend.generate(ids, 8).tout_actual == 8
+    assert b.compiles == 1 and b.last_tokens[:, -1].tolist() == ref.last_tokens[:, -1].tolist()
+    cfg = lm.config
+    layers, heads = cfg.num_hidden_layers, cfg.num_attention_heads
+    kv = cfg.num_kv_heads if cfg.new_decoder_architecture else 1
+    static_kv = heads if cfg.new_decoder_architecture else 1  # falcon-40b's cache holds every query head
+    assert [x.keys.shape[1] for x in ref._caches[(1, 256)].layers] == [static_kv] * layers
+    assert [x.keys.shape[1] for x in b._caches[(1, 256)].layers] == [kv] * layers
+    # static: 1 key head against every query head is the math kernel (multi-query), or the copies (new decoder);
+    # gqa: the packed layout, one query row block per KV head, on a fused kernel
+    assert _sdpa_heads(ref, 9, 8) == [(heads, static_kv, static_kv == heads)] * layers
+    assert _sdpa_heads(b, 9, 8) == [(kv, kv, True)] * layers
+
+
+def test_gqa_sizes_falcon_40b_cache_by_its_kv_groups():
+    from llm_energy.measure.inference.loading import read_model
+    from llm_energy.measure.inference.sizing import kv_groups_cached, sweep_memory_bytes
+
+    assert kv_groups_cached("static+gqa") and kv_groups_cached("static+fused+gqa+math")
+    assert not any(kv_groups_cached(b) for b in ("static", "static+math", "cache", "no-cache"))
+    kw = {"batch": 1, "max_seq_len": 4096}
+    for preset, ratio in (("falcon-40b", 16), ("falcon-7b", 1), ("mistral-7b", 1)):
+        src = read_model(preset)
+        static, gqa = (sweep_memory_bytes(src, "bfloat16", backend=b, **kw)[2] for b in ("static", "static+gqa"))
+        assert static == ratio * gqa, preset
+    assert sweep_memory_bytes(read_model("falcon-40b"), "bfloat16", backend="static+gqa", **kw)[2] == \
+        2 * 60 * 8 * 64 * 2 * 4096  # 8 groups of 64-wide heads, 60 layers, K and V, bf16
+
+
+def test_the_refusal_check_sizes_falcon_40b_by_the_backend(monkeypatch):
+    from llm_energy.errors import UserError
+    from llm_energy.measure.inference import sizing
+    from llm_energy.measure.inference.loading import read_model
+
+    src = read_model("falcon-40b")  # bf16: 82.6 GB weights; batch 8 x 4096: 64.4 GB of cache (static), 4.0 (gqa)
+    monkeypatch.setattr(sizing, "free_memory_bytes", lambda d: 100 * 2**30)
+    kw = {"batch": 8, "max_seq_len": 4000, "beyond_context": True}
+    sizing.check_sweep(src, "bfloat16", ["cpu"], backend="static+gqa", **kw)
+    with pytest.raises(UserError, match="KV cache 60.0 GiB"):
+        sizing.check_sweep(src, "bfloat16", ["cpu"], backend="static", **kw)
+
+
+@pytest.mark.gpu
+def test_gqa_falcon_on_cuda_gives_the_static_tokens(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA")
+    for name in ("tiny-falcon", _falcon_40b_shaped(tmp_path)):
+        ids, toks = None, {}
+        for variant in ("static", "static+gqa", "static+gqa+math"):
+            b = make_backend(variant, load_model(name, "cuda:0", "float32"))
+            assert b.packed_gqa == (variant != "static")
+            ids = b.make_prompt(1, 9, seed=5) if ids is None else ids
+            b.prepare(1, 9, 8)
+            assert b.generate(ids, 8).tout_actual == 8
+            toks[variant] = b.last_tokens[:, -1].tolist()
+        assert len(set(map(tuple, toks.values()))) == 1, (name, toks)

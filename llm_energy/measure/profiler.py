@@ -199,7 +199,7 @@ class Profiler:
                left_in_cell: Counter, max_batch: int, max_seq: int, done_before: int = 0) -> Iterator[ProfileEvent]:
         from llm_energy.measure.inference.backends import make_backend
         from llm_energy.measure.inference.loading import load_model
-        from llm_energy.measure.inference.sizing import kv_cache_len
+        from llm_energy.measure.inference.sizing import kv_cache_len, kv_groups_cached
 
         spec, n_todo = self.spec, len(todo)
         total, base = done_before + n_todo, done_before  # ticks count the whole sweep (resumed runs too)
@@ -212,7 +212,7 @@ class Profiler:
         yield ProgressTick(state="loading", done=base, total=total, **tick)
         loaded = load_model(spec.model, self.device, spec.dtype, gpu_indices=self.gpu_indices or None,
                             batch=max_batch, kv_cache=spec.backend != "no-cache",
-                            max_seq_len=kv_cache_len(spec.backend, max_seq))
+                            max_seq_len=kv_cache_len(spec.backend, max_seq), kv_groups=kv_groups_cached(spec.backend))
         backend = make_backend(spec.backend, loaded)
         device_name, system = _describe_hardware(samplers, primary, self.gpu_indices)
         # ---- idle baseline (model resident, nothing running): what energy_net_j subtracts ----

@@ -102,12 +102,13 @@ def _first_line(e: BaseException) -> str:
 
 def load_model(name_or_dir: str, device: str = "auto", dtype: str = "auto", *,
                gpu_indices: tuple[int, ...] | None = None, seed: int = 0, batch: int = 1, max_seq_len: int = 4096,
-               kv_cache: bool = True) -> LoadedModel:
+               kv_cache: bool = True, kv_groups: bool = False) -> LoadedModel:
     """Build a preset (random weights, directly on the device) or load a local checkpoint dir.
 
     With several ``gpu_indices`` the decoder layers are spread over those GPUs (embedding on the
     first, final norm and LM head on the last), each built directly on its GPU. The memory check
-    assumes ``batch`` sequences of ``max_seq_len`` tokens (the profiler passes its sweep's largest).
+    assumes ``batch`` sequences of ``max_seq_len`` tokens (the profiler passes its sweep's largest;
+    ``kv_groups``: a cache of falcon-40b's KV groups, ``sizing.kv_groups_cached``).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -124,7 +125,8 @@ def load_model(name_or_dir: str, device: str = "auto", dtype: str = "auto", *,
     cfg, hf_cfg, n_params, checkpoint, has_weights = src.config, src.hf_config, src.n_params, src.checkpoint, src.has_weights
     gpus = tuple(gpu_indices) if gpu_indices else ((int(device.split(":")[1]),) if device.startswith("cuda:") else ())
     devices = [f"cuda:{i}" for i in gpus] if gpus else ["cpu"]
-    check_fits(name_or_dir, n_params, hf_cfg, dt, devices, batch=batch, max_seq_len=max_seq_len, kv_cache=kv_cache)
+    check_fits(name_or_dir, n_params, hf_cfg, dt, devices, batch=batch, max_seq_len=max_seq_len, kv_cache=kv_cache,
+               grouped=kv_groups)
     torch.manual_seed(seed)
     tdt = _torch_dtype(dt)
     if checkpoint and has_weights:

@@ -17,12 +17,27 @@ for every head and row at one position, broadcasts. The product is the same arit
 per head, a position bias) goes to transformers' own ``sdpa_attention_forward`` unchanged.
 
 It is registered under :data:`NAME` with transformers' ``AttentionInterface`` (and ``sdpa_mask`` for
-its masks under the same name) and switched on per model by :func:`set_packed_gqa`. Models whose
-attention is not dispatched through that interface (falcon's own attention) are left as they are.
+its masks under the same name) and switched on per model by :func:`set_packed_gqa`.
+
+Falcon runs its own attention (``FalconAttention.forward`` calls SDPA itself, not through that
+interface), and pays for it in two ways: falcon-7b (``multi_query``: 1 KV head, 71 query heads) hands
+SDPA different head counts without ``enable_gqa``, which the fused kernels refuse, so the step runs the
+math kernel, which broadcasts the one K and V to every query head; falcon-40b (new decoder architecture:
+8 KV groups of 16 query heads) broadcasts each group's K and V to its query heads in ``_split_heads``,
+*before* the cache, so its cache holds 128 heads, 16x its groups' bytes. Under ``gqa`` each falcon
+attention module's forward is :func:`falcon_attention_forward` instead (bound on the instance; deleting
+it restores the class's): the cache gets the KV heads themselves (8 for falcon-40b, 1 for falcon-7b), a
+single query token attends in the packed layout above, and more tokens (the prefill) through SDPA with
+``enable_gqa=True`` (a fused kernel on the CPU; on CUDA torch's GQA runs on the flash kernel, which takes
+no mask, and the math kernel). The arithmetic is the original's; written against transformers 5.17 and
+5.24, whose ``FalconAttention.forward`` are the same. Alibi falcons (none of the presets) and
+``output_attentions`` take the original forward. Because falcon-40b's cache then holds 8 heads, its
+size depends on the option: ``sizing.kv_groups_cached`` / ``presets.kv_bytes_per_token(grouped=True)``.
 """
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 NAME = "llm_energy_packed_gqa"
@@ -62,23 +77,102 @@ def register() -> None:
 
 def applies(model: Any) -> bool:
     """Whether ``gqa`` changes anything for this model: a llama-style attention with fewer KV heads than
-    query heads, running transformers' sdpa (or this module's function already)."""
+    query heads, running transformers' sdpa (or this module's function already), or a falcon with fewer
+    KV heads than query heads (:func:`falcon_applies`)."""
     cfg = getattr(model, "config", None)
     if cfg is None:
         return False
+    if getattr(cfg, "model_type", None) == "falcon":
+        return falcon_applies(cfg)
     heads, kv = getattr(cfg, "num_attention_heads", None), getattr(cfg, "num_key_value_heads", None)
     return (getattr(cfg, "model_type", None) in _TYPES and bool(heads and kv and kv < heads)
             and cfg._attn_implementation in ("sdpa", NAME))
 
 
 def set_packed_gqa(model: Any, on: bool) -> bool:
-    """Switch the model's attention to :data:`NAME` (``on``) or back to ``sdpa``; return whether it now
-    runs :data:`NAME`. A model where it does not apply (:func:`applies`) is left as it is."""
+    """Switch the model's attention to :data:`NAME` (``on``) or back to ``sdpa`` (falcon: each attention
+    module's forward to :func:`falcon_attention_forward` or back to its class's); return whether it now
+    runs the packed attention. A model where it does not apply (:func:`applies`) is left as it is."""
     if not applies(model):
         return False
+    if model.config.model_type == "falcon":
+        for attn in _falcon_attentions(model):
+            if on and attn.__dict__.get("forward") is None:
+                attn.forward = types.MethodType(falcon_attention_forward, attn)
+            elif not on:
+                attn.__dict__.pop("forward", None)
+        return on
     want = NAME if on else "sdpa"
     if model.config._attn_implementation != want:
         if on:
             register()
         model.config._attn_implementation = want  # the forward reads it at each call; no other state
     return on
+
+
+# ---- falcon ---------------------------------------------------------------------------------------
+def falcon_applies(cfg: Any) -> bool:
+    """A falcon config (object or dict) whose attention ``gqa`` changes: rotary (no alibi), sdpa, fewer KV
+    heads than query heads (``multi_query``: 1; new decoder architecture: ``num_kv_heads``)."""
+    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+    heads = int(get("num_attention_heads") or 0)
+    kv = int(get("num_kv_heads") or heads) if get("new_decoder_architecture") else (1 if get("multi_query", True) else heads)
+    impl = get("_attn_implementation", "sdpa") if not isinstance(cfg, dict) else "sdpa"
+    return get("model_type") == "falcon" and not get("alibi") and impl == "sdpa" and 0 < kv < heads
+
+
+def _falcon_attentions(model: Any) -> list[Any]:
+    base = getattr(model, "transformer", model)
+    return [layer.self_attention for layer in getattr(base, "h", ())]
+
+
+def falcon_heads(attn: Any, fused_qkv: Any) -> tuple[Any, Any, Any]:
+    """Query (b, heads, t, d) and key, value (b, kv, t, d) from falcon's fused q/k/v projection, as
+    ``FalconAttention._split_heads`` lays them out but without its broadcast of each KV group to its query
+    heads: query head ``h`` belongs to KV head ``h // (heads // kv)`` (what the broadcast pairs them as)."""
+    b, t, _ = fused_qkv.shape
+    heads, kv, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
+    if attn.new_decoder_architecture:
+        qkv = fused_qkv.view(b, t, kv, heads // kv + 2, d)
+        query, key, value = qkv[:, :, :, :-2].reshape(b, t, heads, d), qkv[:, :, :, -2:-1], qkv[:, :, :, -1:]
+        key, value = key.reshape(b, t, kv, d), value.reshape(b, t, kv, d)
+    else:  # multi_query: one K and one V after the query heads
+        qkv = fused_qkv.view(b, t, heads + 2, d)
+        query, key, value = qkv[:, :, :-2], qkv[:, :, -2:-1], qkv[:, :, -1:]
+    return query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+
+
+def falcon_attend(query: Any, key: Any, value: Any, mask: Any, causal: bool) -> Any:
+    """(b, t, heads * d) attention of ``query`` (b, heads, t, d) on ``key``/``value`` (b, kv, L, d): one
+    query token in the packed layout (:func:`packed_gqa_attention`'s), more through SDPA's ``enable_gqa``."""
+    import torch
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    b, heads, t, d = query.shape
+    kv = key.shape[1]
+    if t == 1 and (mask is None or mask.shape[1] == 1):
+        out = sdpa(query.reshape(b, kv, heads // kv, d), key, value, attn_mask=mask, dropout_p=0.0, is_causal=False)
+        return out.reshape(b, 1, heads * d)
+    out = sdpa(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=causal and mask is None and t > 1,
+               enable_gqa=True)
+    return out.transpose(1, 2).reshape(b, t, heads * d)
+
+
+def falcon_attention_forward(self: Any, hidden_states: Any, alibi: Any, attention_mask: Any, position_ids: Any = None,
+                             layer_past: Any = None, use_cache: bool = False, output_attentions: bool = False,
+                             position_embeddings: Any = None, **kwargs: Any):
+    """``FalconAttention.forward`` (transformers 5.17 and 5.24) on the KV heads: the cache gets them
+    unbroadcast, the attention reads them (:func:`falcon_attend`). Alibi, ``output_attentions`` and
+    other implementations than sdpa take the class's own forward."""
+    if alibi is not None or output_attentions or self.config._attn_implementation != "sdpa":
+        return type(self).forward(self, hidden_states, alibi, attention_mask, position_ids=position_ids,
+                                  layer_past=layer_past, use_cache=use_cache, output_attentions=output_attentions,
+                                  position_embeddings=position_embeddings, **kwargs)
+    from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
+
+    query, key, value = falcon_heads(self, self.query_key_value(hidden_states))
+    cos, sin = position_embeddings
+    query, key = apply_rotary_pos_emb(query, key, cos, sin)
+    if layer_past is not None:
+        key, value = layer_past.update(key, value, self.layer_idx)
+    return self.dense(falcon_attend(query, key, value, attention_mask, self.is_causal)), None

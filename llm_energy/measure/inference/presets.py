@@ -50,16 +50,18 @@ class ModelPreset:
         return kv_bytes_per_token(self.hf_config, 2)
 
 
-def kv_bytes_per_token(cfg: dict[str, Any], dtype_bytes: int) -> int:
+def kv_bytes_per_token(cfg: dict[str, Any], dtype_bytes: int, *, grouped: bool = False) -> int:
     """KV-cache bytes per token per sequence as transformers' models store it (what a decode step reads
     and what memory must hold). Falcon's new decoder architecture (falcon-40b) broadcasts each KV group's
     K and V to all its query heads before the cache (``FalconAttention._split_heads``), so its cache holds
-    every query head, 16x its 8 KV groups (transformers 5.17 and 5.24; ``tests/test_kv_bytes.py``)."""
+    every query head, 16x its 8 KV groups (transformers 5.17 and 5.24; ``tests/test_kv_bytes.py``), except
+    under the static backend's ``gqa`` option (``grouped``: packed_gqa.py caches the groups themselves;
+    alibi falcons keep transformers' forward)."""
     heads = int(cfg["num_attention_heads"])
     head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // heads)
     if cfg.get("model_type") == "falcon":
         if cfg.get("new_decoder_architecture"):
-            kv = heads
+            kv = int(cfg.get("num_kv_heads") or heads) if grouped and not cfg.get("alibi") else heads
         elif cfg.get("multi_query"):
             kv = 1
         else:
@@ -102,10 +104,11 @@ def count_params(name: str) -> int:
 
 
 def memory_needed_bytes(n_params: int, hf_config: dict[str, Any], dtype: str, batch: int, max_seq_len: int,
-                        kv_cache: bool = True) -> tuple[int, int, int]:
-    """(total, weights, kv) bytes to run a model: weights + KV cache + a margin for activations."""
+                        kv_cache: bool = True, *, grouped: bool = False) -> tuple[int, int, int]:
+    """(total, weights, kv) bytes to run a model: weights + KV cache + a margin for activations
+    (``grouped``: see :func:`kv_bytes_per_token`)."""
     b = DTYPE_BYTES[dtype]
     weights = n_params * b
-    kv = kv_bytes_per_token(hf_config, b) * batch * max_seq_len if kv_cache else 0
+    kv = kv_bytes_per_token(hf_config, b, grouped=grouped) * batch * max_seq_len if kv_cache else 0
     total = weights + kv + int(MARGIN_FRACTION * weights) + MARGIN_BYTES
     return total, weights, kv

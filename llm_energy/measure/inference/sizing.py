@@ -25,12 +25,14 @@ def free_memory_bytes(device: str) -> int:
 
 
 def check_fits(name: str, n_params: int, hf_config: dict[str, Any], dtype: str, devices: list[str], *,
-               batch: int = 1, max_seq_len: int = 4096, kv_cache: bool = True) -> None:
+               batch: int = 1, max_seq_len: int = 4096, kv_cache: bool = True, grouped: bool = False) -> None:
     """Refuse up front a model that does not fit the free memory of its device(s) with a KV cache of
-    ``batch`` sequences of ``max_seq_len`` tokens (pass the sweep's largest batch and tin + tout)."""
+    ``batch`` sequences of ``max_seq_len`` tokens (pass the sweep's largest batch and tin + tout;
+    ``grouped``: :func:`kv_groups_cached`)."""
     from llm_energy.measure.inference.presets import memory_needed_bytes
 
-    need, weights, kv = memory_needed_bytes(n_params, hf_config, dtype, batch, max_seq_len, kv_cache=kv_cache)
+    need, weights, kv = memory_needed_bytes(n_params, hf_config, dtype, batch, max_seq_len, kv_cache=kv_cache,
+                                            grouped=grouped)
     free = sum(free_memory_bytes(d) for d in devices)
     if need > free:
         gib = 2**30
@@ -45,6 +47,12 @@ def check_fits(name: str, n_params: int, hf_config: dict[str, Any], dtype: str, 
 def is_static_backend(backend: str) -> bool:
     """``static`` or one of its ``static+OPTIONS`` variants: a static cache of a length bucket."""
     return backend.split("+")[0] == "static"
+
+
+def kv_groups_cached(backend: str) -> bool:
+    """Whether the backend's cache holds a falcon new-decoder model's KV groups rather than their copies
+    to every query head: the static backend's ``gqa`` option (packed_gqa.py; ``presets.kv_bytes_per_token``)."""
+    return is_static_backend(backend) and "gqa" in backend.split("+")[1:]
 
 
 def kv_cache_len(backend: str, max_seq_len: int) -> int:
@@ -87,7 +95,7 @@ def sweep_memory_bytes(src: ModelSource, dtype: str, *, batch: int, max_seq_len:
     from llm_energy.measure.inference.presets import memory_needed_bytes
 
     return memory_needed_bytes(src.n_params, src.hf_config, dtype, batch, kv_cache_len(backend, max_seq_len),
-                               kv_cache=backend != "no-cache")
+                               kv_cache=backend != "no-cache", grouped=kv_groups_cached(backend))
 
 
 def check_sweep(src: ModelSource, dtype: str, devices: list[str], *, batch: int, max_seq_len: int,
@@ -103,7 +111,8 @@ def check_sweep(src: ModelSource, dtype: str, devices: list[str], *, batch: int,
     check_positions(src, max_seq_len, beyond_context=beyond_context)
     check_static_window(src, backend, max_seq_len)
     check_fits(src.name, src.n_params, src.hf_config, dtype, devices, batch=batch,
-               max_seq_len=kv_cache_len(backend, max_seq_len), kv_cache=backend != "no-cache")
+               max_seq_len=kv_cache_len(backend, max_seq_len), kv_cache=backend != "no-cache",
+               grouped=kv_groups_cached(backend))
 
 
 def bucket_len(n: int) -> int:
