@@ -13,7 +13,10 @@ store's backend column says what was measured and the plain ``static`` stores ke
 * ``gqa``: a single query token attends on the KV heads (``packed_gqa.py``): transformers' SDPA copies
   a grouped-query model's cached K and V to every query head before each masked step, groups x the
   cache's bytes written and read again (mistral-7b, mixtral-8x7b, llama-2-70b); nothing changes for
-  models with as many KV heads as query heads or with their own attention code (falcon).
+  models with as many KV heads as query heads. Falcon's own attention gets its KV heads the same way
+  (its forward replaced per module): falcon-7b's one KV head without the math kernel's broadcast, and
+  falcon-40b's cache holds its 8 KV groups instead of their copies to all 128 query heads (16x fewer
+  bytes; the prefill attends with SDPA's ``enable_gqa``). Alibi falcons are left as they are.
 * ``cdt``: inductor's coordinate-descent tuning (gpt-fast's setting). With it inductor rewrites a
   batch-1 matrix-vector product as a reduction it generates and tunes itself, fused with the
   elementwise work around it, instead of a cuBLAS call ("Our matrix vector multiplies only achieve
@@ -41,7 +44,8 @@ from llm_energy.errors import bad_value
 
 STATIC_OPTIONS = {
     "fused": "q/k/v and gate/up projections as one matrix product each",
-    "gqa": "decode attention on the KV heads, without copying the cache to every query head (packed_gqa.py)",
+    "gqa": "decode attention on the KV heads, without copying the cache to every query head (packed_gqa.py; "
+           "falcon: its attention on its KV heads, falcon-40b's cache of its 8 KV groups)",
     "cdt": "inductor coordinate-descent tuning (batch-1 matrix products as fused generated kernels)",
     "math": "decode attention through the math SDPA kernel (inductor fuses it)",
     "ma": "torch.compile mode max-autotune instead of reduce-overhead",
