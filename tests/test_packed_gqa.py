@@ -206,6 +206,12 @@ def test_gqa_falcon_static_backend_gives_the_static_tokens_and_reads_the_kv_head
         backend.prepare(1, 9, 8)
         assert backend.generate(ids, 8).tout_actual == 8
     assert b.compiles == 1 and b.last_tokens[:, -1].tolist() == ref.last_tokens[:, -1].tolist()
+    from llm_energy.measure.inference.compiles import compile_count
+
+    for backend in (b, ref, b):  # a prepared bucket, another prompt, the attention switched: nothing compiles
+        before = compile_count()
+        backend.generate(ref.make_prompt(1, 11, seed=3), 8)
+        assert not (compile_count() - before), (backend.name, (compile_count() - before).describe())
     cfg = lm.config
     layers, heads = cfg.num_hidden_layers, cfg.num_attention_heads
     kv = cfg.num_kv_heads if cfg.new_decoder_architecture else 1
