@@ -120,6 +120,26 @@ FALCON_LAYOUTS = {"multi-query": {"multi_query": True, "new_decoder_architecture
                   "new-decoder": {"new_decoder_architecture": True, "num_kv_heads": 2}}  # falcon-40b's: KV groups
 
 
+def test_falcon_attend_is_repeat_kv_attention():
+    from llm_energy.measure.inference.packed_gqa import falcon_attend
+
+    g = torch.Generator().manual_seed(0)
+    b, length, d = 2, 37, 16
+    for kv, groups in ((1, 5), (3, 4)):  # falcon-7b's one KV head; falcon-40b's groups
+        k, v = torch.randn(b, kv, length, d, generator=g), torch.randn(b, kv, length, d, generator=g)
+        for t in (1, 4):  # a decode step (packed), a prefill (K and V copied for the call, or enable_gqa)
+            q = torch.randn(b, kv * groups, t, d, generator=g)
+            mask = torch.ones(b, 1, t, length, dtype=torch.bool).tril(length - t)
+            mask[0, ..., 20:] = False
+            want = _repeat_kv_attention(q, k, v, mask, groups).reshape(b, t, kv * groups * d)
+            torch.testing.assert_close(falcon_attend(q, k, v, mask, True), want, rtol=1e-5, atol=1e-6)
+            kt, vt = k[:, :, :t], v[:, :, :t]  # no mask: causal over the prompt's own keys
+            causal = torch.ones(t, t, dtype=torch.bool).tril()
+            torch.testing.assert_close(falcon_attend(q, kt, vt, None, True),
+                                       _repeat_kv_attention(q, kt, vt, causal, groups).reshape(b, t, -1),
+                                       rtol=1e-5, atol=1e-6)
+
+
 def _falcon(layout):
     from transformers import AutoConfig, AutoModelForCausalLM
 

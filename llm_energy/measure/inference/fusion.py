@@ -16,7 +16,8 @@ store's backend column says what was measured and the plain ``static`` stores ke
   models with as many KV heads as query heads. Falcon's own attention gets its KV heads the same way
   (its forward replaced per module): falcon-7b's one KV head without the math kernel's broadcast, and
   falcon-40b's cache holds its 8 KV groups instead of their copies to all 128 query heads (16x fewer
-  bytes; the prefill attends with SDPA's ``enable_gqa``). Alibi falcons are left as they are.
+  bytes; a masked prefill attends on K and V copied to the query heads for that call only, which lets
+  the fused kernels take falcon-7b's, where its own ran the math kernel). Alibi falcons are left as they are.
 * ``cdt``: inductor's coordinate-descent tuning (gpt-fast's setting). With it inductor rewrites a
   batch-1 matrix-vector product as a reduction it generates and tunes itself, fused with the
   elementwise work around it, instead of a cuBLAS call ("Our matrix vector multiplies only achieve

@@ -28,8 +28,9 @@ math kernel, which broadcasts the one K and V to every query head; falcon-40b (n
 attention module's forward is :func:`falcon_attention_forward` instead (bound on the instance; deleting
 it restores the class's): the cache gets the KV heads themselves (8 for falcon-40b, 1 for falcon-7b), a
 single query token attends in the packed layout above, and more tokens (the prefill) through SDPA with
-``enable_gqa=True`` (a fused kernel on the CPU; on CUDA torch's GQA runs on the flash kernel, which takes
-no mask, and the math kernel). The arithmetic is the original's; written against transformers 5.17 and
+``enable_gqa=True`` where there is no mask, else on K and V copied to the query heads for that call only
+(:func:`falcon_attend`: on CUDA torch runs a masked GQA only on its math kernel). The cache keeps the KV
+heads either way. The arithmetic is the original's; written against transformers 5.17 and
 5.24, whose ``FalconAttention.forward`` are the same. Alibi falcons (none of the presets) and
 ``output_attentions`` take the original forward. Because falcon-40b's cache then holds 8 heads, its
 size depends on the option: ``sizing.kv_groups_cached`` / ``presets.kv_bytes_per_token(grouped=True)``.
@@ -143,8 +144,12 @@ def falcon_heads(attn: Any, fused_qkv: Any) -> tuple[Any, Any, Any]:
 
 
 def falcon_attend(query: Any, key: Any, value: Any, mask: Any, causal: bool) -> Any:
-    """(b, t, heads * d) attention of ``query`` (b, heads, t, d) on ``key``/``value`` (b, kv, L, d): one
-    query token in the packed layout (:func:`packed_gqa_attention`'s), more through SDPA's ``enable_gqa``."""
+    """(b, t, heads * d) attention of ``query`` (b, heads, t, d) on ``key``/``value`` (b, kv, L, d). One
+    query token: the packed layout (:func:`packed_gqa_attention`'s). More (the prefill): SDPA's
+    ``enable_gqa`` without a mask; with one (a static cache's prefill always has one), K and V copied to
+    the query heads for this call only (the cache keeps the KV heads), because torch runs a masked GQA
+    only on its math kernel on CUDA (transformers' ``use_gqa_in_sdpa`` says the same), whose scores grow
+    with the keys, where the copy lets the fused kernels take it (falcon-7b's own prefill ran the math kernel)."""
     import torch
 
     sdpa = torch.nn.functional.scaled_dot_product_attention
@@ -153,8 +158,11 @@ def falcon_attend(query: Any, key: Any, value: Any, mask: Any, causal: bool) -> 
     if t == 1 and (mask is None or mask.shape[1] == 1):
         out = sdpa(query.reshape(b, kv, heads // kv, d), key, value, attn_mask=mask, dropout_p=0.0, is_causal=False)
         return out.reshape(b, 1, heads * d)
-    out = sdpa(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=causal and mask is None and t > 1,
-               enable_gqa=True)
+    if mask is None:
+        out = sdpa(query, key, value, dropout_p=0.0, is_causal=causal and t > 1, enable_gqa=True)
+    else:
+        key, value = (x.repeat_interleave(heads // kv, dim=1) for x in (key, value))
+        out = sdpa(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False)
     return out.transpose(1, 2).reshape(b, t, heads * d)
 
 
