@@ -16,8 +16,9 @@ of which one row is read, unless tied to the LM head; for a mixture of experts o
 experts' weights). Live mode builds the preset (random bf16 weights), runs the project's backend
 (``static``: StaticCache + torch.compile reduce-overhead; ``prepare`` compiles and captures, timed
 apart as compile_s), then times whole generations of --tout tokens from a --tin prompt for at least
---min-s seconds; ms/step is decode time / (tout - 1), and J/token comes from the NVML energy counter
-over the timed generations (gross, batch 1).
+--min-s seconds; ms/step is decode time / (tout - 1), prefill ms (``prefill_ms``) the median time to
+the first token at --tin (``cprefill`` compiles the prefill), and J/token comes from the NVML energy
+counter over the timed generations (gross, batch 1).
 
 Variants (``--variants``, issue 13): each is a backend label of ``llm_energy.measure.inference.fusion``
 run on the same loaded model, one after the other, each compiled afresh (``torch._dynamo.reset()``
@@ -246,18 +247,19 @@ def kernel_summary(short: list[tuple[str, float]], long: list[tuple[str, float]]
 
 def _time_generations(be, preset: str, tin: int, tout: int, min_s: float, cuda: bool) -> dict:
     """Median ms/step over whole generations of ``tout`` tokens lasting at least ``min_s`` (at least 3),
-    and J/token from the NVML counter over them."""
+    their median prefill ms (time to the first token, range) and J/token from the NVML counter over them."""
     prompt = be.make_prompt(1, tin, seed=1)
     be.generate(prompt, tout)  # one more untimed generation after the compile
     energy = _energy_counter() if cuda else (lambda: None)
     e0 = energy()
     t_start = time.perf_counter()
-    steps = []
+    steps, prefills = [], []
     while len(steps) < 3 or time.perf_counter() - t_start < min_s:
         r = be.generate(prompt, tout)
         if r.tout_actual != tout or r.tin_actual != tin:
             raise SystemExit(f"{preset}: asked tin={tin} tout={tout}, got {r.tin_actual}/{r.tout_actual}")
         steps.append(r.decode_s / (tout - 1))
+        prefills.append(r.prefill_s)
     wall = time.perf_counter() - t_start
     time.sleep(0.15)  # one counter update period past the end
     e1 = energy()
@@ -266,7 +268,9 @@ def _time_generations(be, preset: str, tin: int, tout: int, min_s: float, cuda: 
     return {"tin": tin, "tout": tout, "n_generations": n, "ms_per_step": 1e3 * statistics.median(steps),
             "ms_min": 1e3 * min(steps), "ms_max": 1e3 * max(steps), "timed_s": wall,
             "j_per_token": (e1 - e0) / (n * tout) if metered else None,
-            "mean_w": (e1 - e0) / (wall + 0.15) if metered else None}
+            "mean_w": (e1 - e0) / (wall + 0.15) if metered else None,
+            "prefill_ms": 1e3 * statistics.median(prefills), "prefill_ms_min": 1e3 * min(prefills),
+            "prefill_ms_max": 1e3 * max(prefills)}
 
 
 def _energy_counter():
@@ -406,7 +410,7 @@ def print_table(rows: list[dict]) -> None:
     bw = rows[0]["bw_bps"]
     print(f"\nbatch-1 decode against the HBM limit (copy bandwidth {bw / 1e12:.2f} TB/s)")
     hdr = ("preset", "backend", "weights GB", "read/step GB", "limit ms", "ms/step", "x limit", "x read-limit",
-           "J/token", "compile s")
+           "J/token", "compile s", "prefill ms")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
@@ -414,30 +418,37 @@ def print_table(rows: list[dict]) -> None:
         cs = f"{r['compile_s']:.0f}" if r.get("compile_s") is not None else "-"
         rng = f" ({r['ms_min']:.2f}-{r['ms_max']:.2f})" if r.get("ms_min") is not None else ""
         print(f"| {r['preset']} | {r['backend']} | {r['weights_b'] / 1e9:.2f} | {r['read_b'] / 1e9:.2f} | "
-              f"{r['limit_ms']:.2f} | {r['ms_per_step']:.2f}{rng} | {r['ratio']:.2f} | {r['ratio_read']:.2f} | {jt} | {cs} |")
+              f"{r['limit_ms']:.2f} | {r['ms_per_step']:.2f}{rng} | {r['ratio']:.2f} | {r['ratio_read']:.2f} | {jt} | {cs} | "
+              f"{_prefill(r)} |")
+
+
+def _prefill(r: dict) -> str:
+    """A live row's prefill ms at its tin (``12.3 @ 8``); ``-`` for a row without one (a store's, older rows)."""
+    return f"{r['prefill_ms']:.1f} @ {r['tin']}" if r.get("prefill_ms") is not None else "-"
 
 
 def print_variants(rows: list[dict]) -> None:
-    """Per preset, each backend's ms/step (x limit, compile s) side by side, and its speed-up over the
-    first backend measured for that preset; printed only where a preset has more than one."""
-    by: dict[str, list[dict]] = {}
+    """Per preset and prompt length, each backend's ms/step (x limit, compile s, prefill ms) side by side,
+    and its speed-up over the first backend measured for that preset and tin; printed only where one has more
+    than one."""
+    by: dict[tuple[str, object], list[dict]] = {}
     for r in rows:
         if r.get("kind") != "kernels":
-            by.setdefault(r["preset"], []).append(r)
+            by.setdefault((r["preset"], r.get("tin")), []).append(r)
     by = {p: rs for p, rs in by.items() if len({r["backend"] for r in rs}) > 1}
     if not by:
         return
-    print("\nvariants side by side: ms/step (x limit; compile s), speed-up over the first")
-    print("| preset | limit ms | backend | ms/step | x limit | compile s | vs first |")
-    print("|---|---|---|---|---|---|---|")
-    for p, rs in by.items():
+    print("\nvariants side by side: ms/step (x limit; compile s; prefill ms @ tin), speed-up over the first")
+    print("| preset | limit ms | backend | ms/step | x limit | compile s | vs first | prefill ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (p, _), rs in by.items():
         base = rs[0]["ms_per_step"]
         for r in rs:
             cs = f"{r['compile_s']:.0f}" if r.get("compile_s") is not None else "-"
             print(f"| {p} | {r['limit_ms']:.2f} | {r['backend']} | {r['ms_per_step']:.2f} | {r['ratio']:.2f} | {cs} | "
-                  f"{base / r['ms_per_step']:.3f}x |")
+                  f"{base / r['ms_per_step']:.3f}x | {_prefill(r)} |")
         best = min(rs, key=lambda r: r["ms_per_step"])
-        print(f"| {p} | | **best: {best['backend']}** | **{best['ms_per_step']:.2f}** | **{best['ratio']:.2f}** | | |")
+        print(f"| {p} | | **best: {best['backend']}** | **{best['ms_per_step']:.2f}** | **{best['ratio']:.2f}** | | | |")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,7 +82,7 @@ for step in "$@"; do
       [ -f "$OUT/decode_limit_variants.jsonl" ] && env PYTHONPATH="/tmp/site:$PWD" python3 -m benchmarks.gpu.decode_limit \
         --table "$OUT/decode_limit_variants.jsonl" ;;
     fusiontests)
-      budget "${a:-180}" env PYTHONPATH="/tmp/site:$PWD" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_fusion.py tests/test_packed_gqa.py ;;
+      budget "${a:-180}" env PYTHONPATH="/tmp/site:$PWD" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_fusion.py tests/test_packed_gqa.py tests/test_cprefill.py ;;
     grid)
       budget "${a:-600}" $LE profile --model llama-2-7b --backend static --tin 8..2048 --tout 8..2048 --repeats 2 \
         --warmups 0 --out "$DEST/grid-static" "${PROFILE_COMMON[@]}" ;;

@@ -12,6 +12,12 @@ because the loop is ours, not ``generate()``). Times are device-synchronised.
   size compiles once, in ``prepare()``, outside any measurement window.
 * ``static+OPTION[+OPTION...]``: the same with the options of ``fusion.STATIC_OPTIONS`` (fused q/k/v and
   gate/up projections, inductor tuning, ...); the label names what ran, options in a fixed order.
+  ``cprefill`` compiles the prefill too, with dynamic shapes (gpt-fast's ``compile_prefill``:
+  ``torch.compile(prefill, fullgraph=True, dynamic=True)``, inductor's defaults, no CUDA graphs), so one
+  graph serves every prompt length; its compiles (a shape's first, a 1-token prompt's, a batch > 1's) run
+  in ``prepare()`` like the decode step's, which ``prepare`` already runs at each trial's exact shape.
+  A new cache's first prefill runs eager: transformers initialises a StaticCache's layers lazily there,
+  a state the compiled prefill would otherwise compile a graph of its own for.
 
 The KV cache is passed under the keyword the installed transformers takes (``cache`` from 5.24,
 ``past_key_values`` before, e.g. 5.17, which silently ignores ``cache``: each step would attend to
@@ -201,7 +207,10 @@ class StaticBackend(InferenceBackend):
         self._attention = fusion.decode_attention(self.options)  # the SDPA kernel choice of the decode step
         self.compile_kwargs = fusion.compile_kwargs(self.options, self.is_cuda)
         self._decode = torch.compile(self._decode_step, fullgraph=False, dynamic=False, **self.compile_kwargs)
+        self._prefill = (torch.compile(self._prefill_step, fullgraph=True, dynamic=True) if "cprefill" in self.options
+                         else self._prefill_step)
         self._caches: dict[tuple[int, int], Any] = {}
+        self._filled: set[tuple[int, int]] = set()  # buckets whose cache has been prefilled (initialised) once
         self._cache = None
         self._pinned: tuple[int, int] | None = None  # the bucket a warm-up generates in (_generate_in)
         self.compiles = 0  # buckets x batches prepared (each compiles the decode step once)
@@ -209,6 +218,11 @@ class StaticBackend(InferenceBackend):
     def _decode_step(self, tok, pos, cache):
         with self._attention():
             out = self.model(input_ids=tok, position_ids=pos, use_cache=True, logits_to_keep=1, **{self._kv: cache})
+        return out.logits[:, -1, :].argmax(-1, keepdim=True)
+
+    def _prefill_step(self, ids, cache):
+        """The prompt into ``cache``; the first new token (eager, or compiled with dynamic shapes under ``cprefill``)."""
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._kv: cache})
         return out.logits[:, -1, :].argmax(-1, keepdim=True)
 
     def prepare(self, batch: int, tin: int, tout: int) -> None:
@@ -254,8 +268,9 @@ class StaticBackend(InferenceBackend):
             self._prepare_bucket(key)
         cache = self._cache
         cache.reset()
-        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._kv: cache})
-        nxt = out.logits[:, -1, :].argmax(-1, keepdim=True)
+        prefill = self._prefill if key in self._filled else self._prefill_step  # a new cache's first: eager
+        self._filled.add(key)
+        nxt = prefill(ids, cache)
         produced = 1
         self._sync()
         t_first = time.perf_counter()
