@@ -286,3 +286,26 @@ def test_gqa_falcon_on_cuda_gives_the_static_tokens(tmp_path):
             assert b.generate(ids, 8).tout_actual == 8
             toks[variant] = b.last_tokens[:, -1].tolist()
         assert len(set(map(tuple, toks.values()))) == 1, (name, toks)
+
+
+def test_falcon_switch_touches_only_the_forward_gqa_bound(tmp_path):
+    """Off, what every backend but gqa does before each generation (plain ``static``, ``cache``, ``no-cache``
+    included), removes only the forward gqa bound: a forward bound on the instance by anyone else (a
+    hook's wrapper, as accelerate binds) stays. On over such a module binds nothing and says so, so the
+    backend runs the original attention everywhere rather than a mix of the two caches."""
+    import functools
+
+    lm = load_model(_falcon_40b_shaped(tmp_path), "cpu", "float32")
+    attn = lm.model.transformer.h[0].self_attention
+    theirs = functools.partial(type(attn).forward, attn)
+    attn.forward = theirs
+    plain = make_backend("static", lm)
+    plain.prepare(1, 9, 8)
+    plain.generate(plain.make_prompt(1, 9, seed=5), 8)
+    assert attn.__dict__.get("forward") is theirs
+    assert not set_packed_gqa(lm.model, True) and not make_backend("static+gqa", lm).packed_gqa
+    assert all("forward" not in layer.self_attention.__dict__ for layer in lm.model.transformer.h[1:])
+    assert attn.__dict__.get("forward") is theirs
+    del attn.forward  # the module as loaded: gqa binds its own, and off removes it again
+    assert set_packed_gqa(lm.model, True) and not set_packed_gqa(lm.model, False)
+    assert all("forward" not in layer.self_attention.__dict__ for layer in lm.model.transformer.h)

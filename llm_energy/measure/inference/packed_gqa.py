@@ -96,13 +96,15 @@ def set_packed_gqa(model: Any, on: bool) -> bool:
     runs the packed attention. A model where it does not apply (:func:`applies`) is left as it is."""
     if not applies(model):
         return False
-    if model.config.model_type == "falcon":
-        for attn in _falcon_attentions(model):
-            if on and attn.__dict__.get("forward") is None:
+    if model.config.model_type == "falcon":  # only a forward bound here is added or removed: another's stays,
+        attns = _falcon_attentions(model)     # and over one, none is bound (not a mix of the two caches)
+        foreign = any("forward" in a.__dict__ and not _bound_here(a) for a in attns)
+        for attn in attns:
+            if on and not foreign and not _bound_here(attn):
                 attn.forward = types.MethodType(falcon_attention_forward, attn)
-            elif not on:
-                attn.__dict__.pop("forward", None)
-        return on
+            elif (not on or foreign) and _bound_here(attn):
+                del attn.forward
+        return on and not foreign
     want = NAME if on else "sdpa"
     if model.config._attn_implementation != want:
         if on:
@@ -120,6 +122,11 @@ def falcon_applies(cfg: Any) -> bool:
     kv = int(get("num_kv_heads") or heads) if get("new_decoder_architecture") else (1 if get("multi_query", True) else heads)
     impl = get("_attn_implementation", "sdpa") if not isinstance(cfg, dict) else "sdpa"
     return get("model_type") == "falcon" and not get("alibi") and impl == "sdpa" and 0 < kv < heads
+
+
+def _bound_here(attn: Any) -> bool:
+    """Whether the module's instance forward is :func:`falcon_attention_forward`, bound by :func:`set_packed_gqa`."""
+    return getattr(attn.__dict__.get("forward"), "__func__", None) is falcon_attention_forward
 
 
 def _falcon_attentions(model: Any) -> list[Any]:
