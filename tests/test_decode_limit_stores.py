@@ -70,3 +70,17 @@ def test_compile_seconds_come_from_the_stores_prepare_columns(tmp_path, capsys):
     assert by[256]["compile_s"] == pytest.approx(compiled[108]) and by[512]["compile_s"] == pytest.approx(compiled[308])
     assert by[None]["compile_s"] == pytest.approx((compiled[108] + compiled[308]) / 2)
     assert all(r["compile_s"] is None for r in from_stores([str(STORE)], BW))
+
+
+def test_bucket_rows_of_a_gqa_store_count_the_kv_bytes_its_cache_holds():
+    """falcon-40b's cache holds its 128 query heads under ``static`` but its 8 KV groups under ``static+gqa``
+    (packed_gqa.py): each bucket row's KV bytes follow the backend, as the memory check's do."""
+    import polars as pl
+
+    from benchmarks.gpu.decode_limit import _bucket_rows
+
+    g = pl.DataFrame({"tin": [8, 2000], "tout": [100, 100], "decode_s": [0.5, 0.6], "batch": [1, 1],
+                      "energy_j": [1.0, 1.0]})
+    for backend, heads in (("static", 128), ("static+gqa", 8), ("static+fused+gqa+math", 8)):
+        rows = _bucket_rows("falcon-40b", backend, "s", g, 1, 1, BW)
+        assert [(r["bucket"], r["kv_b"]) for r in rows] == [(b, b * 2 * 60 * heads * 64 * 2) for b in (256, 4096)]

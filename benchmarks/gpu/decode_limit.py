@@ -348,7 +348,8 @@ def _bucket_rows(model: str, backend: str, store: str, g, all_b: int, read_b: in
     if read.height < g.height:
         print(f"decode_limit {store}: no bucket rows for {g.height - read.height} {model} {backend} trial(s) of "
               f"erratum {errata.KV_CACHE_IGNORED} (their decode steps read no KV cache)", file=sys.stderr)
-    kv_b = presets_mod().get_preset(model).kv_bytes_per_token
+    presets = presets_mod()  # what the backend's cache holds a token (falcon-40b: 8 KV groups under gqa, else 128 heads)
+    kv_b = presets.kv_bytes_per_token(presets.get_preset(model).hf_config, 2, grouped=sizing.kv_groups_cached(backend))
     read = read.with_columns(pl.Series("bucket", [sizing.bucket_len(a + b) for a, b in zip(read["tin"], read["tout"])],
                                        dtype=pl.Int64))
     rows = []
