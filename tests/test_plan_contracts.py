@@ -66,7 +66,9 @@ def test_a_time_limited_glpk_mip_returns_its_best_plan_with_gap_and_bound():
     """Was: exit 2 ('stopped with status time_limit_no_solution on the MIP'), no plan; and a MIP stopped by
     GLPK's --tmlim with an incumbent was reported 'optimal' at a 1.2% gap."""
     p = hard_mip()
-    s = Planner(p, method="full", time_limit_s=1, mip_gap=0.0).solve(0.7)
+    # 3 s, not 1: GLPK's first incumbent comes near 1 s here and a loaded CI core missed it once (no plan:
+    # TimeLimitReached); the gap stays 1.6e-2 up to 5 s at least, so the limit still stops it unproven
+    s = Planner(p, method="full", time_limit_s=3, mip_gap=0.0).solve(0.7)
     assert s.status == "time_limit"
     assert p.violations(s.x) == [] and np.array_equal(s.x.sum(axis=1), p.count)
     assert s.bound <= s.objective and s.gap > 0
