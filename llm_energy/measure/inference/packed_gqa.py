@@ -49,7 +49,6 @@ def packed_gqa_attention(module: Any, query: Any, key: Any, value: Any, attentio
                          scaling: float | None = None, is_causal: bool | None = None, **kwargs: Any):
     """transformers' attention-function signature: ``query`` (b, heads, q, d), ``key``/``value`` (b, kv, L,
     d); returns ((b, q, heads, d), None)."""
-    import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     groups = int(getattr(module, "num_key_value_groups", 1) or 1)
@@ -59,11 +58,21 @@ def packed_gqa_attention(module: Any, query: Any, key: Any, value: Any, attentio
     if not packable:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
+    return packed_sdpa(query, key, value, attention_mask, dropout, scaling).transpose(1, 2).contiguous(), None
+
+
+def packed_sdpa(query: Any, key: Any, value: Any, mask: Any, dropout: float = 0.0, scale: float | None = None) -> Any:
+    """One query token ``query`` (b, heads, 1, d) on the KV heads' ``key``/``value`` (b, kv, L, d), the query
+    heads of each KV head as its block of rows (head h = kv * groups + g, as repeat_kv pairs them); the mask,
+    one row for every head, broadcasts. Returns (b, heads, 1, d)."""
+    import torch
+
     b, heads, _, d = query.shape
-    q = query.reshape(b, heads // groups, groups, d)  # head h = kv * groups + g, as repeat_kv pairs them
-    out = torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=attention_mask,
-                                                           dropout_p=dropout, scale=scaling, is_causal=False)
-    return out.reshape(b, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
+    kv = key.shape[1]
+    out = torch.nn.functional.scaled_dot_product_attention(query.reshape(b, kv, heads // kv, d), key, value,
+                                                           attn_mask=mask, dropout_p=dropout, scale=scale,
+                                                           is_causal=False)
+    return out.reshape(b, heads, 1, value.shape[-1])
 
 
 def register() -> None:
@@ -163,8 +172,7 @@ def falcon_attend(query: Any, key: Any, value: Any, mask: Any, causal: bool) -> 
     b, heads, t, d = query.shape
     kv = key.shape[1]
     if t == 1 and (mask is None or mask.shape[1] == 1):
-        out = sdpa(query.reshape(b, kv, heads // kv, d), key, value, attn_mask=mask, dropout_p=0.0, is_causal=False)
-        return out.reshape(b, 1, heads * d)
+        return packed_sdpa(query, key, value, mask).reshape(b, 1, heads * d)
     if mask is None:
         out = sdpa(query, key, value, dropout_p=0.0, is_causal=causal and t > 1, enable_gqa=True)
     else:
