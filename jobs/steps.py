@@ -26,8 +26,10 @@ def sweep(cfg: PipelineConfig, *, live: bool | None = None) -> None:
     from cluster.collector import run_cluster_sweep
     from cluster.placement import check_placement
     from cluster.discovery import discover_nodes
-    from llm_energy.trials.store import TrialStore
+    from llm_energy.cli.profile import print_prepare
     from llm_energy.report.live import SweepView
+    from llm_energy.report.tables import stdout_console
+    from llm_energy.trials.store import TrialStore
 
     if not ray.is_initialized():
         connect()
@@ -45,9 +47,6 @@ def sweep(cfg: PipelineConfig, *, live: bool | None = None) -> None:
           + ", ".join(f"{k} on {v[:8]}" for k, v in rep.actors.items()), flush=True)
     for r in rep.requeued:
         print(f"requeued {r}")
-    from llm_energy.cli.profile import print_prepare
-    from llm_energy.report.tables import stdout_console
-
     print_prepare(stdout_console(), store.trials())  # compile time, apart from every trial's window
     if rep.failed:
         raise UserError("sweep incomplete: " + "; ".join(rep.failed))

@@ -315,25 +315,24 @@ def from_stores(dirs: list[str], bw: float) -> list[dict]:
             rows = [_store_row(model, backend, d, g, all_b, read_b, bw)]
             if sizing.is_static_backend(backend):
                 rows += _bucket_rows(model, backend, d, g, all_b, read_b, bw)
-            for r in rows:
-                got = [s for (m, be, bucket), v in compiles.items() if (m, be) == (model, backend)
-                       and bucket == r.get("bucket", bucket) for s in v]
+            for r in rows:  # the preset's row: every bucket's compiles; a bucket's row: its own
+                got = [s for bucket, s in compiles.get((model, backend), []) if r.get("bucket") in (None, bucket)]
                 r["compile_s"] = float(statistics.median(got)) if got else None
             out += rows
     return out
 
 
-def _compile_seconds(trials) -> dict[tuple[str, str, int], list[float]]:
-    """(model, backend, bucket) -> the seconds of each batch-1 compile the trials recorded (``prepare_s``
-    where ``prepare_compiled``); empty for a store from before those columns."""
+def _compile_seconds(trials) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """(model, backend) -> (bucket, seconds) of each batch-1 compile the trials recorded (``prepare_s`` where
+    ``prepare_compiled``); empty for a store from before those columns."""
     import polars as pl
 
     if "prepare_compiled" not in trials.columns:
         return {}
     sizing = _imp("llm_energy.measure.inference.sizing")
-    out: dict[tuple[str, str, int], list[float]] = {}
+    out: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for r in trials.filter(pl.col("prepare_compiled").fill_null(False) & (pl.col("batch") == 1)).iter_rows(named=True):
-        out.setdefault((r["model"], r["backend"], sizing.bucket_len(r["tin"] + r["tout"])), []).append(r["prepare_s"])
+        out.setdefault((r["model"], r["backend"]), []).append((sizing.bucket_len(r["tin"] + r["tout"]), r["prepare_s"]))
     return out
 
 

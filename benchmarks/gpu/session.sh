@@ -12,7 +12,7 @@
 # Issue 13's decode speed-ups (these run the tree's code, never SRC's: the variants exist only there):
 # dlv:PRESET:VARIANTS[:CAP_S] (decode_limit --variants, e.g. dlv:llama-2-7b:base,fused,fused+cdt:420; rows in
 # $OUT/decode_limit_variants.jsonl; DLV_ARGS: more decode_limit options, e.g. --kernels) | dlvtable |
-# fusiontests (pytest -m gpu tests/test_fusion.py tests/test_packed_gqa.py) | gqabench[:CAP_S] (the decode
+# fusiontests (pytest -m gpu tests/test_fusion.py tests/test_packed_gqa.py tests/test_cprefill.py) | gqabench[:CAP_S] (the decode
 # attention alone, copy vs static+gqa vs gqa+math, grouped-query shapes, no model: benchmarks/gpu/gqa_attention.py;
 # rows in $OUT/gqa_attention.jsonl).
 # Code: SRC, default the frozen snapshot .gpu/src where it exists, else the tree itself.
