@@ -71,3 +71,26 @@ def test_check_without_compiled_trials_says_nothing_of_them(tmp_path, capsys):
     capsys.readouterr()
     main(["check", str(tmp_path / "s")])  # no counter samples: it says so after the quality lines
     assert "suspect:compiled" not in capsys.readouterr().out
+
+
+def test_a_run_interrupted_before_its_first_trial_closes_on_its_own_idle(tmp_path, capsys):
+    """A resumed run stopped during its first trial leaves samples (its idle and the discarded trial)
+    but no trial row: its closure is idle x time against the counter, from the idle that run measured,
+    not 0 (the idle used to come only from the sweeps of the session's trials)."""
+    from llm_energy.trials.schema import SweepInfo
+
+    path = gpu_store(tmp_path / "s")
+    store = TrialStore(path)
+    runs = [{"session": "sess", "node": "n", "idle_w": 100.0, "idle_per_device_w": {"gpu0": 100.0}},
+            {"session": "late", "node": "n", "idle_w": 80.0, "idle_per_device_w": {"gpu0": 80.0}}]
+    store.register_sweep("s1", SweepInfo("s1", "tiny-llama", "static", "bfloat16", "h200", 1, idle_w=100.0,
+                                         idle_per_device_w={"gpu0": 100.0}, runs=runs))
+    t = np.arange(0.0, 8.0, 0.05)
+    late = [PowerSample(2e9 + x, 100.0 + x, "n", "gpu0", "nvml-power", watts=80.0) for x in t]
+    late += [PowerSample(2e9 + x, 100.0 + x, "n", "gpu0", "nvml-counter", joules=80.0 * x) for x in t]
+    store.append_samples(samples_frame(late, "late"))
+    capsys.readouterr()
+    assert main(["check", str(path), "--json"]) == 0
+    sess = {s["session"]: s for s in json.loads(capsys.readouterr().out)["sessions"]}
+    assert sess["late"]["trials_j"] == 0 and sess["late"]["idle_w"] == 80.0
+    assert abs(sess["late"]["idle_closure"] - 1.0) < 1e-6

@@ -135,7 +135,9 @@ def session_closure(store: TrialStore) -> list[SessionClosure]:
                    for de, d, n in zip(tr["device_energy_j"].to_list(), tr["devices"].to_list(), tr["n_inner"].to_list())]
         trials_j = float(sum(per_dev))
         window_s = float((tr["t_end_mono"] - tr["t_start_mono"]).sum()) if tr.height else 0.0
-        sweep_ids = tr["sweep_id"].unique().to_list()
+        # a run interrupted before its first trial committed has no trial rows: its sweep is the one
+        # whose runs record the session (else its idle, and so its closure, would read 0)
+        sweep_ids = tr["sweep_id"].unique().to_list() or [x for x, i in sweeps.items() if _run(i, session)]
         idle = [run_idle_w(sweeps[x], session, device) for x in sweep_ids if x in sweeps]
         idle_w = float(idle[0]) if idle and idle[0] is not None else 0.0
         out.append(SessionClosure(session, device, t1 - t0, counter, power, trials_j, window_s, idle_w, counter - trials_j))
