@@ -16,12 +16,12 @@ A100="--fits ../shared/reference/wilkins2024/coefficients.json --deployments con
 LLAMA="--only llama-2-7b-h200,llama-2-13b-h200,llama-2-70b-h200"
 OUT=data/h200/plans
 
-# data/h200/fits.json: all six H200 presets from data/h200/v2 (measured with the decode step reading its KV
-# cache): llama-2-7b on the 81-cell grid, the other five on the 27-cell third (falcon-7b with
-# --beyond-context). data/h200/v2/falcon-40b-static (3 of 27 cells) is not fitted: too few cells, and it
-# has no deployment in configs/deployments.h200.yaml
+# data/h200/fits.json: all seven H200 presets from data/h200/v2 (measured with the decode step reading its
+# KV cache): llama-2-7b on the 81-cell grid, the other six on the 27-cell third (the falcons with
+# --beyond-context)
 H200_STORES="data/h200/v2/grid-static data/h200/v2/llama-2-13b-static data/h200/v2/mistral-7b-static
-  data/h200/v2/mixtral-8x7b-static data/h200/v2/llama-2-70b-static data/h200/v2/falcon-7b-static"
+  data/h200/v2/mixtral-8x7b-static data/h200/v2/llama-2-70b-static data/h200/v2/falcon-7b-static
+  data/h200/v2/falcon-40b-static"
 if [ "${REFIT:-0}" = 1 ]; then
   $LE fit $H200_STORES --out data/h200/fits.json --candidates > $OUT/fits.h200.txt 2>&1 || { cat $OUT/fits.h200.txt; exit 1; }
   tail -7 $OUT/fits.h200.txt
