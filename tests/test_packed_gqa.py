@@ -45,13 +45,22 @@ def test_packed_attention_is_repeat_kv_attention():
 
 
 def _sdpa_key_heads(backend, tin, tout):
-    """The key's head count at every SDPA call of the backend's traced decode step (one graph)."""
+    """The key's head count at every attention of the backend's traced decode step (one graph): each SDPA
+    call's key, or, under ``static+gqa+math``, the key of packed_matmul_attention's scores product (K
+    transposed: its last dim the bucket)."""
+    bucket = bucket_len(tin + tout)
     tok, pos = torch.ones((1, 1), dtype=torch.long), torch.full((1, 1), tin)
     with torch.inference_mode():
-        ex = torch._dynamo.explain(backend._decode_step)(tok, pos, backend._caches[(1, bucket_len(tin + tout))])
+        ex = torch._dynamo.explain(backend._decode_step)(tok, pos, backend._caches[(1, bucket)])
     assert ex.graph_count == 1 and ex.graph_break_count == 0
-    return [n.args[1].meta["example_value"].shape[1] for n in ex.graphs[0].graph.nodes
-            if n.op == "call_function" and "scaled_dot_product_attention" in str(n.target)]
+    heads = []
+    for n in ex.graphs[0].graph.nodes:
+        if n.op != "call_function":
+            continue
+        key = n.args[1].meta["example_value"] if len(n.args) > 1 and hasattr(n.args[1], "meta") else None
+        if "scaled_dot_product_attention" in str(n.target) or (n.target is torch.matmul and key.shape[-1] == bucket):
+            heads.append(key.shape[1])
+    return heads
 
 
 @pytest.mark.parametrize("preset,variant", [("tiny-mistral", "static+gqa"), ("tiny-mixtral", "static+gqa"),

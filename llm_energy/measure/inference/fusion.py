@@ -23,7 +23,12 @@ store's backend column says what was measured and the plain ``static`` stores ke
   elementwise work around it, instead of a cuBLAS call ("Our matrix vector multiplies only achieve
   peak bandwidth with coordinate descent tuning", torch/_inductor/decomposition.py).
 * ``math``: the decode step's attention through the math SDPA kernel, which inductor decomposes and
-  fuses (gpt-fast: "better for Inductor to codegen attention here") instead of a library kernel.
+  fuses (gpt-fast: "better for Inductor to codegen attention here") instead of a library kernel. Torch's
+  math kernel (>= 2.5) computes in fp32: for a bf16 model it converts every layer's cached K (scaled) and V
+  to fp32 copies each step (for a grouped-query model after transformers' copy to every query head) and
+  multiplies those, so ``static+math`` moves several times the KV bytes. With ``gqa`` the packed attention
+  is written as bf16 matrix products instead, the fp32 softmax on the scores alone (packed_gqa.py,
+  ``packed_matmul_attention``): the cache is read once, as it lies.
 * ``ma``: ``max-autotune`` instead of ``reduce-overhead`` (both capture CUDA graphs; max-autotune also
   benchmarks generated matrix-product kernels at compile time, a longer compile, and turns on
   coordinate-descent tuning itself, so ``ma`` includes ``cdt``).
@@ -52,7 +57,8 @@ STATIC_OPTIONS = {
     "gqa": "decode attention on the KV heads, without copying the cache to every query head (packed_gqa.py; "
            "falcon: its attention on its KV heads, falcon-40b's cache of its 8 KV groups)",
     "cdt": "inductor coordinate-descent tuning (batch-1 matrix products as fused generated kernels)",
-    "math": "decode attention through the math SDPA kernel (inductor fuses it)",
+    "math": "decode attention through the math SDPA kernel (inductor fuses it; torch's computes in fp32, "
+            "upcasting the cache's K and V each step); with gqa the packed attention as bf16 matrix products",
     "ma": "torch.compile mode max-autotune instead of reduce-overhead",
     "combo": "inductor combo kernels: independent small kernels (each layer's cache position update) as one",
     "cprefill": "prefill compiled with dynamic shapes, as gpt-fast's compile_prefill",
@@ -100,7 +106,8 @@ def compile_kwargs(options: tuple[str, ...], is_cuda: bool) -> dict[str, Any]:
 
 
 def decode_attention(options: tuple[str, ...]):
-    """A context-manager factory for the decode step's attention: the math SDPA kernel under ``math``."""
+    """A context-manager factory for the decode step's attention: the math SDPA kernel under ``math`` (which
+    upcasts a bf16 cache to fp32; packed_gqa's attention writes its own bf16 products inside it)."""
     if "math" not in options:
         import contextlib
 

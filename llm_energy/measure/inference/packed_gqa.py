@@ -16,6 +16,13 @@ for every head and row at one position, broadcasts. The product is the same arit
 ``repeat_kv`` + SDPA in another layout; everything else (prefill, more than one query token, a mask
 per head, a position bias) goes to transformers' own ``sdpa_attention_forward`` unchanged.
 
+Under the backend's ``math`` option as well (``static+gqa+math``) the packed attention is two matrix
+products and a softmax written out (:func:`packed_matmul_attention`), which inductor generates around:
+bf16 products on the cache as it lies, the fp32 softmax on the small score tensor only. It used to be
+SDPA's math kernel on the packed layout, which (torch >= 2.5) upcasts: every step it wrote an fp32 copy of
+each layer's K (scaled by sqrt(scale)) and V and multiplied those with fp32 matrix-vector kernels, 3x the
+KV bytes moved; on the H200 (mistral-7b, 4096 bucket) 8.74 ms a step against plain ``static``'s 6.60.
+
 It is registered under :data:`NAME` with transformers' ``AttentionInterface`` (and ``sdpa_mask`` for
 its masks under the same name) and switched on per model by :func:`set_packed_gqa`.
 
@@ -64,15 +71,48 @@ def packed_gqa_attention(module: Any, query: Any, key: Any, value: Any, attentio
 def packed_sdpa(query: Any, key: Any, value: Any, mask: Any, dropout: float = 0.0, scale: float | None = None) -> Any:
     """One query token ``query`` (b, heads, 1, d) on the KV heads' ``key``/``value`` (b, kv, L, d), the query
     heads of each KV head as its block of rows (head h = kv * groups + g, as repeat_kv pairs them); the mask,
-    one row for every head, broadcasts. Returns (b, heads, 1, d)."""
+    one row for every head, broadcasts. Returns (b, heads, 1, d). Where SDPA may use only its math kernel
+    (the static backend's ``math`` option: ``static+gqa+math``), :func:`packed_matmul_attention` instead."""
     import torch
 
     b, heads, _, d = query.shape
     kv = key.shape[1]
-    out = torch.nn.functional.scaled_dot_product_attention(query.reshape(b, kv, heads // kv, d), key, value,
-                                                           attn_mask=mask, dropout_p=dropout, scale=scale,
-                                                           is_causal=False)
+    packed = query.reshape(b, kv, heads // kv, d)
+    if dropout == 0.0 and math_kernel_only():
+        out = packed_matmul_attention(packed, key, value, mask, scale)
+    else:
+        out = torch.nn.functional.scaled_dot_product_attention(packed, key, value, attn_mask=mask, dropout_p=dropout,
+                                                               scale=scale, is_causal=False)
     return out.reshape(b, heads, 1, value.shape[-1])
+
+
+def packed_matmul_attention(query: Any, key: Any, value: Any, mask: Any, scale: float | None = None) -> Any:
+    """The packed attention as two matrix products in the cache's dtype, for inductor to generate around:
+    ``query`` (b, kv, rows, d) scaled, times ``key`` (b, kv, L, d) transposed (a bf16 product, fp32
+    accumulation); the softmax in fp32 on those (b, kv, rows, L) scores alone; the probabilities in
+    ``value``'s dtype times ``value``. K and V are read where they lie, once each: never converted,
+    scaled or copied. (Torch's math SDPA kernel, which ``static+gqa+math`` ran before, computes in fp32:
+    every step it wrote fp32 copies of the whole bucket's K and V, K scaled, and multiplied those, on the
+    H200 slower than ``static``: docs/h200.md.) ``mask``: boolean (True attends) or additive, broadcasting
+    to the scores; None attends everywhere. Returns (b, kv, rows, d) in ``value``'s dtype."""
+    import torch
+
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    scores = torch.matmul(query * scale, key.transpose(-1, -2)).float()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return torch.matmul(scores.softmax(-1).to(value.dtype), value)
+
+
+def math_kernel_only() -> bool:
+    """Whether SDPA may use only its math kernel here (inside ``sdpa_kernel([SDPBackend.MATH])``, which the
+    static backend enters in its decode step under ``math``: ``fusion.decode_attention``). torch._C's
+    getters, which dynamo reads as constants while it traces (torch.backends.cuda's wrappers break the graph)."""
+    import torch
+
+    c = torch._C
+    return bool(c._get_math_sdp_enabled() and not (c._get_flash_sdp_enabled() or c._get_mem_efficient_sdp_enabled()
+                                                    or c._get_cudnn_sdp_enabled()))
 
 
 def register() -> None:
