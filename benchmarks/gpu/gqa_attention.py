@@ -1,9 +1,12 @@
 """A batch-1 decode step's attention alone, for grouped-query shapes: transformers' copy (repeat_kv +
-SDPA, what ``static`` runs), the packed layout (``static+gqa``), and the packed layout as matrix
-products (``static+gqa+math``: what inductor generates from the math kernel), and the copy as matrix
-products (``static+math``), each over every layer's own cache (marked a static address, as transformers'
-StaticCache marks its tensors), eager and under torch.compile(mode="reduce-overhead"), against the KV
-bytes' floor.
+SDPA, what ``static`` runs), the packed layout (``static+gqa``), the packed layout as bf16 matrix
+products (``static+gqa+math``: packed_gqa's own ``packed_matmul_attention``, which the backend runs under
+its math option), and the copy through SDPA's math kernel (``static+math``, which computes in fp32: the
+copied K and V upcast each step), each over every layer's own cache (marked a static address, as
+transformers' StaticCache marks its tensors), eager and under torch.compile(mode="reduce-overhead"),
+against the KV bytes' floor. The variants call the backend's own functions under its own SDPA setting
+(session 5's ``gqa+math`` and ``copy+math`` rows were hand-written bf16 products, which the model did not
+run: its math option then upcast to fp32).
 
     python3 -m benchmarks.gpu.gqa_attention [--bw 4.24] [--jsonl results.jsonl]   # on the GPU machine
     python3 -m benchmarks.gpu.gqa_attention --device cpu --quick                  # the script itself, here
@@ -56,31 +59,26 @@ def packed_attention(q, ks, vs, mask, groups):
     return out
 
 
-def _matmul_attention(q, k, v, mask):
-    """SDPA as the math kernel writes it: two batched matrix products and a masked softmax."""
-    s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-    return s.masked_fill(~mask, float("-inf")).softmax(-1) @ v
+def _under_math_option(fn, q, ks, vs, mask, groups):
+    """``fn`` inside the static backend's ``math`` option (fusion.decode_attention: the math SDPA kernel only),
+    entered inside the call as the backend's decode step enters it."""
+    from llm_energy.measure.inference.fusion import decode_attention
+
+    with decode_attention(("math",))():
+        return fn(q, ks, vs, mask, groups)
 
 
 def packed_matmul_attention(q, ks, vs, mask, groups):
-    """``static+gqa+math``: the packed layout as two batched matrix products and a masked softmax."""
-    out = q
-    for k, v in zip(ks, vs):
-        b, heads, _, d = out.shape
-        out = _matmul_attention(out.reshape(b, heads // groups, groups, d), k, v, mask).reshape(b, heads, 1, d)
-    return out
+    """``static+gqa+math``: the backend's packed attention under its math option, i.e. packed_gqa's
+    ``packed_matmul_attention`` (bf16 products on K and V as they lie, the fp32 softmax on the scores):
+    the model's own code, so the two cannot differ."""
+    return _under_math_option(packed_attention, q, ks, vs, mask, groups)
 
 
 def copy_matmul_attention(q, ks, vs, mask, groups):
-    """``static+math``: transformers' copy (repeat_kv), then the math kernel's products: whether inductor
-    fuses the copy into them, as it may when nothing else reads the copied K and V."""
-    out = q
-    for k, v in zip(ks, vs):
-        b, kv, length, d = k.shape
-        k2 = k[:, :, None].expand(b, kv, groups, length, d).reshape(b, kv * groups, length, d)
-        v2 = v[:, :, None].expand(b, kv, groups, length, d).reshape(b, kv * groups, length, d)
-        out = _matmul_attention(out, k2, v2, mask)
-    return out
+    """``static+math``: transformers' copy (repeat_kv), then SDPA's math kernel, as the model runs it. Torch's
+    math kernel computes in fp32: it converts the copied K (scaled) and V to fp32 and multiplies those."""
+    return _under_math_option(copy_attention, q, ks, vs, mask, groups)
 
 
 VARIANTS = {"copy": copy_attention, "gqa": packed_attention, "gqa+math": packed_matmul_attention,
