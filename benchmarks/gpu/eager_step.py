@@ -1,0 +1,241 @@
+"""What one eager decode step costs, by context length: the ``cache`` backend (DynamicCache, eager) against
+HF ``generate()`` and an eager StaticCache loop, from a prompt of each length, batch 1.
+
+Per decode step: wall ms, the main thread's CPU ms and all threads' (``cpu_ms`` near ``wall_ms``: the step
+is bound by the Python thread launching it) and the caching allocator's cudaMalloc/cudaFree counts
+(``torch.cuda.memory_stats``), over ``steps`` steps from the end of the prefill (synchronised there) to the
+end; from torch.profiler (a run of ``2 + prof_steps`` new tokens less a run of 2: the prefill cancels) GPU
+kernel ms and kernels (CUDA activity), aten ops, host-sync aten ops (``.item()``, ``nonzero``, ...) and
+CUDA runtime calls (cudaMalloc, cudaFree, cudaStreamSynchronize, cudaMemcpy*, all in ``runtime``). One
+JSON row per (length, loop). On the CPU torch runs one thread (a second splits each ``torch.cat`` into
+more aten ops).
+
+Loops: ``cache`` (the backend ``llm-energy profile --backend cache`` runs), ``generate`` (HF greedy
+``generate()``, the same DynamicCache), ``static-eager`` (the ``static`` backend's StaticCache, uncompiled:
+no growing ``torch.cat`` of the cache each step) and ``cache+samplers`` (``cache`` while the profiler's power
+samplers poll, as in ``llm-energy profile``). A ``cache`` step that grows with the length while
+``static-eager`` does not points at the cache's concatenation (its copies, or the allocator's cudaMalloc
+on ever-larger blocks); one that grows only with the samplers, at the harness.
+
+    python3 -m benchmarks.gpu.eager_step --preset llama-2-7b --lengths 256,2048 --jsonl OUT
+    python3 -m benchmarks.gpu.eager_step --device cpu --preset tiny-llama --lengths 16,256 --steps 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+LOOPS = ("cache", "generate", "static-eager", "cache+samplers")
+SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal")
+RUNTIME = ("cudaMalloc", "cudaFree", "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+ALLOC_STATS = ("num_device_alloc", "num_device_free", "num_alloc_retries", "num_sync_all_streams")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python3 -m benchmarks.gpu.eager_step", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="llama-2-7b")
+    p.add_argument("--lengths", default="256,2048", help="prompt lengths (tokens), comma-separated")
+    p.add_argument("--loops", default=",".join(LOOPS), help=f"of {', '.join(LOOPS)}")
+    p.add_argument("--steps", type=int, default=32, help="decode steps timed (unprofiled)")
+    p.add_argument("--prof-steps", type=int, default=8, help="decode steps profiled")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--dtype", default="auto", help="auto: bfloat16 on cuda, float32 on cpu")
+    p.add_argument("--alloc-conf", default=None, help="PYTORCH_CUDA_ALLOC_CONF for this run (e.g. expandable_segments:True)")
+    p.add_argument("--jsonl", default=None, help="append one row per (length, loop)")
+    a = p.parse_args(argv)
+    a.lengths = [int(x) for x in a.lengths.split(",") if x]
+    a.loops = [x for x in a.loops.split(",") if x]
+    if bad := [x for x in a.loops if x not in LOOPS]:
+        p.error(f"--loops: unknown {bad}; choose of {', '.join(LOOPS)}")
+    if a.steps < 1 or a.prof_steps < 1:
+        p.error("--steps and --prof-steps must be >= 1")
+    return a
+
+
+# ---- the loops: each fn(ids, n) generates n new tokens (a prefill, then n - 1 decode steps) -------------
+def make_loops(loaded: Any, names: list[str], bucket: int) -> dict[str, Callable[[Any, int], Any]]:
+    import torch
+
+    from llm_energy.measure.inference.backends import make_backend
+
+    loops: dict[str, Callable[[Any, int], Any]] = {}
+    for name in names:
+        if name in ("cache", "cache+samplers"):
+            loops[name] = make_backend("cache", loaded).generate
+        elif name == "static-eager":
+            b = make_backend("static", loaded)
+            b._decode, b._prefill = b._decode_step, b._prefill_step  # the same StaticCache steps, never compiled
+            b.prepare(1, 8, bucket - 8)  # its cache sized for the longest run
+            loops[name] = lambda ids, n, b=b: b._generate_in((1, bucket), ids, n)
+        elif name == "generate":
+            model = loaded.model
+
+            def hf(ids, n, model=model):
+                with torch.inference_mode():
+                    return model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                          max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+            loops[name] = hf
+    return loops
+
+
+def _sync(cuda: bool) -> None:
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _alloc_stats(cuda: bool) -> dict[str, int]:
+    if not cuda:
+        return {}
+    import torch
+
+    s = torch.cuda.memory_stats()
+    return {k: int(s.get(k, 0)) for k in ALLOC_STATS}
+
+
+def _clock(cuda: bool) -> dict[str, float]:
+    return {"wall": time.perf_counter(), "cpu": time.thread_time(), "cpu_all": time.process_time(), **_alloc_stats(cuda)}
+
+
+def timed(model: Any, fn: Callable, ids: Any, n: int, cuda: bool) -> dict[str, float]:
+    """Per decode step of one run of ``n`` new tokens: wall and CPU seconds and the allocator's counters from
+    the end of the prefill (the model's first forward, device-synchronised there by a hook) to the end."""
+    start: dict[str, float] = {}
+
+    def after_prefill(*_: Any) -> None:
+        if not start:
+            _sync(cuda)
+            start.update(_clock(cuda))
+
+    hook = model.register_forward_hook(after_prefill)
+    try:
+        r = fn(ids, n)
+        _sync(cuda)
+    finally:
+        hook.remove()
+    end = _clock(cuda)
+    out = {k: (end[k] - start[k]) / (n - 1) for k in end}
+    if hasattr(r, "decode_s"):
+        out["backend"] = r.decode_s / (n - 1)
+    return out
+
+
+def profiled(fn: Callable, ids: Any, n: int, cuda: bool) -> collections.Counter:
+    """Event counts of one run of ``n`` new tokens; ``kernel_us``: the summed GPU time of its kernels."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as p:
+        fn(ids, n)
+        _sync(cuda)
+    c: collections.Counter = collections.Counter()
+    for e in p.events():
+        if e.device_type == DeviceType.CUDA:
+            kind = "memcpy_dev" if e.name.startswith(("Memcpy", "Memset")) else "kernels"
+            c[kind] += 1
+            c["kernel_us"] += e.time_range.elapsed_us()
+        elif e.name.startswith("aten::"):
+            c["aten_ops"] += 1
+            c[e.name] += int(e.name in SYNC_OPS)
+        elif e.name.startswith("cu"):
+            c["rt:" + e.name] += 1
+    return c
+
+
+def measure(model: Any, fn: Callable, ids: Any, args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
+    """Per-step figures of ``fn`` at prompt ``ids``: times over ``steps`` decode steps (the faster of two runs);
+    profiled counts the run of 2 + ``prof_steps`` tokens less the run of 2."""
+    fn(ids, 2)  # warm: kernels chosen, the allocator grown for this shape
+    per = min((timed(model, fn, ids, 1 + args.steps, cuda) for _ in range(2)), key=lambda t: t["wall"])
+    p_lo, p_hi = profiled(fn, ids, 2, cuda), profiled(fn, ids, 2 + args.prof_steps, cuda)
+    pp = {k: (p_hi[k] - p_lo[k]) / args.prof_steps for k in set(p_lo) | set(p_hi)}
+    runtime = {k[3:]: round(v, 2) for k, v in sorted(pp.items()) if k.startswith("rt:") and v}
+    row = {"wall_ms": per["wall"] * 1e3, "cpu_ms": per["cpu"] * 1e3, "cpu_all_ms": per["cpu_all"] * 1e3,
+           "backend_ms": per["backend"] * 1e3 if "backend" in per else None,
+           "kernel_ms": pp.get("kernel_us", 0.0) / 1e3, "kernels": pp.get("kernels", 0.0),
+           "memcpy_dev": pp.get("memcpy_dev", 0.0), "aten_ops": pp.get("aten_ops", 0.0),
+           "sync_ops": {k: v for k in SYNC_OPS if (v := pp.get(k, 0.0))}}
+    row.update({k: runtime.get(k, 0.0) for k in RUNTIME})
+    row["cudaMemcpy"] = sum(v for k, v in runtime.items() if k.startswith("cudaMemcpy"))
+    row["runtime"] = runtime
+    row.update({k: per[k] for k in ALLOC_STATS if k in per})
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+
+
+def _samplers(on: bool, loaded: Any) -> list[Any]:
+    if not on:
+        return []
+    from llm_energy.measure.samplers.discover import discover_samplers
+
+    samplers = discover_samplers("eager-step", gpu_indices=loaded.gpu_indices or None)
+    for s in samplers:
+        s.poll_counters = True
+        s.start()
+    return samplers
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.alloc_conf is not None:
+        if "torch" in sys.modules:
+            raise SystemExit("--alloc-conf must be set before torch is imported")
+        os.environ["PYTORCH_CUDA_ALLOC_CONF"] = args.alloc_conf
+    import torch
+    import transformers
+
+    from llm_energy.measure.inference.loading import load_model
+    from llm_energy.measure.inference.sizing import bucket_len
+
+    transformers.logging.set_verbosity_error()
+    if args.device == "cpu":
+        torch.set_num_threads(1)
+    dtype = args.dtype if args.dtype != "auto" else ("float32" if args.device == "cpu" else "bfloat16")
+    cuda = args.device.startswith("cuda")
+    t0 = time.perf_counter()
+    longest = max(args.lengths) + 2 + max(args.steps, args.prof_steps)
+    loaded = load_model(args.preset, args.device, dtype, max_seq_len=longest)
+    loops = make_loops(loaded, args.loops, bucket_len(longest))
+    print(f"# {args.preset} on {loaded.device} {dtype}: torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"loaded in {time.perf_counter() - t0:.1f} s", flush=True)
+    base = {"preset": args.preset, "device": loaded.device, "dtype": dtype, "torch": torch.__version__,
+            "transformers": transformers.__version__, "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
+            "steps": args.steps, "prof_steps": args.prof_steps}
+    rows = []
+    for length in args.lengths:
+        for name, fn in loops.items():
+            ids = torch.randint(3, loaded.vocab_size, (1, length), generator=torch.Generator().manual_seed(length))
+            samplers = _samplers(name.endswith("+samplers"), loaded)
+            try:
+                row = {**base, "loop": name, "tin": length, **measure(loaded.model, fn, ids.to(loaded.device), args, cuda)}
+            finally:
+                for s in samplers:
+                    s.close()
+            row["samplers"] = [type(s).__name__ for s in samplers]
+            row["reserved_gb"] = round(torch.cuda.memory_reserved() / 1e9, 2) if cuda else None
+            rows.append(row)
+            print(_line(row), flush=True)
+            if args.jsonl:
+                with open(args.jsonl, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+    print(f"# done in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _line(r: dict[str, Any]) -> str:
+    return (f"{r['loop']:>15} tin {r['tin']:>5}: wall {r['wall_ms']:7.2f} ms/step, cpu {r['cpu_ms']:7.2f} "
+            f"(all threads {r['cpu_all_ms']:7.2f}), kernels {r['kernels']:6.1f} in {r['kernel_ms']:6.2f} ms, "
+            f"aten {r['aten_ops']:6.1f}, sync {r['sync_ops'] or 0}, cudaMalloc {r['cudaMalloc']}, cudaFree {r['cudaFree']}, "
+            f"streamSync {r['cudaStreamSynchronize']}, memcpy {r['cudaMemcpy']}, "
+            f"allocator mallocs {r.get('num_device_alloc', '-')}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""``benchmarks.gpu.eager_step`` on CPU with tiny-llama (the script runs on the GPU machine): one row per
+(length, loop) with its per-step figures; the ``cache`` backend's decode step runs the same aten ops at every
+context length, fewer than ``generate()``'s, and none of them waits on the device (``generate()``'s do)."""
+
+import json
+
+from benchmarks.gpu.eager_step import LOOPS, RUNTIME, main
+
+
+def test_rows_per_length_and_loop_and_the_cache_step_does_not_grow(tmp_path, capsys):
+    out = tmp_path / "eager.jsonl"
+    assert main(["--device", "cpu", "--preset", "tiny-llama", "--lengths", "8,200", "--steps", "3",
+                 "--prof-steps", "3", "--jsonl", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["tin"], r["loop"]) for r in rows] == [(n, loop) for n in (8, 200) for loop in LOOPS]
+    by = {(r["tin"], r["loop"]): r for r in rows}
+    for r in rows:
+        assert r["device"] == "cpu" and r["steps"] == 3 and r["wall_ms"] > 0 and r["cpu_ms"] > 0
+        assert r["kernels"] == 0 and r["reserved_gb"] is None and all(r[k] == 0 for k in RUNTIME)
+    for loop in ("cache", "cache+samplers"):
+        assert by[(8, loop)]["aten_ops"] == by[(200, loop)]["aten_ops"] > 0  # independent of the context
+        assert by[(8, loop)]["sync_ops"] == by[(200, loop)]["sync_ops"] == {}  # nothing waits on the device
+        assert by[(8, loop)]["backend_ms"] > 0
+    assert by[(200, "cache")]["aten_ops"] < by[(200, "generate")]["aten_ops"]
+    assert by[(200, "generate")]["sync_ops"].get("aten::_local_scalar_dense", 0) >= 1  # its stopping check
+    assert by[(200, "static-eager")]["sync_ops"] == {} and by[(200, "static-eager")]["backend_ms"] > 0
+    assert by[(8, "cache+samplers")]["samplers"] and not by[(8, "cache")]["samplers"]
+    assert "cache tin   200: wall" in capsys.readouterr().out
