@@ -130,3 +130,15 @@ def test_compiled_gqa_math_decode_step_never_converts_or_copies_the_cache():
     # transformers' repeat_kv copies the cache to every query head before it)
     copies, products, _ = _cache_copies("static+math")
     assert any(dt == torch.float32 for _, dt, _ in copies) and all(torch.float32 in p for p in products)
+
+
+def test_falcon_decode_under_math_is_repeat_kv_attention():
+    from llm_energy.measure.inference.packed_gqa import falcon_attend
+
+    q, k, v, mask = _inputs(torch.float32)
+    for kv in (1, 2):  # falcon-7b's one KV head; falcon-40b's groups
+        kk, vv, qq = k[:, :kv], v[:, :kv], q[:, : kv * 4]
+        want = torch.nn.functional.scaled_dot_product_attention(
+            qq, *(x.repeat_interleave(4, dim=1) for x in (kk, vv)), attn_mask=mask).transpose(1, 2).reshape(1, 1, -1)
+        with sdpa_kernel([SDPBackend.MATH]):
+            torch.testing.assert_close(falcon_attend(qq, kk, vv, mask, True), want, rtol=1e-5, atol=1e-6)

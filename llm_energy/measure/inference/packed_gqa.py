@@ -48,6 +48,8 @@ from __future__ import annotations
 import types
 from typing import Any
 
+import torch
+
 NAME = "llm_energy_packed_gqa"
 _TYPES = ("llama", "mistral", "mixtral")  # attention dispatched through AttentionInterface, sdpa by default
 
@@ -73,8 +75,6 @@ def packed_sdpa(query: Any, key: Any, value: Any, mask: Any, dropout: float = 0.
     heads of each KV head as its block of rows (head h = kv * groups + g, as repeat_kv pairs them); the mask,
     one row for every head, broadcasts. Returns (b, heads, 1, d). Where SDPA may use only its math kernel
     (the static backend's ``math`` option: ``static+gqa+math``), :func:`packed_matmul_attention` instead."""
-    import torch
-
     b, heads, _, d = query.shape
     kv = key.shape[1]
     packed = query.reshape(b, kv, heads // kv, d)
@@ -91,12 +91,9 @@ def packed_matmul_attention(query: Any, key: Any, value: Any, mask: Any, scale: 
     ``query`` (b, kv, rows, d) scaled, times ``key`` (b, kv, L, d) transposed (a bf16 product, fp32
     accumulation); the softmax in fp32 on those (b, kv, rows, L) scores alone; the probabilities in
     ``value``'s dtype times ``value``. K and V are read where they lie, once each: never converted,
-    scaled or copied. (Torch's math SDPA kernel, which ``static+gqa+math`` ran before, computes in fp32:
-    every step it wrote fp32 copies of the whole bucket's K and V, K scaled, and multiplied those, on the
-    H200 slower than ``static``: docs/h200.md.) ``mask``: boolean (True attends) or additive, broadcasting
+    scaled or copied (torch's math SDPA kernel, which ``static+gqa+math`` ran before, computes in fp32:
+    the module's docstring). ``mask``: boolean (True attends) or additive, broadcasting
     to the scores; None attends everywhere. Returns (b, kv, rows, d) in ``value``'s dtype."""
-    import torch
-
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     scores = torch.matmul(query * scale, key.transpose(-1, -2)).float()
     if mask is not None:
@@ -104,12 +101,13 @@ def packed_matmul_attention(query: Any, key: Any, value: Any, mask: Any, scale: 
     return torch.matmul(scores.softmax(-1).to(value.dtype), value)
 
 
+@torch._dynamo.assume_constant_result
 def math_kernel_only() -> bool:
     """Whether SDPA may use only its math kernel here (inside ``sdpa_kernel([SDPBackend.MATH])``, which the
-    static backend enters in its decode step under ``math``: ``fusion.decode_attention``). torch._C's
-    getters, which dynamo reads as constants while it traces (torch.backends.cuda's wrappers break the graph)."""
-    import torch
-
+    static backend enters in its decode step under ``math``: ``fusion.decode_attention``). Dynamo calls it
+    while it traces (``assume_constant_result``), inside that context as dynamo enters it, and bakes the
+    answer in, as it bakes in SDPA's own kernel choice; no graph break, whether or not this torch's dynamo
+    folds the flags' getters itself."""
     c = torch._C
     return bool(c._get_math_sdp_enabled() and not (c._get_flash_sdp_enabled() or c._get_mem_efficient_sdp_enabled()
                                                     or c._get_cudnn_sdp_enabled()))
@@ -206,8 +204,6 @@ def falcon_attend(query: Any, key: Any, value: Any, mask: Any, causal: bool) -> 
     the query heads for this call only (the cache keeps the KV heads), because torch runs a masked GQA
     only on its math kernel on CUDA (transformers' ``use_gqa_in_sdpa`` says the same), whose scores grow
     with the keys, where the copy lets the fused kernels take it (falcon-7b's own prefill ran the math kernel)."""
-    import torch
-
     sdpa = torch.nn.functional.scaled_dot_product_attention
     b, heads, t, d = query.shape
     kv = key.shape[1]
