@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run sequences (tin + tout) longer than the model's max_position_embeddings instead of "
                         "refusing them: their cost, not their text, is what is measured (the paper's Falcon grid "
                         "runs to 4096 tokens on a 2048-token model); recorded in the sweep's spec")
+    p.add_argument("--time-budget-s", default=None, metavar="SECONDS",
+                   help="wall-clock seconds this run may take, from the command's start: before each trial its "
+                        "seconds are predicted from the sweep's trials measured so far, one that would not finish "
+                        "in the time left is deferred to the next run and the next that fits runs; when none fits "
+                        "the run stops as an interrupted one does (exit 130; rerun to resume). Not part of the "
+                        "sweep's identity")
     p.add_argument("--seed", type=int, default=0, help="seed for prompts and run order")
     p.add_argument("--no-live", action="store_true", help="plain log lines instead of the live view")
     p.add_argument("--new-sweep", action="store_true",
@@ -134,6 +140,7 @@ def parse_int_list_zero(text: str) -> list[int]:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from llm_energy.measure.budget import BudgetSpent
     from llm_energy.measure.events import ProgressTick
     from llm_energy.measure.inference.backends import BACKENDS
     from llm_energy.measure.profiler import Profiler
@@ -141,7 +148,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from llm_energy.report.live import SweepView
     from llm_energy.report.tables import cell_summary_table, fmt_joules, stdout_console
     from llm_energy.trials import lock as store_lock
-    from llm_energy.trials.store import TrialStore, open_store
+    from llm_energy.trials.store import TrialStore
 
     if args.backend.startswith("static+"):  # any static variant, in its one spelling (the sweep id hashes it)
         from llm_energy.measure.inference.fusion import parse_static, static_label
@@ -149,9 +156,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
         args.backend = static_label(parse_static(args.backend))
     elif args.backend not in BACKENDS:
         raise bad_value("--backend", args.backend, f"unknown backend; choose one of {', '.join(BACKENDS)}")
+    budget = time_budget(args.time_budget_s)  # counted from here, the command's start
     spec = spec_from_args(args)
     _check_model_name(spec.model)
-    prof = Profiler(spec)
+    prof = Profiler(spec, budget=budget)
     if (Path(args.out) / store_lock.LOCK_NAME).exists():  # a store in use: refused before the model is read
         store_lock.release(store_lock.acquire(args.out, "profile", wait=args.wait))
     # a bad config, a sequence past the model's positions or a model too large for the sweep's largest
@@ -165,16 +173,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
     console = stdout_console()
     if skipped:
         console.print(f"resuming: {skipped} of {len(planned)} trials already in {args.out}")
+    history = store.trials().filter(pl.col("sweep_id") == prof.sweep_id).to_dicts() if budget and skipped else []
     try:
         with SweepView(live=False if args.no_live else None, title=f"llm-energy profile {spec.model}") as view:
-            summary = record_events(prof.events(skip=done_before), store,
+            summary = record_events(prof.events(skip=done_before, history=history), store,
                                     on_event=lambda ev: view.update(ev) if isinstance(ev, ProgressTick) else None)
     except KeyboardInterrupt:  # stop at once; every trial committed before the interrupt stays (issue 16)
-        store.close()
-        kept = sum(1 for t in open_store(args.out).done_trial_ids() if t.startswith(f"{prof.sweep_id}/"))
-        print(f"interrupted: {kept} of {len(planned)} trials of sweep {prof.sweep_id} are in {args.out}; "
-              "rerun the same command to resume", file=sys.stderr)
+        _print_kept(store, prof.sweep_id, len(planned), args.out, "interrupted")
         raise
+    except BudgetSpent as e:  # the time budget holds no trial left: stopped as an interrupt stops it
+        kept = _print_kept(store, prof.sweep_id, len(planned), args.out, None)
+        print(f"{e.describe(len(planned) - kept, len(planned))}; {kept} of {len(planned)} trials of sweep "
+              f"{prof.sweep_id} are in {args.out}; rerun the same command to resume", file=sys.stderr)
+        return 130
     df = store.trials().filter(pl.col("sweep_id") == prof.sweep_id)
     meas = df.filter(~pl.col("warmup"))
     console.print(f"wrote {summary.trials_written} trials ({summary.samples_written} samples) to {args.out}; "
@@ -189,6 +200,35 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print_prepare(console, df)
     _print_quality(console, df)
     return 0
+
+
+def time_budget(text: str | None):
+    """``--time-budget-s``: a :class:`~llm_energy.measure.budget.TimeBudget` starting now, or None."""
+    import math
+
+    from llm_energy.measure.budget import TimeBudget
+
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise bad_value("--time-budget-s", text, "expected seconds") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise bad_value("--time-budget-s", text, "must be a finite number of seconds > 0")
+    return TimeBudget(seconds)
+
+
+def _print_kept(store, sweep: str, planned: int, out: str, what: str | None) -> int:
+    """Close ``store`` after a stopped run and count the sweep's committed trials; with ``what``, say so."""
+    from llm_energy.trials.store import open_store
+
+    store.close()
+    kept = sum(1 for t in open_store(out).done_trial_ids() if t.startswith(f"{sweep}/"))
+    if what:
+        print(f"{what}: {kept} of {planned} trials of sweep {sweep} are in {out}; rerun the same command to resume",
+              file=sys.stderr)
+    return kept
 
 
 #: trial columns a store records from the prepare-timing profiler on (null in older stores and imports)

@@ -36,11 +36,12 @@ import socket
 import time
 import uuid
 from collections import Counter
-from typing import Any, Collection, Iterator, Sequence
+from typing import Any, Collection, Iterable, Iterator, Sequence
 
 import polars as pl
 
 from llm_energy.errors import UserError
+from llm_energy.measure.budget import BudgetGate, TimeBudget
 from llm_energy.measure.design import PlannedTrial
 from llm_energy.measure.events import (
     ProfileError,
@@ -75,8 +76,10 @@ log = logging.getLogger("llm_energy.profile")
 
 # ---- the profiler -----------------------------------------------------------------------------
 class Profiler:
-    def __init__(self, spec: ProfileSpec, *, node: str | None = None, samplers: list[PowerSampler] | None = None) -> None:
+    def __init__(self, spec: ProfileSpec, *, node: str | None = None, samplers: list[PowerSampler] | None = None,
+                 budget: TimeBudget | None = None) -> None:
         self.spec = spec
+        self.budget = budget  # the run's wall clock (--time-budget-s): kept out of the spec and the sweep id
         self.node = node or socket.gethostname()
         self._samplers_given = samplers
         self.sweep_id = sweep_id(spec)
@@ -150,7 +153,10 @@ class Profiler:
         return src, batch, seq
 
     # ------------------------------------------------------------------------------------------
-    def events(self, trials: Sequence[PlannedTrial] | None = None, skip: Collection[str] = ()) -> Iterator[ProfileEvent]:
+    def events(self, trials: Sequence[PlannedTrial] | None = None, skip: Collection[str] = (),
+               history: Iterable[Any] = ()) -> Iterator[ProfileEvent]:
+        """The sweep's events. With a time budget (:mod:`~llm_energy.measure.budget`), ``history`` (the sweep's
+        committed trials) feeds its predictions; ``BudgetSpent`` is raised after the trials that fit."""
         spec = self.spec
         skip = set(skip)
         planned = list(trials if trials is not None else spec.design.trials())
@@ -184,7 +190,8 @@ class Profiler:
             s.poll_counters = True
             s.start()
         try:
-            yield from self._sweep(todo, samplers, primary, tick, left_in_cell, max_batch, max_seq, done_before)
+            yield from self._sweep(todo, samplers, primary, tick, left_in_cell, max_batch, max_seq, done_before,
+                                   history)
         except MeterReadError as e:
             raise ProfileError(f"meter failed mid-sweep: {e}; the trials measured before it are committed: "
                                "rerun the same command to resume") from None
@@ -196,7 +203,8 @@ class Profiler:
                     s.close()
 
     def _sweep(self, todo: list[PlannedTrial], samplers: list[PowerSampler], primary: list[str], tick: dict,
-               left_in_cell: Counter, max_batch: int, max_seq: int, done_before: int = 0) -> Iterator[ProfileEvent]:
+               left_in_cell: Counter, max_batch: int, max_seq: int, done_before: int = 0,
+               history: Iterable[Any] = ()) -> Iterator[ProfileEvent]:
         from llm_energy.measure.inference.backends import make_backend
         from llm_energy.measure.inference.loading import load_model
         from llm_energy.measure.inference.sizing import kv_cache_len, kv_groups_cached
@@ -228,30 +236,52 @@ class Profiler:
             yield ProgressTick(state="idle", done=base, total=total, device=device_name, message=msg, **tick)
         yield SweepStarted(info)
         yield SamplesChunk(idle_frame)
-        joules = 0.0
+        joules, n_run = 0.0, 0
         t_begin = time.monotonic()
         tick = {k: v for k, v in tick.items() if k != "cells_done"}
+        gate = self._gate(samplers, history)
         for i, t in enumerate(todo):
             compiles = _will_compile(backend, t.cell)
+            at = dict(done=base + n_run, total=total, cell=t.key, joules_so_far=joules, cells_done=cells_done,
+                      device=device_name, energy_source=source, **tick)
+            if gate is not None and not gate.admit(t, compiles):  # would not finish in the time left
+                yield ProgressTick(state="deferred", message=gate.message(*gate.deferred[-1]), **at)
+                continue
             if compiles:  # a static-cache compile: minutes on a GPU, not idle
-                yield ProgressTick(state="compiling", done=base + i, total=total, cell=t.key, joules_so_far=joules,
-                                   cells_done=cells_done, device=device_name, energy_source=source,
-                                   message=f"batch {t.cell.batch}, {t.cell.tin + t.cell.tout} tokens", **tick)
+                yield ProgressTick(state="compiling", message=f"batch {t.cell.batch}, {t.cell.tin + t.cell.tout} "
+                                   "tokens", **at)
             rec, frame = self._run_trial(t, backend, samplers, primary, idle, source, device_name=device_name,
                                          system=system, dtype=loaded.dtype, versions=info.versions, compiles=compiles)
+            if gate is not None:
+                gate.measured(rec)
             joules += rec.energy_j * rec.n_inner
+            n_run += 1
             yield SamplesChunk(frame)
-            yield TrialDone(rec, i + 1, n_todo)
+            yield TrialDone(rec, n_run, n_todo)
             elapsed = time.monotonic() - t_begin
             left_in_cell[t.cell.cell_id] -= 1
             cells_done += left_in_cell[t.cell.cell_id] == 0
             yield ProgressTick(
-                state="running", done=base + i + 1, total=total, cell=t.key, watts_now=rec.mean_w,
-                joules_so_far=joules, eta_s=elapsed / (i + 1) * (n_todo - i - 1), cells_done=cells_done,
+                state="running", done=base + n_run, total=total, cell=t.key, watts_now=rec.mean_w,
+                joules_so_far=joules, eta_s=elapsed / n_run * (n_todo - i - 1), cells_done=cells_done,
                 device=device_name, energy_source=source, **tick,
             )
+        if gate is not None and gate.deferred:  # stopped as an interrupted run is: the next run resumes them
+            spent = gate.spent()
+            yield ProgressTick(state="stopped", done=base + n_run, total=total, joules_so_far=joules,
+                               device=device_name, energy_source=source, cells_done=cells_done,
+                               message=spent.describe(), **tick)
+            raise spent
         yield ProgressTick(state="done", done=total, total=total, joules_so_far=joules, device=device_name,
                            energy_source=source, eta_s=0.0, cells_done=len(left_in_cell), **tick)
+
+    def _gate(self, samplers: list[PowerSampler], history: Iterable[Any]) -> BudgetGate | None:
+        """The time budget's check before each trial, its predictor fed the sweep's measured trials."""
+        if self.budget is None:
+            return None
+        spec, settle = self.spec, 1.2 * max((s.update_period_s for s in samplers if s.has_counter), default=0.0)
+        min_window = spec.min_window_s if spec.min_window_s is not None else auto_min_window(samplers)
+        return BudgetGate.for_run(self.budget, min_window, spec.cooldown_s + settle, history)
 
     def _sweep_info(self, dtype: str, source: str, cold: IdleBaseline, idle: IdleBaseline, device_name: str,
                     system: str, kv_keyword: str | None = None) -> SweepInfo:
