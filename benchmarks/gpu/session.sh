@@ -20,7 +20,10 @@
 # code; rows in $OUT/eager_step.jsonl; EAGER_ARGS: more options, e.g. --alloc-conf expandable_segments:True).
 # Code: SRC, default the frozen snapshot .gpu/src where it exists, else the tree itself.
 # Every step runs under `timeout --signal=INT` inside one deadline (BUDGET_S from the start, RESERVE_S kept
-# for packing): SIGINT stops the profiler cleanly and committed trials stay; a rerun resumes. Stores land in
+# for packing): SIGINT stops the profiler cleanly and committed trials stay; a rerun resumes. The profile steps
+# (grid, grid-cache, third, batch) also pass --time-budget-s = their cap (or the time left) - TB_MARGIN_S (15):
+# the profiler defers a trial predicted not to finish in it (the one SIGINT would cut, lost) and runs the next that
+# fits; the timeout stays as the backstop (a SRC snapshot without the option gets none). Stores land in
 # $DEST (default data/h200/v2: the stores measured after the kv-cache-ignored fix; the first ones stay in
 # data/h200/, flagged) and come back, with all of data/h200, as $OUT/h200.tgz; a machine still warm from the last call keeps its newest copy
 # in /tmp/h200keep, which this script prefers over the tree's (FRESH=1: use the tree's).
@@ -55,6 +58,8 @@ budget() {  # budget CAP_S CMD...: run CMD for at most CAP_S and at most the tim
 }
 BW=${BW:-}
 PROFILE_COMMON=(--node-type h200 --idle-s 5 --no-live)
+# `--time-budget-s N` for a profile step: its cap (or the time left, if less) minus TB_MARGIN_S; nothing for a SRC without it
+tb() { grep -qs -- --time-budget-s "$SRC/llm_energy/cli/profile.py" || return 0; local c=$1 l m=${TB_MARGIN_S:-15}; l=$(left); [ "$l" -lt "$c" ] && c=$l; echo "--time-budget-s $(( c - m > 1 ? c - m : 1 ))"; }
 for step in "$@"; do
   IFS=: read -r kind a b c <<< "$step"
   echo "=== step $step $(date -u +%FT%TZ) ($(left)s left)"
@@ -88,16 +93,16 @@ for step in "$@"; do
       budget "${a:-180}" env PYTHONPATH="/tmp/site:$PWD" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_fusion.py tests/test_packed_gqa.py tests/test_cprefill.py ;;
     grid)
       budget "${a:-600}" $LE profile --model llama-2-7b --backend static --tin 8..2048 --tout 8..2048 --repeats 2 \
-        --warmups 0 --out "$DEST/grid-static" "${PROFILE_COMMON[@]}" ;;
+        --warmups 0 --out "$DEST/grid-static" "${PROFILE_COMMON[@]}" $(tb "${a:-600}") ;;
     grid-cache)
       budget "${a:-600}" $LE profile --model llama-2-7b --backend cache --tin 8..2048 --tout 8..2048 --repeats ${REPEATS:-1} \
-        --warmups 0 --out "$DEST/grid-cache" "${PROFILE_COMMON[@]}" ;;
+        --warmups 0 --out "$DEST/grid-cache" "${PROFILE_COMMON[@]}" $(tb "${a:-600}") ;;
     third)
       budget "${c:-600}" python3 -m benchmarks.gpu.profile_cells --cells third --model "$a" --backend "$b" --repeats 1 \
-        --warmups 0 --out "$DEST/$a-$b" "${PROFILE_COMMON[@]}" ${EXTRA:-} ;;
+        --warmups 0 --out "$DEST/$a-$b" "${PROFILE_COMMON[@]}" ${EXTRA:-} $(tb "${c:-600}") ;;
     batch)
       budget "${c:-600}" $LE profile --model "$a" --backend "$b" --tin ${BATCH_TIN:-64,256} --tout ${BATCH_TOUT:-64,256} \
-        --batch ${BATCHES:-1..256} --repeats 1 --warmups 0 --out "$DEST/batch-$a-$b" "${PROFILE_COMMON[@]}" ;;
+        --batch ${BATCHES:-1..256} --repeats 1 --warmups 0 --out "$DEST/batch-$a-$b" "${PROFILE_COMMON[@]}" $(tb "${c:-600}") ;;
     refuse)
       budget 60 $LE profile --model "$a" --backend "$b" --tin ${BATCH_TIN:-64,256} --tout ${BATCH_TOUT:-64,256} \
         --batch "$c" --repeats 1 --warmups 0 --out /tmp/refused "${PROFILE_COMMON[@]}"
