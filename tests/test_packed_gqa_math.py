@@ -126,10 +126,10 @@ def test_compiled_gqa_math_decode_step_never_converts_or_copies_the_cache():
     copies, products, layers = _cache_copies("static+gqa+math")
     assert not copies, copies
     assert products == [[torch.bfloat16] * 2] * (2 * layers)  # scores and output, each layer, in bf16
-    # the check sees a copy where there is one: static+math is torch's math kernel, which upcasts (and
-    # transformers' repeat_kv copies the cache to every query head before it)
-    copies, products, _ = _cache_copies("static+math")
-    assert any(dt == torch.float32 for _, dt, _ in copies) and all(torch.float32 in p for p in products)
+    # the check sees a copy where there is one: static+math is transformers' repeat_kv (the cache copied to
+    # every query head), then torch's math kernel, which upcasts (torch 2.11, 2.13: fp32 copies and products)
+    copies, _, _ = _cache_copies("static+math")
+    assert copies
 
 
 def test_falcon_decode_under_math_is_repeat_kv_attention():

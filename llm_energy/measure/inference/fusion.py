@@ -24,7 +24,7 @@ store's backend column says what was measured and the plain ``static`` stores ke
   peak bandwidth with coordinate descent tuning", torch/_inductor/decomposition.py).
 * ``math``: the decode step's attention through the math SDPA kernel, which inductor decomposes and
   fuses (gpt-fast: "better for Inductor to codegen attention here") instead of a library kernel. Torch's
-  math kernel (>= 2.5) computes in fp32: for a bf16 model it converts every layer's cached K (scaled) and V
+  math kernel (2.11, 2.13) computes in fp32: for a bf16 model it converts every layer's cached K (scaled) and V
   to fp32 copies each step (for a grouped-query model after transformers' copy to every query head) and
   multiplies those, so ``static+math`` moves several times the KV bytes. With ``gqa`` the packed attention
   is written as bf16 matrix products instead, the fp32 softmax on the scores alone (packed_gqa.py,

@@ -19,9 +19,10 @@ per head, a position bias) goes to transformers' own ``sdpa_attention_forward`` 
 Under the backend's ``math`` option as well (``static+gqa+math``) the packed attention is two matrix
 products and a softmax written out (:func:`packed_matmul_attention`), which inductor generates around:
 bf16 products on the cache as it lies, the fp32 softmax on the small score tensor only. It used to be
-SDPA's math kernel on the packed layout, which (torch >= 2.5) upcasts: every step it wrote an fp32 copy of
-each layer's K (scaled by sqrt(scale)) and V and multiplied those with fp32 matrix-vector kernels, 3x the
-KV bytes moved; on the H200 (mistral-7b, 4096 bucket) 8.74 ms a step against plain ``static``'s 6.60.
+SDPA's math kernel on the packed layout, which upcasts (torch 2.11 and 2.13: ``_to_copy`` of Q, K and V to
+fp32, Q and K each scaled by sqrt(scale), fp32 products): every step it read each layer's K and V, wrote
+fp32 copies (twice their bytes) and read those again with fp32 matrix-vector kernels, five times the KV
+bytes; on the H200 (mistral-7b, 4096 bucket) 8.74 ms a step against plain ``static``'s 6.60.
 
 It is registered under :data:`NAME` with transformers' ``AttentionInterface`` (and ``sdpa_mask`` for
 its masks under the same name) and switched on per model by :func:`set_packed_gqa`.
