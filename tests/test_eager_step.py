@@ -15,9 +15,11 @@ def test_rows_per_length_and_loop_and_the_cache_step_does_not_grow(tmp_path, cap
     assert [(r["tin"], r["loop"]) for r in rows] == [(n, loop) for n in (8, 200) for loop in LOOPS]
     by = {(r["tin"], r["loop"]): r for r in rows}
     for r in rows:
-        assert r["device"] == "cpu" and r["steps"] == 3 and r["wall_ms"] > 0 and r["cpu_ms"] > 0
+        assert r["device"] == "cpu" and r["steps"] == 3 and r["wall_ms"] > 0 and r["wall_ms_repeat"] > 0
+        assert r["cpu_ms"] > 0 and r["sdpa_choice"] in ("FLASH_ATTENTION", "MATH") and r["top_kernels"] == []
         assert r["kernels"] == 0 and r["reserved_gb"] is None and all(r[k] == 0 for k in RUNTIME)
-    for loop in ("cache", "cache+samplers"):
+    assert len({r["tin_run"] for r in rows}) == len(rows)  # each run over key lengths of its own
+    for loop in ("cache", "cache-flash", "cache+samplers"):
         assert by[(8, loop)]["aten_ops"] == by[(200, loop)]["aten_ops"] > 0  # independent of the context
         assert by[(8, loop)]["sync_ops"] == by[(200, loop)]["sync_ops"] == {}  # nothing waits on the device
         assert by[(8, loop)]["backend_ms"] > 0

@@ -1,21 +1,24 @@
 """What one eager decode step costs, by context length: the ``cache`` backend (DynamicCache, eager) against
-HF ``generate()`` and an eager StaticCache loop, from a prompt of each length, batch 1.
+the same without cuDNN attention, HF ``generate()`` and an eager StaticCache loop, batch 1.
 
 Per decode step: wall ms, the main thread's CPU ms and all threads' (``cpu_ms`` near ``wall_ms``: the step
 is bound by the Python thread launching it) and the caching allocator's cudaMalloc/cudaFree counts
 (``torch.cuda.memory_stats``), over ``steps`` steps from the end of the prefill (synchronised there) to the
 end; from torch.profiler (a run of ``2 + prof_steps`` new tokens less a run of 2: the prefill cancels) GPU
-kernel ms and kernels (CUDA activity), aten ops, host-sync aten ops (``.item()``, ``nonzero``, ...) and
-CUDA runtime calls (cudaMalloc, cudaFree, cudaStreamSynchronize, cudaMemcpy*, all in ``runtime``). One
-JSON row per (length, loop). On the CPU torch runs one thread (a second splits each ``torch.cat`` into
-more aten ops).
+kernel ms and kernels (CUDA activity, the costliest in ``top_kernels``), aten ops, host-sync aten ops
+(``.item()``, ``nonzero``, ...) and CUDA runtime calls (cudaMalloc, cudaFree, cudaStreamSynchronize,
+cudaMemcpy*, all in ``runtime``); ``sdpa_choice``: the SDPA backend torch picks for the decode step's shapes.
+One JSON row per (length, loop). On the CPU torch runs one thread (a second splits each ``torch.cat``).
 
-Loops: ``cache`` (the backend ``llm-energy profile --backend cache`` runs), ``generate`` (HF greedy
-``generate()``, the same DynamicCache), ``static-eager`` (the ``static`` backend's StaticCache, uncompiled:
-no growing ``torch.cat`` of the cache each step) and ``cache+samplers`` (``cache`` while the profiler's power
-samplers poll, as in ``llm-energy profile``). A ``cache`` step that grows with the length while
-``static-eager`` does not points at the cache's concatenation (its copies, or the allocator's cudaMalloc
-on ever-larger blocks); one that grows only with the samplers, at the harness.
+Cold and warm shapes: cuDNN attention (torch's first SDPA choice on an H100/H200 with a recent cuDNN) builds
+an execution graph for each new key length and caches it for the process, so an eager DynamicCache decode
+meets a new shape every step. ``wall_ms`` is a run over key lengths this process has not seen (each loop
+and run at its own prompt length, a little past the nominal ``tin``), ``wall_ms_repeat`` the same run again.
+
+Loops: ``cache`` (the backend ``llm-energy profile --backend cache`` runs), ``cache-flash`` (the same with
+SDPA's cuDNN backend off: flash, efficient or math), ``generate`` (HF greedy ``generate()``, the same
+DynamicCache), ``static-eager`` (the ``static`` backend's StaticCache, uncompiled: one key length, no
+growing ``torch.cat``) and ``cache+samplers`` (``cache`` while the profiler's power samplers poll).
 
     python3 -m benchmarks.gpu.eager_step --preset llama-2-7b --lengths 256,2048 --jsonl OUT
     python3 -m benchmarks.gpu.eager_step --device cpu --preset tiny-llama --lengths 16,256 --steps 4
@@ -31,7 +34,7 @@ import sys
 import time
 from typing import Any, Callable
 
-LOOPS = ("cache", "generate", "static-eager", "cache+samplers")
+LOOPS = ("cache", "cache-flash", "generate", "static-eager", "cache+samplers")
 SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal")
 RUNTIME = ("cudaMalloc", "cudaFree", "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 ALLOC_STATS = ("num_device_alloc", "num_device_free", "num_alloc_retries", "num_sync_all_streams")
@@ -42,8 +45,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--preset", default="llama-2-7b")
     p.add_argument("--lengths", default="256,2048", help="prompt lengths (tokens), comma-separated")
     p.add_argument("--loops", default=",".join(LOOPS), help=f"of {', '.join(LOOPS)}")
-    p.add_argument("--steps", type=int, default=32, help="decode steps timed (unprofiled)")
-    p.add_argument("--prof-steps", type=int, default=8, help="decode steps profiled")
+    p.add_argument("--steps", type=int, default=24, help="decode steps timed (unprofiled)")
+    p.add_argument("--prof-steps", type=int, default=6, help="decode steps profiled")
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", default="auto", help="auto: bfloat16 on cuda, float32 on cpu")
     p.add_argument("--alloc-conf", default=None, help="PYTORCH_CUDA_ALLOC_CONF for this run (e.g. expandable_segments:True)")
@@ -53,9 +56,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.loops = [x for x in a.loops.split(",") if x]
     if bad := [x for x in a.loops if x not in LOOPS]:
         p.error(f"--loops: unknown {bad}; choose of {', '.join(LOOPS)}")
-    if a.steps < 1 or a.prof_steps < 1:
-        p.error("--steps and --prof-steps must be >= 1")
+    if a.steps < 1 or a.prof_steps < 1 or not a.lengths or min(a.lengths) < 1:
+        p.error("--steps, --prof-steps and --lengths must be >= 1")
     return a
+
+
+def span(args: argparse.Namespace) -> int:
+    """Prompt lengths one loop uses at one nominal length: the timed run's, the two profiled runs' (each run
+    over key lengths of its own, so none finds another's in cuDNN's graph cache)."""
+    return args.steps + args.prof_steps + 12
 
 
 # ---- the loops: each fn(ids, n) generates n new tokens (a prefill, then n - 1 decode steps) -------------
@@ -68,6 +77,13 @@ def make_loops(loaded: Any, names: list[str], bucket: int) -> dict[str, Callable
     for name in names:
         if name in ("cache", "cache+samplers"):
             loops[name] = make_backend("cache", loaded).generate
+        elif name == "cache-flash":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            def flash(ids, n, gen=make_backend("cache", loaded).generate):
+                with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+                    return gen(ids, n)
+            loops[name] = flash
         elif name == "static-eager":
             b = make_backend("static", loaded)
             b._decode, b._prefill = b._decode_step, b._prefill_step  # the same StaticCache steps, never compiled
@@ -128,7 +144,8 @@ def timed(model: Any, fn: Callable, ids: Any, n: int, cuda: bool) -> dict[str, f
 
 
 def profiled(fn: Callable, ids: Any, n: int, cuda: bool) -> collections.Counter:
-    """Event counts of one run of ``n`` new tokens; ``kernel_us``: the summed GPU time of its kernels."""
+    """Event counts of one run of ``n`` new tokens; ``kernel_us``: the summed GPU time of its kernels
+    (``k:NAME`` / ``kus:NAME``: each kernel's count and time)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -139,35 +156,70 @@ def profiled(fn: Callable, ids: Any, n: int, cuda: bool) -> collections.Counter:
     c: collections.Counter = collections.Counter()
     for e in p.events():
         if e.device_type == DeviceType.CUDA:
-            kind = "memcpy_dev" if e.name.startswith(("Memcpy", "Memset")) else "kernels"
-            c[kind] += 1
-            c["kernel_us"] += e.time_range.elapsed_us()
+            us = e.time_range.elapsed_us()
+            c["memcpy_dev" if e.name.startswith(("Memcpy", "Memset")) else "kernels"] += 1
+            c["kernel_us"] += us
+            c["k:" + e.name] += 1
+            c["kus:" + e.name] += us
         elif e.name.startswith("aten::"):
             c["aten_ops"] += 1
-            c[e.name] += int(e.name in SYNC_OPS)
+            if e.name in SYNC_OPS:
+                c[e.name] += 1
         elif e.name.startswith("cu"):
             c["rt:" + e.name] += 1
     return c
 
 
-def measure(model: Any, fn: Callable, ids: Any, args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
-    """Per-step figures of ``fn`` at prompt ``ids``: times over ``steps`` decode steps (the faster of two runs);
-    profiled counts the run of 2 + ``prof_steps`` tokens less the run of 2."""
-    fn(ids, 2)  # warm: kernels chosen, the allocator grown for this shape
-    per = min((timed(model, fn, ids, 1 + args.steps, cuda) for _ in range(2)), key=lambda t: t["wall"])
-    p_lo, p_hi = profiled(fn, ids, 2, cuda), profiled(fn, ids, 2 + args.prof_steps, cuda)
+def prompt(loaded: Any, length: int) -> Any:
+    import torch
+
+    g = torch.Generator().manual_seed(length)
+    return torch.randint(3, loaded.vocab_size, (1, length), generator=g).to(loaded.device)
+
+
+def measure(loaded: Any, fn: Callable, base: int, args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
+    """Per-step figures of ``fn`` from prompts of ``base`` tokens and a little more: the timed run over key
+    lengths not seen before, then again (``_repeat``); the profiled counts a run of 2 + ``prof_steps`` tokens
+    less one of 2, each at a prompt length of its own."""
+    model, ids = loaded.model, prompt(loaded, base)
+    cold = timed(model, fn, ids, 1 + args.steps, cuda)
+    warm = timed(model, fn, ids, 1 + args.steps, cuda)
+    hi_at = base + args.steps + 4
+    p_hi = profiled(fn, prompt(loaded, hi_at), 2 + args.prof_steps, cuda)
+    p_lo = profiled(fn, prompt(loaded, hi_at + args.prof_steps + 4), 2, cuda)
     pp = {k: (p_hi[k] - p_lo[k]) / args.prof_steps for k in set(p_lo) | set(p_hi)}
     runtime = {k[3:]: round(v, 2) for k, v in sorted(pp.items()) if k.startswith("rt:") and v}
-    row = {"wall_ms": per["wall"] * 1e3, "cpu_ms": per["cpu"] * 1e3, "cpu_all_ms": per["cpu_all"] * 1e3,
-           "backend_ms": per["backend"] * 1e3 if "backend" in per else None,
+    top = sorted((k[4:] for k in pp if k.startswith("kus:")), key=lambda k: -pp["kus:" + k])[:6]
+    row = {"tin_run": base, "wall_ms": cold["wall"] * 1e3, "wall_ms_repeat": warm["wall"] * 1e3,
+           "cpu_ms": cold["cpu"] * 1e3, "cpu_ms_repeat": warm["cpu"] * 1e3, "cpu_all_ms": cold["cpu_all"] * 1e3,
+           "backend_ms": cold["backend"] * 1e3 if "backend" in cold else None,
            "kernel_ms": pp.get("kernel_us", 0.0) / 1e3, "kernels": pp.get("kernels", 0.0),
            "memcpy_dev": pp.get("memcpy_dev", 0.0), "aten_ops": pp.get("aten_ops", 0.0),
-           "sync_ops": {k: v for k in SYNC_OPS if (v := pp.get(k, 0.0))}}
+           "sync_ops": {k: v for k in SYNC_OPS if (v := pp.get(k, 0.0))},
+           "top_kernels": [[k[:80], round(pp["k:" + k], 2), round(pp["kus:" + k] / 1e3, 4)] for k in top]}
     row.update({k: runtime.get(k, 0.0) for k in RUNTIME})
     row["cudaMemcpy"] = sum(v for k, v in runtime.items() if k.startswith("cudaMemcpy"))
     row["runtime"] = runtime
-    row.update({k: per[k] for k in ALLOC_STATS if k in per})
+    row.update({k: cold[k] for k in ALLOC_STATS if k in cold})
+    row.update({k + "_repeat": warm[k] for k in ALLOC_STATS[:1] if k in warm})
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+
+
+def sdpa_choice(loaded: Any, length: int) -> str:
+    """The SDPA backend torch picks for a decode step's attention at ``length`` keys (transformers' layout:
+    the query a transposed view, the concatenated K and V contiguous, no mask)."""
+    import torch
+
+    cfg = loaded.config
+    heads = cfg.num_attention_heads
+    kv = getattr(cfg, "num_key_value_heads", None) or heads
+    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    dt = next(loaded.model.parameters()).dtype
+    q = torch.zeros(1, 1, heads, d, dtype=dt, device=loaded.device).transpose(1, 2)
+    k = torch.zeros(1, kv, length, d, dtype=dt, device=loaded.device)
+    names = {int(getattr(torch._C._SDPBackend, x)): x for x in dir(torch._C._SDPBackend)
+             if not x.startswith("_") and x not in ("name", "value")}
+    return names.get(int(torch._fused_sdp_choice(q, k, k, None, 0.0, False, scale=None, enable_gqa=kv != heads)), "?")
 
 
 def _samplers(on: bool, loaded: Any) -> list[Any]:
@@ -200,27 +252,28 @@ def main(argv: list[str] | None = None) -> int:
     dtype = args.dtype if args.dtype != "auto" else ("float32" if args.device == "cpu" else "bfloat16")
     cuda = args.device.startswith("cuda")
     t0 = time.perf_counter()
-    longest = max(args.lengths) + 2 + max(args.steps, args.prof_steps)
+    longest = max(args.lengths) + len(args.loops) * span(args) + 4
     loaded = load_model(args.preset, args.device, dtype, max_seq_len=longest)
     loops = make_loops(loaded, args.loops, bucket_len(longest))
+    for fn in loops.values():  # kernels chosen, handles made: away from any measured length
+        fn(prompt(loaded, 8), 4)
     print(f"# {args.preset} on {loaded.device} {dtype}: torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"loaded in {time.perf_counter() - t0:.1f} s", flush=True)
+          f"loaded and warmed in {time.perf_counter() - t0:.1f} s", flush=True)
     base = {"preset": args.preset, "device": loaded.device, "dtype": dtype, "torch": torch.__version__,
             "transformers": transformers.__version__, "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
-            "steps": args.steps, "prof_steps": args.prof_steps}
-    rows = []
+            "cudnn": torch.backends.cudnn.version() if cuda else None, "steps": args.steps, "prof_steps": args.prof_steps}
     for length in args.lengths:
-        for name, fn in loops.items():
-            ids = torch.randint(3, loaded.vocab_size, (1, length), generator=torch.Generator().manual_seed(length))
+        choice = sdpa_choice(loaded, length)
+        for i, (name, fn) in enumerate(loops.items()):
             samplers = _samplers(name.endswith("+samplers"), loaded)
             try:
-                row = {**base, "loop": name, "tin": length, **measure(loaded.model, fn, ids.to(loaded.device), args, cuda)}
+                row = {**base, "loop": name, "tin": length, "sdpa_choice": choice,
+                       **measure(loaded, fn, length + i * span(args), args, cuda)}
             finally:
                 for s in samplers:
                     s.close()
             row["samplers"] = [type(s).__name__ for s in samplers]
             row["reserved_gb"] = round(torch.cuda.memory_reserved() / 1e9, 2) if cuda else None
-            rows.append(row)
             print(_line(row), flush=True)
             if args.jsonl:
                 with open(args.jsonl, "a") as f:
@@ -230,11 +283,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _line(r: dict[str, Any]) -> str:
-    return (f"{r['loop']:>15} tin {r['tin']:>5}: wall {r['wall_ms']:7.2f} ms/step, cpu {r['cpu_ms']:7.2f} "
-            f"(all threads {r['cpu_all_ms']:7.2f}), kernels {r['kernels']:6.1f} in {r['kernel_ms']:6.2f} ms, "
+    return (f"{r['loop']:>15} tin {r['tin']:>5}: wall {r['wall_ms']:7.2f} ms/step (again {r['wall_ms_repeat']:7.2f}), "
+            f"cpu {r['cpu_ms']:7.2f} (again {r['cpu_ms_repeat']:7.2f}), kernels {r['kernels']:6.1f} in {r['kernel_ms']:6.2f} ms, "
             f"aten {r['aten_ops']:6.1f}, sync {r['sync_ops'] or 0}, cudaMalloc {r['cudaMalloc']}, cudaFree {r['cudaFree']}, "
             f"streamSync {r['cudaStreamSynchronize']}, memcpy {r['cudaMemcpy']}, "
-            f"allocator mallocs {r.get('num_device_alloc', '-')}")
+            f"allocator mallocs {r.get('num_device_alloc', '-')}, sdpa {r['sdpa_choice']}")
 
 
 if __name__ == "__main__":
