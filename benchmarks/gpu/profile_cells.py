@@ -5,6 +5,8 @@ summary) with its design replaced by the cells named in ``--cells``.
         --repeats 1 --warmups 0 --node-type h200 --idle-s 5 --out data/h200/llama-2-13b-static --no-live
 
 ``--cells`` takes a named subset or a list ``TINxTOUT,...``; every listed cell runs at every --batch.
+Every other option is the CLI's, ``--time-budget-s`` included (session.sh's third step passes its cap
+minus a margin): a run it stops returns 130, as an interrupted one does, and the next resumes.
 
 * ``third``: the 27 cells of the paper's 9x9 grid (tin, tout in 8, 16, ..., 2048) whose indices
   satisfy (i + j) mod 3 == 0. Each tin value appears with three tout values and each tout with three
