@@ -78,7 +78,7 @@ def test_a_store_made_without_the_budget_resumes_with_it(tmp_path, capsys):
 
 
 def test_the_h200_stores_resume_under_the_budget_session_sh_passes():
-    """data/h200/v2/grid-cache (made without the option) is the sweep session.sh's grid-cache step with
+    """data/h200/v2/grid-cache-cudnn (made without the option) is the sweep session.sh's grid-cache step with
     --time-budget-s plans: same id, no setting differs."""
     import argparse
 
@@ -91,7 +91,7 @@ def test_the_h200_stores_resume_under_the_budget_session_sh_passes():
                           "8..2048", "--repeats", "1", "--warmups", "0", "--out", "x", "--node-type", "h200",
                           "--idle-s", "5", "--no-live", "--time-budget-s", "585"])
     spec = cli.spec_from_args(args)
-    sweeps = open_store(REPO / "data" / "h200" / "v2" / "grid-cache").sweeps()
+    sweeps = open_store(REPO / "data" / "h200" / "v2" / "grid-cache-cudnn").sweeps()
     assert sweep_id(spec) in sweeps
     assert resume_spec(sweeps, spec, lambda: "nvml-counter", n_gpus=1) == spec
 
