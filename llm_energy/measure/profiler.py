@@ -229,7 +229,7 @@ class Profiler:
         self._idle_flags = assess_idle(idle_flags, idle.per_device, primary, self._meters)
         source = source_label(samplers, primary)
         info = self._sweep_info(loaded.dtype, source, cold, idle, device_name, system,
-                                kv_keyword=backend.kv_keyword)
+                                kv_keyword=backend.kv_keyword, eager_sdpa=backend.eager_sdpa)
         if self._idle_flags:
             msg = f"warning: every trial of this run is flagged suspect: {quality_label(self._idle_flags)[1]}"
             log.warning(msg)
@@ -284,13 +284,14 @@ class Profiler:
         return BudgetGate.for_run(self.budget, min_window, spec.cooldown_s + settle, history)
 
     def _sweep_info(self, dtype: str, source: str, cold: IdleBaseline, idle: IdleBaseline, device_name: str,
-                    system: str, kv_keyword: str | None = None) -> SweepInfo:
+                    system: str, kv_keyword: str | None = None, eager_sdpa: str | None = None) -> SweepInfo:
         """The sweep's record, with this run (session, node, idle baselines, meters) as its one run. The
         versions (stored with every trial) name the keyword the backend passes its KV cache under, which
-        tells trials of the fixed backends from those of erratum ``kv-cache-ignored`` (trials/errata.py), and
-        for a static backend that its warm-ups ran in the trial's bucket (erratum ``compiled-in-window``)."""
+        tells trials of the fixed backends from those of erratum ``kv-cache-ignored`` (trials/errata.py), for
+        a static backend that its warm-ups ran in the trial's bucket (erratum ``compiled-in-window``), for an
+        eager one its SDPA kernels (``eager_sdpa``, inference/attention.py); no part of the sweep's identity."""
         spec, now_s = self.spec, time.time()
-        extra = {"kv_cache_keyword": kv_keyword} if kv_keyword else {}
+        extra = {k: v for k, v in (("kv_cache_keyword", kv_keyword), ("eager_sdpa", eager_sdpa)) if v}
         if is_static_backend(spec.backend):  # erratum compiled-in-window: warm-ups in the trial's bucket
             extra["static_warmup"] = STATIC_WARMUP_MARK
         versions = versions_json(extra or None)

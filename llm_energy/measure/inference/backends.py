@@ -6,6 +6,8 @@ because the loop is ours, not ``generate()``). Times are device-synchronised.
 
 * ``cache``: KV cache (DynamicCache), eager decode. The default.
 * ``no-cache``: ``use_cache=False``: every decode step reprocesses the whole sequence (the paper's set-up).
+  Both eager backends run SDPA without its cuDNN kernels (attention.py: cuDNN builds a graph per new key
+  length, which made a trial's cost depend on what the process ran before).
 * ``static``: a StaticCache sized to a length bucket (powers of two, at least 256) and a
   ``torch.compile``d single-token decode step (``reduce-overhead``: CUDA graphs on GPUs). The cache
   tracks its position in a device tensor, so decode steps never recompile; a new bucket or batch
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_energy.errors import bad_value
+from llm_energy.measure.inference.attention import EAGER_SDPA, eager_attention
 from llm_energy.measure.inference.compiles import modules_pickle_can_search
 from llm_energy.measure.inference.loading import LoadedModel
 from llm_energy.measure.inference.sizing import bucket_len
@@ -56,6 +59,7 @@ class GenerationResult:
 class InferenceBackend(ABC):
     name: str = "?"
     compiles_torch = False  # whether generate may run torch.compile (compiles.modules_pickle_can_search)
+    eager_sdpa: str | None = None  # the SDPA kernels an eager backend restricts its forwards to (attention.py)
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
@@ -136,12 +140,27 @@ class InferenceBackend(ABC):
                                 decode_s=t_end - t_first, runtime_s=t_end - t0)
 
 
-class CacheBackend(InferenceBackend):
+class EagerBackend(InferenceBackend):
+    """An eager backend: its forwards run under ``attention.eager_attention`` (SDPA without cuDNN), so a
+    step's cost is a function of its shapes, not of the key lengths earlier generations built graphs for."""
+
+    eager_sdpa = EAGER_SDPA
+
+    def _run(self, ids, tout):
+        with eager_attention():
+            return self._loop(ids, tout)
+
+    @abstractmethod
+    def _loop(self, ids: Any, tout: int) -> tuple[int, float, float]:
+        """``_run``'s generation, under the eager backends' attention kernels."""
+
+
+class CacheBackend(EagerBackend):
     """KV cache (DynamicCache), eager decode."""
 
     name = "cache"
 
-    def _run(self, ids, tout):
+    def _loop(self, ids, tout):
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         cache = out.cache if hasattr(out, "cache") else out.past_key_values
         nxt = out.logits[:, -1, :].argmax(-1, keepdim=True)
@@ -158,12 +177,12 @@ class CacheBackend(InferenceBackend):
         return produced, t_first, time.perf_counter()
 
 
-class NoCacheBackend(InferenceBackend):
+class NoCacheBackend(EagerBackend):
     """No KV cache: every step reprocesses the whole sequence (the paper's set-up)."""
 
     name = "no-cache"
 
-    def _run(self, ids, tout):
+    def _loop(self, ids, tout):
         import torch
 
         seq = ids
