@@ -11,8 +11,8 @@ import polars as pl
 
 D = Path("data/h200/plans")
 MEASURED = ["llama-2-7b-h200", "llama-2-13b-h200", "llama-2-70b-h200", "mistral-7b-h200", "mixtral-8x7b-h200",
-            "falcon-7b-h200", "llama-2-7b-h100"]
-SHORT = ["7b", "13b", "70b", "mistral", "mixtral", "falcon", "7b-H100"]
+            "falcon-7b-h200", "llama-2-7b-h100", "falcon-40b-h200"]
+SHORT = ["7b", "13b", "70b", "mistral", "mixtral", "falcon-7b", "7b-H100", "falcon-40b"]
 PLANS = [("zeta 0", "z0"), ("zeta 0.5", "z0.5"), ("zeta 0.9", "z0.9"), ("zeta 1", "z1"),
          ("accuracy >= 55", "acc55"), ("accuracy >= 60", "acc60")]
 MS0 = [("zeta 0.5, min-share 0", "z0.5-ms0"), ("zeta 0.9, min-share 0", "z0.9-ms0"), ("zeta 1, min-share 0", "z1-ms0"),
@@ -145,7 +145,8 @@ def main() -> None:
     for name, dep in [("h200-z1", "mistral-7b-h200"), ("h200-z1-ms0", "mistral-7b-h200"),
                       ("h200-z0.5", "mixtral-8x7b-h200"), ("h200-z0.5-ms0", "mixtral-8x7b-h200"),
                       ("h200-acc60-ms0", "mistral-7b-h200"), ("h200-acc60-ms0", "mixtral-8x7b-h200"),
-                      ("h200-z1", "falcon-7b-h200"),
+                      ("h200-z1", "falcon-7b-h200"), ("h200-z1", "falcon-40b-h200"), ("h200-acc60", "falcon-40b-h200"),
+                      ("h200-z1", "mixtral-8x7b-h200"),
                       ("h200-z1-ms0", "llama-2-7b-h100"), ("h200nc-z1", "llama-2-7b-h100")]:
         print(who_gets(name, dep))
     print("\n## Llama-2 only: H200 and A100\n")
