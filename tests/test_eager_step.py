@@ -1,6 +1,7 @@
 """``benchmarks.gpu.eager_step`` on CPU with tiny-llama (the script runs on the GPU machine): one row per
 (length, loop) with its per-step figures; the ``cache`` backend's decode step runs the same aten ops at every
-context length, fewer than ``generate()``'s, and none of them waits on the device (``generate()``'s do)."""
+context length, fewer than ``generate()``'s, and none of them waits on the device (``generate()``'s do). The
+``cache`` loops run the backend's SDPA kernels (cuDNN off), ``cache-cudnn`` the same loop with torch's default."""
 
 import json
 
@@ -19,7 +20,7 @@ def test_rows_per_length_and_loop_and_the_cache_step_does_not_grow(tmp_path, cap
         assert r["cpu_ms"] > 0 and r["sdpa_choice"] in ("FLASH_ATTENTION", "MATH") and r["top_kernels"] == []
         assert r["kernels"] == 0 and r["reserved_gb"] is None and all(r[k] == 0 for k in RUNTIME)
     assert len({r["tin_run"] for r in rows}) == len(rows)  # each run over key lengths of its own
-    for loop in ("cache", "cache-flash", "cache+samplers"):
+    for loop in ("cache", "cache-cudnn", "cache+samplers"):
         assert by[(8, loop)]["aten_ops"] == by[(200, loop)]["aten_ops"] > 0  # independent of the context
         assert by[(8, loop)]["sync_ops"] == by[(200, loop)]["sync_ops"] == {}  # nothing waits on the device
         assert by[(8, loop)]["backend_ms"] > 0
@@ -27,4 +28,8 @@ def test_rows_per_length_and_loop_and_the_cache_step_does_not_grow(tmp_path, cap
     assert by[(200, "generate")]["sync_ops"].get("aten::_local_scalar_dense", 0) >= 1  # its stopping check
     assert by[(200, "static-eager")]["sync_ops"] == {} and by[(200, "static-eager")]["backend_ms"] > 0
     assert by[(8, "cache+samplers")]["samplers"] and not by[(8, "cache")]["samplers"]
+    for n in (8, 200):  # cuDNN allowed where the model ran: only outside the eager backend's SDPA kernels
+        assert {loop: by[(n, loop)]["cudnn_sdp"] for loop in LOOPS} == {
+            "cache": False, "cache-cudnn": True, "generate": True, "static-eager": True, "cache+samplers": False}
+        assert by[(n, "cache")]["aten_ops"] == by[(n, "cache-cudnn")]["aten_ops"]  # the same loop
     assert "cache tin   200: wall" in capsys.readouterr().out

@@ -1,5 +1,5 @@
-"""What one eager decode step costs, by context length: the ``cache`` backend (DynamicCache, eager) against
-the same without cuDNN attention, HF ``generate()`` and an eager StaticCache loop, batch 1.
+"""What one eager decode step costs, by context length: the ``cache`` backend (DynamicCache, eager; SDPA without
+cuDNN) against the same loop with cuDNN attention allowed, HF ``generate()`` and an eager StaticCache loop, batch 1.
 
 Per decode step: wall ms, the main thread's CPU ms and all threads' (``cpu_ms`` near ``wall_ms``: the step
 is bound by the Python thread launching it) and the caching allocator's cudaMalloc/cudaFree counts
@@ -7,18 +7,22 @@ is bound by the Python thread launching it) and the caching allocator's cudaMall
 end; from torch.profiler (a run of ``2 + prof_steps`` new tokens less a run of 2: the prefill cancels) GPU
 kernel ms and kernels (CUDA activity, the costliest in ``top_kernels``), aten ops, host-sync aten ops
 (``.item()``, ``nonzero``, ...) and CUDA runtime calls (cudaMalloc, cudaFree, cudaStreamSynchronize,
-cudaMemcpy*, all in ``runtime``); ``sdpa_choice``: the SDPA backend torch picks for the decode step's shapes.
+cudaMemcpy*, all in ``runtime``); ``sdpa_choice``: the SDPA backend torch picks for the decode step's shapes
+under the loop's SDPA settings, ``cudnn_sdp``: whether cuDNN attention was allowed in the loop's forwards.
 One JSON row per (length, loop). On the CPU torch runs one thread (a second splits each ``torch.cat``).
 
 Cold and warm shapes: cuDNN attention (torch's first SDPA choice on an H100/H200 with a recent cuDNN) builds
 an execution graph for each new key length and caches it for the process, so an eager DynamicCache decode
 meets a new shape every step. ``wall_ms`` is a run over key lengths this process has not seen (each loop
 and run at its own prompt length, a little past the nominal ``tin``), ``wall_ms_repeat`` the same run again.
+The eager backends now run SDPA without cuDNN (llm_energy/measure/inference/attention.py): ``cache``'s two
+should agree, ``cache-cudnn``'s show what the backend cost before (H200 llama-2-7b: 40-87 ms a step, cold).
 
-Loops: ``cache`` (the backend ``llm-energy profile --backend cache`` runs), ``cache-flash`` (the same with
-SDPA's cuDNN backend off: flash, efficient or math), ``generate`` (HF greedy ``generate()``, the same
-DynamicCache), ``static-eager`` (the ``static`` backend's StaticCache, uncompiled: one key length, no
-growing ``torch.cat``) and ``cache+samplers`` (``cache`` while the profiler's power samplers poll).
+Loops: ``cache`` (the backend ``llm-energy profile --backend cache`` runs: flash, efficient or math),
+``cache-cudnn`` (the same loop under torch's default SDPA order, cuDNN first where it runs: the backend as it
+was), ``generate`` (HF greedy ``generate()``, the same DynamicCache, torch's default), ``static-eager`` (the
+``static`` backend's StaticCache, uncompiled: one key length, no growing ``torch.cat``) and ``cache+samplers``
+(``cache`` while the profiler's power samplers poll).
 
     python3 -m benchmarks.gpu.eager_step --preset llama-2-7b --lengths 256,2048 --jsonl OUT
     python3 -m benchmarks.gpu.eager_step --device cpu --preset tiny-llama --lengths 16,256 --steps 4
@@ -34,7 +38,8 @@ import sys
 import time
 from typing import Any, Callable
 
-LOOPS = ("cache", "cache-flash", "generate", "static-eager", "cache+samplers")
+LOOPS = ("cache", "cache-cudnn", "generate", "static-eager", "cache+samplers")
+EAGER = ("cache", "cache+samplers")  # the loops under the eager backends' SDPA kernels (attention.eager_attention)
 SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal")
 RUNTIME = ("cudaMalloc", "cudaFree", "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 ALLOC_STATS = ("num_device_alloc", "num_device_free", "num_alloc_retries", "num_sync_all_streams")
@@ -77,13 +82,10 @@ def make_loops(loaded: Any, names: list[str], bucket: int) -> dict[str, Callable
     for name in names:
         if name in ("cache", "cache+samplers"):
             loops[name] = make_backend("cache", loaded).generate
-        elif name == "cache-flash":
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-
-            def flash(ids, n, gen=make_backend("cache", loaded).generate):
-                with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
-                    return gen(ids, n)
-            loops[name] = flash
+        elif name == "cache-cudnn":
+            b = make_backend("cache", loaded)
+            b._run = b._loop  # the backend's loop, not under its SDPA kernels: torch's default order
+            loops[name] = b.generate
         elif name == "static-eager":
             b = make_backend("static", loaded)
             b._decode, b._prefill = b._decode_step, b._prefill_step  # the same StaticCache steps, never compiled
@@ -120,13 +122,18 @@ def _clock(cuda: bool) -> dict[str, float]:
     return {"wall": time.perf_counter(), "cpu": time.thread_time(), "cpu_all": time.process_time(), **_alloc_stats(cuda)}
 
 
-def timed(model: Any, fn: Callable, ids: Any, n: int, cuda: bool) -> dict[str, float]:
+def timed(model: Any, fn: Callable, ids: Any, n: int, cuda: bool) -> dict[str, Any]:
     """Per decode step of one run of ``n`` new tokens: wall and CPU seconds and the allocator's counters from
-    the end of the prefill (the model's first forward, device-synchronised there by a hook) to the end."""
+    the end of the prefill (the model's first forward, device-synchronised there by a hook) to the end;
+    ``cudnn_sdp``: whether cuDNN attention was allowed in that forward (read by the hook)."""
+    import torch
+
     start: dict[str, float] = {}
+    cudnn: list[bool] = []
 
     def after_prefill(*_: Any) -> None:
         if not start:
+            cudnn.append(torch.backends.cuda.cudnn_sdp_enabled())  # as the model's forward ran
             _sync(cuda)
             start.update(_clock(cuda))
 
@@ -137,7 +144,8 @@ def timed(model: Any, fn: Callable, ids: Any, n: int, cuda: bool) -> dict[str, f
     finally:
         hook.remove()
     end = _clock(cuda)
-    out = {k: (end[k] - start[k]) / (n - 1) for k in end}
+    out: dict[str, Any] = {k: (end[k] - start[k]) / (n - 1) for k in end}
+    out["cudnn_sdp"] = cudnn[0]
     if hasattr(r, "decode_s"):
         out["backend"] = r.decode_s / (n - 1)
     return out
@@ -190,7 +198,8 @@ def measure(loaded: Any, fn: Callable, base: int, args: argparse.Namespace, cuda
     pp = {k: (p_hi[k] - p_lo[k]) / args.prof_steps for k in set(p_lo) | set(p_hi)}
     runtime = {k[3:]: round(v, 2) for k, v in sorted(pp.items()) if k.startswith("rt:") and v}
     top = sorted((k[4:] for k in pp if k.startswith("kus:")), key=lambda k: -pp["kus:" + k])[:6]
-    row = {"tin_run": base, "wall_ms": cold["wall"] * 1e3, "wall_ms_repeat": warm["wall"] * 1e3,
+    row = {"tin_run": base, "cudnn_sdp": cold["cudnn_sdp"], "wall_ms": cold["wall"] * 1e3,
+           "wall_ms_repeat": warm["wall"] * 1e3,
            "cpu_ms": cold["cpu"] * 1e3, "cpu_ms_repeat": warm["cpu"] * 1e3, "cpu_all_ms": cold["cpu_all"] * 1e3,
            "backend_ms": cold["backend"] * 1e3 if "backend" in cold else None,
            "kernel_ms": pp.get("kernel_us", 0.0) / 1e3, "kernels": pp.get("kernels", 0.0),
@@ -205,10 +214,15 @@ def measure(loaded: Any, fn: Callable, base: int, args: argparse.Namespace, cuda
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
 
 
-def sdpa_choice(loaded: Any, length: int) -> str:
+def sdpa_choice(loaded: Any, length: int, eager: bool = False) -> str:
     """The SDPA backend torch picks for a decode step's attention at ``length`` keys (transformers' layout:
-    the query a transposed view, the concatenated K and V contiguous, no mask)."""
+    the query a transposed view, the concatenated K and V contiguous, no mask); ``eager``: under the eager
+    backends' SDPA kernels, else torch's default."""
+    import contextlib
+
     import torch
+
+    from llm_energy.measure.inference.attention import eager_attention
 
     cfg = loaded.config
     heads = cfg.num_attention_heads
@@ -219,7 +233,8 @@ def sdpa_choice(loaded: Any, length: int) -> str:
     k = torch.zeros(1, kv, length, d, dtype=dt, device=loaded.device)
     names = {int(getattr(torch._C._SDPBackend, x)): x for x in dir(torch._C._SDPBackend)
              if not x.startswith("_") and x not in ("name", "value")}
-    return names.get(int(torch._fused_sdp_choice(q, k, k, None, 0.0, False, scale=None, enable_gqa=kv != heads)), "?")
+    with eager_attention() if eager else contextlib.nullcontext():
+        return names.get(int(torch._fused_sdp_choice(q, k, k, None, 0.0, False, scale=None, enable_gqa=kv != heads)), "?")
 
 
 def _samplers(on: bool, loaded: Any) -> list[Any]:
@@ -263,11 +278,11 @@ def main(argv: list[str] | None = None) -> int:
             "transformers": transformers.__version__, "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
             "cudnn": torch.backends.cudnn.version() if cuda else None, "steps": args.steps, "prof_steps": args.prof_steps}
     for length in args.lengths:
-        choice = sdpa_choice(loaded, length)
+        choice = {eager: sdpa_choice(loaded, length, eager) for eager in (False, True)}
         for i, (name, fn) in enumerate(loops.items()):
             samplers = _samplers(name.endswith("+samplers"), loaded)
             try:
-                row = {**base, "loop": name, "tin": length, "sdpa_choice": choice,
+                row = {**base, "loop": name, "tin": length, "sdpa_choice": choice[name in EAGER],
                        **measure(loaded, fn, length + i * span(args), args, cuda)}
             finally:
                 for s in samplers:
@@ -287,7 +302,7 @@ def _line(r: dict[str, Any]) -> str:
             f"cpu {r['cpu_ms']:7.2f} (again {r['cpu_ms_repeat']:7.2f}), kernels {r['kernels']:6.1f} in {r['kernel_ms']:6.2f} ms, "
             f"aten {r['aten_ops']:6.1f}, sync {r['sync_ops'] or 0}, cudaMalloc {r['cudaMalloc']}, cudaFree {r['cudaFree']}, "
             f"streamSync {r['cudaStreamSynchronize']}, memcpy {r['cudaMemcpy']}, "
-            f"allocator mallocs {r.get('num_device_alloc', '-')}, sdpa {r['sdpa_choice']}")
+            f"allocator mallocs {r.get('num_device_alloc', '-')}, sdpa {r['sdpa_choice']}, cudnn allowed {r['cudnn_sdp']}")
 
 
 if __name__ == "__main__":

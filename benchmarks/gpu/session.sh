@@ -15,8 +15,8 @@
 # fusiontests (pytest -m gpu tests/test_fusion.py tests/test_packed_gqa.py tests/test_cprefill.py) | gqabench[:CAP_S] (the decode
 # attention alone, copy vs static+gqa vs gqa+math, grouped-query shapes, no model: benchmarks/gpu/gqa_attention.py;
 # rows in $OUT/gqa_attention.jsonl).
-# eager:PRESET[:CAP_S] (the cache backend's eager decode step at EAGER_LENGTHS, default 256,2048, against itself without
-# cuDNN attention, generate() and an eager StaticCache: ms (new and seen key lengths), CPU ms, kernels, syncs, cudaMalloc
+# eager:PRESET[:CAP_S] (the cache backend's eager decode step (SDPA without cuDNN) at EAGER_LENGTHS, default 256,2048, against
+# its loop with cuDNN attention allowed, generate() and an eager StaticCache: ms (new and seen key lengths), CPU ms, kernels, syncs, cudaMalloc
 # per step; benchmarks/gpu/eager_step.py, the tree's code; rows in $OUT/eager_step.jsonl; EAGER_ARGS: more options).
 # Code: SRC, default the frozen snapshot .gpu/src where it exists, else the tree itself.
 # Every step runs under `timeout --signal=INT` inside one deadline (BUDGET_S from the start, RESERVE_S kept
