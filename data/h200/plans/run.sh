@@ -43,8 +43,8 @@ plan() {  # NAME ARGS...
   echo "$name: $(jq -c '{status, energy_j, accuracy}' $OUT/$name/summary.json)"
 }
 
-# measured: 6 H200 deployments + llama-2-7b on the H100, the paper's shares (each >= 1% of the queries
-# planned; falcon-7b's 2048-token context still admits 85% of them, so no --min-share needs lowering)
+# measured: 7 H200 deployments + llama-2-7b on the H100, the paper's shares (each >= 1% of the queries
+# planned; the falcons' 2048-token context still admits 85% of them, so no --min-share needs lowering)
 for z in 0 0.5 0.9 1; do plan h200-z$z $H200 --zeta $z; done
 for a in 55 60; do plan h200-acc$a $H200 --min-accuracy $a; done
 # the same, each deployment free to get no query (--min-share 0)
@@ -69,8 +69,8 @@ for a in 55 60; do plan h200ncllama-acc$a --fits data/h200/plans/fits.json --dep
 plan h200ncllama-z1 --fits data/h200/plans/fits.json --deployments $NC $LLAMA --zeta 1
 # sensitivity (an estimate, not a measurement): the same measured set with the KV-cache reads the erratum
 # stores' decode steps missed added to the energy fit of every deployment whose fit still carries the
-# erratum kv-cache-ignored (kv_estimate.py reads fits.json's errata key: since all six H200 fits are from
-# data/h200/v2, only llama-2-7b@h100 (data/h100/grid-static, not re-measured); the six H200 fits are copied
+# erratum kv-cache-ignored (kv_estimate.py reads fits.json's errata key: since all seven H200 fits are from
+# data/h200/v2, only llama-2-7b@h100 (data/h100/grid-static, not re-measured); the seven H200 fits are copied
 # unchanged; docs/h200_plans.md explains)
 [ -f $OUT/fits.kv-estimate.json ] && [ "${REFIT:-0}" != 1 ] || \
   .venv/bin/python data/h200/plans/kv_estimate.py $OUT/fits.json $OUT/fits.kv-estimate.json
