@@ -92,18 +92,18 @@ def _aten_graph(fn, *args):
     return graphs[0]
 
 
-def _cache_copies(variant, length=256):
+def _cache_copies(variant, length=256, device="cpu"):
     """(op, dtype, shape) of every tensor the compiled bf16 tiny-mistral decode step writes that has a dim of
     the bucket's length and at least one layer's K elements, other than the cache update itself and views;
     and the dtypes of the inputs of its matrix products over the bucket."""
     from transformers import StaticCache
 
-    b = make_backend(variant, load_model("tiny-mistral", "cpu", "bfloat16"))
+    b = make_backend(variant, load_model("tiny-mistral", device, "bfloat16"))
     cfg = b.loaded.config
     kv, d = cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
     cache = StaticCache(config=static_cache_config(cfg, length), max_cache_len=length)
     ids = b.make_prompt(1, 9, seed=5)
-    tok, pos = torch.ones((1, 1), dtype=torch.long), torch.full((1, 1), 9)
+    tok, pos = torch.ones((1, 1), dtype=torch.long, device=ids.device), torch.full((1, 1), 9, device=ids.device)
     with torch.inference_mode():
         b._restore_layout()
         b._prefill_step(ids, cache)  # eager: fills (and allocates) the cache
@@ -130,6 +130,17 @@ def test_compiled_gqa_math_decode_step_never_converts_or_copies_the_cache():
     # every query head), then torch's math kernel, which upcasts (torch 2.11, 2.13: fp32 copies and products)
     copies, _, _ = _cache_copies("static+math")
     assert copies
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_compiled_gqa_math_decode_step_never_converts_or_copies_the_cache():
+    """The same check on CUDA, where the H200 runs it (session.sh's fusiontests step): bf16 products, no
+    converted or copied cache."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA")
+    copies, products, layers = _cache_copies("static+gqa+math", device="cuda:0")
+    assert not copies, copies
+    assert products == [[torch.bfloat16] * 2] * (2 * layers)
 
 
 def test_falcon_decode_under_math_is_repeat_kv_attention():

@@ -12,7 +12,7 @@
 # Issue 13's decode speed-ups (these run the tree's code, never SRC's: the variants exist only there):
 # dlv:PRESET:VARIANTS[:CAP_S] (decode_limit --variants, e.g. dlv:llama-2-7b:base,fused,fused+cdt:420; rows in
 # $OUT/decode_limit_variants.jsonl; DLV_ARGS: more decode_limit options, e.g. --kernels) | dlvtable |
-# fusiontests (pytest -m gpu tests/test_fusion.py tests/test_packed_gqa.py tests/test_cprefill.py) | gqabench[:CAP_S] (the decode
+# fusiontests (pytest -m gpu tests/test_fusion.py tests/test_packed_gqa.py tests/test_packed_gqa_math.py tests/test_cprefill.py) | gqabench[:CAP_S] (the decode
 # attention alone, copy vs static+gqa vs gqa+math, grouped-query shapes, no model: benchmarks/gpu/gqa_attention.py;
 # rows in $OUT/gqa_attention.jsonl).
 # eager:PRESET[:CAP_S] (the cache backend's eager decode step (SDPA without cuDNN) at EAGER_LENGTHS, default 256,2048, against
@@ -90,7 +90,7 @@ for step in "$@"; do
       [ -f "$OUT/decode_limit_variants.jsonl" ] && env PYTHONPATH="/tmp/site:$PWD" python3 -m benchmarks.gpu.decode_limit \
         --table "$OUT/decode_limit_variants.jsonl" ;;
     fusiontests)
-      budget "${a:-180}" env PYTHONPATH="/tmp/site:$PWD" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_fusion.py tests/test_packed_gqa.py tests/test_cprefill.py ;;
+      budget "${a:-180}" env PYTHONPATH="/tmp/site:$PWD" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_fusion.py tests/test_packed_gqa.py tests/test_packed_gqa_math.py tests/test_cprefill.py ;;
     grid)
       budget "${a:-600}" $LE profile --model llama-2-7b --backend static --tin 8..2048 --tout 8..2048 --repeats 2 \
         --warmups 0 --out "$DEST/grid-static" "${PROFILE_COMMON[@]}" $(tb "${a:-600}") ;;
