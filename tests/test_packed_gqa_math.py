@@ -11,20 +11,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from llm_energy.measure.inference.backends import make_backend, static_cache_config
 from llm_energy.measure.inference.loading import load_model
 from llm_energy.measure.inference.packed_gqa import math_kernel_only, packed_gqa_attention
+from tests.test_packed_gqa import _Attn, _one_thread  # noqa: F401  (the autouse one-thread fixture)
 
 _VIEWS = {"view", "_unsafe_view", "reshape", "transpose", "t", "expand", "permute", "unsqueeze", "squeeze", "slice",
           "select", "alias", "as_strided", "detach", "lift_fresh"}
 _CACHE_WRITES = {"index_copy", "index_copy_", "index_put", "index_put_", "copy", "copy_"}  # the step's own K/V in
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
-class _Attn(torch.nn.Module):
-    num_key_value_groups = 4
-    is_causal = True
 
 
 class _Ops(TorchDispatchMode):
