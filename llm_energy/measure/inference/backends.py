@@ -278,9 +278,30 @@ class StaticBackend(InferenceBackend):
         finally:
             self._pinned = None
 
+    #: whether the last static generation of this process ran its decode step under the math option
+    _math_in_process: bool | None = None
+
+    def _isolate_attention(self) -> None:
+        """A fresh dynamo cache when the static generations of one process switch between SDPA settings (the
+        ``math`` option or not). Dynamo guards a compiled frame on what it reads, not on SDPA's kernel setting:
+        the decode step's own frame tells the variants apart (``self._attention``), but after a graph break
+        inside the model the frames below it are shared by backends compiled with equal settings, and one traced
+        under the other setting (SDPA's kernel, ``packed_gqa.math_kernel_only``) would run, silently. A process
+        of one backend (the profiler) never resets; decode_limit and gqa_attention reset between variants."""
+        math = "math" in self.options
+        if StaticBackend._math_in_process not in (None, math):
+            import torch
+
+            from llm_energy.measure.inference.compiles import compile_count
+
+            torch._dynamo.reset()
+            compile_count()  # the compile callback registered again (a reset clears it)
+        StaticBackend._math_in_process = math
+
     def _run(self, ids, tout):
         import torch
 
+        self._isolate_attention()
         batch, tin = int(ids.shape[0]), int(ids.shape[1])
         key = self._pinned or (batch, bucket_len(tin + tout))
         if self._cache is None or key not in self._caches or self._caches[key] is not self._cache:
