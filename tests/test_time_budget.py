@@ -202,3 +202,19 @@ def test_the_gate_defers_what_does_not_fit_and_times_the_overhead():
     e = gate.spent()
     assert e.deferred == 2 and e.next_s == pytest.approx(21.0)
     assert e.describe(2, 5) == "time budget: 2 of 5 trials left for the next run (the next would take ~21 s, 0.0 s left; more than a whole run's budget of 10 s holds)"
+
+
+def test_a_trial_longer_than_a_run_has_after_loading_says_a_rerun_defers_it_again():
+    """Budget 10 s, 3 s of loading: the run's first check has 7 s left. A trial predicted at 8 s fits the whole
+    budget but never the time a run has after loading: every rerun would load, defer it and stop, so the
+    stop line says so (it used to read as if the next run would measure it)."""
+    now = [3.0]
+    budget = tb.TimeBudget(10.0, clock=lambda: now[0], start=0.0)
+    gate = tb.BudgetGate(budget, tb.TrialPredictor(0.0, overhead_s=0.0, safety=1.0))
+    gate.predictor.add([cost(8, 2, 0.5, prefill_s=0.5)])
+    trial = SimpleNamespace(key="i8-o16", cell=SimpleNamespace(batch=1, tin=8, tout=16))
+    assert gate.predictor.predict(1, 8, 16) == pytest.approx(8.0)
+    assert not gate.admit(trial, False)
+    assert gate.spent().describe(1, 3) == (
+        "time budget: 1 of 3 trials left for the next run (the next would take ~8.0 s, 7.0 s left; more than the "
+        "7.0 s this run had left at its first trial: a rerun with this budget will likely defer it again)")

@@ -39,8 +39,10 @@ def secs(x: float) -> str:
 class BudgetSpent(Exception):
     """The run's time budget holds none of the trials left: it stops, the next run resumes them."""
 
-    def __init__(self, deferred: int, next_s: float | None, left_s: float, budget_s: float) -> None:
+    def __init__(self, deferred: int, next_s: float | None, left_s: float, budget_s: float,
+                 run_s: float | None = None) -> None:
         self.deferred, self.next_s, self.left_s, self.budget_s = deferred, next_s, left_s, budget_s
+        self.run_s = run_s  # the time left when the run's first trial could start (after loading, idle)
         super().__init__(self.describe())
 
     def describe(self, left_trials: int | None = None, total: int | None = None) -> str:
@@ -53,6 +55,9 @@ class BudgetSpent(Exception):
             why = f"the next would take ~{secs(self.next_s)}, {secs(max(self.left_s, 0.0))} left"
             if self.next_s > self.budget_s:
                 why += f"; more than a whole run's budget of {secs(self.budget_s)} holds"
+            elif self.run_s is not None and self.next_s > self.run_s:  # the load's time is every run's too
+                why += (f"; more than the {secs(self.run_s)} this run had left at its first trial: a rerun with "
+                        "this budget will likely defer it again")
         return f"time budget: {count} trials left for the next run ({why})"
 
 
@@ -155,6 +160,7 @@ class BudgetGate:
         self.budget, self.predictor = budget, predictor
         self.deferred: list[tuple[Any, float | None]] = []  # (trial, its prediction) in design order
         self._pending: tuple[Any, float] | None = None  # the last trial admitted and when
+        self.first_left: float | None = None  # the time left at the first check (after loading, idle)
 
     @classmethod
     def for_run(cls, budget: TimeBudget, min_window_s: float, fixed_s: float, history: Iterable[Any]) -> "BudgetGate":
@@ -169,6 +175,7 @@ class BudgetGate:
         c = trial.cell
         need = self.predictor.predict(c.batch, c.tin, c.tout, compiles)
         left = self.budget.left()
+        self.first_left = left if self.first_left is None else self.first_left
         if left <= 0 or (need is not None and need > left):
             self.deferred.append((trial, need))
             return False
@@ -196,4 +203,4 @@ class BudgetGate:
 
     def spent(self) -> BudgetSpent:
         return BudgetSpent(len(self.deferred), self.deferred[0][1] if self.deferred else None, self.budget.left(),
-                           self.budget.seconds)
+                           self.budget.seconds, self.first_left)
