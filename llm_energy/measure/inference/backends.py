@@ -202,9 +202,9 @@ class NoCacheBackend(EagerBackend):
 
 
 class StaticBackend(InferenceBackend):
-    """StaticCache + compiled single-token decode (CUDA graphs on GPUs), one compile per bucket x batch;
-    ``options``: the variant's ``fusion.STATIC_OPTIONS`` (``fused`` changes ``loaded.model`` in place; every
-    backend restores the layout it runs before each generation, so backends may share one model)."""
+    """StaticCache + compiled single-token decode (CUDA graphs on GPUs), one compile per bucket x batch (dynbatch:
+    per bucket for batches >= 2); ``options``: the variant's ``fusion.STATIC_OPTIONS`` (``fused`` changes
+    ``loaded.model`` in place; each backend restores its layout before each generation: they may share a model)."""
 
     name = "static"
     compiles_torch = True
@@ -220,6 +220,7 @@ class StaticBackend(InferenceBackend):
         self.fused = "fused" in self.options
         self.fused_modules = fusion.set_fused(self.model, self.fused) if self.fused else 0
         self.packed_gqa = "gqa" in self.options and packed_gqa.set_packed_gqa(self.model, True)
+        self._mark_batch = fusion.mark_batch_dynamic if "dynbatch" in self.options else None
         torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
         if hasattr(torch._dynamo.config, "accumulated_cache_size_limit"):
             torch._dynamo.config.accumulated_cache_size_limit = max(512, torch._dynamo.config.accumulated_cache_size_limit)
@@ -280,6 +281,7 @@ class StaticBackend(InferenceBackend):
 
     #: whether the last static generation of this process ran its decode step under the math option
     _math_in_process: bool | None = None
+    _dynbatch_in_process: bool | None = None  # likewise the dynbatch option (its dynamic graph would serve static's)
 
     def _isolate_attention(self) -> None:
         """A fresh dynamo cache when the static generations of one process switch between SDPA settings (the
@@ -288,15 +290,15 @@ class StaticBackend(InferenceBackend):
         inside the model the frames below it are shared by backends compiled with equal settings, and one traced
         under the other setting (SDPA's kernel, ``packed_gqa.math_kernel_only``) would run, silently. A process
         of one backend (the profiler) never resets; decode_limit and gqa_attention reset between variants."""
-        math = "math" in self.options
-        if StaticBackend._math_in_process not in (None, math):
+        math, dyn = "math" in self.options, "dynbatch" in self.options
+        if StaticBackend._math_in_process not in (None, math) or StaticBackend._dynbatch_in_process not in (None, dyn):
             import torch
 
             from llm_energy.measure.inference.compiles import compile_count
 
             torch._dynamo.reset()
             compile_count()  # the compile callback registered again (a reset clears it)
-        StaticBackend._math_in_process = math
+        StaticBackend._math_in_process, StaticBackend._dynbatch_in_process = math, dyn
 
     def _run(self, ids, tout):
         import torch
@@ -311,6 +313,8 @@ class StaticBackend(InferenceBackend):
         prefill = self._prefill if key in self._filled else self._prefill_step  # a new cache's first: eager
         self._filled.add(key)
         nxt = prefill(ids, cache)
+        if self._mark_batch is not None:
+            self._mark_batch(nxt, cache)  # dynbatch: batch >= 2 compiles once per bucket
         produced = 1
         self._sync()
         t_first = time.perf_counter()

@@ -38,6 +38,11 @@ store's backend column says what was measured and the plain ``static`` stores ke
   ``torch.compile(prefill, fullgraph=True, dynamic=True)``, no CUDA graphs, inductor's defaults): the
   eager prefill is CPU-bound by transformers' Python (H200, llama-2-7b, 8-token prompt: 40-56 ms against
   a 5 ms decode step). Compiles in ``prepare()`` only (backends.py, StaticBackend).
+* ``dynbatch``: one decode compile per bucket for every batch of 2 or more (issue 13: llama-2-7b's
+  batch sweep recompiled 35-40 s per batch size on the H200, llama-2-70b's ~95 s): the decode inputs and
+  the StaticCache's keys and values are marked dynamic in their batch dim (``mark_batch_dynamic``), so a
+  later batch size reuses the graph, and under ``reduce-overhead`` only records a CUDA graph of its own.
+  Batch 1 compiles as ``static`` does (dynamo specialises size-1 dims anyway).
 
 The other options touch only the compiled decode step and the model's weights layout; without
 ``cprefill`` the prefill runs the same (eager) code, on the fused weights under ``fused``.
@@ -62,6 +67,7 @@ STATIC_OPTIONS = {
     "ma": "torch.compile mode max-autotune instead of reduce-overhead",
     "combo": "inductor combo kernels: independent small kernels (each layer's cache position update) as one",
     "cprefill": "prefill compiled with dynamic shapes, as gpt-fast's compile_prefill",
+    "dynbatch": "decode step compiled once per bucket for all batches >= 2 (batch dim dynamic; a CUDA graph per batch)",
 }
 
 _ATTN = ("q_proj", "k_proj", "v_proj")
@@ -115,6 +121,23 @@ def decode_attention(options: tuple[str, ...]):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return lambda: sdpa_kernel([SDPBackend.MATH])
+
+
+def mark_batch_dynamic(tok: Any, cache: Any) -> None:
+    """``dynbatch``: the decode step's token ids and the (initialised) StaticCache's per-layer keys and values
+    marked dynamic in dim 0, so that dynamo compiles the decode step for any batch >= 2 once (honoured under
+    ``dynamic=False``, torch 2.13). Keys and values as transformers 5.x keeps them (``cache.layers[i]``), or
+    the ``key_cache``/``value_cache`` lists of older StaticCaches. A no-op at batch 1."""
+    batch = int(tok.shape[0])
+    if batch < 2:
+        return
+    tensors = [tok]
+    for layer in getattr(cache, "layers", None) or ():
+        tensors += [getattr(layer, "keys", None), getattr(layer, "values", None)]
+    tensors += [*(getattr(cache, "key_cache", None) or ()), *(getattr(cache, "value_cache", None) or ())]
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.dim() and int(t.shape[0]) == batch:
+            torch._dynamo.mark_dynamic(t, 0)
 
 
 # ---- fused projections --------------------------------------------------------------------------
