@@ -126,8 +126,10 @@ def decode_attention(options: tuple[str, ...]):
 def mark_batch_dynamic(tok: Any, cache: Any) -> None:
     """``dynbatch``: the decode step's token ids and the (initialised) StaticCache's per-layer keys and values
     marked dynamic in dim 0, so that dynamo compiles the decode step for any batch >= 2 once (honoured under
-    ``dynamic=False``, torch 2.13). Keys and values as transformers 5.x keeps them (``cache.layers[i]``), or
-    the ``key_cache``/``value_cache`` lists of older StaticCaches. A no-op at batch 1."""
+    ``dynamic=False``, torch 2.13). ``maybe_mark_dynamic``, not ``mark_dynamic``: under ``cprefill`` the compiled
+    prefill specialises the cache's batch, which a hard mark turns into a ConstraintViolationError. Keys and
+    values as transformers 5.x keeps them (``cache.layers[i]``), or the ``key_cache``/``value_cache`` lists of
+    older StaticCaches. A no-op at batch 1."""
     batch = int(tok.shape[0])
     if batch < 2:
         return
@@ -137,7 +139,7 @@ def mark_batch_dynamic(tok: Any, cache: Any) -> None:
     tensors += [*(getattr(cache, "key_cache", None) or ()), *(getattr(cache, "value_cache", None) or ())]
     for t in tensors:
         if isinstance(t, torch.Tensor) and t.dim() and int(t.shape[0]) == batch:
-            torch._dynamo.mark_dynamic(t, 0)
+            torch._dynamo.maybe_mark_dynamic(t, 0)
 
 
 # ---- fused projections --------------------------------------------------------------------------
