@@ -12,9 +12,10 @@
 # Issue 13's decode speed-ups (these run the tree's code, never SRC's: the variants exist only there):
 # dlv:PRESET:VARIANTS[:CAP_S] (decode_limit --variants, e.g. dlv:llama-2-7b:base,fused,fused+cdt:420; rows in
 # $OUT/decode_limit_variants.jsonl; DLV_ARGS: more decode_limit options, e.g. --kernels) | dlvtable |
-# fusiontests (pytest -m gpu tests/test_fusion.py tests/test_packed_gqa.py tests/test_packed_gqa_math.py tests/test_cprefill.py) | gqabench[:CAP_S] (the decode
+# fusiontests (pytest -m gpu tests/test_fusion.py tests/test_packed_gqa.py tests/test_packed_gqa_math.py tests/test_cprefill.py tests/test_dynbatch.py) | gqabench[:CAP_S] (the decode
 # attention alone, copy vs static+gqa vs gqa+math, grouped-query shapes, no model: benchmarks/gpu/gqa_attention.py;
-# rows in $OUT/gqa_attention.jsonl).
+# rows in $OUT/gqa_attention.jsonl) | dynbatch:PRESET[:CAP_S] (static vs static+dynbatch: compile s and ms/step at batches 16 /
+# 2, 16, 64, benchmarks/gpu/dynbatch.py; rows in $OUT/dynbatch.jsonl; DYNBATCH_ARGS: more options).
 # eager:PRESET[:CAP_S] (the cache backend's eager decode step (SDPA without cuDNN) at EAGER_LENGTHS, default 256,2048, against
 # its loop with cuDNN attention allowed, generate() and an eager StaticCache: ms (new and seen key lengths), CPU ms, kernels, syncs, cudaMalloc
 # per step; benchmarks/gpu/eager_step.py, the tree's code; rows in $OUT/eager_step.jsonl; EAGER_ARGS: more options).
@@ -90,7 +91,7 @@ for step in "$@"; do
       [ -f "$OUT/decode_limit_variants.jsonl" ] && env PYTHONPATH="/tmp/site:$PWD" python3 -m benchmarks.gpu.decode_limit \
         --table "$OUT/decode_limit_variants.jsonl" ;;
     fusiontests)
-      budget "${a:-180}" env PYTHONPATH="/tmp/site:$PWD" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_fusion.py tests/test_packed_gqa.py tests/test_packed_gqa_math.py tests/test_cprefill.py ;;
+      budget "${a:-180}" env PYTHONPATH="/tmp/site:$PWD" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_fusion.py tests/test_packed_gqa.py tests/test_packed_gqa_math.py tests/test_cprefill.py tests/test_dynbatch.py ;;
     grid)
       budget "${a:-600}" $LE profile --model llama-2-7b --backend static --tin 8..2048 --tout 8..2048 --repeats 2 \
         --warmups 0 --out "$DEST/grid-static" "${PROFILE_COMMON[@]}" $(tb "${a:-600}") ;;
@@ -112,6 +113,9 @@ for step in "$@"; do
     eager)
       budget "${b:-120}" env PYTHONPATH="/tmp/site:$PWD" python3 -m benchmarks.gpu.eager_step --preset "$a" \
         --lengths "${EAGER_LENGTHS:-256,2048}" --jsonl "$OUT/eager_step.jsonl" ${EAGER_ARGS:-} ;;
+    dynbatch)
+      budget "${b:-300}" env PYTHONPATH="/tmp/site:$PWD" python3 -m benchmarks.gpu.dynbatch --preset "$a" \
+        --jsonl "$OUT/dynbatch.jsonl" ${DYNBATCH_ARGS:-} ;;
     gputests)
       budget "${a:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_static_recompile.py ;;
     *) echo "unknown step $step" ;;
