@@ -17,8 +17,7 @@ def _fresh_dynamo(monkeypatch):
     """One thread; dynamo's compiled code is shared by every backend of equal shapes in a process (an earlier
     test's static decode step would serve this one's): counted from a fresh state."""
     torch.set_num_threads(1)
-    monkeypatch.setattr(StaticBackend, "_math_in_process", None)
-    monkeypatch.setattr(StaticBackend, "_dynbatch_in_process", None)
+    monkeypatch.setattr(StaticBackend, "_setting_in_process", None)
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()

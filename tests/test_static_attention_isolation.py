@@ -26,7 +26,7 @@ def graph_break_in_the_model(monkeypatch):
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(mistral.MistralModel, "forward", broken)
-    monkeypatch.setattr(StaticBackend, "_math_in_process", None)
+    monkeypatch.setattr(StaticBackend, "_setting_in_process", None)
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()

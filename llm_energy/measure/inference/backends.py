@@ -279,26 +279,26 @@ class StaticBackend(InferenceBackend):
         finally:
             self._pinned = None
 
-    #: whether the last static generation of this process ran its decode step under the math option
-    _math_in_process: bool | None = None
-    _dynbatch_in_process: bool | None = None  # likewise the dynbatch option (its dynamic graph would serve static's)
+    #: (math, dynbatch): which of the two options the last static generation of this process ran under
+    _setting_in_process: tuple[bool, bool] | None = None
 
     def _isolate_attention(self) -> None:
         """A fresh dynamo cache when the static generations of one process switch between SDPA settings (the
-        ``math`` option or not). Dynamo guards a compiled frame on what it reads, not on SDPA's kernel setting:
-        the decode step's own frame tells the variants apart (``self._attention``), but after a graph break
-        inside the model the frames below it are shared by backends compiled with equal settings, and one traced
-        under the other setting (SDPA's kernel, ``packed_gqa.math_kernel_only``) would run, silently. A process
-        of one backend (the profiler) never resets; decode_limit and gqa_attention reset between variants."""
-        math, dyn = "math" in self.options, "dynbatch" in self.options
-        if StaticBackend._math_in_process not in (None, math) or StaticBackend._dynbatch_in_process not in (None, dyn):
+        ``math`` option or not) or between ``dynbatch`` and not (its dynamic graph would serve static's
+        batches). Dynamo guards a compiled frame on what it reads, not on SDPA's kernel setting: the decode
+        step's own frame tells the variants apart (``self._attention``), but after a graph break inside the
+        model the frames below it are shared by backends compiled with equal settings, and one traced under
+        the other setting (SDPA's kernel, ``packed_gqa.math_kernel_only``) would run, silently. A process of
+        one backend (the profiler) never resets; decode_limit and gqa_attention reset between variants."""
+        setting = ("math" in self.options, "dynbatch" in self.options)
+        if StaticBackend._setting_in_process not in (None, setting):
             import torch
 
             from llm_energy.measure.inference.compiles import compile_count
 
             torch._dynamo.reset()
             compile_count()  # the compile callback registered again (a reset clears it)
-        StaticBackend._math_in_process, StaticBackend._dynbatch_in_process = math, dyn
+        StaticBackend._setting_in_process = setting
 
     def _run(self, ids, tout):
         import torch
