@@ -33,3 +33,18 @@ def test_rows_per_length_and_loop_and_the_cache_step_does_not_grow(tmp_path, cap
             "cache": False, "cache-cudnn": True, "generate": True, "static-eager": True, "cache+samplers": False}
         assert by[(n, "cache")]["aten_ops"] == by[(n, "cache-cudnn")]["aten_ops"]  # the same loop
     assert "cache tin   200: wall" in capsys.readouterr().out
+
+
+def test_eager_gate_passes_flat_and_fails_growing_step(tmp_path):
+    from benchmarks.gpu.eager_gate import main
+    rows = [{"loop": "cache", "tin": 256, "wall_ms": 22.0, "wall_ms_repeat": 21.5},
+            {"loop": "cache-cudnn", "tin": 2048, "wall_ms": 80.0, "wall_ms_repeat": 22.0},
+            {"loop": "cache", "tin": 2048, "wall_ms": 23.0, "wall_ms_repeat": 24.0}]
+    f = tmp_path / "eager_step.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main([str(f)]) == 0
+    assert main([str(f), "--loop", "cache-cudnn"]) == 1  # 80 ms cold at 2048: the per-length defect
+    rows[2]["wall_ms_repeat"] = 30.0  # a repeated length 1.4x the short one: still growing
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main([str(f)]) == 1
+    assert main([str(tmp_path / "absent.jsonl")]) == 1
