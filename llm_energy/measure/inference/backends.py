@@ -20,6 +20,9 @@ because the loop is ours, not ``generate()``). Times are device-synchronised.
   in ``prepare()`` like the decode step's, which ``prepare`` already runs at each trial's exact shape.
   A new cache's first prefill runs eager: transformers initialises a StaticCache's layers lazily there,
   a state the compiled prefill would otherwise compile a graph of its own for.
+  One cache per (batch, bucket) is kept while the device holds them; before a new one, the least recently
+  used others are given back until it fits (``StaticBackend._make_room``), and an evicted key prepares
+  again (compile or graph capture in ``prepare()``). A cache that does not fit alone is a ``DeviceMemoryError``.
 
 The KV cache is passed under the keyword the installed transformers takes (``cache`` from 5.24,
 ``past_key_values`` before, e.g. 5.17, which silently ignores ``cache``: each step would attend to
@@ -28,6 +31,7 @@ itself only, from a new empty cache).
 
 from __future__ import annotations
 
+import gc
 import time
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
@@ -38,7 +42,7 @@ from llm_energy.errors import bad_value
 from llm_energy.measure.inference.attention import EAGER_SDPA, eager_attention
 from llm_energy.measure.inference.compiles import modules_pickle_can_search
 from llm_energy.measure.inference.loading import LoadedModel
-from llm_energy.measure.inference.sizing import bucket_len
+from llm_energy.measure.inference.sizing import DeviceMemoryError, bucket_len, static_cache_bytes
 
 BACKENDS = ("cache", "no-cache", "static", "static+fused", "static+fused+cdt")  # any static+OPTIONS also runs
 
@@ -233,7 +237,9 @@ class StaticBackend(InferenceBackend):
         self._filled: set[tuple[int, int]] = set()  # buckets whose cache has been prefilled (initialised) once
         self._cache = None
         self._pinned: tuple[int, int] | None = None  # the bucket a warm-up generates in (_generate_in)
-        self.compiles = 0  # buckets x batches prepared (each compiles the decode step once)
+        self.compiles = 0  # caches prepared (a bucket x batch's first, and again after its eviction)
+        self.evictions = 0  # caches given back to make room for another (_make_room)
+        self._hf_config = loaded.config.to_dict()
 
     def _decode_step(self, tok, pos, cache):
         with self._attention():
@@ -251,23 +257,86 @@ class StaticBackend(InferenceBackend):
         warm-ups used to size their caches from their own lengths (8 + 4 and tin + 2 tokens), so a trial
         whose tin + 2 fell in a smaller bucket than tin + tout (llama-2-7b 16 x 256 in 512) compiled its
         decode step inside the measurement window (H200: +7 s, +38 s for mistral-7b 32 x 1024)."""
+        import torch
+
         key = (batch, bucket_len(tin + tout))
-        self._prepare_bucket(key)
-        self._warm_shape((batch, tin, key[1]), batch, tin, lambda ids, tout: self._generate_in(key, ids, tout))
+        for _ in range(2):
+            try:
+                self._prepare_bucket(key)
+                self._warm_shape((batch, tin, key[1]), batch, tin, lambda ids, n: self._generate_in(key, ids, n))
+                return
+            except torch.OutOfMemoryError as e:  # the estimate fell short: every cache given back, once more
+                why = _first_line(e)
+            for k in list(self._caches):  # out of the except: its traceback's frames no longer hold the tensors
+                self._evict(k)
+            self._release()
+        kv = static_cache_bytes(self._hf_config, self.loaded.dtype, *key, grouped=self.packed_gqa)[0]
+        raise DeviceMemoryError(f"batch {batch}, tin {tin} + tout {tout} ({key[1]}-token static cache, KV "
+                                f"{kv / 2**30:.2f} GiB): {why}, with every other cache given back")
 
     def _prepare_bucket(self, key: tuple[int, int]) -> None:
-        batch = key[0]
         if key not in self._caches:
             from transformers import StaticCache
 
+            self._make_room(key)
             self._caches[key] = StaticCache(config=static_cache_config(self.loaded.config, key[1]), max_cache_len=key[1])
-            self.compiles += 1
             self._cache = self._caches[key]
             # compile (and capture graphs) now, in this bucket, outside any measurement window
-            warm = self.make_prompt(batch, 8, seed=0)
+            warm = self.make_prompt(key[0], 8, seed=0)
             for _ in range(2):
                 self._generate_in(key, warm, 4)
+            self.compiles += 1
+        self._caches[key] = self._caches.pop(key)  # the most recently used last: evicted last
         self._cache = self._caches[key]
+
+    def device_free_bytes(self) -> int | None:
+        """Bytes a new cache can take on the device: CUDA's free memory plus what torch's allocator holds
+        unused, on the model's GPU with the least (None on the CPU: no eviction there). Tests replace it."""
+        if not self.is_cuda:
+            return None
+        import torch
+
+        return min(int(torch.cuda.mem_get_info(i)[0]) + torch.cuda.memory_reserved(i) - torch.cuda.memory_allocated(i)
+                   for i in self.loaded.gpu_indices or (torch.device(self.loaded.device).index or 0,))
+
+    def _make_room(self, key: tuple[int, int]) -> None:
+        """Give back the least recently used other caches until the device has room for ``key``'s (its KV
+        plus a prefill's activations, split over the model's GPUs); a cache whose KV alone does not fit
+        with every other one given back is a DeviceMemoryError."""
+        free = self.device_free_bytes()
+        if free is None:
+            return
+        kv, room = static_cache_bytes(self._hf_config, self.loaded.dtype, *key, grouped=self.packed_gqa)
+        share = max(1, len(self.loaded.gpu_indices))
+        kv, room = -(-kv // share), -(-room // share)
+        others = [k for k in self._caches if k != key]  # least recently used first
+        while free < room and others:
+            self._evict(others.pop(0))
+            self._release()
+            free = self.device_free_bytes()
+        if free < kv:
+            raise DeviceMemoryError(f"batch {key[0]} ({key[1]}-token static cache): needs {room / 2**30:.2f} GiB "
+                                    f"(KV {kv / 2**30:.2f} GiB + prefill activations), {free / 2**30:.2f} GiB free "
+                                    "with every other cache given back")
+
+    def _evict(self, key: tuple[int, int]) -> None:
+        """Forget ``key``'s cache, so that nothing here holds its tensors; its next trial prepares it again
+        (a new cache's eager first prefill, the compile or graph capture, the warm-up of each prompt shape)."""
+        cache = self._caches.pop(key, None)
+        self._filled.discard(key)
+        self._warm_shapes = {s for s in self._warm_shapes if len(s) != 3 or (s[0], s[2]) != key}
+        if cache is not None:
+            self.evictions += 1
+            if self._cache is cache:
+                self._cache = None
+
+    def _release(self) -> None:
+        """Freed caches' memory back to the device: cycles collected, torch's allocator emptied."""
+        gc.collect()
+        if self.is_cuda:
+            import torch
+
+            torch.cuda.empty_cache()
 
     def _generate_in(self, key: tuple[int, int], ids: Any, tout: int) -> GenerationResult:
         """``generate`` in the cache of bucket ``key`` (batch, length), not in the bucket of its own length."""
@@ -329,6 +398,11 @@ class StaticBackend(InferenceBackend):
 
 
 _BACKEND_CLASSES = {"cache": CacheBackend, "no-cache": NoCacheBackend, "static": StaticBackend}
+
+
+def _first_line(e: BaseException) -> str:
+    """torch's out-of-memory message up to its advice: what was asked, what the device has."""
+    return str(e).splitlines()[0].split(". Including")[0].split(". Of the allocated")[0] if str(e) else type(e).__name__
 
 
 def static_cache_config(config: Any, cache_len: int) -> Any:

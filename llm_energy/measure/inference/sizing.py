@@ -12,6 +12,11 @@ if TYPE_CHECKING:  # loading imports this module
 MIN_BUCKET = 256
 
 
+class DeviceMemoryError(UserError):
+    """The device cannot hold what a trial needs (the static backend's cache of its batch and bucket),
+    even after every other cache was given back: reported as one line, the trials before it kept."""
+
+
 def free_memory_bytes(device: str) -> int:
     """Free memory of a device: CUDA's free bytes, or the host's available memory for the CPU."""
     if device.startswith("cuda"):
@@ -87,6 +92,19 @@ def check_static_window(src: ModelSource, backend: str, max_seq_len: int) -> Non
                     f"than the static cache of the sweep's longest sequence tin + tout = {max_seq_len} tokens "
                     f"({bucket_len(max_seq_len)}-token bucket): its compiled decode step would recompile at every "
                     "token; measure sequences past the window with --backend cache")
+
+
+def static_cache_bytes(hf_config: dict[str, Any], dtype: str, batch: int, cache_len: int, *,
+                       grouped: bool = False) -> tuple[int, int]:
+    """(kv, room): the bytes a static cache of ``batch`` x ``cache_len`` tokens holds, and the free memory
+    preparing it should find: its KV plus the activations of a prefill of up to ``cache_len`` tokens (MLP
+    and hidden states, about 3 x (hidden + intermediate) values a token; logits are kept for 1 token only)."""
+    from llm_energy.measure.inference.presets import DTYPE_BYTES, kv_bytes_per_token
+
+    b = DTYPE_BYTES[dtype]
+    kv = kv_bytes_per_token(hf_config, b, grouped=grouped) * batch * cache_len
+    width = int(hf_config.get("hidden_size") or 0) + int(hf_config.get("intermediate_size") or 0)
+    return kv, kv + 3 * width * b * batch * cache_len
 
 
 def sweep_memory_bytes(src: ModelSource, dtype: str, *, batch: int, max_seq_len: int,
