@@ -4,14 +4,16 @@ context length, fewer than ``generate()``'s, and none of them waits on the devic
 ``cache`` loops run the backend's SDPA kernels (cuDNN off), ``cache-cudnn`` the same loop with torch's default."""
 
 import json
+import sys
 
+from benchmarks.gpu.eager_meters import METER_LOOPS
 from benchmarks.gpu.eager_step import LOOPS, RUNTIME, main
 
 
 def test_rows_per_length_and_loop_and_the_cache_step_does_not_grow(tmp_path, capsys):
     out = tmp_path / "eager.jsonl"
     assert main(["--device", "cpu", "--preset", "tiny-llama", "--lengths", "8,200", "--steps", "3",
-                 "--prof-steps", "3", "--jsonl", str(out)]) == 0
+                 "--prof-steps", "3", "--loops", ",".join(LOOPS), "--jsonl", str(out)]) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [(r["tin"], r["loop"]) for r in rows] == [(n, loop) for n in (8, 200) for loop in LOOPS]
     by = {(r["tin"], r["loop"]): r for r in rows}
@@ -28,11 +30,60 @@ def test_rows_per_length_and_loop_and_the_cache_step_does_not_grow(tmp_path, cap
     assert by[(200, "generate")]["sync_ops"].get("aten::_local_scalar_dense", 0) >= 1  # its stopping check
     assert by[(200, "static-eager")]["sync_ops"] == {} and by[(200, "static-eager")]["backend_ms"] > 0
     assert by[(8, "cache+samplers")]["samplers"] and not by[(8, "cache")]["samplers"]
+    assert [p["sampler"] for p in by[(8, "cache+samplers")]["pollers"]] == by[(8, "cache+samplers")]["samplers"]
     for n in (8, 200):  # cuDNN allowed where the model ran: only outside the eager backend's SDPA kernels
         assert {loop: by[(n, loop)]["cudnn_sdp"] for loop in LOOPS} == {
             "cache": False, "cache-cudnn": True, "generate": True, "static-eager": True, "cache+samplers": False}
         assert by[(n, "cache")]["aten_ops"] == by[(n, "cache-cudnn")]["aten_ops"]  # the same loop
     assert "cache tin   200: wall" in capsys.readouterr().out
+
+
+def test_meter_loops_on_the_fake_nvml_at_the_first_length_only(tmp_path, capsys):
+    """Each meter loop times the cache loop with its poller (NVML from the fake, in a spawned child for
+    cache+nvml-proc), reads clocked while the loop runs and idle; the switch interval is restored."""
+    out = tmp_path / "meters.jsonl"
+    switch = sys.getswitchinterval()
+    assert main(["--device", "cpu", "--preset", "tiny-llama", "--lengths", "8,40", "--steps", "3", "--prof-steps", "2",
+                 "--loops", "cache," + ",".join(METER_LOOPS), "--nvml", "tests.fakes.fake_pynvml:RealtimeNvml",
+                 "--jsonl", str(out)]) == 0
+    assert sys.getswitchinterval() == switch
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["tin"], r["loop"]) for r in rows] == [(8, "cache"), *((8, m) for m in METER_LOOPS), (40, "cache")]
+    by = {r["loop"]: r for r in rows}
+    assert {m: by[m]["samplers"] for m in METER_LOOPS} == {
+        "cache+none": [], "cache+null": ["NullSampler"], "cache+estimate": ["EstimateSampler"],
+        "cache+nvml": ["NvmlSampler"], "cache+nvml-100ms": ["NvmlSampler"], "cache+nvml-proc": ["NvmlSampler"],
+        "cache+switch1ms": ["NvmlSampler", "EstimateSampler"]}
+    assert len({r["tin_run"] for r in rows}) == len(rows)
+    for m in METER_LOOPS:
+        r = by[m]
+        assert r["wall_ms"] > 0 and r["wall_ms_repeat"] > 0 and r["cpu_ms"] > 0 and r["cudnn_sdp"] is False
+        assert "kernels" not in r and [p["sampler"] for p in r["pollers"]] == r["samplers"]
+        assert r["switch_interval_s"] == (0.001 if m == "cache+switch1ms" else switch)
+        for p in r["pollers"]:
+            assert p["polls"] >= 1 and p["poll_errors"] == 0 and p["poll_cpu_us_per_poll"] > 0
+            assert p["read_us"]["read_power"]["n"] == p["polls"] and p["read_us"]["read_power"]["median_us"] > 0
+            if p["sampler"] == "NvmlSampler":  # the counter polled too (as the profiler polls), idle reads clocked
+                assert p["read_us"]["read_counters"]["n"] == p["polls"]
+                assert p["read_us_idle"]["read_power"]["n"] == p["read_us_idle"]["read_counters"]["n"] == 40
+    assert [p["period_s"] for p in by["cache+nvml-100ms"]["pollers"]] == [0.1]
+    assert [p["period_s"] for p in by["cache+nvml"]["pollers"]] == [0.02]
+    proc, = by["cache+nvml-proc"]["pollers"]
+    assert proc["where"] == "process" and proc["child_imported_torch"] is False
+    assert by["cache+nvml"]["pollers"][0]["where"] == "thread"
+    assert "cache+nvml-proc tin     8: wall" in capsys.readouterr().out
+
+
+def test_meter_loops_without_nvml_give_a_row_saying_so(tmp_path):
+    out = tmp_path / "meters.jsonl"
+    assert main(["--device", "cpu", "--preset", "tiny-llama", "--lengths", "8", "--steps", "2", "--prof-steps", "1",
+                 "--loops", "cache+nvml,cache+nvml-proc,cache+none", "--nvml", "tests.fakes.fake_pynvml:NoDriverNvml",
+                 "--jsonl", str(out)]) == 0
+    rows = {r["loop"]: r for r in map(json.loads, out.read_text().splitlines())}
+    for m in ("cache+nvml", "cache+nvml-proc"):
+        assert rows[m]["skipped"].startswith("no NVML (NVMLError") and "wall_ms" not in rows[m]
+        assert rows[m]["samplers"] == rows[m]["pollers"] == []
+    assert "skipped" not in rows["cache+none"] and rows["cache+none"]["wall_ms"] > 0
 
 
 def test_eager_gate_passes_flat_and_fails_growing_step(tmp_path):

@@ -22,10 +22,15 @@ Loops: ``cache`` (the backend ``llm-energy profile --backend cache`` runs: flash
 ``cache-cudnn`` (the same loop under torch's default SDPA order, cuDNN first where it runs: the backend as it
 was), ``generate`` (HF greedy ``generate()``, the same DynamicCache, torch's default), ``static-eager`` (the
 ``static`` backend's StaticCache, uncompiled: one key length, no growing ``torch.cat``) and ``cache+samplers``
-(``cache`` while the profiler's power samplers poll).
+(``cache`` while the profiler's power samplers poll; its row's ``pollers``: each sampler's polls, CPU us a poll
+and clocked reads). The meter loops (benchmarks/gpu/eager_meters.py: ``cache+none``, ``cache+null``,
+``cache+estimate``, ``cache+nvml``, ``cache+nvml-100ms``, ``cache+nvml-proc``, ``cache+switch1ms``) time the
+``cache`` loop while one poller runs, unprofiled, at ``--meter-lengths`` only (default the first length): why
+the samplers slow the step. A meter missing here (no NVML) gives a row with ``skipped``, no timings.
 
     python3 -m benchmarks.gpu.eager_step --preset llama-2-7b --lengths 256,2048 --jsonl OUT
     python3 -m benchmarks.gpu.eager_step --device cpu --preset tiny-llama --lengths 16,256 --steps 4
+    python3 -m benchmarks.gpu.eager_step --loops cache,cache+samplers,cache+none,cache+nvml,cache+nvml-proc
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ import sys
 import time
 from typing import Any, Callable
 
+from benchmarks.gpu.eager_meters import METER_LOOPS, METERS, Meter, MeterUnavailable, poller
+
 LOOPS = ("cache", "cache-cudnn", "generate", "static-eager", "cache+samplers")
-EAGER = ("cache", "cache+samplers")  # the loops under the eager backends' SDPA kernels (attention.eager_attention)
+EAGER = ("cache", "cache+samplers", *METER_LOOPS)  # the loops under the eager backends' SDPA kernels (attention.eager_attention)
 SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal")
 RUNTIME = ("cudaMalloc", "cudaFree", "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 ALLOC_STATS = ("num_device_alloc", "num_device_free", "num_alloc_retries", "num_sync_all_streams")
@@ -49,7 +56,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python3 -m benchmarks.gpu.eager_step", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="llama-2-7b")
     p.add_argument("--lengths", default="256,2048", help="prompt lengths (tokens), comma-separated")
-    p.add_argument("--loops", default=",".join(LOOPS), help=f"of {', '.join(LOOPS)}")
+    p.add_argument("--loops", default=",".join(LOOPS + METER_LOOPS), help=f"of {', '.join(LOOPS + METER_LOOPS)}")
+    p.add_argument("--meter-lengths", default=None,
+                   help="the lengths the meter loops (cache+none, cache+nvml, ...) run at; default the first of --lengths")
+    p.add_argument("--nvml", default="pynvml", help="NVML module, or MODULE:FACTORY (a fake) for the meter loops")
     p.add_argument("--steps", type=int, default=24, help="decode steps timed (unprofiled)")
     p.add_argument("--prof-steps", type=int, default=6, help="decode steps profiled")
     p.add_argument("--device", default="cuda")
@@ -59,8 +69,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     a.lengths = [int(x) for x in a.lengths.split(",") if x]
     a.loops = [x for x in a.loops.split(",") if x]
-    if bad := [x for x in a.loops if x not in LOOPS]:
-        p.error(f"--loops: unknown {bad}; choose of {', '.join(LOOPS)}")
+    a.meter_lengths = [int(x) for x in a.meter_lengths.split(",") if x] if a.meter_lengths is not None else a.lengths[:1]
+    if bad := [x for x in a.loops if x not in LOOPS + METER_LOOPS]:
+        p.error(f"--loops: unknown {bad}; choose of {', '.join(LOOPS + METER_LOOPS)}")
+    if bad := [x for x in a.meter_lengths if x not in a.lengths]:
+        p.error(f"--meter-lengths: {bad} not in --lengths")
     if a.steps < 1 or a.prof_steps < 1 or not a.lengths or min(a.lengths) < 1:
         p.error("--steps, --prof-steps and --lengths must be >= 1")
     return a
@@ -80,7 +93,7 @@ def make_loops(loaded: Any, names: list[str], bucket: int) -> dict[str, Callable
 
     loops: dict[str, Callable[[Any, int], Any]] = {}
     for name in names:
-        if name in ("cache", "cache+samplers"):
+        if name in ("cache", "cache+samplers", *METER_LOOPS):
             loops[name] = make_backend("cache", loaded).generate
         elif name == "cache-cudnn":
             b = make_backend("cache", loaded)
@@ -185,13 +198,17 @@ def prompt(loaded: Any, length: int) -> Any:
     return torch.randint(3, loaded.vocab_size, (1, length), generator=g).to(loaded.device)
 
 
+def timed_pair(loaded: Any, fn: Callable, base: int, args: argparse.Namespace, cuda: bool) -> tuple[dict, dict]:
+    """``timed`` from a prompt of ``base`` tokens over key lengths not seen before, then again."""
+    ids = prompt(loaded, base)
+    return timed(loaded.model, fn, ids, 1 + args.steps, cuda), timed(loaded.model, fn, ids, 1 + args.steps, cuda)
+
+
 def measure(loaded: Any, fn: Callable, base: int, args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
     """Per-step figures of ``fn`` from prompts of ``base`` tokens and a little more: the timed run over key
     lengths not seen before, then again (``_repeat``); the profiled counts a run of 2 + ``prof_steps`` tokens
     less one of 2, each at a prompt length of its own."""
-    model, ids = loaded.model, prompt(loaded, base)
-    cold = timed(model, fn, ids, 1 + args.steps, cuda)
-    warm = timed(model, fn, ids, 1 + args.steps, cuda)
+    cold, warm = timed_pair(loaded, fn, base, args, cuda)
     hi_at = base + args.steps + 4
     p_hi = profiled(fn, prompt(loaded, hi_at), 2 + args.prof_steps, cuda)
     p_lo = profiled(fn, prompt(loaded, hi_at + args.prof_steps + 4), 2, cuda)
@@ -237,16 +254,37 @@ def sdpa_choice(loaded: Any, length: int, eager: bool = False) -> str:
         return names.get(int(torch._fused_sdp_choice(q, k, k, None, 0.0, False, scale=None, enable_gqa=kv != heads)), "?")
 
 
-def _samplers(on: bool, loaded: Any) -> list[Any]:
-    if not on:
-        return []
-    from llm_energy.measure.samplers.discover import discover_samplers
+def measure_timed(loaded: Any, fn: Callable, base: int, args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
+    """A meter loop's per-step figures: ``measure``'s timed runs (new key lengths, then again), no profile."""
+    cold, warm = timed_pair(loaded, fn, base, args, cuda)
+    row = {"tin_run": base, "cudnn_sdp": cold["cudnn_sdp"], "wall_ms": cold["wall"] * 1e3,
+           "wall_ms_repeat": warm["wall"] * 1e3, "cpu_ms": cold["cpu"] * 1e3, "cpu_ms_repeat": warm["cpu"] * 1e3,
+           "cpu_all_ms": cold["cpu_all"] * 1e3, "cpu_all_ms_repeat": warm["cpu_all"] * 1e3,
+           "backend_ms": cold["backend"] * 1e3 if "backend" in cold else None}
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
 
-    samplers = discover_samplers("eager-step", gpu_indices=loaded.gpu_indices or None)
-    for s in samplers:
-        s.poll_counters = True
-        s.start()
-    return samplers
+
+def run_loop(loaded: Any, name: str, fn: Callable, base: int, args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
+    """One loop's figures; ``cache+samplers`` and the meter loops with their poller running (closed in the end)
+    and its summaries in ``pollers``."""
+    meter = METERS.get(name, Meter("profiler") if name == "cache+samplers" else None)
+    if meter is None:
+        return measure(loaded, fn, base, args, cuda)
+    try:
+        p = poller(meter, "eager-step", loaded.gpu_indices or None, args.nvml)
+    except MeterUnavailable as e:
+        return {"tin_run": base, "skipped": str(e), "samplers": [], "pollers": []}
+    switch = meter.switch_s or sys.getswitchinterval()
+    try:
+        p.start()
+        row = (measure if name == "cache+samplers" else measure_timed)(loaded, fn, base, args, cuda)
+    except MeterUnavailable as e:  # the child's meter (cache+nvml-proc)
+        row = {"tin_run": base, "skipped": str(e)}
+    finally:
+        pollers = p.stop()
+    if "skipped" in row:
+        return {**row, "samplers": [], "pollers": []}
+    return {**row, "samplers": p.names, "pollers": pollers, "switch_interval_s": switch}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     dtype = args.dtype if args.dtype != "auto" else ("float32" if args.device == "cpu" else "bfloat16")
     cuda = args.device.startswith("cuda")
     t0 = time.perf_counter()
-    longest = max(args.lengths) + len(args.loops) * span(args) + 4
+    longest = max(n + (i + 1) * span(args) for n in args.lengths for i, loop in enumerate(args.loops)
+                  if loop not in METERS or n in args.meter_lengths) + 4
     loaded = load_model(args.preset, args.device, dtype, max_seq_len=longest)
     loops = make_loops(loaded, args.loops, bucket_len(longest))
     for fn in loops.values():  # kernels chosen, handles made: away from any measured length
@@ -280,16 +319,15 @@ def main(argv: list[str] | None = None) -> int:
     for length in args.lengths:
         choice = {eager: sdpa_choice(loaded, length, eager) for eager in (False, True)}
         for i, (name, fn) in enumerate(loops.items()):
-            samplers = _samplers(name.endswith("+samplers"), loaded)
-            try:
-                row = {**base, "loop": name, "tin": length, "sdpa_choice": choice[name in EAGER],
-                       **measure(loaded, fn, length + i * span(args), args, cuda)}
-            finally:
-                for s in samplers:
-                    s.close()
-            row["samplers"] = [type(s).__name__ for s in samplers]
+            if name in METERS and length not in args.meter_lengths:
+                continue
+            row = {**base, "loop": name, "tin": length, "sdpa_choice": choice[name in EAGER],
+                   **run_loop(loaded, name, fn, length + i * span(args), args, cuda)}
+            row.setdefault("samplers", [])
             row["reserved_gb"] = round(torch.cuda.memory_reserved() / 1e9, 2) if cuda else None
-            print(_line(row), flush=True)
+            print(_line(row) if name not in METERS else _meter_line(row), flush=True)
+            if row.get("pollers") and name not in METERS:
+                print(f"# {name} pollers: {_polls(row)}", flush=True)
             if args.jsonl:
                 with open(args.jsonl, "a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -303,6 +341,21 @@ def _line(r: dict[str, Any]) -> str:
             f"aten {r['aten_ops']:6.1f}, sync {r['sync_ops'] or 0}, cudaMalloc {r['cudaMalloc']}, cudaFree {r['cudaFree']}, "
             f"streamSync {r['cudaStreamSynchronize']}, memcpy {r['cudaMemcpy']}, "
             f"allocator mallocs {r.get('num_device_alloc', '-')}, sdpa {r['sdpa_choice']}, cudnn allowed {r['cudnn_sdp']}")
+
+
+def _polls(r: dict[str, Any]) -> str:
+    return "; ".join(f"{p['sampler']} {p['where']} {p['polls']} polls at {p['poll_hz']} Hz, "
+                      f"{p['poll_cpu_us_per_poll']} us CPU a poll" + "".join(
+                          f", {k} {v.get('median_us')}/{v.get('p90_us')} us (idle {p['read_us_idle'].get(k, {}).get('median_us')})"
+                          for k, v in p["read_us"].items()) for p in r["pollers"])
+
+
+def _meter_line(r: dict[str, Any]) -> str:
+    if "skipped" in r:
+        return f"{r['loop']:>16} tin {r['tin']:>5}: skipped: {r['skipped']}"
+    return (f"{r['loop']:>16} tin {r['tin']:>5}: wall {r['wall_ms']:7.2f} ms/step (again {r['wall_ms_repeat']:7.2f}), "
+            f"cpu {r['cpu_ms']:7.2f} (again {r['cpu_ms_repeat']:7.2f}), all threads {r['cpu_all_ms']:7.2f}, "
+            f"switch {r['switch_interval_s'] * 1e3:.1f} ms; {_polls(r) or 'no poller'}")
 
 
 if __name__ == "__main__":

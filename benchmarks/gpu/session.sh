@@ -18,7 +18,10 @@
 # 2, 16, 64, benchmarks/gpu/dynbatch.py; rows in $OUT/dynbatch.jsonl; DYNBATCH_ARGS: more options).
 # eager:PRESET[:CAP_S] (the cache backend's eager decode step (SDPA without cuDNN) at EAGER_LENGTHS, default 256,2048, against
 # its loop with cuDNN attention allowed, generate() and an eager StaticCache: ms (new and seen key lengths), CPU ms, kernels, syncs, cudaMalloc
-# per step; benchmarks/gpu/eager_step.py, the tree's code; rows in $OUT/eager_step.jsonl; EAGER_ARGS: more options).
+# per step; then at the first length the meter loops: the same cache loop while one poller runs (none, an empty thread,
+# EstimateSampler, NvmlSampler at 20 / 100 ms, NVML from a spawned child, the profiler's samplers under a 1 ms GIL
+# switch interval), with polls, CPU us a poll, NVML read latency (us) with and without the loop: benchmarks/gpu/eager_step.py,
+# the tree's code; rows in $OUT/eager_step.jsonl; EAGER_ARGS: more options, e.g. --loops, --meter-lengths 256,2048).
 # Code: SRC, default the frozen snapshot .gpu/src where it exists, else the tree itself.
 # Every step runs under `timeout --signal=INT` inside one deadline (BUDGET_S from the start, RESERVE_S kept
 # for packing): SIGINT stops the profiler cleanly and committed trials stay; a rerun resumes. The profile steps

@@ -1,0 +1,253 @@
+"""The meter loops of ``benchmarks.gpu.eager_step``: its ``cache`` loop while one poller runs, to tell apart why
+the profiler's samplers slow an eager decode step (H200 llama-2-7b: 33.6 ms a step alone, 44.9 ms while
+NvmlSampler and EstimateSampler poll on threads every 20 ms).
+
+Loops (each the ``cache`` loop, timed only: the profiler's counts are ``cache``'s):
+
+* ``cache+none``: nothing polls (the control, measured next to the others);
+* ``cache+null``: a polling thread every 20 ms that reads nothing (thread wake-ups and the GIL alone);
+* ``cache+estimate``: EstimateSampler alone (``/proc/stat`` every 20 ms);
+* ``cache+nvml``: NvmlSampler alone (power field and energy counter, 20 ms, on a thread, as the profiler polls);
+* ``cache+nvml-100ms``: the same at 100 ms, the meter's update period;
+* ``cache+nvml-proc``: NVML polled as NvmlSampler polls it, at 20 ms, by a child process (multiprocessing
+  'spawn', torch never imported there: it never touches the parent's CUDA context); the parent only starts
+  and stops it. Slower here than ``cache+none`` and NVML contends with the launches in the driver; as fast,
+  the cost is the thread in this process (the GIL);
+* ``cache+switch1ms``: the profiler's samplers (as ``cache+samplers``) under ``sys.setswitchinterval(0.001)``.
+
+Each poller's reads are clocked (wall and CPU us, median and p90) while the loop runs, and ``read_us_idle``
+before it starts with nothing else running (in the process that polls). ``--nvml MODULE[:FACTORY]`` picks
+the NVML module (tests: ``tests.fakes.fake_pynvml:RealtimeNvml``; the child builds its own from the name).
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+IDLE_READS = 40  # reads of each kind, back to back, for read_us_idle
+READY_S = 120.0  # the child's start (imports, nvmlInit) may take this long
+
+
+@dataclass(frozen=True)
+class Meter:
+    kind: str  # "none" | "null" | "estimate" | "nvml" | "profiler" (discover_samplers, as the profiler)
+    period_s: float = 0.02
+    process: bool = False
+    switch_s: float | None = None
+
+
+METERS = {"cache+none": Meter("none"), "cache+null": Meter("null"), "cache+estimate": Meter("estimate"),
+          "cache+nvml": Meter("nvml"), "cache+nvml-100ms": Meter("nvml", 0.1),
+          "cache+nvml-proc": Meter("nvml", process=True), "cache+switch1ms": Meter("profiler", switch_s=0.001)}
+METER_LOOPS = tuple(METERS)
+
+
+class MeterUnavailable(Exception):
+    """The loop's meter cannot run here (no NVML): its row says why instead of timing anything."""
+
+
+def load_nvml(spec: str) -> Any:
+    """The NVML module ``spec`` names (``pynvml``), or ``MODULE:FACTORY`` called (a fake)."""
+    mod, _, factory = spec.partition(":")
+    m = importlib.import_module(mod)
+    return getattr(m, factory)() if factory else m
+
+
+def _stats(xs: list[tuple[float, float]]) -> dict[str, Any]:
+    if not xs:
+        return {"n": 0}
+    wall = sorted(x[0] * 1e6 for x in xs)
+    return {"n": len(xs), "median_us": round(statistics.median(wall), 1),
+            "p90_us": round(wall[min(len(wall) - 1, int(0.9 * len(wall)))], 1),
+            "cpu_median_us": round(statistics.median(x[1] * 1e6 for x in xs), 1)}
+
+
+def _reads(s: Any) -> tuple[str, ...]:
+    return ("read_power", "read_counters") if s.has_counter else ("read_power",)
+
+
+def clock_reads(s: Any) -> dict[str, list[tuple[float, float]]]:
+    """Wrap the sampler's reads (an instance attribute its poll loop finds first) so each call's wall and
+    CPU seconds land in the returned lists."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for name in _reads(s):
+        fn, into = getattr(s, name), out.setdefault(name, [])
+
+        def clocked(fn=fn, into=into):
+            t, c = time.perf_counter(), time.thread_time()
+            try:
+                return fn()
+            finally:
+                into.append((time.perf_counter() - t, time.thread_time() - c))
+        setattr(s, name, clocked)
+    return out
+
+
+def idle_latency(s: Any, n: int = IDLE_READS) -> dict[str, Any]:
+    """Each read's latency, ``n`` calls back to back, from the calling thread."""
+    out = {}
+    for name in _reads(s):
+        xs = []
+        for _ in range(n):
+            t, c = time.perf_counter(), time.thread_time()
+            getattr(s, name)()
+            xs.append((time.perf_counter() - t, time.thread_time() - c))
+        out[name] = _stats(xs)
+    return out
+
+
+def _summary(s: Any, where: str, elapsed: float, reads: dict, idle: dict) -> dict[str, Any]:
+    return {"sampler": type(s).__name__, "where": where, "period_s": s.period_s, "polls": s.polls,
+            "poll_hz": round(s.polls / elapsed, 2) if elapsed > 0 else None,
+            "poll_cpu_us_per_poll": round(s.poll_cpu_s / s.polls * 1e6, 1) if s.polls else None,
+            "poll_errors": s.poll_errors, "read_us": {k: _stats(v) for k, v in reads.items()}, "read_us_idle": idle}
+
+
+def _null_sampler(node: str, period_s: float) -> Any:
+    from llm_energy.measure.samplers.base import PowerSampler
+
+    class NullSampler(PowerSampler):
+        source = "null"
+
+        def devices(self):
+            return []
+
+        def read_power(self):
+            return []
+    return NullSampler(node, period_s)
+
+
+def _nvml_sampler(node: str, indices: Any, period_s: float, nvml_spec: str) -> Any:
+    from llm_energy.measure.samplers.nvml import NvmlSampler
+
+    try:
+        return NvmlSampler(node, gpu_indices=indices, period_s=period_s, nvml=load_nvml(nvml_spec))
+    except Exception as e:  # noqa: BLE001 - no driver, no pynvml, no GPU: the row says so
+        raise MeterUnavailable(f"no NVML ({type(e).__name__}: {e})") from e
+
+
+def build_samplers(m: Meter, node: str, indices: Any, nvml_spec: str) -> list[Any]:
+    """The in-process samplers of meter ``m`` (not started)."""
+    if m.kind == "none":
+        return []
+    if m.kind == "null":
+        return [_null_sampler(node, m.period_s)]
+    if m.kind == "estimate":
+        from llm_energy.measure.samplers.estimate import EstimateSampler
+
+        return [EstimateSampler(node, period_s=m.period_s)]
+    if m.kind == "nvml":
+        return [_nvml_sampler(node, indices, m.period_s, nvml_spec)]
+    from llm_energy.measure.samplers.discover import discover_samplers
+
+    return discover_samplers(node, gpu_indices=indices, period_s=m.period_s,
+                             nvml=None if nvml_spec == "pynvml" else load_nvml(nvml_spec))
+
+
+class ThreadPoller:
+    """Samplers polling on their threads in this process (as the profiler runs them), reads clocked."""
+
+    def __init__(self, samplers: list[Any], switch_s: float | None = None) -> None:
+        self.samplers, self.switch_s, self._switch0 = samplers, switch_s, None
+        self.names = [type(s).__name__ for s in samplers]
+        self.idle: list[dict] = []
+        self.reads: list[dict] = []
+        self.t0 = 0.0
+
+    def start(self) -> None:
+        for s in self.samplers:
+            s.poll_counters = True
+            self.idle.append(idle_latency(s) if type(s).__name__ == "NvmlSampler" else {})
+            self.reads.append(clock_reads(s))
+        if self.switch_s is not None:
+            self._switch0 = sys.getswitchinterval()
+            sys.setswitchinterval(self.switch_s)
+        self.t0 = time.monotonic()
+        for s in self.samplers:
+            s.start()
+
+    def stop(self) -> list[dict[str, Any]]:
+        """Stop and release every sampler (also after a failed start); their summaries."""
+        elapsed = time.monotonic() - self.t0
+        try:
+            for s in self.samplers:
+                s.close()
+        finally:
+            if self._switch0 is not None:
+                sys.setswitchinterval(self._switch0)
+        return [_summary(s, "thread", elapsed, r, i) for s, r, i in zip(self.samplers, self.reads, self.idle)]
+
+
+def _child(conn: Any, node: str, indices: Any, period_s: float, nvml_spec: str) -> None:
+    """The child of ProcessPoller: build NvmlSampler, clock idle reads, say ready, poll until told to stop."""
+    try:
+        s = _nvml_sampler(node, indices, period_s, nvml_spec)
+    except MeterUnavailable as e:
+        conn.send(("error", str(e)))
+        return
+    try:
+        s.poll_counters = True
+        idle = idle_latency(s)
+        reads = clock_reads(s)
+        t0 = time.monotonic()
+        s.start()
+        conn.send(("ready", None))
+        conn.recv()
+        s.stop()
+        out = _summary(s, "process", time.monotonic() - t0, reads, idle)
+        out["child_imported_torch"] = "torch" in sys.modules
+        conn.send(("stats", out))
+    finally:
+        s.close()
+
+
+class ProcessPoller:
+    """NVML polled by a spawned child (NvmlSampler's own poll loop there); this process starts and stops it."""
+
+    def __init__(self, node: str, indices: Any, period_s: float, nvml_spec: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_child, args=(child, node, indices, period_s, nvml_spec),
+                                name="eager-step-nvml", daemon=True)
+        self.names = ["NvmlSampler"]
+
+    def start(self) -> None:
+        self.proc.start()
+        if not self.conn.poll(READY_S):
+            self._end()
+            raise RuntimeError(f"the NVML child did not start in {READY_S:.0f} s")
+        what, msg = self.conn.recv()
+        if what == "error":
+            self._end()
+            raise MeterUnavailable(msg)
+
+    def stop(self) -> list[dict[str, Any]]:
+        try:
+            if not self.proc.is_alive():
+                return []
+            self.conn.send("stop")
+            if self.conn.poll(30):
+                return [self.conn.recv()[1]]
+            return []
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+        self.conn.close()
+
+
+def poller(m: Meter, node: str, indices: Any, nvml_spec: str) -> ThreadPoller | ProcessPoller:
+    """The poller a meter loop runs alongside; raises MeterUnavailable where its meter is missing."""
+    if m.process:
+        return ProcessPoller(node, indices, m.period_s, nvml_spec)
+    return ThreadPoller(build_samplers(m, node, indices, nvml_spec), m.switch_s)
