@@ -105,7 +105,7 @@ def test_a_cache_that_does_not_fit_alone_is_one_clear_error(loaded):
     b.prepare(1, TIN, TOUT)
     kv2, _ = kv_and_room(b, 2)
     b.device_free_bytes = lambda: kv2 - 1
-    with pytest.raises(DeviceMemoryError, match=r"batch 2 \(256-token static cache\): needs .* GiB free with every"):
+    with pytest.raises(DeviceMemoryError, match=r"batch 2 \(256-token static cache\): needs .* MiB free with every"):
         b.prepare(2, TIN, TOUT)
     assert not b._caches and b.evictions == 1
 
@@ -131,7 +131,59 @@ def test_torch_out_of_memory_gives_every_cache_back_and_retries_once(loaded, mon
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB. Including junk")
 
     monkeypatch.setattr(StaticBackend, "_make_room", oom)
-    with pytest.raises(DeviceMemoryError, match=r"^batch 8, tin 8 \+ tout 10 \(256-token static cache, KV .* GiB\): "
+    with pytest.raises(DeviceMemoryError, match=r"^batch 8, tin 8 \+ tout 10 \(256-token static cache, KV .* MiB\): "
                                                  r"CUDA out of memory. Tried to allocate 1.00 GiB, with every other"):
         b.prepare(8, TIN, TOUT)
     assert not b._caches
+
+
+def test_profile_ends_a_sweep_the_device_cannot_hold_in_one_line_and_resumes(tmp_path, monkeypatch, capsys):
+    """The first trial's cache fits; the second's does not even alone: one line naming the trial, its batch
+    and the memory needed vs free, exit 2, the first trial kept; the same command then resumes it."""
+    from llm_energy.cli.main import main
+    from llm_energy.trials.store import open_store
+
+    out = tmp_path / "s"
+    argv = ["profile", "--model", "tiny-llama", "--backend", "static", "--tin", "8", "--tout", "4", "--batch", "1,2",
+            "--repeats", "1", "--warmups", "0", "--device", "cpu", "--threads", "1", "--idle-s", "0.1",
+            "--min-window-s", "0.05", "--no-live", "--out", str(out)]
+    monkeypatch.setattr(StaticBackend, "device_free_bytes", lambda self: 2**40 if self.compiles == 0 else 0)
+    assert main(argv) == 2
+    got = capsys.readouterr().err
+    assert "Traceback" not in got, got
+    err = got.strip().splitlines()[-1]  # after the progress lines (--no-live: stderr)
+    assert sum("error" in line for line in got.splitlines()) == 1, got
+    assert err.startswith("llm-energy profile: error: trial i8-o4-b"), err
+    assert "(256-token static cache): needs " in err and " MiB (KV " in err and "0.00 MiB free with every other" in err
+    assert "1 of 2 trials of sweep" in err, err
+    assert open_store(out).trials().height == 1
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert "resuming: 1 of 2 trials" in capsys.readouterr().out
+    assert open_store(out).trials().height == 2
+
+
+def test_torch_out_of_memory_anywhere_else_is_one_line_too():
+    from llm_energy.cli.profile import _out_of_memory
+
+    e = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB. GPU 0 has a total capacity of "
+                               "139.80 GiB of which 281.12 MiB is free. Including non-PyTorch memory, this process ...")
+    assert _out_of_memory(e) == ("device out of memory: CUDA out of memory. Tried to allocate 512.00 MiB. GPU 0 has a "
+                                 "total capacity of 139.80 GiB of which 281.12 MiB is free")
+    assert _out_of_memory(RuntimeError("CUDA error: an illegal memory access")) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU with CUDA")
+def test_on_cuda_an_evicted_cache_gives_its_memory_back_after_its_cuda_graphs_ran():
+    """reduce-overhead: cudagraph trees hold the static inputs' addresses, not the tensors; the memory of an
+    evicted cache is the allocator's again, and the next key replays without a compile in its window."""
+    b = make_backend("static", load_model("tiny-llama", "cuda:0", "float16"))
+    b.prepare(64, TIN, TOUT)
+    b.generate(b.make_prompt(64, TIN, seed=1), TOUT)
+    refs, held = key_tensors(b, (64, 256)), torch.cuda.memory_allocated()
+    kv64 = kv_and_room(b, 64)[0]
+    b.device_free_bytes = capacity(b, kv_and_room(b, 1)[1])
+    toks, window = tokens(b, 1)
+    assert all(r() is None for r in refs) and not window, window.describe()
+    assert torch.cuda.memory_allocated() < held - kv64 // 2

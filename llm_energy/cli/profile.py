@@ -174,10 +174,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if skipped:
         console.print(f"resuming: {skipped} of {len(planned)} trials already in {args.out}")
     history = store.trials().filter(pl.col("sweep_id") == prof.sweep_id).to_dicts() if budget and skipped else []
+    at: dict[str, str] = {}  # the trial a compile is preparing (the last event), named by an out-of-memory error
     try:
         with SweepView(live=False if args.no_live else None, title=f"llm-energy profile {spec.model}") as view:
-            summary = record_events(prof.events(skip=done_before, history=history), store,
-                                    on_event=lambda ev: view.update(ev) if isinstance(ev, ProgressTick) else None)
+            def on_event(ev) -> None:
+                at["trial"] = ev.cell if isinstance(ev, ProgressTick) and ev.state == "compiling" else ""
+                if isinstance(ev, ProgressTick):
+                    view.update(ev)
+
+            summary = record_events(prof.events(skip=done_before, history=history), store, on_event=on_event)
     except KeyboardInterrupt:  # stop at once; every trial committed before the interrupt stays (issue 16)
         _print_kept(store, prof.sweep_id, len(planned), args.out, "interrupted")
         raise
@@ -186,6 +191,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(f"{e.describe(len(planned) - kept, len(planned))}; {kept} of {len(planned)} trials of sweep "
               f"{prof.sweep_id} are in {args.out}; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as e:  # out of device memory: one line, the trials committed before it kept
+        why = _out_of_memory(e)
+        if why is None:
+            raise
+        kept = _print_kept(store, prof.sweep_id, len(planned), args.out, None)
+        trial = f"trial {at['trial']}: " if at.get("trial") else ""
+        raise UserError(f"{trial}{why}; {kept} of {len(planned)} trials of sweep {prof.sweep_id} are in {args.out} "
+                        "(the same command resumes them; a smaller --batch or tin + tout fits)") from None
     df = store.trials().filter(pl.col("sweep_id") == prof.sweep_id)
     meas = df.filter(~pl.col("warmup"))
     console.print(f"wrote {summary.trials_written} trials ({summary.samples_written} samples) to {args.out}; "
@@ -217,6 +230,20 @@ def time_budget(text: str | None):
     if not (math.isfinite(seconds) and seconds > 0):
         raise bad_value("--time-budget-s", text, "must be a finite number of seconds > 0")
     return TimeBudget(seconds)
+
+
+def _out_of_memory(e: BaseException) -> str | None:
+    """The one line a device-memory failure reports (the static backend's DeviceMemoryError, or torch's
+    OutOfMemoryError raised elsewhere, e.g. in a measurement window), or None for any other error. torch is
+    looked up, not imported: a run that never loaded it raised no error of it."""
+    from llm_energy.measure.inference.sizing import DeviceMemoryError, out_of_memory_text
+
+    if isinstance(e, DeviceMemoryError):
+        return str(e)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(e, getattr(torch, "OutOfMemoryError", ())):
+        return f"device out of memory: {out_of_memory_text(e)}"
+    return None
 
 
 def _print_kept(store, sweep: str, planned: int, out: str, what: str | None) -> int:

@@ -42,7 +42,8 @@ from llm_energy.errors import bad_value
 from llm_energy.measure.inference.attention import EAGER_SDPA, eager_attention
 from llm_energy.measure.inference.compiles import modules_pickle_can_search
 from llm_energy.measure.inference.loading import LoadedModel
-from llm_energy.measure.inference.sizing import DeviceMemoryError, bucket_len, static_cache_bytes
+from llm_energy.measure.inference.sizing import (DeviceMemoryError, bucket_len, fmt_bytes, out_of_memory_text,
+                                               static_cache_bytes)
 
 BACKENDS = ("cache", "no-cache", "static", "static+fused", "static+fused+cdt")  # any static+OPTIONS also runs
 
@@ -266,13 +267,13 @@ class StaticBackend(InferenceBackend):
                 self._warm_shape((batch, tin, key[1]), batch, tin, lambda ids, n: self._generate_in(key, ids, n))
                 return
             except torch.OutOfMemoryError as e:  # the estimate fell short: every cache given back, once more
-                why = _first_line(e)
+                why = out_of_memory_text(e)
             for k in list(self._caches):  # out of the except: its traceback's frames no longer hold the tensors
                 self._evict(k)
             self._release()
         kv = static_cache_bytes(self._hf_config, self.loaded.dtype, *key, grouped=self.packed_gqa)[0]
         raise DeviceMemoryError(f"batch {batch}, tin {tin} + tout {tout} ({key[1]}-token static cache, KV "
-                                f"{kv / 2**30:.2f} GiB): {why}, with every other cache given back")
+                                f"{fmt_bytes(kv)}): {why}, with every other cache given back")
 
     def _prepare_bucket(self, key: tuple[int, int]) -> None:
         if key not in self._caches:
@@ -315,8 +316,8 @@ class StaticBackend(InferenceBackend):
             self._release()
             free = self.device_free_bytes()
         if free < kv:
-            raise DeviceMemoryError(f"batch {key[0]} ({key[1]}-token static cache): needs {room / 2**30:.2f} GiB "
-                                    f"(KV {kv / 2**30:.2f} GiB + prefill activations), {free / 2**30:.2f} GiB free "
+            raise DeviceMemoryError(f"batch {key[0]} ({key[1]}-token static cache): needs {fmt_bytes(room)} "
+                                    f"(KV {fmt_bytes(kv)} + prefill activations), {fmt_bytes(free)} free "
                                     "with every other cache given back")
 
     def _evict(self, key: tuple[int, int]) -> None:
@@ -398,11 +399,6 @@ class StaticBackend(InferenceBackend):
 
 
 _BACKEND_CLASSES = {"cache": CacheBackend, "no-cache": NoCacheBackend, "static": StaticBackend}
-
-
-def _first_line(e: BaseException) -> str:
-    """torch's out-of-memory message up to its advice: what was asked, what the device has."""
-    return str(e).splitlines()[0].split(". Including")[0].split(". Of the allocated")[0] if str(e) else type(e).__name__
 
 
 def static_cache_config(config: Any, cache_len: int) -> Any:

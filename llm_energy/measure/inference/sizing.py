@@ -29,6 +29,17 @@ def free_memory_bytes(device: str) -> int:
     return int(psutil.virtual_memory().available)
 
 
+def fmt_bytes(n: float) -> str:
+    """Bytes in GiB (two decimals), or MiB under 1 GiB (tiny models' caches)."""
+    return f"{n / 2**30:.2f} GiB" if abs(n) >= 2**30 else f"{n / 2**20:.2f} MiB"
+
+
+def out_of_memory_text(e: BaseException) -> str:
+    """torch's out-of-memory message up to its advice: what was asked for, what the device has free."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text.split(". Including")[0].split(". Of the allocated")[0]
+
+
 def check_fits(name: str, n_params: int, hf_config: dict[str, Any], dtype: str, devices: list[str], *,
                batch: int = 1, max_seq_len: int = 4096, kv_cache: bool = True, grouped: bool = False) -> None:
     """Refuse up front a model that does not fit the free memory of its device(s) with a KV cache of
