@@ -16,7 +16,8 @@ from rich.console import Console
 from llm_energy.cli import main
 from llm_energy.measure.design import design_from_lists
 from llm_energy.measure.events import ProgressTick
-from llm_energy.measure.profiler import Profiler, _will_compile
+from llm_energy.measure.profiler import Profiler
+from llm_energy.measure.prepare import _will_compile
 from llm_energy.measure.spec import ProfileSpec
 from llm_energy.report.live import SweepView, view_from_progress
 

@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="repeat short generations inside one window until it lasts this long; "
                         "auto (default): 20 meter update periods, at least 0.5 s (2 s on NVML)")
     p.add_argument("--sample-ms", type=float, default=20.0, help="power polling period in ms (default 20)")
+    p.add_argument("--sampler-process", action="store_true",
+                   help="poll the power meters in child processes instead of threads of the inference process")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--beyond-context", action="store_true",
                    help="run sequences (tin + tout) longer than the model's max_position_embeddings instead of "
@@ -159,7 +161,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     budget = time_budget(args.time_budget_s)  # counted from here, the command's start
     spec = spec_from_args(args)
     _check_model_name(spec.model)
-    prof = Profiler(spec, budget=budget)
+    prof = Profiler(spec, budget=budget, sampler_process=args.sampler_process)
     if (Path(args.out) / store_lock.LOCK_NAME).exists():  # a store in use: refused before the model is read
         store_lock.release(store_lock.acquire(args.out, "profile", wait=args.wait))
     # a bad config, a sequence past the model's positions or a model too large for the sweep's largest
@@ -259,7 +261,7 @@ def _print_kept(store, sweep: str, planned: int, out: str, what: str | None) -> 
 
 
 #: trial columns a store records from the prepare-timing profiler on (null in older stores and imports)
-PREPARE_COLUMNS = ("prepare_s", "prepare_compiled")
+PREPARE_COLUMNS = ("prepare_s", "prepare_compiled", "prepare_j", "prepare_device_j")
 
 
 def prepare_summary(trials: pl.DataFrame) -> list[dict]:
@@ -383,10 +385,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if g.height:
             groups.append({"trials": label, "n": g.height, "median": g["rel_diff"].median(),
                            "p90_abs": g["rel_diff"].abs().quantile(0.9), "max_abs": g["rel_diff"].abs().max()})
-    sess = [{"session": c.session, "device": c.device, "seconds": c.seconds, "counter_j": c.counter_j,
-             "power_j": c.power_j, "trials_j": c.trials_j, "window_s": c.window_s, "idle_w": c.idle_w,
-             "outside_windows_j": c.outside_j, "idle_closure": c.idle_closure, "power_closure": c.power_closure}
-            for c in closures]
+    sess = [c.to_dict() for c in closures]
     if args.json:
         from llm_energy.io import to_json
 
@@ -404,14 +403,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     for g in groups:
         t.add_row(g["trials"], str(g["n"]), f"{100 * g['median']:+.2f}%", f"{100 * g['p90_abs']:.2f}%", f"{100 * g['max_abs']:.2f}%")
     con.print(t)
-    t = Table(title="session closure against the counter total")
-    for col in ("session", "device", "s", "counter J", "trials J", "idle W", "(trials + idle x outside) / counter",
-                "power / counter"):
-        t.add_column(col, justify="right")
-    for c in sess:
-        t.add_row(c["session"], c["device"], f"{c['seconds']:.0f}", f"{c['counter_j']:.0f}", f"{c['trials_j']:.0f}",
-                  f"{c['idle_w']:.1f}", f"{c['idle_closure']:.4f}", f"{c['power_closure']:.4f}")
-    con.print(t)
+    from llm_energy.report.check import print_closure
+
+    print_closure(con, sess)
     return 0
 
 

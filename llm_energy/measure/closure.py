@@ -3,10 +3,14 @@
 * **Instrument agreement** per trial and device: the energy counter (interpolated between update
   points) against the trapezoid of the polled power, over the same window.
 * **Session closure** per profiler session and device: the counter's total from the session's first
-  to last reading against (a) the sum of the trials' window energies plus the idle baseline times the
-  time outside trial windows, and (b) the trapezoid of all polled power. (a) closes only if the time
-  between windows really is idle; in practice it also holds compilation, warm-ups and the counter's
-  settle waits, so (a) is reported together with the energy measured outside windows.
+  to last reading against (a) the sum of the trials' window energies, plus the energy of their
+  ``backend.prepare`` (compilation, CUDA-graph capture, warm-up generations: ``prepare_j``, measured
+  since it was recorded), plus the idle baseline times the rest of the time (outside windows and
+  prepare), and (b) the trapezoid of all polled power. Stores from before ``prepare_j`` count prepare's
+  time as idle, the old (trials + idle x outside) / counter: at batch 256 prepare draws ~600 W (H200,
+  llama-2-7b: 0.96 where batch-1 stores closed at 0.98-0.997). What (a) still misses is reported in
+  joules: the rest's energy above idle (a heavy window's power decaying through the cooldown and the
+  counter's settle wait, the model loading).
 * **Quality**: how many trials the meters' checks flagged suspect, and why
   (:mod:`llm_energy.measure.quality`).
 """
@@ -106,15 +110,65 @@ class SessionClosure:
     window_s: float  # time inside trial windows
     idle_w: float
     outside_j: float  # counter energy outside trial windows
+    prepare_j: float | None = None  # the trials' prepare energy; None: not recorded (a store from before it)
+    prepare_s: float | None = None  # the trials' prepare seconds (None: not recorded)
 
     @property
     def idle_closure(self) -> float:
-        """(trials + idle x time outside windows) / counter total."""
+        """(trials + idle x time outside windows) / counter total: prepare's time counted as idle."""
         return (self.trials_j + self.idle_w * (self.seconds - self.window_s)) / self.counter_j
+
+    @property
+    def counts_prepare(self) -> bool:
+        """Whether :attr:`closure` adds the measured prepare energy (else it is :attr:`idle_closure`)."""
+        return self.prepare_j is not None and self.prepare_s is not None
+
+    @property
+    def rest_s(self) -> float:
+        """Seconds outside trial windows and, where it was measured, outside prepare."""
+        return self.seconds - self.window_s - (self.prepare_s if self.counts_prepare else 0.0)
+
+    @property
+    def rest_above_idle_j(self) -> float:
+        """What :attr:`closure` misses: the counter's energy over :attr:`rest_s` above idle x rest_s."""
+        return self.counter_j - self.trials_j - (self.prepare_j if self.counts_prepare else 0.0) - self.idle_w * self.rest_s
+
+    @property
+    def closure(self) -> float:
+        """(trials + prepare + idle x rest) / counter total where prepare's energy was recorded, else
+        :attr:`idle_closure`."""
+        if not self.counts_prepare:
+            return self.idle_closure
+        return (self.trials_j + self.prepare_j + self.idle_w * self.rest_s) / self.counter_j
 
     @property
     def power_closure(self) -> float:
         return self.power_j / self.counter_j
+
+    def to_dict(self) -> dict:
+        """``check --json``'s session row: the keys it always had (``idle_closure`` keeps its formula) and
+        ``prepare_j``, ``prepare_s`` (null where not recorded), ``rest_s``, ``rest_above_idle_j``,
+        ``closure``, ``closure_counts_prepare``."""
+        return {"session": self.session, "device": self.device, "seconds": self.seconds, "counter_j": self.counter_j,
+                "power_j": self.power_j, "trials_j": self.trials_j, "window_s": self.window_s, "idle_w": self.idle_w,
+                "outside_windows_j": self.outside_j, "idle_closure": self.idle_closure,
+                "power_closure": self.power_closure, "prepare_j": self.prepare_j, "prepare_s": self.prepare_s,
+                "rest_s": self.rest_s, "rest_above_idle_j": self.rest_above_idle_j, "closure": self.closure,
+                "closure_counts_prepare": self.counts_prepare}
+
+
+def _prepare(tr: pl.DataFrame, device: str) -> tuple[float | None, float | None]:
+    """The session's trials' prepare energy on ``device`` and prepare seconds; None where a trial did not record
+    it (a store from before ``prepare_j``: then the closure counts prepare's time as idle)."""
+    if tr.height == 0:
+        return None, None
+    secs = None if tr["prepare_s"].null_count() else float(tr["prepare_s"].sum())
+    joules = 0.0
+    for pd, d in zip(tr["prepare_device_j"].to_list(), tr["devices"].to_list()):
+        if pd is None:
+            return None, secs
+        joules += pd[d.index(device)] if device in (d or []) else 0.0
+    return joules, secs
 
 
 def session_closure(store: TrialStore) -> list[SessionClosure]:
@@ -140,5 +194,7 @@ def session_closure(store: TrialStore) -> list[SessionClosure]:
         sweep_ids = tr["sweep_id"].unique().to_list() or [x for x, i in sweeps.items() if _run(i, session)]
         idle = [run_idle_w(sweeps[x], session, device) for x in sweep_ids if x in sweeps]
         idle_w = float(idle[0]) if idle and idle[0] is not None else 0.0
-        out.append(SessionClosure(session, device, t1 - t0, counter, power, trials_j, window_s, idle_w, counter - trials_j))
+        prep_j, prep_s = _prepare(tr, device)
+        out.append(SessionClosure(session, device, t1 - t0, counter, power, trials_j, window_s, idle_w, counter - trials_j,
+                                  prep_j, prep_s))
     return sorted(out, key=lambda c: (c.session, c.device))

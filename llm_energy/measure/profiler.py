@@ -5,8 +5,9 @@
 them to the driver). Per trial:
 
 1. ``backend.prepare`` (allocation/compilation, outside the window; its seconds stored as the trial's
-   ``prepare_s``, and ``prepare_compiled`` when it compiled a new bucket x batch) and a seeded prompt of
-   exactly ``tin`` tokens;
+   ``prepare_s``, its energy, counters read at its edges and integrated as the window's, as ``prepare_j``,
+   and ``prepare_compiled`` when it compiled a new bucket x batch) and a seeded prompt of exactly ``tin``
+   tokens;
 2. a measurement window: counters read at both edges, back-to-back generations until the window
    lasts at least ``min_window_s`` (a trial shorter than a few meter update periods is repeated
    inside one window, ``n_inner`` times, and its energy divided by the count, never reported as 0 J);
@@ -69,6 +70,7 @@ from llm_energy.trials.schema import (
     samples_frame,
     versions_json,
 )
+from llm_energy.measure.prepare import _will_compile, prepare_energy, run_prepare
 
 MAX_INNER = 10_000  # generations in one window at most
 log = logging.getLogger("llm_energy.profile")
@@ -77,11 +79,12 @@ log = logging.getLogger("llm_energy.profile")
 # ---- the profiler -----------------------------------------------------------------------------
 class Profiler:
     def __init__(self, spec: ProfileSpec, *, node: str | None = None, samplers: list[PowerSampler] | None = None,
-                 budget: TimeBudget | None = None) -> None:
+                 budget: TimeBudget | None = None, sampler_process: bool = False) -> None:
         self.spec = spec
         self.budget = budget  # the run's wall clock (--time-budget-s): kept out of the spec and the sweep id
         self.node = node or socket.gethostname()
         self._samplers_given = samplers
+        self.sampler_process = sampler_process  # the discovered meters poll in child processes (samplers/process.py)
         self.sweep_id = sweep_id(spec)
         self.device = ""
         self.gpu_indices: tuple[int, ...] = ()  # CUDA ordinals of this process
@@ -321,8 +324,13 @@ class Profiler:
     def _discover(self) -> list[PowerSampler]:
         from llm_energy.measure.samplers.discover import discover_samplers
 
-        return discover_samplers(self.node, gpu_indices=self.meter_indices or None, period_s=self.spec.sample_period_s,
-                                 cpu=not self.gpu_indices)
+        found = discover_samplers(self.node, gpu_indices=self.meter_indices or None, period_s=self.spec.sample_period_s,
+                                  cpu=not self.gpu_indices)
+        if self.sampler_process:
+            from llm_energy.measure.samplers.process import in_processes
+
+            return in_processes(found)
+        return found
 
     def _primary_devices(self, samplers: list[PowerSampler]) -> list[str]:
         """Devices whose energy is the deployment's ``energy_j``: its GPUs, else the CPU meters."""
@@ -352,15 +360,19 @@ class Profiler:
                 out.extend(s.read_counters())
         return out
 
-    def _energy(self, frame: pl.DataFrame, trial_id: str, t0: float, t1: float) -> pl.DataFrame:
+    def _energy(self, frame: pl.DataFrame, trial_id: str, t0: float, t1: float,
+                spans: Sequence[tuple[float, float]] = ()) -> pl.DataFrame:
+        """Energy per device over [t0, t1] (rows ``trial_id``) and over each earlier span of ``spans``, disjoint
+        from it and each other (rows ``trial_id#k``: prepare's), integrated alike."""
         both = pl.concat([self._tail, frame], how="vertical_relaxed") if self._tail.height else frame
-        win = pl.DataFrame({"trial_id": [trial_id], "node": [self.node], "session": [self.session],
-                            "t_start_mono": [t0], "t_end_mono": [t1]})
+        starts, ends = zip((t0, t1), *spans)
+        win = pl.DataFrame({"trial_id": [trial_id] + [f"{trial_id}#{k}" for k in range(len(spans))], "node": self.node,
+                            "session": self.session, "t_start_mono": starts, "t_end_mono": ends})
         e = window_energy(both, win)
         # keep ~1 s of history: the start edge's counter interpolation needs the update before it
         self._tail = both.filter(pl.col("t_mono") >= t1 - 1.0)
-        # per device: the counter where one exists, else the trapezoid
-        return e.sort(pl.col("method") != "counter").unique("device", keep="first", maintain_order=True)
+        # per window and device: the counter where one exists, else the trapezoid
+        return e.sort(pl.col("method") != "counter").unique(["trial_id", "device"], keep="first", maintain_order=True)
 
     def _settle(self, samplers: list[PowerSampler]) -> None:
         """Wait one counter update period past a window's end so its edge can be interpolated."""
@@ -392,24 +404,25 @@ class Profiler:
                    device_name: str, system: str, dtype: str, versions: str,
                    compiles: bool = False) -> tuple[TrialRecord, pl.DataFrame]:
         spec, c = self.spec, t.cell
-        p0 = time.perf_counter()
-        backend.prepare(c.batch, c.tin, c.tout)  # compile + capture + warm-up: timed apart, never in the window
-        prepare_s = time.perf_counter() - p0
+        # compile + capture + warm-up: never in the window; its time and energy (prepare_s, prepare_j) apart
+        edges, span = run_prepare(backend, c, lambda: self._read_counters(samplers))
+        spans = [span]
         seed = int(hashlib.sha1(f"{spec.seed}/{c.cell_id}/{t.repeat}".encode()).hexdigest()[:8], 16)
         prompt = backend.make_prompt(c.batch, c.tin, seed)
         w = self._window(t, backend, prompt, samplers)
-        edges, first = w.edges, w.compiled
+        edges, first = edges + w.edges, w.compiled
         if first:  # it timed torch compiling, not the model: measured again, the compile now done
             log.warning("trial %s: torch compiled during its window (%s); measured again", t.key, first.describe())
-            prepare_s, compiles = prepare_s + w.m1 - w.m0, True  # the discarded window compiled: prepare's time
+            spans.append((w.m0, w.m1))  # the discarded window compiled: prepare's time and energy
+            compiles = True
             w = self._window(t, backend, prompt, samplers)
             edges = edges + w.edges  # the discarded window's samples are stored all the same
         results, w0, m0, w1, m1 = w.results, w.w0, w.m0, w.w1, w.m1
         n_inner = len(results)
         tid = self.trial_id(t)
         frame = self._collect(samplers, edges)
-        e = self._energy(frame, tid, m0, m1)
-        by_dev = {r["device"]: r for r in e.iter_rows(named=True)}
+        e = self._energy(frame, tid, m0, m1, spans)
+        by_dev = {r["device"]: r for r in e.filter(pl.col("trial_id") == tid).iter_rows(named=True)}
         missing = [d for d in primary if d not in by_dev]
         if missing:
             raise ProfileError(f"trial {t.key}: no power samples for {', '.join(missing)}")
@@ -423,6 +436,7 @@ class Profiler:
                                   & (pl.col("t_mono") >= m0) & (pl.col("t_mono") <= m1))
         update = max((s.update_period_s for s in samplers), default=0.1)
         devices = list(by_dev)
+        prepare_j, prepare_device_j = prepare_energy(e, tid, primary, devices)
         flags = assess_window(frame, m0, m1, primary, {d: by_dev[d]["energy_j"] for d in primary}, self._meters)
         if w.compiled:
             flags.append(compiled_flag(primary, first, w.compiled))
@@ -438,7 +452,8 @@ class Profiler:
             t_start=w0, t_end=w1, t_start_mono=m0, t_end_mono=m1, node=self.node, node_type=spec.node_type,
             system=system, device=device_name, n_gpus=self.n_gpus, model=spec.model, backend=spec.backend,
             dtype=dtype, versions=versions, session=self.session, quality=quality, quality_note=quality_note,
-            prepare_s=prepare_s, prepare_compiled=compiles,
+            prepare_s=sum(b - a for a, b in spans), prepare_compiled=compiles,
+            prepare_j=prepare_j, prepare_device_j=prepare_device_j,
         )
         return rec, frame
 
@@ -506,16 +521,6 @@ def _check_loader_deps(src: Any) -> None:
     if src.checkpoint and src.has_weights and importlib.util.find_spec("accelerate") is None:
         raise UserError(f"{src.name}: loading a checkpoint's weights needs the 'accelerate' package, which is not "
                         "installed (.venv/bin/pip install accelerate)")
-
-
-def _will_compile(backend: Any, cell: Any) -> bool:
-    """Whether ``backend.prepare`` for ``cell`` compiles (the static backend: once per bucket x batch)."""
-    caches = getattr(backend, "_caches", None)
-    if caches is None:
-        return False
-    from llm_energy.measure.inference.backends import bucket_len
-
-    return (cell.batch, bucket_len(cell.tin + cell.tout)) not in caches
 
 
 def auto_min_window(samplers: list[PowerSampler]) -> float:

@@ -78,6 +78,12 @@ TRIAL_SCHEMA: dict[str, pl.DataType] = {
     # and whether that prepare compiled a new bucket x batch; null in stores and imports from before they were recorded
     "prepare_s": pl.Float64,
     "prepare_compiled": pl.Boolean,
+    # the counter energy (J) over those prepare_s seconds (a trial measured again after its window compiled: the
+    # discarded window's too), integrated as the window's is: in total over the deployment's devices (as energy_j),
+    # and per device in the order of `devices` (as device_energy_j; what check's session closure adds per device);
+    # null in stores from before they were recorded
+    "prepare_j": pl.Float64,
+    "prepare_device_j": pl.List(pl.Float64),
 }
 
 SAMPLE_SCHEMA: dict[str, pl.DataType] = {
@@ -161,6 +167,8 @@ class TrialRecord:
     quality_note: str = ""
     prepare_s: float | None = None  # None: not recorded (what an old store reads as)
     prepare_compiled: bool | None = None
+    prepare_j: float | None = None  # None: not recorded (an old store), as prepare_s
+    prepare_device_j: list[float] | None = None
 
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
