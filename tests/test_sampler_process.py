@@ -132,3 +132,20 @@ def test_in_processes_wraps_the_kinds_a_child_can_build():
     nvml.nvml = nv
     for x in wrapped:
         x.close()
+
+
+def test_profile_sampler_process_measures_through_children(tmp_path, monkeypatch):
+    """``llm-energy profile --sampler-process`` on the CPU: the discovered meter (the estimate here) polls in a
+    child; the trials are stored with their energy as without the option."""
+    from llm_energy.cli.main import main
+    from llm_energy.trials.store import load_trials
+
+    started = []
+    start = ProcessSampler.start
+    monkeypatch.setattr(ProcessSampler, "start", lambda self: (started.append(type(self.inner).__name__), start(self))[1])
+    out = tmp_path / "s"
+    assert main(["profile", "--model", "tiny-llama", "--tin", "8", "--tout", "4", "--repeats", "2", "--device", "cpu",
+                 "--node-type", "cpu", "--idle-s", "0.3", "--out", str(out), "--no-live", "--sampler-process"]) == 0
+    assert started and set(started) <= {"EstimateSampler", "RaplSampler"}
+    t = load_trials([str(out)])
+    assert t.height == 3 and (t["energy_j"] > 0).all()
