@@ -53,7 +53,7 @@ def test_meter_loops_on_the_fake_nvml_at_the_first_length_only(tmp_path, capsys)
     assert {m: by[m]["samplers"] for m in METER_LOOPS} == {
         "cache+none": [], "cache+null": ["NullSampler"], "cache+estimate": ["EstimateSampler"],
         "cache+nvml": ["NvmlSampler"], "cache+nvml-100ms": ["NvmlSampler"], "cache+nvml-proc": ["NvmlSampler"],
-        "cache+switch1ms": ["NvmlSampler", "EstimateSampler"]}
+        "cache+switch1ms": ["NvmlSampler", "EstimateSampler"], "cache+samplers-proc": ["NvmlSampler", "EstimateSampler"]}
     assert len({r["tin_run"] for r in rows}) == len(rows)
     for m in METER_LOOPS:
         r = by[m]
@@ -62,6 +62,9 @@ def test_meter_loops_on_the_fake_nvml_at_the_first_length_only(tmp_path, capsys)
         assert r["switch_interval_s"] == (0.001 if m == "cache+switch1ms" else switch)
         for p in r["pollers"]:
             assert p["polls"] >= 1 and p["poll_errors"] == 0 and p["poll_cpu_us_per_poll"] > 0
+            if m == "cache+samplers-proc":  # polled in children: their reads are not clocked
+                assert p["where"] == "process" and p["read_us"]["read_power"]["n"] == 0
+                continue
             assert p["read_us"]["read_power"]["n"] == p["polls"] and p["read_us"]["read_power"]["median_us"] > 0
             if p["sampler"] == "NvmlSampler":  # the counter polled too (as the profiler polls), idle reads clocked
                 assert p["read_us"]["read_counters"]["n"] == p["polls"]

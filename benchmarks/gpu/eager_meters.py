@@ -13,7 +13,9 @@ Loops (each the ``cache`` loop, timed only: the profiler's counts are ``cache``'
   'spawn', torch never imported there: it never touches the parent's CUDA context); the parent only starts
   and stops it. Slower here than ``cache+none`` and NVML contends with the launches in the driver; as fast,
   the cost is the thread in this process (the GIL);
-* ``cache+switch1ms``: the profiler's samplers (as ``cache+samplers``) under ``sys.setswitchinterval(0.001)``.
+* ``cache+switch1ms``: the profiler's samplers (as ``cache+samplers``) under ``sys.setswitchinterval(0.001)``;
+* ``cache+samplers-proc``: the profiler's samplers each polling in a child (``llm-energy profile
+  --sampler-process``, llm_energy/measure/samplers/process.py): the fix, if ``cache+nvml-proc`` is fast.
 
 Each poller's reads are clocked (wall and CPU us, median and p90) while the loop runs, and ``read_us_idle``
 before it starts with nothing else running (in the process that polls). ``--nvml MODULE[:FACTORY]`` picks
@@ -44,7 +46,8 @@ class Meter:
 
 METERS = {"cache+none": Meter("none"), "cache+null": Meter("null"), "cache+estimate": Meter("estimate"),
           "cache+nvml": Meter("nvml"), "cache+nvml-100ms": Meter("nvml", 0.1),
-          "cache+nvml-proc": Meter("nvml", process=True), "cache+switch1ms": Meter("profiler", switch_s=0.001)}
+          "cache+nvml-proc": Meter("nvml", process=True), "cache+switch1ms": Meter("profiler", switch_s=0.001),
+          "cache+samplers-proc": Meter("profiler", process=True)}
 METER_LOOPS = tuple(METERS)
 
 
@@ -102,9 +105,15 @@ def idle_latency(s: Any, n: int = IDLE_READS) -> dict[str, Any]:
     return out
 
 
-def _summary(s: Any, where: str, elapsed: float, reads: dict, idle: dict) -> dict[str, Any]:
-    return {"sampler": type(s).__name__, "where": where, "period_s": s.period_s, "polls": s.polls,
-            "poll_hz": round(s.polls / elapsed, 2) if elapsed > 0 else None,
+def _name(s: Any) -> str:
+    """The sampler's kind (a ProcessSampler's: its inner sampler's)."""
+    return type(getattr(s, "inner", s)).__name__
+
+
+def _summary(s: Any, where: str, elapsed: float, reads: dict, idle: dict, polls0: int = 0) -> dict[str, Any]:
+    """``poll_hz``: the polls after ``polls0`` over ``elapsed`` seconds."""
+    return {"sampler": _name(s), "where": where, "period_s": s.period_s, "polls": s.polls,
+            "poll_hz": round((s.polls - polls0) / elapsed, 2) if elapsed > 0 else None,
             "poll_cpu_us_per_poll": round(s.poll_cpu_s / s.polls * 1e6, 1) if s.polls else None,
             "poll_errors": s.poll_errors, "read_us": {k: _stats(v) for k, v in reads.items()}, "read_us_idle": idle}
 
@@ -155,22 +164,27 @@ class ThreadPoller:
 
     def __init__(self, samplers: list[Any], switch_s: float | None = None) -> None:
         self.samplers, self.switch_s, self._switch0 = samplers, switch_s, None
-        self.names = [type(s).__name__ for s in samplers]
+        self.names = [_name(s) for s in samplers]
         self.idle: list[dict] = []
         self.reads: list[dict] = []
         self.t0 = 0.0
+        self.polls0: list[int] = []
 
     def start(self) -> None:
         for s in self.samplers:
             s.poll_counters = True
-            self.idle.append(idle_latency(s) if type(s).__name__ == "NvmlSampler" else {})
+            self.idle.append(idle_latency(s) if _name(s) == "NvmlSampler" else {})
             self.reads.append(clock_reads(s))
         if self.switch_s is not None:
             self._switch0 = sys.getswitchinterval()
             sys.setswitchinterval(self.switch_s)
-        self.t0 = time.monotonic()
         for s in self.samplers:
             s.start()
+        self.t0 = time.monotonic()  # after the starts (a child's spawn takes a while): poll_hz counts from here
+        for s in self.samplers:
+            if hasattr(s, "inner"):
+                s.failure()  # a round trip: the child's polls so far
+        self.polls0 = [s.polls for s in self.samplers]
 
     def stop(self) -> list[dict[str, Any]]:
         """Stop and release every sampler (also after a failed start); their summaries."""
@@ -181,7 +195,8 @@ class ThreadPoller:
         finally:
             if self._switch0 is not None:
                 sys.setswitchinterval(self._switch0)
-        return [_summary(s, "thread", elapsed, r, i) for s, r, i in zip(self.samplers, self.reads, self.idle)]
+        return [_summary(s, "process" if hasattr(s, "inner") else "thread", elapsed, r, i, p0)
+                for s, r, i, p0 in zip(self.samplers, self.reads, self.idle, self.polls0 or [0] * len(self.samplers))]
 
 
 def _child(conn: Any, node: str, indices: Any, period_s: float, nvml_spec: str) -> None:
@@ -248,6 +263,11 @@ class ProcessPoller:
 
 def poller(m: Meter, node: str, indices: Any, nvml_spec: str) -> ThreadPoller | ProcessPoller:
     """The poller a meter loop runs alongside; raises MeterUnavailable where its meter is missing."""
-    if m.process:
+    if m.process and m.kind == "nvml":
         return ProcessPoller(node, indices, m.period_s, nvml_spec)
-    return ThreadPoller(build_samplers(m, node, indices, nvml_spec), m.switch_s)
+    samplers = build_samplers(m, node, indices, nvml_spec)
+    if m.process:  # each in a child of its own, as `llm-energy profile --sampler-process` polls them
+        from llm_energy.measure.samplers.process import in_processes
+
+        samplers = in_processes(samplers)
+    return ThreadPoller(samplers, m.switch_s)

@@ -24,7 +24,8 @@ was), ``generate`` (HF greedy ``generate()``, the same DynamicCache, torch's def
 ``static`` backend's StaticCache, uncompiled: one key length, no growing ``torch.cat``) and ``cache+samplers``
 (``cache`` while the profiler's power samplers poll; its row's ``pollers``: each sampler's polls, CPU us a poll
 and clocked reads). The meter loops (benchmarks/gpu/eager_meters.py: ``cache+none``, ``cache+null``,
-``cache+estimate``, ``cache+nvml``, ``cache+nvml-100ms``, ``cache+nvml-proc``, ``cache+switch1ms``) time the
+``cache+estimate``, ``cache+nvml``, ``cache+nvml-100ms``, ``cache+nvml-proc``, ``cache+switch1ms``,
+``cache+samplers-proc``: the profiler's samplers as ``--sampler-process`` polls them) time the
 ``cache`` loop while one poller runs, unprofiled, at ``--meter-lengths`` only (default the first length): why
 the samplers slow the step. A meter missing here (no NVML) gives a row with ``skipped``, no timings.
 
@@ -347,7 +348,7 @@ def _polls(r: dict[str, Any]) -> str:
     return "; ".join(f"{p['sampler']} {p['where']} {p['polls']} polls at {p['poll_hz']} Hz, "
                       f"{p['poll_cpu_us_per_poll']} us CPU a poll" + "".join(
                           f", {k} {v.get('median_us')}/{v.get('p90_us')} us (idle {p['read_us_idle'].get(k, {}).get('median_us')})"
-                          for k, v in p["read_us"].items()) for p in r["pollers"])
+                          for k, v in p["read_us"].items() if v["n"]) for p in r["pollers"])
 
 
 def _meter_line(r: dict[str, Any]) -> str:
