@@ -1,6 +1,8 @@
 """ProcessSampler: a sampler's polling in a spawned child (``llm-energy profile --sampler-process``), against
 the fake NVML (its real-time clock: the child's copy keeps the parent's) and a fake powercap tree."""
 
+import os
+import signal
 import time
 
 import pytest
@@ -102,6 +104,9 @@ def test_a_child_that_cannot_build_its_meter_or_dies(tmp_path):
 
     s = ProcessSampler(EstimateSampler("n", tdp_w=50.0))
     s.start()
+    os.kill(s._proc.pid, signal.SIGINT)  # a Ctrl-C reaches the whole group: the child leaves it to the parent
+    time.sleep(0.2)
+    assert s.failure() is None and s.drain() and s.running
     s._proc.kill()  # the child this test started
     s._proc.join(5)
     err = s.failure()

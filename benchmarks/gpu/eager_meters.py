@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
+import signal
 import statistics
 import sys
 import time
@@ -201,6 +202,7 @@ class ThreadPoller:
 
 def _child(conn: Any, node: str, indices: Any, period_s: float, nvml_spec: str) -> None:
     """The child of ProcessPoller: build NvmlSampler, clock idle reads, say ready, poll until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C (or timeout's SIGINT to the group) is the parent's to handle
     try:
         s = _nvml_sampler(node, indices, period_s, nvml_spec)
     except MeterUnavailable as e:

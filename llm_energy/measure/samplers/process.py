@@ -21,6 +21,7 @@ torch nor touches this process's CUDA context, and this process runs no polling 
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import types
 from typing import Any
 
@@ -81,6 +82,7 @@ def _stats(s: PowerSampler) -> dict[str, Any]:
 def _child(conn: Any, cls: type, node: str, kw: dict[str, Any], period_s: float, poll_counters: bool) -> None:
     """The child: build the sampler, poll on its thread, answer "drain" / "stats" / "stop" until stopped or
     the parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C (or timeout's SIGINT to the group) is the parent's to handle
     try:
         s = cls(node, period_s=period_s, **kw)
     except Exception as e:  # noqa: BLE001 - no meter here: the parent's start() raises it
