@@ -6,6 +6,7 @@ capacity. These tests fail on a backend that keeps every cache."""
 
 import gc
 import weakref
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from llm_energy.measure.inference.backends import StaticBackend, make_backend
 from llm_energy.measure.inference.compiles import compile_count
 from llm_energy.measure.inference.loading import load_model
 from llm_energy.measure.inference.sizing import DeviceMemoryError, static_cache_bytes
+from llm_energy.measure.profiler import _will_compile
 
 TIN, TOUT = 8, 10  # one 256-token bucket
 
@@ -33,7 +35,7 @@ def loaded():
 
 
 def kv_and_room(b, batch):
-    return static_cache_bytes(b._hf_config, b.loaded.dtype, batch, 256)
+    return static_cache_bytes(b.loaded.config.to_dict(), b.loaded.dtype, batch, 256)
 
 
 def capacity(b, limit):
@@ -73,7 +75,9 @@ def test_a_device_of_two_caches_keeps_two_and_every_key_generates_a_fresh_backen
     b.device_free_bytes = lambda: (2 - len(b._caches)) * slot
     alive = []
     for batch in (1, 2, 4, 8, 2, 8, 1):
+        will, before = _will_compile(b, SimpleNamespace(batch=batch, tin=TIN, tout=TOUT)), b.compiles
         toks, window = tokens(b, batch)
+        assert b.compiles - before == will, batch  # the profiler's prepare_compiled: true for a re-prepared key
         assert toks == ref[batch], batch
         assert not window, (batch, window.describe())  # a re-prepared key compiled in prepare, not the window
         alive += key_tensors(b, (batch, 256))
@@ -84,10 +88,12 @@ def test_a_device_of_two_caches_keeps_two_and_every_key_generates_a_fresh_backen
     assert b.compiles == 6 and b.evictions == 4  # 1, 2, 4, 8, then 2 and 1 again: every preparation counted
 
 
-def test_an_evicted_cache_dies_after_torch_compile_ran_its_decode_step(loaded):
+@pytest.mark.parametrize("name", ["static", "static+dynbatch+cprefill"])
+def test_an_evicted_cache_dies_after_torch_compile_ran_its_decode_step(loaded, name):
     """Nothing keeps an evicted cache's tensors alive: not dynamo's guards or graphs (transformers marks the
-    cache's tensors static addresses), not the backend's state."""
-    b = make_backend("static", loaded)
+    cache's tensors static addresses; dynbatch marks them dynamic; cprefill compiles the prefill too), not
+    the backend's state."""
+    b = make_backend(name, loaded)
     b.prepare(2, TIN, TOUT)
     b.generate(b.make_prompt(2, TIN, seed=1), TOUT)
     assert b.compiles == 1 and b._filled == {(2, 256)}
