@@ -45,6 +45,7 @@ import time
 from typing import Any, Callable
 
 from benchmarks.gpu.eager_meters import METER_LOOPS, METERS, Meter, MeterUnavailable, poller
+from llm_energy.measure.samplers.base import MeterReadError
 
 LOOPS = ("cache", "cache-cudnn", "generate", "static-eager", "cache+samplers")
 EAGER = ("cache", "cache+samplers", *METER_LOOPS)  # the loops under the eager backends' SDPA kernels (attention.eager_attention)
@@ -279,7 +280,7 @@ def run_loop(loaded: Any, name: str, fn: Callable, base: int, args: argparse.Nam
     try:
         p.start()
         row = (measure if name == "cache+samplers" else measure_timed)(loaded, fn, base, args, cuda)
-    except MeterUnavailable as e:  # the child's meter (cache+nvml-proc)
+    except (MeterUnavailable, MeterReadError) as e:  # a child's meter (cache+nvml-proc, cache+samplers-proc)
         row = {"tin_run": base, "skipped": str(e)}
     finally:
         pollers = p.stop()
