@@ -15,7 +15,7 @@ from llm_energy.measure.inference.backends import StaticBackend, make_backend
 from llm_energy.measure.inference.compiles import compile_count
 from llm_energy.measure.inference.loading import load_model
 from llm_energy.measure.inference.sizing import DeviceMemoryError, static_cache_bytes
-from llm_energy.measure.profiler import _will_compile
+from llm_energy.measure.prepare import _will_compile
 
 TIN, TOUT = 8, 10  # one 256-token bucket
 
