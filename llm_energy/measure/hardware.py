@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llm_energy.measure.samplers.base import PowerSampler
 
 
 @dataclass(frozen=True)
@@ -84,3 +88,16 @@ def _all_nvml_indices(nvml) -> list[int] | None:
     except Exception:  # noqa: BLE001 - no driver / no pynvml: describe_meters says why
         return None
     return list(range(n)) or None
+
+
+def _describe_hardware(samplers: list[PowerSampler], primary: list[str], gpu_indices: tuple[int, ...]) -> tuple[str, str]:
+    """A profiler run's (device, system) labels: its GPU's meter name (``2x ...`` over several), else the CPU model."""
+    from llm_energy.measure.samplers.estimate import cpu_model
+
+    cpu = cpu_model()
+    names = [d.name for s in samplers for d in s.devices() if d.device in primary]
+    if gpu_indices:
+        gpu = names[0] if names else "GPU"
+        label = f"{len(gpu_indices)}x {gpu}" if len(gpu_indices) > 1 else gpu
+        return gpu, f"{cpu} + {label}"
+    return cpu, cpu

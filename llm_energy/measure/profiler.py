@@ -71,6 +71,7 @@ from llm_energy.trials.schema import (
     versions_json,
 )
 from llm_energy.measure.prepare import _will_compile, prepare_energy, run_prepare
+from llm_energy.measure.hardware import _describe_hardware
 
 MAX_INNER = 10_000  # generations in one window at most
 log = logging.getLogger("llm_energy.profile")
@@ -541,15 +542,4 @@ def source_label(samplers: list[PowerSampler], primary: list[str]) -> str:
             labels.append(lab)
     return "+".join(dict.fromkeys(labels)) or "none"
 
-
-def _describe_hardware(samplers: list[PowerSampler], primary: list[str], gpu_indices: tuple[int, ...]) -> tuple[str, str]:
-    from llm_energy.measure.samplers.estimate import cpu_model
-
-    cpu = cpu_model()
-    names = [d.name for s in samplers for d in s.devices() if d.device in primary]
-    if gpu_indices:
-        gpu = names[0] if names else "GPU"
-        label = f"{len(gpu_indices)}x {gpu}" if len(gpu_indices) > 1 else gpu
-        return gpu, f"{cpu} + {label}"
-    return cpu, cpu
 
