@@ -7,7 +7,7 @@
 # 81 cells, REPEATS, default 1) | third:PRESET:BACKEND[:CAP_S] (the 27-cell third of the grid,
 # benchmarks/gpu/profile_cells.py) | batch:PRESET:BACKEND[:CAP_S] (batch sweep: BATCH_TIN x BATCH_TOUT x
 # BATCHES) | refuse:PRESET:BACKEND:BATCH (the same sweep at a batch that must be refused before any work) |
-# gputests (pytest -m gpu tests/test_gpu.py tests/test_static_recompile.py). EXTRA: more profile options for the third step (falcon presets:
+# gputests (pytest -m gpu tests/test_gpu.py tests/test_static_recompile.py tests/test_static_eviction.py). EXTRA: more profile options for the third step (falcon presets:
 # EXTRA=--beyond-context, their 2048-token context is shorter than the grid's 4096).
 # Issue 13's decode speed-ups (these run the tree's code, never SRC's: the variants exist only there):
 # dlv:PRESET:VARIANTS[:CAP_S] (decode_limit --variants, e.g. dlv:llama-2-7b:base,fused,fused+cdt:420; rows in
@@ -61,7 +61,9 @@ budget() {  # budget CAP_S CMD...: run CMD for at most CAP_S and at most the tim
   timeout --signal=INT -k 20 "$cap" "$@"; local rc=$?; echo "--- $(date -u +%T) rc=$rc"; return $rc
 }
 BW=${BW:-}
-PROFILE_COMMON=(--node-type h200 --idle-s 5 --no-live)
+# PROFILE_ARGS: more options for every profile step (grid, grid-cache, third, batch), e.g. --sampler-process
+# shellcheck disable=SC2206
+PROFILE_COMMON=(--node-type h200 --idle-s 5 --no-live ${PROFILE_ARGS:-})
 # `--time-budget-s N` for a profile step: its cap (or the time left, if less) minus TB_MARGIN_S; nothing for a SRC without it
 tb() { grep -qs -- --time-budget-s "$SRC/llm_energy/cli/profile.py" || return 0; local c=$1 l m=${TB_MARGIN_S:-15}; l=$(left); [ "$l" -lt "$c" ] && c=$l; echo "--time-budget-s $(( c - m > 1 ? c - m : 1 ))"; }
 for step in "$@"; do
@@ -120,7 +122,8 @@ for step in "$@"; do
       budget "${b:-300}" env PYTHONPATH="/tmp/site:$PWD" python3 -m benchmarks.gpu.dynbatch --preset "$a" \
         --jsonl "$OUT/dynbatch.jsonl" ${DYNBATCH_ARGS:-} ;;
     gputests)
-      budget "${a:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_static_recompile.py ;;
+      budget "${a:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_static_recompile.py \
+        tests/test_static_eviction.py ;;
     *) echo "unknown step $step" ;;
   esac
 done
