@@ -13,6 +13,7 @@ def test_dynbatch_bench_rows(tmp_path, capsys):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [(r["backend"], r["batch"]) for r in rows] == [("static", 4), ("static+dynbatch", 2), ("static+dynbatch", 4)]
     assert rows[2]["tokens_as_static"] is True and rows[1]["tokens_as_static"] is None
+    assert rows[2]["sequences_as_static"] == "4/4" and rows[1]["sequences_as_static"] is None
     assert rows[0]["compiles"] != "no compiles" and rows[1]["compiles"] != "no compiles"
     assert rows[2]["compiles"] == "no compiles"  # batch 4 reuses batch 2's compile
     assert all(r["window"] == "no compiles" for r in rows)
