@@ -154,3 +154,22 @@ def test_profile_sampler_process_measures_through_children(tmp_path, monkeypatch
     assert started and set(started) <= {"EstimateSampler", "RaplSampler"}
     t = load_trials([str(out)])
     assert t.height == 3 and (t["energy_j"] > 0).all()
+
+
+def test_profile_sampler_process_whose_child_cannot_build_its_meter_is_one_line(tmp_path, monkeypatch, capsys):
+    """The child's meter fails to build (ProcessSampler.start raises MeterReadError, before any trial): one line
+    naming the meter and why, exit 2, no traceback, no child left running."""
+    import multiprocessing
+
+    import llm_energy.measure.samplers.process as process
+    from llm_energy.cli.main import main
+
+    monkeypatch.setattr(process, "recipe", lambda s: (RaplSampler, {"root": str(tmp_path / "no-powercap")}))
+    assert main(["profile", "--model", "tiny-llama", "--tin", "8", "--tout", "4", "--repeats", "1", "--device", "cpu",
+                 "--node-type", "cpu", "--idle-s", "0.3", "--out", str(tmp_path / "s"), "--no-live",
+                 "--sampler-process"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("llm-energy profile: error: meter failed "
+                                                                            "to start: "), err
+    assert "in a child process" in err and "no RAPL zones" in err
+    assert not multiprocessing.active_children()

@@ -189,16 +189,18 @@ class Profiler:
         samplers = self._samplers_given if self._samplers_given is not None else self._discover()
         primary = self._primary_devices(samplers)
         self._meters = meter_info(samplers)
-        for s in samplers:
-            s.period_s = spec.sample_period_s
-            s.poll_counters = True
-            s.start()
+        started = False  # a start may fail (--sampler-process: a child without its meter): the started ones stop
         try:
+            for s in samplers:
+                s.period_s = spec.sample_period_s
+                s.poll_counters = True
+                s.start()
+            started = True
             yield from self._sweep(todo, samplers, primary, tick, left_in_cell, max_batch, max_seq, done_before,
                                    history)
         except MeterReadError as e:
             raise ProfileError(f"meter failed mid-sweep: {e}; the trials measured before it are committed: "
-                               "rerun the same command to resume") from None
+                               "rerun the same command to resume" if started else f"meter failed to start: {e}") from None
         finally:
             for s in samplers:
                 s.stop()
