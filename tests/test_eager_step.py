@@ -102,3 +102,20 @@ def test_eager_gate_passes_flat_and_fails_growing_step(tmp_path):
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main([str(f)]) == 1
     assert main([str(tmp_path / "absent.jsonl")]) == 1
+
+
+def test_process_pollers_poll_hz_counts_up_to_the_loops_end_not_their_stop():
+    """Children stop one after another (each join waits for an interpreter's exit): the second child's polls
+    while the first ends are not the loop's. At a 20 ms period poll_hz cannot pass 50 (+1 poll over 1 s)."""
+    import time
+
+    from benchmarks.gpu.eager_meters import ThreadPoller
+    from llm_energy.measure.samplers.estimate import EstimateSampler
+    from llm_energy.measure.samplers.process import in_processes
+
+    p = ThreadPoller(in_processes([EstimateSampler("n", period_s=0.02) for _ in range(3)]))
+    p.start()
+    time.sleep(1.0)
+    rows = p.stop()
+    assert [r["where"] for r in rows] == ["process"] * 3
+    assert all(40 < r["poll_hz"] <= 51.2 for r in rows), [r["poll_hz"] for r in rows]

@@ -111,10 +111,12 @@ def _name(s: Any) -> str:
     return type(getattr(s, "inner", s)).__name__
 
 
-def _summary(s: Any, where: str, elapsed: float, reads: dict, idle: dict, polls0: int = 0) -> dict[str, Any]:
-    """``poll_hz``: the polls after ``polls0`` over ``elapsed`` seconds."""
+def _summary(s: Any, where: str, elapsed: float, reads: dict, idle: dict, polls0: int = 0,
+             polls1: int | None = None) -> dict[str, Any]:
+    """``poll_hz``: the polls after ``polls0`` (up to ``polls1``, default all) over ``elapsed`` seconds."""
+    n = s.polls if polls1 is None else polls1
     return {"sampler": _name(s), "where": where, "period_s": s.period_s, "polls": s.polls,
-            "poll_hz": round((s.polls - polls0) / elapsed, 2) if elapsed > 0 else None,
+            "poll_hz": round((n - polls0) / elapsed, 2) if elapsed > 0 else None,
             "poll_cpu_us_per_poll": round(s.poll_cpu_s / s.polls * 1e6, 1) if s.polls else None,
             "poll_errors": s.poll_errors, "read_us": {k: _stats(v) for k, v in reads.items()}, "read_us_idle": idle}
 
@@ -190,14 +192,19 @@ class ThreadPoller:
     def stop(self) -> list[dict[str, Any]]:
         """Stop and release every sampler (also after a failed start); their summaries."""
         elapsed = time.monotonic() - self.t0
+        for s in self.samplers:
+            if hasattr(s, "inner") and s.running:
+                s.failure()  # a round trip: the child's polls now, not at its stop (after the children before it end)
+        polls1 = [s.polls for s in self.samplers]
         try:
             for s in self.samplers:
                 s.close()
         finally:
             if self._switch0 is not None:
                 sys.setswitchinterval(self._switch0)
-        return [_summary(s, "process" if hasattr(s, "inner") else "thread", elapsed, r, i, p0)
-                for s, r, i, p0 in zip(self.samplers, self.reads, self.idle, self.polls0 or [0] * len(self.samplers))]
+        return [_summary(s, "process" if hasattr(s, "inner") else "thread", elapsed, r, i, p0, p1)
+                for s, r, i, p0, p1 in zip(self.samplers, self.reads, self.idle,
+                                           self.polls0 or [0] * len(self.samplers), polls1)]
 
 
 def _child(conn: Any, node: str, indices: Any, period_s: float, nvml_spec: str) -> None:
