@@ -193,3 +193,28 @@ def test_on_cuda_an_evicted_cache_gives_its_memory_back_after_its_cuda_graphs_ra
     toks, window = tokens(b, 1)
     assert all(r() is None for r in refs) and not window, window.describe()
     assert torch.cuda.memory_allocated() < held - kv64 // 2
+
+
+def test_a_prepare_that_compiles_again_after_an_out_of_memory_retry_is_recorded_as_compiled(tmp_path, monkeypatch):
+    """The second trial's key is cached (prepare_compiled predicted false), but its prepare runs out of memory:
+    every cache is given back and the retry compiles the key again. The trial says so (the time budget takes a
+    non-compiling trial's prepare for the largest other prepare: one compile's 30 s there defers later trials)."""
+    from llm_energy.cli.main import main
+    from llm_energy.trials.store import open_store
+
+    calls = []
+    real = StaticBackend._warm_shape
+
+    def oom_second(self, *a, **k):
+        calls.append(self.compiles)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB.")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(StaticBackend, "_warm_shape", oom_second)
+    out = tmp_path / "s"
+    assert main(["profile", "--model", "tiny-llama", "--backend", "static", "--tin", "8", "--tout", "4,8", "--repeats",
+                 "1", "--warmups", "0", "--device", "cpu", "--threads", "1", "--idle-s", "0.1", "--min-window-s", "0.05",
+                 "--no-live", "--out", str(out)]) == 0
+    t = open_store(out).trials().sort("t_start")
+    assert calls[:3] == [1, 1, 2] and t["prepare_compiled"].to_list() == [True, True]

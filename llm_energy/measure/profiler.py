@@ -408,8 +408,9 @@ class Profiler:
                    compiles: bool = False) -> tuple[TrialRecord, pl.DataFrame]:
         spec, c = self.spec, t.cell
         # compile + capture + warm-up: never in the window; its time and energy (prepare_s, prepare_j) apart
+        n0 = getattr(backend, "compiles", 0)
         edges, span = run_prepare(backend, c, lambda: self._read_counters(samplers))
-        spans = [span]
+        spans, compiles = [span], compiles or getattr(backend, "compiles", 0) > n0  # an OOM retry compiles again
         seed = int(hashlib.sha1(f"{spec.seed}/{c.cell_id}/{t.repeat}".encode()).hexdigest()[:8], 16)
         prompt = backend.make_prompt(c.batch, c.tin, seed)
         w = self._window(t, backend, prompt, samplers)
