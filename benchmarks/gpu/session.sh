@@ -7,7 +7,8 @@
 # 81 cells, REPEATS, default 1) | third:PRESET:BACKEND[:CAP_S] (the 27-cell third of the grid,
 # benchmarks/gpu/profile_cells.py) | batch:PRESET:BACKEND[:CAP_S] (batch sweep: BATCH_TIN x BATCH_TOUT x
 # BATCHES) | refuse:PRESET:BACKEND:BATCH (the same sweep at a batch that must be refused before any work) |
-# gputests (pytest -m gpu tests/test_gpu.py tests/test_static_recompile.py tests/test_static_eviction.py). EXTRA: more profile options for the third step (falcon presets:
+# gputests (pytest -m gpu tests/test_gpu.py tests/test_static_recompile.py tests/test_static_eviction.py) | gputest:FILE[:CAP_S] (one file's).
+# EXTRA: more profile options for the third step (falcon presets:
 # EXTRA=--beyond-context, their 2048-token context is shorter than the grid's 4096).
 # Issue 13's decode speed-ups (these run the tree's code, never SRC's: the variants exist only there):
 # dlv:PRESET:VARIANTS[:CAP_S] (decode_limit --variants, e.g. dlv:llama-2-7b:base,fused,fused+cdt:420; rows in
@@ -121,6 +122,8 @@ for step in "$@"; do
     dynbatch)
       budget "${b:-300}" env PYTHONPATH="/tmp/site:$PWD" python3 -m benchmarks.gpu.dynbatch --preset "$a" \
         --jsonl "$OUT/dynbatch.jsonl" ${DYNBATCH_ARGS:-} ;;
+    gputest)  # gputest:FILE[:CAP_S]: one test file's GPU tests (e.g. the one a capped fusiontests step cut)
+      budget "${b:-180}" env PYTHONPATH="/tmp/site:$PWD" python3 -m pytest -q -p no:cacheprovider -m gpu "$a" ;;
     gputests)
       budget "${a:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_static_recompile.py \
         tests/test_static_eviction.py ;;
