@@ -23,6 +23,23 @@ def _fresh_dynamo(monkeypatch):
     torch._dynamo.reset()
 
 
+def decode_tokens(b, ids, tout):
+    """Every token one generation of ``ids`` decodes (the decode step's outputs recorded), [batch, tout - 1]."""
+    toks, orig = [], b._decode
+
+    def record(tok, pos, cache):
+        nxt = orig(tok, pos, cache)
+        toks.append(nxt.clone())
+        return nxt
+
+    b._decode = record
+    try:
+        b.generate(ids, tout)
+    finally:
+        b._decode = orig
+    return torch.cat(toks, 1).tolist()
+
+
 def _sweep(name, loaded, batches, tin=8, tout=10):
     """Per batch, in one bucket (256): (dynamo frames compiled by prepare and generate, the window's compiles,
     the generated tokens)."""
@@ -33,21 +50,9 @@ def _sweep(name, loaded, batches, tin=8, tout=10):
         before = compile_count()
         b.prepare(batch, tin, tout)
         mid = compile_count()
-        toks = []
-        orig = b._decode
-
-        def record(tok, pos, cache):
-            nxt = orig(tok, pos, cache)
-            toks.append(nxt.clone())
-            return nxt
-
-        b._decode = record
-        try:
-            b.generate(b.make_prompt(batch, tin, seed=batch), tout)
-        finally:
-            b._decode = orig
+        toks = decode_tokens(b, b.make_prompt(batch, tin, seed=batch), tout)
         window = compile_count() - mid
-        out[batch] = ((compile_count() - before).frames, window, torch.cat(toks, 1).tolist())
+        out[batch] = ((compile_count() - before).frames, window, toks)
     assert set(b._caches) == {(batch, 256) for batch in batches}
     return out
 

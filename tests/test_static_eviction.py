@@ -16,6 +16,7 @@ from llm_energy.measure.inference.compiles import compile_count
 from llm_energy.measure.inference.loading import load_model
 from llm_energy.measure.inference.sizing import DeviceMemoryError, static_cache_bytes
 from llm_energy.measure.prepare import _will_compile
+from tests.test_dynbatch import decode_tokens
 
 TIN, TOUT = 8, 10  # one 256-token bucket
 
@@ -47,19 +48,8 @@ def tokens(b, batch):
     """Every token of one generation (tin 8, tout 10, seed = batch) after its prepare; the window's compiles."""
     b.prepare(batch, TIN, TOUT)
     before = compile_count()
-    toks, orig = [], b._decode
-
-    def record(tok, pos, cache):
-        nxt = orig(tok, pos, cache)
-        toks.append(nxt.clone())
-        return nxt
-
-    b._decode = record
-    try:
-        b.generate(b.make_prompt(batch, TIN, seed=batch), TOUT)
-    finally:
-        b._decode = orig
-    return torch.cat(toks, 1).tolist(), compile_count() - before
+    toks = decode_tokens(b, b.make_prompt(batch, TIN, seed=batch), TOUT)
+    return toks, compile_count() - before
 
 
 def key_tensors(b, key):
