@@ -79,10 +79,13 @@ def fits_markdown(fits: FitsFile) -> str:
 
 def candidates_markdown(fits: FitsFile) -> str:
     """Every candidate form's held-out median and p90 per (deployment, target), the chosen one marked."""
-    lines = ["| deployment | target | form | held-out median | held-out p90 | sane | chosen |", "|---|---|---|---|---|---|---|"]
+    from llm_energy.report.tables import eligibility
+
+    lines = ["| deployment | target | form | held-out median | held-out p90 | sane | eligible | chosen |",
+             "|---|---|---|---|---|---|---|---|"]
     for d, t, c in candidate_rows(fits):
         lines.append(f"| {d.deployment} | {t} | {c.form} | {_md_pct(c.median)} | {_md_pct(c.p90)} | "
-                     f"{'yes' if c.sane else 'no'} | {'**chosen**' if c.chosen else ''} |")
+                     f"{'yes' if c.sane else 'no'} | {eligibility(c, t)} | {'**chosen**' if c.chosen else ''} |")
     return "\n".join(lines)
 
 
@@ -146,7 +149,8 @@ def _fits_section(fits: FitsFile) -> list[str]:
     for s in fits.skipped:
         md.append(f"- skipped {s['deployment']}: {s['reason']}")
     return md + ["", "### Candidate forms", "", "Sane: non-negative and non-decreasing in tin and tout over 1..4096 "
-                 "tokens (only sane forms can be chosen).", "", candidates_markdown(fits), ""]
+                 "tokens (only sane forms can be chosen); eligible: made for the target (energy: the additive forms; "
+                 "runtime: the floored ones) and, pooled over batch sizes, with a batch term.", "", candidates_markdown(fits), ""]
 
 
 def _energy_section(trusted: pl.DataFrame, suspect: int, stores: list[str], out: Path, palette: Palette,

@@ -100,12 +100,22 @@ def fits_table(fits: FitsFile) -> Table:
 
 def candidates_table(fits: FitsFile) -> Table:
     """Every candidate form of every (deployment, target): held-out median and p90, sane, chosen."""
-    tab = _table("candidate forms (held-out relative error; auto picks the sane form with the lowest median)",
-                 ("deployment", "target", "form", "held-out median", "held-out p90", "sane", "chosen"))
+    tab = _table("candidate forms (held-out relative error; auto picks, among the eligible, the sane form with "
+                 "the lowest median)",
+                 ("deployment", "target", "form", "held-out median", "held-out p90", "sane", "eligible", "chosen"))
     for d, t, c in candidate_rows(fits):
         tab.add_row(d.deployment, t, c.form, _pct(c.median), _pct(c.p90), "yes" if c.sane else "no",
-                    "*" if c.chosen else "")
+                    eligibility(c, t), "*" if c.chosen else "")
     return tab
+
+
+def eligibility(c, target: str) -> str:
+    """Why auto may not choose a candidate: a form not made for the target (energy only the additive
+    ones, runtime only the floored ones) or, pooled over batch sizes, one without a batch term."""
+    if getattr(c, "eligible", True):
+        return "yes"
+    from llm_energy.fit.forms import NOT_FOR
+    return f"no (not for {target})" if c.form in NOT_FOR.get(target, ()) else "no (no batch term)"
 
 
 def _pi(lo, hi, spec: str) -> str:
