@@ -261,14 +261,17 @@ def _print_kept(store, sweep: str, planned: int, out: str, what: str | None) -> 
 
 
 #: trial columns a store records from the prepare-timing profiler on (null in older stores and imports)
-PREPARE_COLUMNS = ("prepare_s", "prepare_compiled", "prepare_j", "prepare_device_j")
+PREPARE_COLUMNS = ("prepare_s", "prepare_compiled", "prepare_j", "prepare_device_j", "prepare_evictions")
 
 
 def prepare_summary(trials: pl.DataFrame) -> list[dict]:
     """Per sweep whose trials recorded a compiling prepare (``prepare_compiled``: a static backend's first
     trial of a bucket x batch in a run), the time ``backend.prepare`` took outside the windows: compiles, their
-    total and largest seconds with the bucket and batch of the largest, and the other trials' prepare seconds.
-    Empty for stores from before ``prepare_s`` was recorded and for backends that never compile."""
+    total and largest seconds with the bucket and batch of the largest, and the other trials' prepare seconds;
+    and a static backend's caches given back to fit others (``prepare_evictions``): ``evictions`` (None where no
+    trial recorded it: other backends, older stores), the trials that recorded it, and the batch and bucket of
+    the first trial that gave one back (None when none did). Empty for stores from before ``prepare_s`` was
+    recorded and for backends that never compile."""
     from llm_energy.measure.inference.sizing import bucket_len
 
     if trials.height == 0 or not set(PREPARE_COLUMNS) <= set(trials.columns):
@@ -284,12 +287,36 @@ def prepare_summary(trials: pl.DataFrame) -> list[dict]:
         out.append({"sweep_id": sid, "model": top["model"], "backend": top["backend"], "compiles": comp.height,
                     "total_s": total, "max_s": top["prepare_s"], "bucket": bucket_len(top["tin"] + top["tout"]),
                     "batch": top["batch"], "other_trials": g.height - comp.height,
-                    "other_s": float(g["prepare_s"].sum()) - total})
+                    "other_s": float(g["prepare_s"].sum()) - total, **_evictions(g)})
     return out
 
 
+def _evictions(g: pl.DataFrame) -> dict:
+    """A sweep's ``prepare_evictions`` summed (None: no trial recorded it), the trials recording it, and the
+    batch and bucket of the first trial (by window start) that gave a cache back."""
+    from llm_energy.measure.inference.sizing import bucket_len
+
+    rec = g.filter(pl.col("prepare_evictions").is_not_null())
+    gave = rec.filter(pl.col("prepare_evictions") > 0).sort("t_start", maintain_order=True)
+    first = gave.row(0, named=True) if gave.height else None
+    return {"evictions": int(rec["prepare_evictions"].sum()) if rec.height else None, "evictions_recorded": rec.height,
+            "first_eviction": None if first is None else (first["batch"], bucket_len(first["tin"] + first["tout"]))}
+
+
+def _evictions_text(r: dict, trials: int) -> str:
+    """``no cache given back to fit another`` or ``3 cache(s) given back to fit another (the first for batch 128,
+    bucket 512)``, saying so where only some of the sweep's ``trials`` recorded it."""
+    n = r["evictions"]
+    text = (f"{n} cache(s) given back to fit another (the first for batch {r['first_eviction'][0]}, bucket "
+            f"{r['first_eviction'][1]})" if n else "no cache given back to fit another")
+    if r["evictions_recorded"] < trials:
+        text += f", in the {r['evictions_recorded']} of {trials} trials that record it"
+    return text
+
+
 def print_prepare(console, trials: pl.DataFrame) -> None:
-    """One line per sweep that compiled: prepare's seconds, outside every measurement window (issue 13)."""
+    """One line per sweep that compiled: prepare's seconds, outside every measurement window (issue 13); and for a
+    static backend's a second, how many caches it gave back to fit others (``StaticBackend._make_room``)."""
     rows = prepare_summary(trials)
     for r in rows:
         which = f" [sweep {r['sweep_id']}: {r['model']} {r['backend']}]" if len(rows) > 1 else ""
@@ -297,6 +324,9 @@ def print_prepare(console, trials: pl.DataFrame) -> None:
                       f"compile(s), {r['total_s']:.1f} s in all, max {r['max_s']:.1f} s (bucket {r['bucket']}, batch "
                       f"{r['batch']}); the other {r['other_trials']} trial(s)' prepare {r['other_s']:.1f} s",
                       markup=False, highlight=False)
+        if r["evictions"] is not None:  # a static backend's: StaticBackend._make_room
+            console.print(f"static cache evictions{which}: {_evictions_text(r, r['compiles'] + r['other_trials'])}",
+                          markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_quality(console, df: pl.DataFrame) -> None:

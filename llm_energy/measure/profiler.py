@@ -6,8 +6,8 @@ them to the driver). Per trial:
 
 1. ``backend.prepare`` (allocation/compilation, outside the window; its seconds stored as the trial's
    ``prepare_s``, its energy, counters read at its edges and integrated as the window's, as ``prepare_j``,
-   and ``prepare_compiled`` when it compiled a new bucket x batch) and a seeded prompt of exactly ``tin``
-   tokens;
+   ``prepare_compiled`` when it compiled a new bucket x batch, and for a static backend the caches it gave
+   back to make room, as ``prepare_evictions``) and a seeded prompt of exactly ``tin`` tokens;
 2. a measurement window: counters read at both edges, back-to-back generations until the window
    lasts at least ``min_window_s`` (a trial shorter than a few meter update periods is repeated
    inside one window, ``n_inner`` times, and its energy divided by the count, never reported as 0 J);
@@ -408,7 +408,7 @@ class Profiler:
                    compiles: bool = False) -> tuple[TrialRecord, pl.DataFrame]:
         spec, c = self.spec, t.cell
         # compile + capture + warm-up: never in the window; its time and energy (prepare_s, prepare_j) apart
-        n0 = getattr(backend, "compiles", 0)
+        n0, evicted0 = getattr(backend, "compiles", 0), getattr(backend, "evictions", None)
         edges, span = run_prepare(backend, c, lambda: self._read_counters(samplers))
         spans, compiles = [span], compiles or getattr(backend, "compiles", 0) > n0  # an OOM retry compiles again
         seed = int(hashlib.sha1(f"{spec.seed}/{c.cell_id}/{t.repeat}".encode()).hexdigest()[:8], 16)
@@ -458,6 +458,7 @@ class Profiler:
             dtype=dtype, versions=versions, session=self.session, quality=quality, quality_note=quality_note,
             prepare_s=sum(b - a for a, b in spans), prepare_compiled=compiles,
             prepare_j=prepare_j, prepare_device_j=prepare_device_j,
+            prepare_evictions=None if evicted0 is None else backend.evictions - evicted0,
         )
         return rec, frame
 

@@ -84,6 +84,10 @@ TRIAL_SCHEMA: dict[str, pl.DataType] = {
     # null in stores from before they were recorded
     "prepare_j": pl.Float64,
     "prepare_device_j": pl.List(pl.Float64),
+    # static backends: the caches (batch x bucket StaticCaches) given back during the trial (its prepare, which
+    # makes room for the trial's cache; an out-of-memory retry gives back all): StaticBackend.evictions' increase;
+    # null for backends that keep no such cache and in stores from before it was recorded
+    "prepare_evictions": pl.Int32,
 }
 
 SAMPLE_SCHEMA: dict[str, pl.DataType] = {
@@ -169,6 +173,7 @@ class TrialRecord:
     prepare_compiled: bool | None = None
     prepare_j: float | None = None  # None: not recorded (an old store), as prepare_s
     prepare_device_j: list[float] | None = None
+    prepare_evictions: int | None = None  # None: a backend without evictions (not static), or an old store
 
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
