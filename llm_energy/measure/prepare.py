@@ -14,7 +14,11 @@ from llm_energy.trials.schema import PowerSample
 
 
 def _will_compile(backend: Any, cell: Any) -> bool:
-    """Whether ``backend.prepare`` for ``cell`` compiles (the static backend: once per bucket x batch)."""
+    """Whether ``backend.prepare`` for ``cell`` compiles (the static backend: once per bucket x batch; under
+    ``dynbatch`` once per bucket for the batches >= 2, ``StaticBackend.will_compile``)."""
+    will = getattr(backend, "will_compile", None)
+    if callable(will):
+        return bool(will(cell.batch, cell.tin, cell.tout))
     caches = getattr(backend, "_caches", None)
     if caches is None:
         return False
