@@ -7,8 +7,6 @@ that counts every new cache as a compile (``static``'s count, one compile per ne
 tests/test_static_eviction.py)."""
 from types import SimpleNamespace
 
-import pytest
-import torch
 
 from llm_energy.measure.inference.backends import StaticBackend, make_backend
 from llm_energy.measure.inference.compiles import compile_count
@@ -16,16 +14,7 @@ from llm_energy.measure.inference.loading import load_model
 from llm_energy.measure.prepare import _will_compile
 from llm_energy.measure.inference.sizing import static_cache_bytes
 
-TIN, TOUT = 8, 10  # one 256-token bucket
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dynamo(monkeypatch):
-    torch.set_num_threads(1)
-    monkeypatch.setattr(StaticBackend, "_setting_in_process", None)
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+from tests.test_static_eviction import TIN, TOUT, _fresh_dynamo  # noqa: F401 (one thread, a fresh dynamo)
 
 
 def test_a_compiled_bucket_serves_later_batches_as_captures_even_after_an_eviction():
