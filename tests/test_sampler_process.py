@@ -173,3 +173,25 @@ def test_profile_sampler_process_whose_child_cannot_build_its_meter_is_one_line(
                                                                             "to start: "), err
     assert "in a child process" in err and "no RAPL zones" in err
     assert not multiprocessing.active_children()
+
+
+def test_read_timing_in_the_child_is_optional_and_comes_back_with_the_stop():
+    """benchmarks/gpu/eager_meters.py's cache+nvml-proc: the child clocks each read it polls (and ``idle_reads``
+    back to back before polling); off, the default (profile --sampler-process), nothing is timed or sent."""
+    timed = ProcessSampler(NvmlSampler("n", period_s=0.02, nvml=RealtimeNvml()), time_reads=True, idle_reads=5)
+    plain = ProcessSampler(EstimateSampler("n", period_s=0.02))
+    timed.poll_counters = True
+    for s in (timed, plain):
+        s.start()
+    try:
+        time.sleep(0.3)
+        timed.drain()
+        assert timed.read_times == {}  # only the stop's answer carries them
+    finally:
+        for s in (timed, plain):
+            s.close()
+    assert set(timed.read_times) == {"read_power", "read_counters"} and timed.polls >= 3
+    assert all(len(v) == timed.polls and all(w > 0 and c >= 0 for w, c in v) for v in timed.read_times.values())
+    assert {k: len(v) for k, v in timed.idle_read_times.items()} == {"read_power": 5, "read_counters": 5}
+    assert timed.child_imported_torch is False
+    assert plain.polls >= 3 and plain.read_times == plain.idle_read_times == {} and plain.child_imported_torch is None

@@ -9,32 +9,37 @@ Loops (each the ``cache`` loop, timed only: the profiler's counts are ``cache``'
 * ``cache+estimate``: EstimateSampler alone (``/proc/stat`` every 20 ms);
 * ``cache+nvml``: NvmlSampler alone (power field and energy counter, 20 ms, on a thread, as the profiler polls);
 * ``cache+nvml-100ms``: the same at 100 ms, the meter's update period;
-* ``cache+nvml-proc``: NVML polled as NvmlSampler polls it, at 20 ms, by a child process (multiprocessing
-  'spawn', torch never imported there: it never touches the parent's CUDA context); the parent only starts
-  and stops it. Slower here than ``cache+none`` and NVML contends with the launches in the driver; as fast,
-  the cost is the thread in this process (the GIL);
+* ``cache+nvml-proc``: NvmlSampler polled, at 20 ms, by a child process: the production
+  ``ProcessSampler`` (``llm-energy profile --sampler-process``, llm_energy/measure/samplers/process.py;
+  multiprocessing 'spawn', torch never imported there: it never touches the parent's CUDA context) with its
+  optional read timing on, so the child clocks its own reads; the parent reads nothing while the loop runs
+  (it holds an NVML handle, as the profiler's parent does for the window edges). Slower here than
+  ``cache+none`` and NVML contends with the launches in the driver; as fast, the cost is the thread in this
+  process (the GIL);
 * ``cache+switch1ms``: the profiler's samplers (as ``cache+samplers``) under ``sys.setswitchinterval(0.001)``;
 * ``cache+samplers-proc``: the profiler's samplers each polling in a child (``llm-energy profile
-  --sampler-process``, llm_energy/measure/samplers/process.py): the fix, if ``cache+nvml-proc`` is fast.
+  --sampler-process``, llm_energy/measure/samplers/process.py), exactly as the profiler runs them (no read
+  timing: their ``read_us`` count no reads, and NVML's ``read_us_idle`` is this process's): the fix, if
+  ``cache+nvml-proc`` is fast.
 
 Each poller's reads are clocked (wall and CPU us, median and p90) while the loop runs, and ``read_us_idle``
-before it starts with nothing else running (in the process that polls). ``--nvml MODULE[:FACTORY]`` picks
-the NVML module (tests: ``tests.fakes.fake_pynvml:RealtimeNvml``; the child builds its own from the name).
+before it starts with nothing else running (in the process that polls; ``cache+samplers-proc``: see above).
+``--nvml MODULE[:FACTORY]`` picks the NVML module (tests: ``tests.fakes.fake_pynvml:RealtimeNvml``; a child
+imports pynvml itself, or gets a copy of the fake: ``samplers.process.recipe``).
 """
 
 from __future__ import annotations
 
 import importlib
-import multiprocessing
-import signal
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from llm_energy.measure.samplers.base import clock_reads, time_reads
+
 IDLE_READS = 40  # reads of each kind, back to back, for read_us_idle
-READY_S = 120.0  # the child's start (imports, nvmlInit) may take this long
 
 
 @dataclass(frozen=True)
@@ -72,38 +77,14 @@ def _stats(xs: list[tuple[float, float]]) -> dict[str, Any]:
             "cpu_median_us": round(statistics.median(x[1] * 1e6 for x in xs), 1)}
 
 
-def _reads(s: Any) -> tuple[str, ...]:
-    return ("read_power", "read_counters") if s.has_counter else ("read_power",)
-
-
-def clock_reads(s: Any) -> dict[str, list[tuple[float, float]]]:
-    """Wrap the sampler's reads (an instance attribute its poll loop finds first) so each call's wall and
-    CPU seconds land in the returned lists."""
-    out: dict[str, list[tuple[float, float]]] = {}
-    for name in _reads(s):
-        fn, into = getattr(s, name), out.setdefault(name, [])
-
-        def clocked(fn=fn, into=into):
-            t, c = time.perf_counter(), time.thread_time()
-            try:
-                return fn()
-            finally:
-                into.append((time.perf_counter() - t, time.thread_time() - c))
-        setattr(s, name, clocked)
-    return out
-
-
 def idle_latency(s: Any, n: int = IDLE_READS) -> dict[str, Any]:
     """Each read's latency, ``n`` calls back to back, from the calling thread."""
-    out = {}
-    for name in _reads(s):
-        xs = []
-        for _ in range(n):
-            t, c = time.perf_counter(), time.thread_time()
-            getattr(s, name)()
-            xs.append((time.perf_counter() - t, time.thread_time() - c))
-        out[name] = _stats(xs)
-    return out
+    return {k: _stats(v) for k, v in time_reads(s, n).items()}
+
+
+def _timed(s: Any) -> bool:
+    """Whether ``s`` is a ProcessSampler whose child clocks its reads (``cache+nvml-proc``)."""
+    return bool(getattr(s, "time_reads", False))
 
 
 def _name(s: Any) -> str:
@@ -163,7 +144,8 @@ def build_samplers(m: Meter, node: str, indices: Any, nvml_spec: str) -> list[An
 
 
 class ThreadPoller:
-    """Samplers polling on their threads in this process (as the profiler runs them), reads clocked."""
+    """Samplers polling on their threads in this process (as the profiler runs them), reads clocked; or each in
+    a child (a ProcessSampler), its reads clocked there where it times them (``time_reads``)."""
 
     def __init__(self, samplers: list[Any], switch_s: float | None = None) -> None:
         self.samplers, self.switch_s, self._switch0 = samplers, switch_s, None
@@ -176,8 +158,9 @@ class ThreadPoller:
     def start(self) -> None:
         for s in self.samplers:
             s.poll_counters = True
-            self.idle.append(idle_latency(s) if _name(s) == "NvmlSampler" else {})
-            self.reads.append(clock_reads(s))
+            timed = _timed(s)  # the child times its reads, idle ones included, and sends them at its stop
+            self.idle.append(idle_latency(s) if _name(s) == "NvmlSampler" and not timed else {})
+            self.reads.append({} if timed else clock_reads(s))
         if self.switch_s is not None:
             self._switch0 = sys.getswitchinterval()
             sys.setswitchinterval(self.switch_s)
@@ -202,80 +185,26 @@ class ThreadPoller:
         finally:
             if self._switch0 is not None:
                 sys.setswitchinterval(self._switch0)
-        return [_summary(s, "process" if hasattr(s, "inner") else "thread", elapsed, r, i, p0, p1)
-                for s, r, i, p0, p1 in zip(self.samplers, self.reads, self.idle,
-                                           self.polls0 or [0] * len(self.samplers), polls1)]
+        out = []
+        polls0 = self.polls0 or [0] * len(self.samplers)
+        for s, r, i, p0, p1 in zip(self.samplers, self.reads, self.idle, polls0, polls1):
+            if _timed(s):  # what the child clocked, its idle reads included
+                r, i = s.read_times, {k: _stats(v) for k, v in s.idle_read_times.items()}
+            row = _summary(s, "process" if hasattr(s, "inner") else "thread", elapsed, r, i, p0, p1)
+            if _timed(s):
+                row["child_imported_torch"] = s.child_imported_torch
+            out.append(row)
+        return out
 
 
-def _child(conn: Any, node: str, indices: Any, period_s: float, nvml_spec: str) -> None:
-    """The child of ProcessPoller: build NvmlSampler, clock idle reads, say ready, poll until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C (or timeout's SIGINT to the group) is the parent's to handle
-    try:
-        s = _nvml_sampler(node, indices, period_s, nvml_spec)
-    except MeterUnavailable as e:
-        conn.send(("error", str(e)))
-        return
-    try:
-        s.poll_counters = True
-        idle = idle_latency(s)
-        reads = clock_reads(s)
-        t0 = time.monotonic()
-        s.start()
-        conn.send(("ready", None))
-        conn.recv()
-        s.stop()
-        out = _summary(s, "process", time.monotonic() - t0, reads, idle)
-        out["child_imported_torch"] = "torch" in sys.modules
-        conn.send(("stats", out))
-    finally:
-        s.close()
-
-
-class ProcessPoller:
-    """NVML polled by a spawned child (NvmlSampler's own poll loop there); this process starts and stops it."""
-
-    def __init__(self, node: str, indices: Any, period_s: float, nvml_spec: str) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_child, args=(child, node, indices, period_s, nvml_spec),
-                                name="eager-step-nvml", daemon=True)
-        self.names = ["NvmlSampler"]
-
-    def start(self) -> None:
-        self.proc.start()
-        if not self.conn.poll(READY_S):
-            self._end()
-            raise RuntimeError(f"the NVML child did not start in {READY_S:.0f} s")
-        what, msg = self.conn.recv()
-        if what == "error":
-            self._end()
-            raise MeterUnavailable(msg)
-
-    def stop(self) -> list[dict[str, Any]]:
-        try:
-            if not self.proc.is_alive():
-                return []
-            self.conn.send("stop")
-            if self.conn.poll(30):
-                return [self.conn.recv()[1]]
-            return []
-        finally:
-            self._end()
-
-    def _end(self) -> None:
-        self.proc.join(10)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(5)
-        self.conn.close()
-
-
-def poller(m: Meter, node: str, indices: Any, nvml_spec: str) -> ThreadPoller | ProcessPoller:
+def poller(m: Meter, node: str, indices: Any, nvml_spec: str) -> ThreadPoller:
     """The poller a meter loop runs alongside; raises MeterUnavailable where its meter is missing."""
-    if m.process and m.kind == "nvml":
-        return ProcessPoller(node, indices, m.period_s, nvml_spec)
     samplers = build_samplers(m, node, indices, nvml_spec)
-    if m.process:  # each in a child of its own, as `llm-energy profile --sampler-process` polls them
+    if m.process and m.kind == "nvml":  # the production ProcessSampler, its child clocking its reads
+        from llm_energy.measure.samplers.process import ProcessSampler
+
+        samplers = [ProcessSampler(s, time_reads=True, idle_reads=IDLE_READS) for s in samplers]
+    elif m.process:  # each in a child of its own, as `llm-energy profile --sampler-process` polls them
         from llm_energy.measure.samplers.process import in_processes
 
         samplers = in_processes(samplers)

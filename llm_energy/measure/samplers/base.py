@@ -176,3 +176,43 @@ class PowerSampler(ABC):
 def now() -> tuple[float, float]:
     """(wall, monotonic) clock pair for a sample's timestamps."""
     return time.time(), time.monotonic()
+
+
+# ---- read timing (optional: benchmarks/gpu/eager_meters.py; ProcessSampler(time_reads=True) in its child) ----
+#: one read's cost: (wall seconds, CPU seconds of the calling thread)
+ReadTime = tuple[float, float]
+
+
+def read_kinds(s: PowerSampler) -> tuple[str, ...]:
+    """The reads a sampler's poll loop makes (``read_counters`` too where it has a counter)."""
+    return ("read_power", "read_counters") if s.has_counter else ("read_power",)
+
+
+def clock_reads(s: PowerSampler) -> dict[str, list[ReadTime]]:
+    """Wrap the sampler's reads (instance attributes, which its poll loop finds first) so that each call's
+    wall and CPU seconds land in the returned lists, one per read kind: two clock reads a call, no lock."""
+    out: dict[str, list[ReadTime]] = {}
+    for name in read_kinds(s):
+        fn, into = getattr(s, name), out.setdefault(name, [])
+
+        def clocked(fn=fn, into=into):
+            t, c = time.perf_counter(), time.thread_time()
+            try:
+                return fn()
+            finally:
+                into.append((time.perf_counter() - t, time.thread_time() - c))
+        setattr(s, name, clocked)
+    return out
+
+
+def time_reads(s: PowerSampler, n: int) -> dict[str, list[ReadTime]]:
+    """Each read's cost, ``n`` calls of each kind back to back from the calling thread (a latency with nothing
+    else running, before polling starts)."""
+    out: dict[str, list[ReadTime]] = {}
+    for name in read_kinds(s):
+        xs = out.setdefault(name, [])
+        for _ in range(n):
+            t, c = time.perf_counter(), time.thread_time()
+            getattr(s, name)()
+            xs.append((time.perf_counter() - t, time.thread_time() - c))
+    return out

@@ -13,6 +13,11 @@ torch nor touches this process's CUDA context, and this process runs no polling 
 * Samples stay in the child until ``drain()`` asks for them (one round trip through a Pipe, at window edges
   only); ``failure()`` and the poll figures (``polls``, ``poll_cpu_s``, ``poll_errors``) come with each
   round trip. A child that died or stopped answering is a failed meter (``failure()`` says so).
+* Optional, for benchmarks (``benchmarks/gpu/eager_meters.py``): ``time_reads=True`` clocks each of the child's
+  reads while it polls (wall and CPU seconds: two clock reads a call) and ``idle_reads=N`` times N reads of each
+  kind back to back in the child before it polls; they come back with the stop (``read_times``,
+  ``idle_read_times``, and ``child_imported_torch``: whether the child's interpreter holds torch). Off (the
+  default, what ``profile --sampler-process`` runs), the child does neither.
 * Timestamps are ``time.monotonic`` in both processes: one clock on Linux (CLOCK_MONOTONIC is system-wide).
   RAPL counters are unwrapped in each process on its own; both see a wrap as long as each reads at least once
   per wrap period (minutes at full power).
@@ -22,10 +27,12 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sys
 import types
 from typing import Any
 
-from llm_energy.measure.samplers.base import MeteredDevice, MeterReadError, PowerSampler
+from llm_energy.measure.samplers.base import (MeteredDevice, MeterReadError, PowerSampler, ReadTime, clock_reads,
+                                              time_reads)
 from llm_energy.trials.schema import PowerSample
 
 START_S = 60.0  # the child's imports and its meter's init (nvmlInit) may take this long on a busy node
@@ -79,17 +86,24 @@ def _stats(s: PowerSampler) -> dict[str, Any]:
             "failed_in_a_row": s.failed_in_a_row, "failing_since": s.failing_since, "last_error": err}
 
 
-def _child(conn: Any, cls: type, node: str, kw: dict[str, Any], period_s: float, poll_counters: bool) -> None:
+def _child(conn: Any, cls: type, node: str, kw: dict[str, Any], period_s: float, poll_counters: bool,
+           timing: tuple[bool, int] = (False, 0)) -> None:
     """The child: build the sampler, poll on its thread, answer "drain" / "stats" / "stop" until stopped or
-    the parent is gone."""
+    the parent is gone. ``timing``: (clock the polls' reads, reads of each kind timed before polling); what they
+    measured comes with the answer to "stop"."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C (or timeout's SIGINT to the group) is the parent's to handle
+    s = None
     try:
         s = cls(node, period_s=period_s, **kw)
+        s.poll_counters = poll_counters
+        idle = time_reads(s, timing[1]) if timing[1] else {}
     except Exception as e:  # noqa: BLE001 - no meter here: the parent's start() raises it
         conn.send(("error", (type(e).__name__, str(e)), None))
+        if s is not None:
+            s.close()
         return
     try:
-        s.poll_counters = poll_counters
+        reads = clock_reads(s) if timing[0] else {}
         s.start()
         conn.send(("ready", _stats(s), None))
         while True:
@@ -99,7 +113,10 @@ def _child(conn: Any, cls: type, node: str, kw: dict[str, Any], period_s: float,
                 return
             if cmd == "stop":
                 s.stop()
-            conn.send(("ok", _stats(s), s.drain() if cmd in ("drain", "stop") else None))
+            st = _stats(s)
+            if cmd == "stop" and (timing[0] or timing[1]):
+                st["timing"] = {"reads": reads, "idle": idle, "imported_torch": "torch" in sys.modules}
+            conn.send(("ok", st, s.drain() if cmd in ("drain", "stop") else None))
             if cmd == "stop":
                 return
     finally:
@@ -107,9 +124,11 @@ def _child(conn: Any, cls: type, node: str, kw: dict[str, Any], period_s: float,
 
 
 class ProcessSampler(PowerSampler):
-    """``inner``'s meter polled by a spawned child; the same start / stop / drain / failure interface."""
+    """``inner``'s meter polled by a spawned child; the same start / stop / drain / failure interface.
+    ``time_reads`` / ``idle_reads``: the child's read timing (module docstring), in ``read_times`` and
+    ``idle_read_times`` after ``stop()``."""
 
-    def __init__(self, inner: PowerSampler) -> None:
+    def __init__(self, inner: PowerSampler, *, time_reads: bool = False, idle_reads: int = 0) -> None:
         rec = recipe(inner)
         if rec is None:
             raise ValueError(f"{type(inner).__name__} cannot poll in a child process")
@@ -122,6 +141,12 @@ class ProcessSampler(PowerSampler):
         self._conn: Any = None
         self._dead: BaseException | None = None  # why the child stopped answering
         self._left: list[PowerSample] = []  # what the child had polled when it was stopped
+        self.time_reads, self.idle_reads = time_reads, idle_reads
+        #: per read kind, each of the child's reads while it polled (wall s, CPU s); with time_reads, after stop()
+        self.read_times: dict[str, list[ReadTime]] = {}
+        #: per read kind, the idle_reads reads the child timed back to back before polling; after stop()
+        self.idle_read_times: dict[str, list[ReadTime]] = {}
+        self.child_imported_torch: bool | None = None  # with either timing, after stop()
 
     # ---- this process's meter: devices and the reads at window edges ----
     def devices(self) -> list[MeteredDevice]:
@@ -145,8 +170,8 @@ class ProcessSampler(PowerSampler):
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_child, args=(child, self._cls, self.node, self._kw, self.period_s,
-                                                      self.poll_counters), name=f"{type(self.inner).__name__}-poll",
-                                 daemon=True)
+                                                      self.poll_counters, (self.time_reads, self.idle_reads)),
+                                 name=f"{type(self.inner).__name__}-poll", daemon=True)
         self._dead = None
         self._proc.start()
         child.close()
@@ -181,6 +206,10 @@ class ProcessSampler(PowerSampler):
         if st["last_error"] is not None:
             device, meter, kind, msg = st["last_error"]
             self.last_error = MeterReadError(device, meter, _error(kind, msg))
+        if "timing" in st:
+            t = st["timing"]
+            self.read_times, self.idle_read_times = t["reads"], t["idle"]
+            self.child_imported_torch = t["imported_torch"]
 
     def _ask(self, cmd: str) -> bool:
         if self._proc is None or self._dead is not None:
