@@ -71,7 +71,7 @@ def _single(problem: PlanProblem, name: str, dep: np.ndarray) -> BaselineResult:
     K = p.n_deployments
     budget_e = e if p.budget_energy_j is None else float(n @ p.budget_energy_j[rows, dep])
     violations = p.violated(int(n[~p.allowed[rows, dep]].sum()), np.bincount(dep, weights=n, minlength=K),
-                            np.bincount(dep, weights=n * r, minlength=K), budget_e, acc)
+                            np.bincount(dep, weights=n * p.node_s[rows, dep], minlength=K), budget_e, acc)
     return BaselineResult(name=name, energy_j=e, runtime_s=float(n @ r), accuracy=acc, violations=tuple(violations),
                           x=x)
 

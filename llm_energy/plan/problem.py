@@ -34,7 +34,10 @@ class PlanProblem:
     """The planning problem on query classes (SI units; C classes x K deployments).
 
     ``count`` (C,) queries per class; ``tokens`` (C,) tin + tout; ``energy_j``/``runtime_s`` (C, K)
-    predicted J and s per query; ``accuracy`` (K,) A_K; ``allowed`` (C, K) the pairs a query may go to
+    predicted J and s per query (``runtime_s``: the query's latency, its batch's runtime); ``batch`` (K,)
+    the batch size each deployment serves at (None: 1 everywhere), so a query uses ``node_s`` =
+    runtime_s / batch of its deployment's node-seconds (what the capacity rows count; the latency is
+    what the SLO masks); ``accuracy`` (K,) A_K; ``allowed`` (C, K) the pairs a query may go to
     (the SLO mask and, where ``context_tokens`` (K,) is known, tin + tout within the deployment's context);
     ``capacity_s`` (K,) node-seconds (inf: unlimited); ``energy_budget_j``: J or None;
     ``accuracy_floor``: minimum token-weighted mean A_K or None; ``min_share``: eps;
@@ -58,6 +61,15 @@ class PlanProblem:
     share_bounds: tuple[np.ndarray, np.ndarray] | None = None  # explicit (lo, hi) per deployment, else from eps
     budget_energy_j: np.ndarray | None = None  # (C, K) J per query the budget row counts (None: energy_j)
     context_tokens: tuple[int | None, ...] | None = None  # per deployment its context length (None: unknown)
+    batch: tuple[int, ...] | None = None  # per deployment the batch size it serves at (None: 1 everywhere)
+
+    @cached_property
+    def node_s(self) -> np.ndarray:
+        """(C, K) node-seconds one query uses: its runtime / its deployment's batch (a node serving batches of
+        b finishes b queries per batch runtime). What capacity counts; ``runtime_s`` where every batch is 1."""
+        if self.batch is None or all(b == 1 for b in self.batch):
+            return self.runtime_s
+        return self.runtime_s / np.asarray(self.batch, dtype=np.float64)[None, :]
 
     @property
     def fits_context(self) -> np.ndarray:
@@ -113,8 +125,8 @@ class PlanProblem:
 
     @cached_property
     def runtime_scale(self) -> float:
-        """R_bar: mean predicted runtime per query (s), the unit of the capacity rows' slack."""
-        return self.scales[2] if self.scales else self._mean_over_pairs(self.runtime_s)
+        """R_bar: mean node-seconds per query (s; the runtime at batch 1), the unit of the capacity rows' slack."""
+        return self.scales[2] if self.scales else self._mean_over_pairs(self.node_s)
 
     @property
     def budget_energy(self) -> np.ndarray:
@@ -179,14 +191,14 @@ class PlanProblem:
             np.einsum("ck,ck->", xf, self.budget_energy_j))
         n_beyond = int(x[beyond].sum()) if beyond.any() else 0
         return self.violated((int(x[over].sum()) if over.any() else 0) - n_beyond, x.sum(axis=0),
-                             np.einsum("ck,ck->k", xf, self.runtime_s), budget_e, m["accuracy"], tol,
+                             np.einsum("ck,ck->k", xf, self.node_s), budget_e, m["accuracy"], tol,
                              beyond_context=n_beyond)
 
     def violated(self, slo_over: int, per: np.ndarray, used: np.ndarray, budget_e: float, accuracy: float,
                  tol: float = 1e-6, beyond_context: int = 0) -> list[str]:
         """:meth:`violations` from an assignment's totals: queries over an SLO, queries and runtime per
         deployment (K,), the energy the budget row counts, the token-weighted accuracy, queries sent
-        to a deployment whose context they exceed."""
+        to a deployment whose context they exceed. ``used``: node-seconds (:attr:`PlanProblem.node_s`)."""
         out = [f"context ({beyond_context} queries beyond it)"] if beyond_context > 0 else []
         out += [f"SLO ({slo_over} queries over it)"] if slo_over > 0 else []
         lo, hi = self.share_lo, self.share_hi
@@ -218,9 +230,12 @@ def check_min_share(eps: float, source: str = "--min-share") -> None:
 def make_problem(names: Sequence[str], count, tokens, energy_j, runtime_s, accuracy, *, min_share: float = 0.01,
                  slo_s: Sequence[float | None] | None = None, capacity_s: Sequence[float | None] | None = None,
                  energy_budget_j: float | None = None, accuracy_floor: float | None = None,
-                 context_tokens: Sequence[int | None] | None = None) -> PlanProblem:
+                 context_tokens: Sequence[int | None] | None = None, batch: Sequence[int] | None = None
+                 ) -> PlanProblem:
     """A :class:`PlanProblem` from plain arrays (the model builder needs nothing else); ``context_tokens``
-    (K,): each deployment's context length, a class with more tokens may not go there (None: unknown)."""
+    (K,): each deployment's context length, a class with more tokens may not go there (None: unknown);
+    ``batch`` (K,): the batch size each deployment serves at (None: 1), ``runtime_s`` being the batch's
+    runtime (the SLO masks it; capacity counts runtime / batch)."""
     count = np.asarray(count, dtype=np.int64)
     e = np.asarray(energy_j, dtype=np.float64)
     r = np.asarray(runtime_s, dtype=np.float64)
@@ -240,7 +255,8 @@ def make_problem(names: Sequence[str], count, tokens, energy_j, runtime_s, accur
     return PlanProblem(names=tuple(names), count=count, tokens=tokens, energy_j=e,
                        runtime_s=r, accuracy=np.asarray(accuracy, dtype=np.float64), allowed=allowed,
                        capacity_s=cap, min_share=float(min_share), energy_budget_j=energy_budget_j,
-                       accuracy_floor=accuracy_floor, slo_s=slo, context_tokens=ctx)
+                       accuracy_floor=accuracy_floor, slo_s=slo, context_tokens=ctx,
+                       batch=None if batch is None else tuple(int(b) for b in batch))
 
 
 def context_mask(tokens: np.ndarray, context_tokens: Sequence[int | None] | None, k: int) -> np.ndarray:
@@ -290,13 +306,13 @@ def check_problem(p: PlanProblem, source_share: str = "--min-share") -> None:
             raise InfeasiblePlan(f"deployment {name!r}: slo_s={p.slo_s[j] if p.slo_s else None} admits {can} "
                                  f"queries but {source_share}={p.min_share} needs at least {lo[j]}")
         if math.isfinite(p.capacity_s[j]) and lo[j] > 0:
-            need = _cheapest_runtime(p.runtime_s[p.allowed[:, j], j], p.count[p.allowed[:, j]], int(lo[j]))
+            need = _cheapest_runtime(p.node_s[p.allowed[:, j], j], p.count[p.allowed[:, j]], int(lo[j]))
             if need > p.capacity_s[j] * (1 + 1e-9):
                 raise InfeasiblePlan(f"deployment {name!r}: capacity {p.capacity_s[j]:.6g} s (nodes x hours x 3600) "
                                      f"cannot serve its minimum share of {lo[j]} queries ({source_share}="
                                      f"{p.min_share}), which needs at least {need:.6g} s")
     if np.all(np.isfinite(p.capacity_s)):
-        rmin = np.where(p.allowed, p.runtime_s, np.inf).min(axis=1)
+        rmin = np.where(p.allowed, p.node_s, np.inf).min(axis=1)
         need = float((rmin * p.count).sum())
         total = float(p.capacity_s.sum())
         if need > total * (1 + 1e-9):
@@ -381,9 +397,9 @@ class Row(NamedTuple):
 
 def row_coefficients(p: PlanProblem) -> dict[str, np.ndarray]:
     """Coefficient matrices (C, K) of the capacity, budget and floor rows, scaled to 'one mean query'
-    units (runtime / R_bar, energy / E_bar, A_K tokens / A_bar) so slacks and duals are comparable.
+    units (node-seconds / R_bar, energy / E_bar, A_K tokens / A_bar) so slacks and duals are comparable.
     (Share rows have coefficient 1 on their deployment's columns.)"""
-    return {"capacity": p.runtime_s / p.runtime_scale, "budget": p.budget_energy / p.energy_scale,
+    return {"capacity": p.node_s / p.runtime_scale, "budget": p.budget_energy / p.energy_scale,
             "floor": p.accuracy_norm()}
 
 

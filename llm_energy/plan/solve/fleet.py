@@ -287,7 +287,7 @@ def _stage2_gap(mip_gap: float, obj1: float, bound1: float | None, queries1: flo
 def _fewest(y: np.ndarray, x: np.ndarray, p: PlanProblem, fleet: Fleet, changes: Changes | None) -> np.ndarray:
     """The fewest replicas that carry the plan's loads (stage 1 is indifferent to idle replicas at zeta = 0),
     within the change limit; with a change price, only where that does not add changes."""
-    load = (x * p.runtime_s).sum(axis=0)
+    load = (x * p.node_s).sum(axis=0)
     need = np.ceil(load / fleet.replica_capacity_s * (1 - 1e-12)).astype(np.int64)
     lower = np.maximum(need, 0)
     if changes is not None:

@@ -322,7 +322,7 @@ class ColumnGeneration:
         per = x.sum(axis=0)
         lo = np.maximum(p.share_lo - per, 0)
         hi = p.share_hi - per
-        cap = p.capacity_s - (x * p.runtime_s).sum(axis=0)
+        cap = p.capacity_s - (x * p.node_s).sum(axis=0)
         if (hi < 0).any() or lo.sum() > p.count[frac].sum():
             return None
         sub = replace(p, count=p.count[frac], **p.rows_of(frac), capacity_s=np.maximum(cap, 0.0),

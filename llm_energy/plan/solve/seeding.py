@@ -251,12 +251,12 @@ def round_lp(p: PlanProblem, x_lp: np.ndarray, cost: np.ndarray) -> np.ndarray |
     """
     x = np.floor(x_lp + 1e-9)
     rest = (p.count - x.sum(axis=1)).astype(np.int64)
-    left = p.capacity_s - (x * p.runtime_s).sum(axis=0)
+    left = p.capacity_s - (x * p.node_s).sum(axis=0)
     c_ok = np.where(p.allowed, cost, np.inf)
     per = x.sum(axis=0)
     for c in np.flatnonzero(rest > 0):
         while rest[c] > 0:
-            fits = p.allowed[c] & (p.runtime_s[c] <= left + 1e-9) & (per < p.share_hi)
+            fits = p.allowed[c] & (p.node_s[c] <= left + 1e-9) & (per < p.share_hi)
             if fits.any():
                 short = fits & (per < p.share_lo)  # deployments still under their share first
                 k = int(np.argmin(np.where(short if short.any() else fits, cost[c], np.inf)))
@@ -266,7 +266,7 @@ def round_lp(p: PlanProblem, x_lp: np.ndarray, cost: np.ndarray) -> np.ndarray |
                     return None
             x[c, k] += 1
             per[k] += 1
-            left[k] -= p.runtime_s[c, k]
+            left[k] -= p.node_s[c, k]
             rest[c] -= 1
     if p.violations(x):
         return None
@@ -278,11 +278,11 @@ def _make_room(p: PlanProblem, x: np.ndarray, left: np.ndarray, c: int, c_ok: np
     cheapest such exchange (x and left updated); k, or None if there is none."""
     best = None
     for k in np.flatnonzero(p.allowed[c]):
-        need = p.runtime_s[c, k] - left[k]
-        c2 = np.flatnonzero((x[:, k] > 0) & (p.runtime_s[:, k] >= need - 1e-9))
+        need = p.node_s[c, k] - left[k]
+        c2 = np.flatnonzero((x[:, k] > 0) & (p.node_s[:, k] >= need - 1e-9))
         if not c2.size:
             continue
-        room = p.allowed[c2] & (p.runtime_s[c2] <= left[None, :] + 1e-9)
+        room = p.allowed[c2] & (p.node_s[c2] <= left[None, :] + 1e-9)
         room[:, k] = False
         delta = np.where(room, c_ok[c2] - c_ok[c2, k][:, None], np.inf)
         i, j = np.unravel_index(np.argmin(delta), delta.shape)
@@ -293,8 +293,8 @@ def _make_room(p: PlanProblem, x: np.ndarray, left: np.ndarray, c: int, c_ok: np
     _, c2, k, j = best
     x[c2, k] -= 1
     x[c2, j] += 1
-    left[k] += p.runtime_s[c2, k]
-    left[j] -= p.runtime_s[c2, j]
+    left[k] += p.node_s[c2, k]
+    left[j] -= p.node_s[c2, j]
     return k
 
 
@@ -314,7 +314,7 @@ def fill_capacity(p: PlanProblem, x: np.ndarray, cost: np.ndarray, max_moves: in
     if p.energy_budget_j is not None or p.accuracy_floor is not None or not np.isfinite(p.capacity_s).any():
         return x
     x = np.array(x, dtype=np.float64)
-    r, lo, hi = p.runtime_s, p.share_lo, p.share_hi
+    r, lo, hi = p.node_s, p.share_lo, p.share_hi
     c_ok = np.where(p.allowed, cost, np.inf)
     left = p.capacity_s - np.einsum("ck,ck->k", x, r)
     per = x.sum(axis=0)
@@ -360,7 +360,7 @@ def _best_swap(p: PlanProblem, x: np.ndarray, c_ok: np.ndarray, left: np.ndarray
     deployment d with room, and the capacity it frees (with b's idle capacity) takes whole queries of a
     class c2 moved in from a. ``((c1, b, d), (c2, a, n2))`` when it gains more than ``tol``, else None;
     the ``tries`` cheapest departures from each b are tried."""
-    r, lo, hi = p.runtime_s, p.share_lo, p.share_hi
+    r, lo, hi = p.node_s, p.share_lo, p.share_hi
     best, found = tol, None
     for b in np.flatnonzero(np.isfinite(p.capacity_s) & (per > 0.5) & (per - 1 >= lo)):
         room = p.allowed & (r <= left[None, :] + 1e-9) & (per < hi)[None, :]

@@ -58,7 +58,7 @@ def merge_ties(p: PlanProblem, labels: np.ndarray) -> TieMerge:
     merged = replace(p, names=tuple("+".join(p.names[k] for k in g) for g in groups),
                      energy_j=p.energy_j[:, first], runtime_s=p.runtime_s[:, first], accuracy=p.accuracy[first],
                      allowed=p.allowed[:, first], capacity_s=p.capacity_s[first], slo_s=None,
-                     context_tokens=_columns(p.context_tokens, first),
+                     context_tokens=_columns(p.context_tokens, first), batch=_columns(p.batch, first),
                      share_bounds=(np.array([lo[g].sum() for g in groups]), np.array([hi[g].sum() for g in groups])),
                      scales=p.resolved_scales)
     return TieMerge(original=p, groups=groups, problem=merged)
@@ -74,7 +74,8 @@ def _group_problem(p: PlanProblem, g: np.ndarray, rows: np.ndarray, count: np.nd
     return replace(p, names=tuple(p.names[k] for k in g), count=count, tokens=p.tokens[rows],
                    energy_j=p.energy_j[np.ix_(rows, g)], runtime_s=p.runtime_s[np.ix_(rows, g)],
                    accuracy=p.accuracy[g], allowed=p.allowed[np.ix_(rows, g)], capacity_s=p.capacity_s[g],
-                   slo_s=None, context_tokens=_columns(p.context_tokens, g), share_bounds=(p.share_lo[g], p.share_hi[g]), scales=p.resolved_scales)
+                   slo_s=None, context_tokens=_columns(p.context_tokens, g), batch=_columns(p.batch, g),
+                   share_bounds=(p.share_lo[g], p.share_hi[g]), scales=p.resolved_scales)
 
 
 def split_group(sub: PlanProblem, zeta: float, solve: Solve) -> tuple[np.ndarray, int, float]:
