@@ -23,7 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(or HiGHS). Writes assignment.parquet and summary.json to --out.")
     p.add_argument("--fits", required=True,
                    help="FITS.json (llm-energy fit), or the paper's coefficients.json (Wilkins et al. 2024)")
-    p.add_argument("--deployments", required=True, help="deployments YAML (name, fit, accuracy, nodes, hours, slo_s)")
+    p.add_argument("--deployments", required=True, help="deployments YAML (name, fit, accuracy, nodes, hours, slo_s, "
+                   "batch: queries served in one batch, planned at the fit's prediction at that batch: energy / batch "
+                   "per query, the batch's runtime as latency, runtime / batch node-seconds of capacity; "
+                   "docs/planner.md)")
     p.add_argument("--workload", required=True, help="queries: CSV, Parquet or JSONL with tin, tout columns")
     p.add_argument("--columns", help="column mapping tin=COL,tout=COL, or 'azure' (ContextTokens,GeneratedTokens)")
     p.add_argument("--only", help="plan over these deployments of the file only: NAME,NAME,...")

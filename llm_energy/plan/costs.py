@@ -66,23 +66,65 @@ class NegativePredictions:
         return "; ".join(parts) + f"; {what} (e.g. {ex}): the fits extrapolate badly there"
 
 
+def _fit_of(fits, key: str):
+    """The fit ``key`` names in ``fits`` (None where ``fits`` is not a FitsFile-like mapping)."""
+    deps = getattr(fits, "deployments", None)
+    return deps.get(key) if isinstance(deps, dict) else None
+
+
+def plan_batches(fits, deployments: DeploymentsFile, fits_source: str = "FITS.json") -> list[int]:
+    """The batch size each deployment is planned at: its ``batch`` from the deployments file, else its
+    fit's own batch (1 for a fit pooled over batch sizes, ``/b*``). A ``batch`` other than the batch a
+    fit was made at (not pooled) is a UserError naming the file, the field and the value."""
+    keys = _fit_keys(fits)
+    out = []
+    for j, d in enumerate(deployments.deployments):
+        if keys is not None and d.fit not in keys:
+            raise UserError(f"{deployments.path}: deployments[{j}].fit={d.fit!r}: not in {fits_source} "
+                            f"(it has {sorted(keys)})")
+        dep = _fit_of(fits, d.fit)
+        fb = getattr(dep, "batch", 1)
+        pooled = fb == "*"
+        if d.batch is None:
+            out.append(1 if pooled else int(fb))
+            continue
+        if not pooled and d.batch != fb:
+            raise bad_value(f"deployments[{j}].batch", d.batch, f"its fit {d.fit!r} was fitted at batch {fb} only "
+                            f"(plan it at batch {fb}, or fit with --pool-batch to plan other batch sizes)",
+                            source=deployments.path)
+        out.append(int(d.batch))
+    return out
+
+
+def batch_warnings(fits, deployments: DeploymentsFile, batches: Sequence[int]) -> list[str]:
+    """One line per deployment planned at a batch outside the batch sizes its (pooled) fit was fitted on:
+    an extrapolation (its queries are counted in ``fitted_range`` too)."""
+    out = []
+    for j, (d, b) in enumerate(zip(deployments.deployments, batches)):
+        rng = getattr(_fit_of(fits, d.fit), "range", None)
+        if rng is not None and not rng.batch[0] <= b <= rng.batch[1]:
+            out.append(f"{deployments.path}: deployments[{j}].batch={b}: outside the batch sizes its fit {d.fit!r} "
+                       f"was fitted on ({rng.batch[0]:g}..{rng.batch[1]:g}): its predictions extrapolate")
+    return out
+
+
 def predict_matrix(fits, deployments: DeploymentsFile, tin: np.ndarray, tout: np.ndarray,
                    fits_source: str = "FITS.json") -> tuple[np.ndarray, np.ndarray]:
-    """Predicted energy (J/query) and runtime (s/query), each (C, K), from a FitsFile via ``fits.predict``.
+    """Predicted energy (J/query) and runtime (s/query), each (C, K), from a FitsFile via ``fits.predict``,
+    at each deployment's planned batch b (:func:`plan_batches`): energy = the batch's energy / b (one
+    request's share), runtime = the batch's runtime (each request waits for the whole batch).
 
     A deployment whose ``fit`` key is not in the fits file is a UserError naming it and the keys there.
     """
     from llm_energy.fit.fits import predict
 
-    keys = _fit_keys(fits)
+    batches = plan_batches(fits, deployments, fits_source)
     e = np.empty((len(tin), len(deployments.deployments)))
     r = np.empty_like(e)
     for j, d in enumerate(deployments.deployments):
-        if keys is not None and d.fit not in keys:
-            raise UserError(f"{deployments.path}: deployments[{j}].fit={d.fit!r}: not in {fits_source} "
-                            f"(it has {sorted(keys)})")
+        pooled = getattr(_fit_of(fits, d.fit), "batch", None) == "*"
         pf = predict(fits, d.fit, np.asarray(tin, dtype=np.float64), np.asarray(tout, dtype=np.float64),
-                     per_request=True)  # issue 15: J per request at the fit's batch (its batch energy / batch)
+                     batch=batches[j] if pooled else None, per_request=True)  # J per request: batch energy / b
         e[:, j] = pf["energy_j"].to_numpy()
         r[:, j] = pf["runtime_s"].to_numpy()
     return e, r
@@ -153,7 +195,8 @@ def problem_from_fits(classes: WorkloadClasses, deployments: DeploymentsFile, fi
                       negative: str = "clip", fits_source: str = "FITS.json",
                       ) -> tuple[PlanProblem, NegativePredictions]:
     """Predict every class on every deployment and build the :class:`PlanProblem` (plus the negatives report);
-    a class beyond a deployment's context length (:func:`~llm_energy.plan.context.context_limits`) may not go there."""
+    a class beyond a deployment's context length (:func:`~llm_energy.plan.context.context_limits`) may not go there;
+    each deployment at its planned batch (:func:`plan_batches`: capacity counts runtime / batch per query)."""
     from llm_energy.plan.context import context_limits
 
     e, r, neg = predicted_costs(fits, deployments, classes.tin, classes.tout, classes.count, negative, fits_source)
@@ -161,5 +204,6 @@ def problem_from_fits(classes: WorkloadClasses, deployments: DeploymentsFile, fi
     prob = make_problem(deployments.names, classes.count, classes.tokens, e, r, [d.accuracy for d in ds], min_share=min_share,
                         slo_s=[d.slo_s for d in ds], capacity_s=[d.capacity_s for d in ds],
                         energy_budget_j=energy_budget_j, accuracy_floor=accuracy_floor,
-                        context_tokens=context_limits(fits, deployments))
+                        context_tokens=context_limits(fits, deployments),
+                        batch=plan_batches(fits, deployments, fits_source))
     return prob, neg

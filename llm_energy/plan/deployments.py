@@ -11,8 +11,10 @@ YAML, loaded with ``yaml.safe_load``::
         hours: 1.0                  # optional: hours available; capacity = nodes x hours x 3600 s
         slo_s: 30                   # optional: a query may not go here if its predicted runtime exceeds this
         context_tokens: 2048        # optional: the longest tin + tout it serves (default: from the fits)
+        batch: 64                   # optional: queries served together in one batch (default: the fit's batch,
+                                    #   1 for a fit pooled over batch sizes, /b*); see below
         replicas: 4                 # optional (route): instances serving in parallel (default 1)
-        max_batch: 1                # optional (route): queries one replica serves at once (default 1)
+        max_batch: 1                # optional (route): queries one replica serves at once (default: batch, else 1)
         node_type: a100             # with an inventory: the node type one replica runs on
         replica_nodes: 1            # with an inventory: nodes one replica needs (default 1)
     inventory:                      # optional: the fleet; the planner then decides replicas per deployment
@@ -22,6 +24,15 @@ YAML, loaded with ``yaml.safe_load``::
 With an ``inventory`` the planner decides a whole number of replicas per deployment (within the nodes
 of its type), each kept on over the window (``hours`` x 3600 s, or ``plan --window-s``) at its idle
 power; a deployment may be off (``--min-share`` defaults to 0 there; give it to keep the paper's shares).
+
+``batch`` b: the deployment serves its queries in batches of b. ``plan`` costs each query at the fit's
+prediction at batch b: energy = the batch's energy / b, latency (what ``slo_s`` limits) = the batch's
+runtime, and node-seconds (what the capacity counts) = the batch's runtime / b, since a node serving
+batches of b finishes b queries per batch runtime. A fit made at one batch size (``/b8``) can only be
+planned at that batch (a different one is an error naming the field); a fit pooled over batch sizes
+(``/b*``) at any, beyond its fitted batch sizes flagged as extrapolation (``fitted_range``). ``route``'s
+``max_batch`` defaults to ``batch``, so one key sets both; given both, ``plan`` uses ``batch`` and
+``route`` ``max_batch``.
 
 Every bad entry is a :class:`UserError` naming the file, the field (``deployments[1].accuracy``) and value.
 """
@@ -36,8 +47,8 @@ import yaml
 
 from llm_energy.errors import UserError, bad_value
 
-DEPLOYMENT_KEYS = ("name", "fit", "accuracy", "nodes", "hours", "slo_s", "replicas", "max_batch", "node_type",
-                   "replica_nodes", "context_tokens")
+DEPLOYMENT_KEYS = ("name", "fit", "accuracy", "nodes", "hours", "slo_s", "batch", "replicas", "max_batch",
+                   "node_type", "replica_nodes", "context_tokens")
 TOP_KEYS = ("deployments", "hours", "inventory")
 NODE_TYPE_KEYS = ("nodes", "idle_w")
 
@@ -47,8 +58,10 @@ class Deployment:
     """One deployment the planner may send queries to.
 
     ``accuracy``: A_K (any scale, e.g. percent); ``nodes``: nodes serving it; ``hours``: hours available;
-    ``slo_s``: the latency SLO in seconds (None: none); ``replicas`` and ``max_batch`` (used by
-    ``route``, ignored by ``plan``): instances serving in parallel and queries one serves at once;
+    ``slo_s``: the latency SLO in seconds (None: none); ``batch``: the batch size ``plan`` plans it at
+    (None: the fit's own, 1 for a pooled fit: :func:`llm_energy.plan.costs.plan_batches`); ``replicas``
+    and ``max_batch`` (used by ``route``, ignored by ``plan``): instances serving in parallel and queries
+    one serves at once (``max_batch`` defaults to ``batch``, else 1);
     ``context_tokens``: the longest tin + tout it can serve (None: the fits' context length of its model,
     :func:`llm_energy.plan.context.context_limits`); queries beyond it never go there.
     """
@@ -59,6 +72,7 @@ class Deployment:
     nodes: int | None = None
     hours: float | None = None
     slo_s: float | None = None
+    batch: int | None = None
     replicas: int = 1
     max_batch: int = 1
     node_type: str | None = None
@@ -168,8 +182,15 @@ def parse_deployments(doc: object, path: str = "<deployments>") -> DeploymentsFi
         slo = e.get("slo_s")
         if slo is not None:
             slo = _number(slo, f"{where}.slo_s", path, positive=True)
-        whole = {k: int(_number(e.get(k, 1), f"{where}.{k}", path, positive=False, integer=True))
-                 for k in ("replicas", "max_batch")}
+        batch = None
+        if e.get("batch") is not None:
+            batch = int(_number(e["batch"], f"{where}.batch", path, positive=False, integer=True))
+            if batch < 1:
+                raise bad_value(f"{where}.batch", e["batch"], "must be >= 1 (queries served together in one batch)",
+                                source=path)
+        defaults = {"replicas": 1, "max_batch": batch or 1}  # route's slots per replica: the plan's batch
+        whole = {k: int(_number(e.get(k, v), f"{where}.{k}", path, positive=False, integer=True))
+                 for k, v in defaults.items()}
         for k, v in whole.items():
             if v < 1:
                 raise bad_value(f"{where}.{k}", e[k], "must be >= 1", source=path)
@@ -181,7 +202,7 @@ def parse_deployments(doc: object, path: str = "<deployments>") -> DeploymentsFi
         node_type = e.get("node_type")
         if node_type is not None and (not isinstance(node_type, str) or not node_type.strip()):
             raise bad_value(f"{where}.node_type", node_type, "must be a node type of the inventory", source=path)
-        out.append(Deployment(name=name, fit=fit, accuracy=acc, nodes=nodes, hours=hours, slo_s=slo,
+        out.append(Deployment(name=name, fit=fit, accuracy=acc, nodes=nodes, hours=hours, slo_s=slo, batch=batch,
                               node_type=node_type, **whole))
     inventory = _inventory(doc.get("inventory"), out, path)
     return DeploymentsFile(path=path, deployments=tuple(out), inventory=inventory, hours=default_hours)

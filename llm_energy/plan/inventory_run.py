@@ -65,8 +65,8 @@ def solve_inventory(req, problem: PlanProblem, classes, inputs, groups: np.ndarr
     sol = combined_solution(problem, out, zeta)
     fleet_doc = fleet_summary(req, problem, fleet, out, sol, zeta)
     if arrival is not None:
-        service = problem.runtime_s[classes.query_class, out.dep]
-        fleet_doc["replay"] = replay_stats(arrival, service, out.dep, out.replicas, out.window,
+        service = problem.runtime_s[classes.query_class, out.dep]  # a batch's runtime, on one of b slots per replica
+        fleet_doc["replay"] = replay_stats(arrival, service, out.dep, out.replicas * _slots(problem), out.window,
                                            req.latency_limit_s).to_dict()
     windows = [window_summary(problem.names, wp, fleet) for wp in out.windows] if timed else None
     return InventoryResult(solution=sol, outcome=out, fleet=fleet_doc, windows=windows, dep=out.dep)
@@ -91,7 +91,7 @@ def add_headroom(out: InventoryOutcome, p: PlanProblem, fleet, max_wait_s: float
     """Add replicas (within the inventory) until each deployment's predicted mean wait (M/G/c,
     Allen-Cunneen, arrivals at the window's mean rate, service time mean and CV from the plan's
     predicted runtimes) is at most ``max_wait_s``. Returns the replicas added."""
-    added = 0
+    added, slots = 0, _slots(p)
     for wi, wp in enumerate(out.windows):
         if wp.plan.solution is None:
             continue
@@ -99,7 +99,8 @@ def add_headroom(out: InventoryOutcome, p: PlanProblem, fleet, max_wait_s: float
         y = wp.plan.replicas.copy()
         for k in np.flatnonzero(x.sum(axis=0) > 0):
             rate, mean, cv2 = _service(x[:, k], p.runtime_s[rows, k], fleet.window_s)
-            while erlang_c_wait(rate, mean, cv2, int(y[k])) > max_wait_s and y[k] < fleet.max_replicas[k] and \
+            while erlang_c_wait(rate, mean, cv2, int(y[k] * slots[k])) > max_wait_s and \
+                    y[k] < fleet.max_replicas[k] and \
                     fleet.nodes_used(y)[fleet.type_of[k]] + fleet.replica_nodes[k] <= fleet.type_nodes[fleet.type_of[k]]:
                 y[k] += 1
                 added += 1
@@ -107,6 +108,12 @@ def add_headroom(out: InventoryOutcome, p: PlanProblem, fleet, max_wait_s: float
         wp.plan = replace(wp.plan, replicas=y, idle_energy_j=wp.plan.idle_energy_j + extra)
         out.replicas[wi] = y
     return added
+
+
+def _slots(p: PlanProblem) -> np.ndarray:
+    """(K,) queries one replica serves at once: its planned batch (the servers of the replay and the M/G/c
+    wait are replicas x batch, each serving a query for its batch's runtime, as route's slots do)."""
+    return np.asarray(p.batch or (1,) * p.n_deployments, dtype=np.int64)
 
 
 def _service(n: np.ndarray, r: np.ndarray, window_s: float) -> tuple[float, float, float]:
@@ -118,14 +125,14 @@ def _service(n: np.ndarray, r: np.ndarray, window_s: float) -> tuple[float, floa
 
 def predicted_waits(p: PlanProblem, out: InventoryOutcome, fleet) -> dict[str, float]:
     """The largest predicted M/G/c mean wait over the windows, per deployment (s)."""
-    worst = np.zeros(p.n_deployments)
+    worst, slots = np.zeros(p.n_deployments), _slots(p)
     for wp in out.windows:
         if wp.plan.solution is None:
             continue
         x = wp.plan.solution.x
         for k in np.flatnonzero(x.sum(axis=0) > 0):
             rate, mean, cv2 = _service(x[:, k], p.runtime_s[wp.rows, k], fleet.window_s)
-            worst[k] = max(worst[k], erlang_c_wait(rate, mean, cv2, int(wp.plan.replicas[k])))
+            worst[k] = max(worst[k], erlang_c_wait(rate, mean, cv2, int(wp.plan.replicas[k] * slots[k])))
     return {n: (float(v) if math.isfinite(v) else None) for n, v in zip(p.names, worst)}
 
 

@@ -1,10 +1,12 @@
 """Replay a plan on arrival times: does it meet its latency limit once queries queue?
 
 A small discrete-event replay, independent of the planner's capacity model: each deployment runs its
-replicas (per window, as planned) as FIFO servers, one query at a time each; a query arrives at its
-trace time, waits for the first free replica of the deployment the plan gave it, and is served for
-its predicted runtime. Latency = wait + service. (The online router's simulator in ``route/`` does
-much more; the plan stage cannot import it, and this is what checking a capacity model needs.)
+replicas (per window, as planned) as FIFO servers, one query at a time each (a deployment planned at
+batch b: b servers per replica, the caller's ``replicas`` x b, each query served for its batch's
+runtime); a query arrives at its trace time, waits for the first free server of the deployment the
+plan gave it, and is served for its predicted runtime. Latency = wait + service. (The online router's
+simulator in ``route/`` does much more; the plan stage cannot import it, and this is what checking a
+capacity model needs.)
 """
 
 from __future__ import annotations

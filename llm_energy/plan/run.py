@@ -279,6 +279,10 @@ def _input_warnings(req: PlanRequest, inputs: _Inputs, neg: NegativePredictions)
         erratum = errata_warning(inputs.fits, {d.fit for d in inputs.deployments.deployments})
         if erratum:
             warnings.append(f"{req.sources[0]}: {erratum}")
+    from llm_energy.plan.costs import batch_warnings, plan_batches
+
+    warnings += batch_warnings(inputs.fits, inputs.deployments, plan_batches(inputs.fits, inputs.deployments,
+                                                                             req.sources[0]))
     no_hours = [d.name for d in inputs.deployments.deployments if d.nodes is not None and d.hours is None]
     if no_hours:
         warnings.append(f"{req.sources[1]}: {', '.join(no_hours)}: nodes without hours sets no capacity limit "
@@ -360,7 +364,7 @@ def _upper(req: PlanRequest, inputs: _Inputs, problem: PlanProblem, classes: Wor
     if not rows and req.plan_on == "point":
         return None
     return upper_predictions(inputs.fits, inputs.deployments, classes.tin, classes.tout, problem.energy_j,
-                             problem.runtime_s)
+                             problem.runtime_s, problem.batch)
 
 
 def _risk(req: PlanRequest, problem: PlanProblem, x: np.ndarray, point_runtime: np.ndarray, upper, inv) -> dict:
@@ -370,8 +374,9 @@ def _risk(req: PlanRequest, problem: PlanProblem, x: np.ndarray, point_runtime: 
     if inv is not None:  # the replicas' service seconds over all windows
         fl = inv.fleet
         cap = inv.outcome.replicas.sum(axis=0) * fl["utilisation"] * fl["window_s"]
-    return risk_report(problem, x, point_runtime, upper[1], problem.energy_j, upper[0], cap, req.plan_on,
-                       upper[3], upper[2])
+    per_node = np.asarray(problem.batch or (1,) * problem.n_deployments, dtype=np.float64)[None, :]
+    return risk_report(problem, x, point_runtime / per_node, upper[1] / per_node, problem.energy_j, upper[0], cap,
+                       req.plan_on, upper[3], upper[2])  # loads in node-seconds (runtime / batch), as capacity counts
 
 
 def _fleet_summary(summary: PlanSummary, inv) -> None:
@@ -417,8 +422,9 @@ def _fitted_range(req: PlanRequest, inputs: _Inputs, problem: PlanProblem, class
 
     if not isinstance(inputs.fits, FitsFile):
         return None
-    rr = range_report(inputs.fits, inputs.deployments.deployments, classes.tin, classes.tout, assignment=x,
-                      energy_j=problem.energy_j, context_tokens=problem.context_tokens)  # x: (C, K) query counts
+    rr = range_report(inputs.fits, inputs.deployments.deployments, classes.tin, classes.tout, problem.batch,
+                      assignment=x, energy_j=problem.energy_j,  # x: (C, K) query counts
+                      context_tokens=problem.context_tokens)
     w = rr.warning()
     if w and req.out_of_range == "refuse":
         raise UserError(f"--out-of-range refuse: {w}")

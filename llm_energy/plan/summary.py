@@ -44,7 +44,10 @@ class _Flat:
 @dataclass(frozen=True)
 class DeploymentSummary(_Flat):
     """One deployment's part of the plan: ``count`` queries (``share`` of all), their predicted
-    ``energy_j`` and ``runtime_s``, its A_K, ``capacity_s`` (None: unlimited) and ``slo_s``."""
+    ``energy_j`` and ``runtime_s`` (summed latencies: each query's batch runtime), its A_K, ``capacity_s``
+    (None: unlimited) and ``slo_s``; ``batch``: the batch size it was planned at; ``node_s``: the
+    node-seconds its queries use (runtime / batch each: what ``capacity_s`` limits; None in files
+    written before batches were planned, where it equals ``runtime_s``)."""
 
     count: int
     share: float
@@ -54,6 +57,8 @@ class DeploymentSummary(_Flat):
     capacity_s: float | None
     slo_s: float | None
     replicas: int | None = None  # inventory plans: replicas switched on (the peak over windows)
+    batch: int = 1
+    node_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,8 @@ def deployment_summaries(p: PlanProblem, x, n_queries: int) -> dict[str, Deploym
             count=int(per[k]), share=float(per[k] / max(n_queries, 1)),
             energy_j=float((x[:, k] * p.energy_j[:, k]).sum()), runtime_s=float((x[:, k] * p.runtime_s[:, k]).sum()),
             accuracy=float(p.accuracy[k]), capacity_s=cap if math.isfinite(cap) else None,
-            slo_s=(p.slo_s or (None,) * p.n_deployments)[k])
+            slo_s=(p.slo_s or (None,) * p.n_deployments)[k], batch=int((p.batch or (1,) * p.n_deployments)[k]),
+            node_s=float((x[:, k] * p.node_s[:, k]).sum()))
     return out
 
 

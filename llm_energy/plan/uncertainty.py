@@ -26,15 +26,19 @@ PLAN_ON = ("point", "upper")
 
 
 def upper_predictions(fits, deployments, tin: np.ndarray, tout: np.ndarray, energy_j: np.ndarray,
-                      runtime_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str], float | None]:
-    """(energy_hi, runtime_hi) (C, K): the upper ends of the fits' prediction intervals, the point
+                      runtime_s: np.ndarray, batch=None) -> tuple[np.ndarray, np.ndarray, list[str], float | None]:
+    """(energy_hi, runtime_hi) (C, K): the upper ends of the fits' prediction intervals, per request at
+    each deployment's planned ``batch`` (K,; None: its fit's own) as the point predictions are, the point
     prediction where a fit has none (those deployments named), and the interval level (None: none)."""
     from llm_energy.fit.fits import predict
 
     e_hi, r_hi = energy_j.copy(), runtime_s.copy()
     missing, levels = [], set()
+    deps = getattr(fits, "deployments", None)
     for j, d in enumerate(deployments.deployments):
-        pf = predict(fits, d.fit, np.asarray(tin, dtype=np.float64), np.asarray(tout, dtype=np.float64))
+        pooled = isinstance(deps, dict) and getattr(deps.get(d.fit), "batch", None) == "*"
+        pf = predict(fits, d.fit, np.asarray(tin, dtype=np.float64), np.asarray(tout, dtype=np.float64),
+                     batch=int(batch[j]) if pooled and batch is not None else None, per_request=True)
         got = False
         for col, out in (("energy_j_hi", e_hi), ("runtime_s_hi", r_hi)):
             if col in pf.columns:

@@ -24,13 +24,16 @@ def print_summary(s: PlanSummary) -> None:
     con = Console(width=max(Console().width, 110))
     tab = Table(title=f"plan ({_objective_words(s)}): {s.status}, {s.solver} {s.solve_s:.2f} s in "
                       f"{s.solver_calls} solver call(s)")
-    for c in ("deployment", "A_K", "queries", "share", "energy kJ", "runtime s"):
+    batched = any(d.batch != 1 for d in s.deployments.values())  # batch and node-seconds (runtime / batch)
+    for c in ("deployment", "A_K", "queries", "share", "energy kJ", "runtime s") + (("batch", "node s") * batched):
         tab.add_column(c, justify="left" if c == "deployment" else "right")
     for name, d in s.deployments.items():
+        extra = (f"{d.batch}", f"{d.node_s if d.node_s is not None else d.runtime_s:.1f}") if batched else ()
         tab.add_row(escape(name), f"{d.accuracy:g}", f"{d.count}", f"{100 * d.share:.1f}%",
-                    f"{d.energy_j / 1e3:.2f}", f"{d.runtime_s:.1f}")
+                    f"{d.energy_j / 1e3:.2f}", f"{d.runtime_s:.1f}", *extra)
+    total_node = sum(d.node_s if d.node_s is not None else d.runtime_s for d in s.deployments.values())
     tab.add_row("total", f"{s.accuracy:.2f}", f"{s.workload.queries}", "100%", f"{s.energy_j / 1e3:.2f}",
-                f"{s.runtime_s:.1f}", style="bold")
+                f"{s.runtime_s:.1f}", *(("", f"{total_node:.1f}") if batched else ()), style="bold")
     con.print(tab)
     bt = Table(title="baselines (same predictions)")
     for c in ("baseline", "energy kJ", "accuracy", "runtime s", "plan saves", "meets constraints"):
