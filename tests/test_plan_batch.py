@@ -181,6 +181,36 @@ def test_route_max_batch_defaults_to_batch():
     assert (c.batch, c.max_batch) == (None, 1)
 
 
+def test_route_offline_equals_plan_at_batch(fitted, capsys):
+    d, _ = fitted
+    rng = np.random.default_rng(5)
+    n = 200
+    t = np.cumsum(rng.exponential(0.05, n))
+    pl.DataFrame({"tin": rng.integers(64, 257, n), "tout": rng.integers(64, 257, n), "arrival_s": t - t[0]}
+                 ).write_csv(d / "trace.csv")
+    deps = _yaml(d, "route", [f"{{name: big, fit: '{KEY}', accuracy: 50, batch: 64}}",
+                              f"{{name: small, fit: '{KEY}', accuracy: 55, batch: 4}}"])
+    capsys.readouterr()
+    assert main(["route", "--fits", str(d / "fits.json"), "--deployments", str(deps), "--trace", str(d / "trace.csv"),
+                 "--policy", "offline", "--zeta", "0", "--idle-w", "0", "--out", str(d / "r"), "--json",
+                 "--no-plots"]) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert off["fleet"]["big"]["max_batch"] == 64 and off["fleet"]["small"]["max_batch"] == 4
+    text = (d / "r" / "offline_deployments.yaml").read_text()
+    assert "\n    batch: 64\n" in text and "\n    batch: 4\n" in text  # plan's batch, beside route's max_batch
+    assert main(["plan", "--fits", str(d / "fits.json"), "--deployments", str(d / "r" / "offline_deployments.yaml"),
+                 "--workload", str(d / "r" / "workload.parquet"), "--zeta", "0", "--out", str(d / "rp"),
+                 "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    o = off["policies"]["offline"]
+    assert o["energy_j"] == pytest.approx(plan["energy_j"], rel=1e-9)
+    assert {k: v["count"] for k, v in o["deployments"].items()} == {k: v["count"] for k, v in
+                                                                  plan["deployments"].items()}
+    assert {k: v["batch"] for k, v in plan["deployments"].items()} == {"big": 64, "small": 4}
+    small = plan["deployments"]["small"]  # its capacity binds: slot-seconds in route, node-seconds x 4 in plan
+    assert 0.99 * small["capacity_s"] < small["node_s"] <= small["capacity_s"] * (1 + 1e-9)
+
+
 def test_inventory_replica_at_batch_b_serves_b_queries_at_once(fitted):
     d, fits = fitted
     r64 = float(predict(fits, KEY, [128], [128], batch=64)["runtime_s"][0])

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("route", help=HELP, description=DESCRIPTION)
     p.add_argument("--fits", required=True, help="FITS.json (llm-energy fit) or the paper's coefficients.json")
     p.add_argument("--deployments", required=True,
-                   help="deployments YAML (as for plan; replicas and max_batch per deployment, default 1)")
+                   help="deployments YAML (as for plan; replicas and max_batch per deployment, default 1; "
+                   "max_batch defaults to the deployment's batch where it has one)")
     p.add_argument("--trace", required=True,
                    help="queries with arrival times: CSV/Parquet/JSONL with tin,tout (or the Azure ContextTokens, "
                         "GeneratedTokens) and TIMESTAMP or arrival_s; with --arrivals poisson|gamma any workload file")

@@ -5,7 +5,10 @@ the deployments' slo_s and capacity, zeta: exactly what ``plan`` solves), its qu
 the simulator like any other policy's. With fleet capacity on (``--utilisation U``, default 0.9)
 each deployment without ``hours`` in the file gets the capacity ``nodes x hours x 3600`` with nodes =
 replicas x max_batch and hours = U x the trace's span / 3600: the fleet's slot-seconds over the
-trace, so the hindsight plan cannot load a deployment beyond what its replicas can serve.
+trace, so the hindsight plan cannot load a deployment beyond what its replicas can serve. A deployment
+at batch b (``max_batch`` b on a pooled fit, or a fit at batch b) is written for ``plan`` with
+``batch: b`` and nodes x hours x 3600 x b = those slot-seconds (``plan`` counts runtime / b per query);
+a file's own nodes x hours are node-seconds in both commands (b slots per node).
 :func:`plan_deployments_yaml` writes that deployments file: ``plan`` on it and the same queries gives
 the same energy (``DIR/offline_deployments.yaml`` and ``DIR/workload.parquet``).
 
@@ -165,19 +168,31 @@ def _public_prices(fleet: Fleet, p, zeta: float, solver: str, time_limit_s: floa
 
 
 def offline_capacity(fleet: Fleet, span_s: float, utilisation: float | None) -> list[float | None]:
-    """Per deployment the capacity the offline plan uses (``plan``'s nodes x hours x 3600 arithmetic)."""
+    """Per deployment the capacity the offline plan uses, in slot-seconds (each query counts its runtime):
+    ``plan``'s nodes x hours x 3600 node-seconds times the batch the deployment is planned at (a node
+    serving batches of b finishes b queries per batch runtime: ``plan`` counts runtime / b per query)."""
     out: list[float | None] = []
     for d in _offline_deployments(fleet, span_s, utilisation):
-        out.append(d.capacity_s)
+        out.append(None if d.capacity_s is None else d.capacity_s * (d.batch or 1))
     return out
 
 
 def _offline_deployments(fleet: Fleet, span_s: float, utilisation: float | None):
+    """The deployments as ``plan`` is to read them: each at the batch its predictions are at (``batch``);
+    without ``hours`` in the file, (with ``utilisation``) the replicas' slot-seconds over the trace as
+    nodes x hours x batch (nodes = replicas x max_batch / batch where that is whole, else replicas)."""
     deps = fleet.deployments.deployments
-    if utilisation is None or span_s <= 0:
-        return list(deps)
-    return [d if d.hours is not None else replace(d, nodes=int(d.replicas * d.max_batch),
-                                                  hours=utilisation * span_s / 3600.0) for d in deps]
+    batch = [1] * len(deps) if fleet.batch is None else [int(b) for b in fleet.batch]
+    out = []
+    for d, b in zip(deps, batch):
+        d = replace(d, batch=b)
+        if utilisation is not None and span_s > 0 and d.hours is None:
+            slots = int(d.replicas * d.max_batch)
+            hours = utilisation * span_s / 3600.0
+            d = replace(d, nodes=slots // b, hours=hours) if slots % b == 0 else replace(
+                d, nodes=int(d.replicas), hours=hours * slots / (b * d.replicas))
+        out.append(d)
+    return out
 
 
 def plan_deployments_yaml(fleet: Fleet, span_s: float, utilisation: float | None) -> str:
@@ -186,6 +201,8 @@ def plan_deployments_yaml(fleet: Fleet, span_s: float, utilisation: float | None
     for d in _offline_deployments(fleet, span_s, utilisation):
         lines += [f"  - name: {d.name!r}", f"    fit: {d.fit!r}", f"    accuracy: {d.accuracy!r}",
                   f"    replicas: {d.replicas}", f"    max_batch: {d.max_batch}"]
+        if d.batch != 1:  # plan's batch: what route predicted this deployment at
+            lines.append(f"    batch: {d.batch}")
         for key in ("nodes", "hours", "slo_s"):
             v = getattr(d, key)
             if v is not None:
