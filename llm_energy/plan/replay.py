@@ -95,10 +95,8 @@ def erlang_c_wait(rate: float, mean_s: float, cv2: float, servers: int) -> float
     rho = a / servers
     if rho >= 1:
         return float("inf")
-    term, total = 1.0, 1.0
-    for i in range(1, servers):
-        term *= a / i
-        total += term
-    last = term * a / servers / (1 - rho)
-    pw = last / (total + last)
+    erlang_b = 1.0  # Erlang B by its recursion: a / i summed as powers overflowed past ~700 servers (replicas x batch)
+    for i in range(1, servers + 1):
+        erlang_b = a * erlang_b / (i + a * erlang_b)
+    pw = erlang_b / (1 - rho * (1 - erlang_b))  # Erlang C
     return float(pw * mean_s / (servers * (1 - rho)) * (1 + cv2) / 2)
