@@ -2,6 +2,9 @@
 replica-change limit, queueing headroom checked by replaying the arrival times, the replay itself
 checked against the online router's simulator, files without an inventory unchanged."""
 
+import copy
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -32,6 +35,53 @@ def fleet_files(tmp_path_factory):
     save_fits(FitsFile(deployments=deps, source="h200+h100"), d / "FITS.json")
     (d / "fleet.yaml").write_text(FLEET_YAML)
     return d / "FITS.json", d / "fleet.yaml"
+
+
+def _key(v, h) -> None:
+    """Feed ``v`` to the hash ``h``: dataclasses by their fields (not their cached properties), arrays by
+    dtype, shape and bytes, containers item by item, anything else by type and repr."""
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        h.update(type(v).__qualname__.encode())
+        for f in dataclasses.fields(v):
+            h.update(f.name.encode())
+            _key(getattr(v, f.name), h)
+    elif isinstance(v, np.ndarray):
+        h.update(f"{v.dtype}{v.shape}".encode())
+        h.update(np.ascontiguousarray(v).tobytes())
+    elif isinstance(v, (list, tuple)):
+        h.update(f"{type(v).__name__}{len(v)}".encode())
+        for x in v:
+            _key(x, h)
+    elif isinstance(v, dict):
+        h.update(f"dict{len(v)}".encode())
+        for k, x in v.items():
+            _key(k, h)
+            _key(x, h)
+    else:
+        h.update(f"{type(v).__name__}:{v!r}".encode())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _solve_once():
+    """The module's plans solve a few problems more than once (``--max-wait-s`` adds replicas to the plan
+    ``--latency-limit-s`` alone solved; the point plan is the default one): each identical
+    ``plan_inventory`` call (every argument equal) is solved by GLPK once and handed back as a deep copy
+    (``add_headroom`` edits its outcome in place). Everything after the solve runs each time."""
+    import llm_energy.plan.inventory_run as inventory_run
+
+    real, solved = inventory_run.plan_inventory, {}
+
+    def plan_inventory(*args, **kwargs):
+        h = hashlib.sha256()
+        _key((args, sorted(kwargs.items())), h)
+        if h.digest() not in solved:
+            solved[h.digest()] = real(*args, **kwargs)
+        return copy.deepcopy(solved[h.digest()])
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(inventory_run, "plan_inventory", plan_inventory)
+    yield solved
+    mp.undo()
 
 
 def plan(capsys, fits, deps, out, *extra):
