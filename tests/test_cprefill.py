@@ -58,31 +58,15 @@ def test_compiled_prefill_compiles_only_in_prepare_and_gives_the_static_tokens()
     assert (compile_count() - before).frames >= 4 + 2  # 4 decode compiles, and the prefill's in prepare
 
 
-@pytest.fixture(scope="module")
-def mistral_static_tokens():
-    """tin -> the ``static`` backend's last tokens of tiny-mistral (batch 1, tout 8, seed 4), generated once for
-    both variants below (the same seeded model and prompts each time: the reference does not depend on the
-    variant it is compared with)."""
-    ref, toks = [], {}
-
-    def tokens(tin):
-        if tin not in toks:
-            if not ref:
-                ref.append(make_backend("static", load_model("tiny-mistral", "cpu", "float32")))
-            toks[tin] = _window(ref[0], 1, tin, 8, seed=4)[0]
-        return toks[tin]
-
-    return tokens
-
-
 @pytest.mark.parametrize("name", ["static+cprefill", "static+fused+cprefill"])
-def test_mistral_compiled_prefill_gives_the_static_tokens(name, mistral_static_tokens):
-    b = make_backend(name, load_model("tiny-mistral", "cpu", "float32"))
+def test_mistral_compiled_prefill_gives_the_static_tokens(name):
+    lm = load_model("tiny-mistral", "cpu", "float32")
+    ref, b = make_backend("static", lm), make_backend(name, load_model("tiny-mistral", "cpu", "float32"))
     assert b.name == name
     for tin in (9, 30, 1):
         toks, got = _window(b, 1, tin, 8, seed=4)
         assert not got, f"tin {tin}: {got.describe()} inside the window"
-        assert toks == mistral_static_tokens(tin), tin
+        assert toks == _window(ref, 1, tin, 8, seed=4)[0], tin
 
 
 def test_profile_runs_static_cprefill_and_stores_its_label(tmp_path):
