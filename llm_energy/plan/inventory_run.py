@@ -66,7 +66,8 @@ def solve_inventory(req, problem: PlanProblem, classes, inputs, groups: np.ndarr
     fleet_doc = fleet_summary(req, problem, fleet, out, sol, zeta)
     if arrival is not None:
         service = problem.runtime_s[classes.query_class, out.dep]  # a batch's runtime, on one of b slots per replica
-        fleet_doc["replay"] = replay_stats(arrival, service, out.dep, out.replicas * _slots(problem), out.window,
+        # (the replay's and the M/G/c wait's servers are replicas x batch, as route's slots are)
+        fleet_doc["replay"] = replay_stats(arrival, service, out.dep, out.replicas * problem.batch_sizes, out.window,
                                            req.latency_limit_s).to_dict()
     windows = [window_summary(problem.names, wp, fleet) for wp in out.windows] if timed else None
     return InventoryResult(solution=sol, outcome=out, fleet=fleet_doc, windows=windows, dep=out.dep)
@@ -91,7 +92,7 @@ def add_headroom(out: InventoryOutcome, p: PlanProblem, fleet, max_wait_s: float
     """Add replicas (within the inventory) until each deployment's predicted mean wait (M/G/c,
     Allen-Cunneen, arrivals at the window's mean rate, service time mean and CV from the plan's
     predicted runtimes) is at most ``max_wait_s``. Returns the replicas added."""
-    added, slots = 0, _slots(p)
+    added, slots = 0, p.batch_sizes
     for wi, wp in enumerate(out.windows):
         if wp.plan.solution is None:
             continue
@@ -110,12 +111,6 @@ def add_headroom(out: InventoryOutcome, p: PlanProblem, fleet, max_wait_s: float
     return added
 
 
-def _slots(p: PlanProblem) -> np.ndarray:
-    """(K,) queries one replica serves at once: its planned batch (the servers of the replay and the M/G/c
-    wait are replicas x batch, each serving a query for its batch's runtime, as route's slots do)."""
-    return np.asarray(p.batch or (1,) * p.n_deployments, dtype=np.int64)
-
-
 def _service(n: np.ndarray, r: np.ndarray, window_s: float) -> tuple[float, float, float]:
     total = float(n.sum())
     mean = float((n * r).sum() / total)
@@ -125,7 +120,7 @@ def _service(n: np.ndarray, r: np.ndarray, window_s: float) -> tuple[float, floa
 
 def predicted_waits(p: PlanProblem, out: InventoryOutcome, fleet) -> dict[str, float]:
     """The largest predicted M/G/c mean wait over the windows, per deployment (s)."""
-    worst, slots = np.zeros(p.n_deployments), _slots(p)
+    worst, slots = np.zeros(p.n_deployments), p.batch_sizes
     for wp in out.windows:
         if wp.plan.solution is None:
             continue

@@ -64,12 +64,17 @@ class PlanProblem:
     batch: tuple[int, ...] | None = None  # per deployment the batch size it serves at (None: 1 everywhere)
 
     @cached_property
+    def batch_sizes(self) -> np.ndarray:
+        """(K,) the batch size each deployment serves at (``batch``; 1 everywhere where it is None)."""
+        return np.asarray(self.batch or (1,) * self.n_deployments, dtype=np.int64)
+
+    @cached_property
     def node_s(self) -> np.ndarray:
         """(C, K) node-seconds one query uses: its runtime / its deployment's batch (a node serving batches of
         b finishes b queries per batch runtime). What capacity counts; ``runtime_s`` where every batch is 1."""
-        if self.batch is None or all(b == 1 for b in self.batch):
+        if (self.batch_sizes == 1).all():
             return self.runtime_s
-        return self.runtime_s / np.asarray(self.batch, dtype=np.float64)[None, :]
+        return self.runtime_s / self.batch_sizes[None, :]
 
     @property
     def fits_context(self) -> np.ndarray:

@@ -374,7 +374,7 @@ def _risk(req: PlanRequest, problem: PlanProblem, x: np.ndarray, point_runtime: 
     if inv is not None:  # the replicas' service seconds over all windows
         fl = inv.fleet
         cap = inv.outcome.replicas.sum(axis=0) * fl["utilisation"] * fl["window_s"]
-    per_node = np.asarray(problem.batch or (1,) * problem.n_deployments, dtype=np.float64)[None, :]
+    per_node = problem.batch_sizes[None, :]
     return risk_report(problem, x, point_runtime / per_node, upper[1] / per_node, problem.energy_j, upper[0], cap,
                        req.plan_on, upper[3], upper[2])  # loads in node-seconds (runtime / batch), as capacity counts
 

@@ -143,7 +143,7 @@ def deployment_summaries(p: PlanProblem, x, n_queries: int) -> dict[str, Deploym
             count=int(per[k]), share=float(per[k] / max(n_queries, 1)),
             energy_j=float((x[:, k] * p.energy_j[:, k]).sum()), runtime_s=float((x[:, k] * p.runtime_s[:, k]).sum()),
             accuracy=float(p.accuracy[k]), capacity_s=cap if math.isfinite(cap) else None,
-            slo_s=(p.slo_s or (None,) * p.n_deployments)[k], batch=int((p.batch or (1,) * p.n_deployments)[k]),
+            slo_s=(p.slo_s or (None,) * p.n_deployments)[k], batch=int(p.batch_sizes[k]),
             node_s=float((x[:, k] * p.node_s[:, k]).sum()))
     return out
 
