@@ -30,7 +30,7 @@ from llm_energy.plan.outputs import (
     write_plan_dir,
 )
 from llm_energy.plan.problem import PlanProblem, check_min_share, check_zeta
-from llm_energy.plan.solve.solvers import SolveSettings
+from llm_energy.plan.solve.solvers import DEFAULT_STAGE2_TIME_LIMIT_S, SolveSettings
 from llm_energy.plan.summary import (
     BaselineSummary,
     ConstraintsSummary,
@@ -79,6 +79,7 @@ class PlanRequest:
     method: str = "reduced"
     time_limit_s: float = 60.0
     mip_gap: float = 1e-4
+    stage2_time_limit_s: float = DEFAULT_STAGE2_TIME_LIMIT_S  # inventory: each window's stage 2 (replicas fixed)
     bins: int | None = None
     negative: str = "clip"
     per_query: bool = False
@@ -116,7 +117,8 @@ class PlanRequest:
         if Path(self.out).exists() and not Path(self.out).is_dir():  # before the solve, not after it
             raise bad_value("--out", self.out, "is a file; the plan is a directory")
         object.__setattr__(self, "settings", SolveSettings(solver=self.solver, method=self.method,
-                                                           time_limit_s=self.time_limit_s, mip_gap=self.mip_gap))
+                                                           time_limit_s=self.time_limit_s, mip_gap=self.mip_gap,
+                                                           stage2_time_limit_s=self.stage2_time_limit_s))
 
     def _check_fleet(self) -> None:
         for flag, v in (("--window-s", self.window_s), ("--max-wait-s", self.max_wait_s),

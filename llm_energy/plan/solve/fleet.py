@@ -30,9 +30,6 @@ from llm_energy.plan.problem import InfeasiblePlan, PlanProblem, row_coefficient
 from llm_energy.plan.solve.solvers import SolveSettings, glpk_timed_out, mip_bound, run_pyomo
 
 
-STAGE2_LIMIT_S = 10.0
-
-
 @dataclass(frozen=True)
 class Fleet:
     """The inventory as the planner sees it (K deployments, T node types).
@@ -231,13 +228,14 @@ def plan_fleet(p: PlanProblem, fleet: Fleet, zeta: float, settings: SolveSetting
     # queries on fixed replicas cost over stage 1's incumbent. Stage 1 gets half of --mip-gap, stage 2 the rest
     y, status, bound, wall, obj1 = _stage1(s1, fleet, zeta, replace(settings, mip_gap=settings.mip_gap / 2),
                                            changes, integer_x=small)
-    stage2 = replace(settings, time_limit_s=min(settings.time_limit_s, STAGE2_LIMIT_S),
+    stage2 = replace(settings, time_limit_s=min(settings.time_limit_s, settings.stage2_time_limit_s),
                      mip_gap=_stage2_gap(settings.mip_gap, obj1, bound, obj1 - _keep_on(p, fleet, y, zeta, changes)))
     sol = None
     for _ in range(3):
         try:
             # the capacity MIP of one window: GLPK's branch and bound can stall on it (HiGHS closes it in
-            # well under a second), so it gets at most STAGE2_LIMIT_S and then returns its best plan
+            # well under a second), so it gets at most settings.stage2_time_limit_s (default 10 s) and then
+            # returns its best plan
             planner = Planner(capacity_problem(p, fleet, y), stage2)
             if warm_x is not None:
                 planner.seed_columns(warm_x, [zeta])
@@ -245,7 +243,7 @@ def plan_fleet(p: PlanProblem, fleet: Fleet, zeta: float, settings: SolveSetting
             break
         except (InfeasiblePlan, NoIntegerPlanInTime) as e:
             # whole queries need a little more than the relaxation's capacity (or are packed so tight in it
-            # that the solver found no whole-query plan within STAGE2_LIMIT_S: GLPK, at utilisation 0.7;
+            # that the solver found no whole-query plan within stage2_time_limit_s: GLPK, at utilisation 0.7;
             # the window is then time-limited, its gap what the added replicas cost over stage 1's bound)
             status = "time_limit" if isinstance(e, NoIntegerPlanInTime) else status
             grow = (y < fleet.max_replicas) & (y > 0)

@@ -26,6 +26,7 @@ SOLVERS = ("glpk", "highs")
 METHODS = ("reduced", "full")
 DEFAULT_TIME_LIMIT_S = 60.0
 DEFAULT_MIP_GAP = 1e-4
+DEFAULT_STAGE2_TIME_LIMIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,10 @@ class SolveSettings:
     array master (:mod:`.arrays`: in memory, columns added in place, warm-started); so do GLPK's LPs on
     problems of at least ``arrays_above`` allowed pairs (glpsol from the last basis), its MIPs and
     smaller problems on the Pyomo master. GLPK's MIPs of at most ``glpk_cuts_below`` columns are solved
-    with its cuts and pseudocost branching (:data:`GLPK_SMALL_MIP_OPTIONS`).
+    with its cuts and pseudocost branching (:data:`GLPK_SMALL_MIP_OPTIONS`). An inventory window's
+    second stage (the class plan on the replicas stage 1 fixed, :func:`.fleet.plan_fleet`) gets at most
+    ``stage2_time_limit_s`` (and at most ``time_limit_s``): GLPK's branch and bound can stall on that
+    capacity MIP, which then returns its best plan with status ``time_limit``.
 
     Validated here, once, with the messages naming the ``plan`` flags; the solver must be installed.
     """
@@ -53,10 +57,13 @@ class SolveSettings:
     max_shared: int = 1500
     arrays_above: int = 20000
     glpk_cuts_below: int = 2000
+    stage2_time_limit_s: float = DEFAULT_STAGE2_TIME_LIMIT_S
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.time_limit_s) and self.time_limit_s > 0):
             raise bad_value("--time-limit", self.time_limit_s, "must be > 0 seconds")
+        if not (math.isfinite(self.stage2_time_limit_s) and self.stage2_time_limit_s > 0):
+            raise bad_value("stage2_time_limit_s", self.stage2_time_limit_s, "must be > 0 seconds")
         if not 0 <= self.mip_gap < 1:
             raise bad_value("--mip-gap", self.mip_gap, "must be in [0, 1)")
         if self.method not in METHODS:
