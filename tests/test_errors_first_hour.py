@@ -99,16 +99,26 @@ def test_ctrl_c_stops_at_once_and_keeps_committed_trials(tmp_path):
     trials = out / "trials"
     while time.monotonic() < deadline and not (trials.is_dir() and len(list(trials.glob("part-*"))) >= 2):
         time.sleep(0.2)
-    t0 = time.monotonic()
+    at_signal = len(list(trials.glob("part-*")))  # trials committed (one chunk each) when the Ctrl-C comes
     p.send_signal(signal.SIGINT)
     log, _ = p.communicate(timeout=30)
-    took = time.monotonic() - t0
-    assert p.returncode == 130 and took < 5, (took, log[-500:])
+    assert p.returncode == 130, log[-500:]
     assert "interrupted:" in log and "rerun the same command to resume" in log
+    import polars as pl
+
     from llm_energy.trials.store import open_store
 
-    n = open_store(out).trials().height
-    assert n >= 2 and f"interrupted: {n} of 100 trials" in log
+    df = open_store(out).trials()
+    n = df.height
+    # stopped at once: no trial ran to its end after the interrupt (at most the one committing as it came),
+    # so the sweep of 100 is left unfinished; what the message counts is what the store holds
+    assert 2 <= at_signal <= n <= at_signal + 1 < 100, (at_signal, n, log[-500:])
+    assert f"interrupted: {n} of 100 trials" in log
+    # the committed trials kept whole: one chunk each, one sweep, distinct ids, each a measured trial of the design
+    assert len(list(trials.glob("part-*"))) == n and df["trial_id"].n_unique() == n and df["sweep_id"].n_unique() == 1
+    assert set(df["tin"].to_list()) <= {8, 16} and df["tout"].to_list() == [4] * n and not df["warmup"].any()
+    assert df.select(pl.col("runtime_s", "energy_j", "t_start_mono", "t_end_mono").is_null().sum()).sum_horizontal()[0] == 0
+    assert (df["runtime_s"] > 0).all() and (df["t_end_mono"] > df["t_start_mono"]).all()
 
 
 def test_a_resumed_cluster_run_with_nothing_left_shows_its_sweeps_done(tmp_path):
