@@ -127,6 +127,8 @@ def measure(preset: str, length: int, bw: float, device: str, dtype: str, layers
     """One shape: ms a step per variant (eager and compiled), floor, SDPA choice, max |difference|."""
     import torch
 
+    from llm_energy.measure.inference.fusion import backend_kwargs, compile_backend
+
     heads, kv, n_layers = SHAPES[preset]
     n_layers, d, groups = layers or n_layers, 128, heads // kv
     dt = getattr(torch, dtype)
@@ -143,6 +145,8 @@ def measure(preset: str, length: int, bw: float, device: str, dtype: str, layers
     kv_bytes = 2 * n_layers * kv * length * d * dt.itemsize
     row = {"preset": preset, "bucket": length, "layers": n_layers, "kv_gb": kv_bytes / 1e9,
            "floor_ms": 1e3 * kv_bytes / bw, "device": device, "dtype": dtype}
+    if compile_backend() != "inductor":  # LLM_ENERGY_COMPILE_BACKEND: the compiled times are not inductor's
+        row["compile_backend"] = compile_backend()
     names = {int(getattr(torch._C._SDPBackend, x)): x for x in dir(torch._C._SDPBackend)
              if not x.startswith("_") and x not in ("name", "value")}
     expand = ks[0][:, :, None].expand(1, kv, groups, length, d).reshape(1, heads, length, d)
@@ -153,7 +157,8 @@ def measure(preset: str, length: int, bw: float, device: str, dtype: str, layers
         row[f"{name}_maxdiff"] = float((fn(*args).float() - ref).abs().max())
         row[f"{name}_eager_ms"] = _time(fn, args, device, n)
         torch._dynamo.reset()
-        compiled = torch.compile(fn, mode="reduce-overhead" if device.startswith("cuda") else None, dynamic=False)
+        compiled = torch.compile(fn, dynamic=False, **backend_kwargs(  # inductor unless LLM_ENERGY_COMPILE_BACKEND
+            {"mode": "reduce-overhead" if device.startswith("cuda") else None}))
         row[f"{name}_compiled_ms"] = _time(compiled, args, device, n)
         if device.startswith("cuda"):
             row[f"{name}_kernels"] = _top_kernels(compiled, args)

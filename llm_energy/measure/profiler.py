@@ -234,8 +234,7 @@ class Profiler:
         idle, idle_frame, idle_flags = self._idle_baseline(samplers, primary, spec.idle_s)
         self._idle_flags = assess_idle(idle_flags, idle.per_device, primary, self._meters)
         source = source_label(samplers, primary)
-        info = self._sweep_info(loaded.dtype, source, cold, idle, device_name, system,
-                                kv_keyword=backend.kv_keyword, eager_sdpa=backend.eager_sdpa)
+        info = self._sweep_info(loaded.dtype, source, cold, idle, device_name, system, marks=backend.version_marks())
         if self._idle_flags:
             msg = f"warning: every trial of this run is flagged suspect: {quality_label(self._idle_flags)[1]}"
             log.warning(msg)
@@ -290,14 +289,15 @@ class Profiler:
         return BudgetGate.for_run(self.budget, min_window, spec.cooldown_s + settle, history)
 
     def _sweep_info(self, dtype: str, source: str, cold: IdleBaseline, idle: IdleBaseline, device_name: str,
-                    system: str, kv_keyword: str | None = None, eager_sdpa: str | None = None) -> SweepInfo:
+                    system: str, marks: dict[str, str] | None = None) -> SweepInfo:
         """The sweep's record, with this run (session, node, idle baselines, meters) as its one run. The
-        versions (stored with every trial) name the keyword the backend passes its KV cache under, which
-        tells trials of the fixed backends from those of erratum ``kv-cache-ignored`` (trials/errata.py), for
-        a static backend that its warm-ups ran in the trial's bucket (erratum ``compiled-in-window``), for an
-        eager one its SDPA kernels (``eager_sdpa``, inference/attention.py); no part of the sweep's identity."""
+        versions (stored with every trial) hold the backend's ``marks`` (InferenceBackend.version_marks: the
+        keyword it passes its KV cache under, which tells trials of the fixed backends from those of erratum
+        ``kv-cache-ignored``, trials/errata.py; an eager one's SDPA kernels; a static one's torch.compile
+        backend where not inductor), for a static backend that its warm-ups ran in the trial's bucket (erratum
+        ``compiled-in-window``); no part of the sweep's identity."""
         spec, now_s = self.spec, time.time()
-        extra = {k: v for k, v in (("kv_cache_keyword", kv_keyword), ("eager_sdpa", eager_sdpa)) if v}
+        extra = dict(marks or {})
         if is_static_backend(spec.backend):  # erratum compiled-in-window: warm-ups in the trial's bucket
             extra["static_warmup"] = STATIC_WARMUP_MARK
         versions = versions_json(extra or None)

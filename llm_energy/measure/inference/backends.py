@@ -65,6 +65,7 @@ class InferenceBackend(ABC):
     name: str = "?"
     compiles_torch = False  # whether generate may run torch.compile (compiles.modules_pickle_can_search)
     eager_sdpa: str | None = None  # the SDPA kernels an eager backend restricts its forwards to (attention.py)
+    compile_backend: str | None = None  # a static backend's torch.compile backend where not inductor (fusion.py)
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
@@ -80,6 +81,15 @@ class InferenceBackend(ABC):
         """The keyword this backend passes its KV cache to the model under (None: it keeps no cache); the
         profiler stores it with every trial (erratum ``kv-cache-ignored``, trials/errata.py)."""
         return None if self.name == "no-cache" else self._kv
+
+    def version_marks(self) -> dict[str, str]:
+        """What the profiler stores about this backend in every trial's versions (no part of the sweep's
+        identity): the keyword of its KV cache (``kv_cache_keyword``, erratum ``kv-cache-ignored``), an eager
+        backend's SDPA kernels (``eager_sdpa``, attention.py), a static backend's torch.compile backend where
+        it is not inductor (``torch_compile_backend``: LLM_ENERGY_COMPILE_BACKEND, fusion.py)."""
+        marks = {"kv_cache_keyword": self.kv_keyword, "eager_sdpa": self.eager_sdpa,
+                 "torch_compile_backend": self.compile_backend}
+        return {k: v for k, v in marks.items() if v}
 
     def prepare(self, batch: int, tin: int, tout: int) -> None:
         """Work done before a measurement window: the first time a (batch, tin) prompt shape is seen,
@@ -231,9 +241,12 @@ class StaticBackend(InferenceBackend):
             torch._dynamo.config.accumulated_cache_size_limit = max(512, torch._dynamo.config.accumulated_cache_size_limit)
         self._attention = fusion.decode_attention(self.options)  # the SDPA kernel choice of the decode step
         self.compile_kwargs = fusion.compile_kwargs(self.options, self.is_cuda)
-        self._decode = torch.compile(self._decode_step, fullgraph=False, dynamic=False, **self.compile_kwargs)
-        self._prefill = (torch.compile(self._prefill_step, fullgraph=True, dynamic=True) if "cprefill" in self.options
-                         else self._prefill_step)
+        backend = fusion.compile_backend()  # inductor unless LLM_ENERGY_COMPILE_BACKEND (tests: aot_eager)
+        self.compile_backend = None if backend == "inductor" else backend
+        self._decode = torch.compile(self._decode_step, fullgraph=False, dynamic=False,
+                                     **fusion.backend_kwargs(self.compile_kwargs))
+        self._prefill = (torch.compile(self._prefill_step, fullgraph=True, dynamic=True, **fusion.backend_kwargs({}))
+                         if "cprefill" in self.options else self._prefill_step)
         self._caches: dict[tuple[int, int], Any] = {}
         self._filled: set[tuple[int, int]] = set()  # buckets whose cache has been prefilled (initialised) once
         self._cache = None

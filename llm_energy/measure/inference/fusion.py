@@ -46,10 +46,18 @@ store's backend column says what was measured and the plain ``static`` stores ke
 
 The other options touch only the compiled decode step and the model's weights layout; without
 ``cprefill`` the prefill runs the same (eager) code, on the fused weights under ``fused``.
+
+Every ``torch.compile`` of a static backend runs inductor, torch's default, unless the environment variable
+``LLM_ENERGY_COMPILE_BACKEND`` names another torch.compile backend (``aot_eager``: the tests' logic on the
+CPU without inductor's code generation, ~2 s a tiny model's compile instead of ~30 s): ``compile_backend`` reads
+it, ``backend_kwargs`` turns a compile's inductor keyword arguments into that backend's (``mode`` and
+``options`` are inductor's and are dropped). A trial run that way names the backend in its versions
+(``torch_compile_backend``); unset (or ``inductor``), torch.compile is called exactly as without the variable.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -109,6 +117,31 @@ def compile_kwargs(options: tuple[str, ...], is_cuda: bool) -> dict[str, Any]:
     from torch._inductor import list_mode_options
 
     return {"options": {**list_mode_options(mode), **extra}}
+
+
+COMPILE_BACKEND_ENV = "LLM_ENERGY_COMPILE_BACKEND"
+
+
+def compile_backend() -> str:
+    """The torch.compile backend the static backends compile with: ``LLM_ENERGY_COMPILE_BACKEND``, or
+    ``inductor`` (torch's default) where it is unset or empty. A name torch does not know is a UserError."""
+    name = os.environ.get(COMPILE_BACKEND_ENV, "").strip()
+    if not name or name == "inductor":
+        return "inductor"
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if name not in known:
+        raise bad_value(COMPILE_BACKEND_ENV, name, "not a torch.compile backend (inductor, the default; "
+                        "aot_eager or eager for tests without inductor's code generation)")
+    return name
+
+
+def backend_kwargs(inductor_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A torch.compile's keyword arguments under ``compile_backend()``: ``inductor_kwargs`` as they are for
+    inductor (no ``backend`` keyword: torch's default, the call unchanged), else only ``backend=`` that
+    backend (``mode`` and ``options`` configure inductor; torch hands them to another backend, which warns
+    that it ignores them)."""
+    name = compile_backend()
+    return dict(inductor_kwargs) if name == "inductor" else {"backend": name}
 
 
 def decode_attention(options: tuple[str, ...]):
