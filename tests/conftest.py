@@ -5,6 +5,26 @@ import pytest
 from tests.reference import reference_dir, require
 
 REFERENCE = reference_dir()
+COMPILE_BACKEND_ENV = "LLM_ENERGY_COMPILE_BACKEND"  # fusion.COMPILE_BACKEND_ENV (not imported: no torch import here)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _aot_eager_compiles():
+    """Static backends compile with ``aot_eager`` (LLM_ENERGY_COMPILE_BACKEND, llm_energy/measure/inference/fusion.py;
+    in the environment, so a profile subprocess inherits it): the tests' logic (caches, buckets, compile counts,
+    tokens, dynamo's graphs) without inductor's code generation, ~2 s a tiny model's compile on the CPU instead
+    of ~30 s. Set for the session, so that module-scoped fixtures that profile see it too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(COMPILE_BACKEND_ENV, "aot_eager")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _inductor_compiles(request, monkeypatch):
+    """Tests marked ``inductor`` (their point is inductor itself) and ``gpu`` (run on the GPU machine) compile with
+    inductor, torch's default: the variable unset for the test (its function-scoped fixtures and subprocesses)."""
+    if request.node.get_closest_marker("inductor") or request.node.get_closest_marker("gpu"):
+        monkeypatch.delenv(COMPILE_BACKEND_ENV, raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -54,6 +54,7 @@ def test_backends_generate_the_same_greedy_tokens(tiny):
     assert outs["cache"] == outs["no-cache"] == outs["static"]
 
 
+@pytest.mark.inductor  # the default static backend end to end under the real inductor on the CPU, a compile per bucket
 def test_static_backend_compiles_once_per_bucket(tiny):
     b = make_backend("static", tiny)
     for tin in (8, 30, 100):  # all in the 256 bucket with tout 16
