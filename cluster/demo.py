@@ -1,6 +1,8 @@
 """``make demo``: a local Ray cluster of 3 raylets (2 node types) on this machine, the pipeline job
 submitted to it as ``ray job submit`` would (the Jobs API of the head's dashboard), its logs
 followed, then the plan summary and the report path; the cluster is stopped at the end.
+With ``--address URL`` the job goes to a running cluster's dashboard instead (its raylets must carry
+the config's node types as resources), and that cluster is left running.
 
 One machine only simulates a heterogeneous cluster, and with no power meter here CPU energy is a
 labelled estimate (utilisation x TDP): see README.md.
@@ -24,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout-s", type=float, default=600)
     ap.add_argument("--out", default=None, help="output directory (default: the config's out:)")
     ap.add_argument("--ray-logs", action="store_true", help="show Ray's own INFO logs (hidden by default)")
+    ap.add_argument("--address", default=None, metavar="URL",
+                    help="submit to a running cluster's dashboard (http://HEAD:8265) instead of starting a local "
+                         "one; that cluster is left running")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
     from cluster.config import load_config
@@ -37,19 +42,25 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[RAY_LOGS_ENV] = "1"  # the raylets and the job inherit it
     quiet_ray_logger()
     t0 = time.time()
-    types = list(cfg.node_types)
-    nodes = [LocalNode(types[0]), *(LocalNode(t) for t in types)]  # the first type twice: >= 3 raylets for 2 types
-    print(f"starting a local Ray cluster: {len(nodes)} raylets, node types " + ", ".join(n.node_type for n in nodes)
-          + " (the head is the first)", flush=True)
-    cluster = start_local_cluster(nodes, dashboard=True)
+    cluster = None
+    if args.address is None:
+        types = list(cfg.node_types)
+        nodes = [LocalNode(types[0]), *(LocalNode(t) for t in types)]  # the first type twice: >= 3 raylets, 2 types
+        print(f"starting a local Ray cluster: {len(nodes)} raylets, node types "
+              + ", ".join(n.node_type for n in nodes) + " (the head is the first)", flush=True)
+        cluster = start_local_cluster(nodes, dashboard=True)
     try:
-        url = dashboard_url(cluster)
+        url = dashboard_url(cluster) if cluster is not None else args.address
         from ray.job_submission import JobStatus, JobSubmissionClient
 
-        client = _client(JobSubmissionClient, url)
+        try:
+            client = _client(JobSubmissionClient, url, tries=30 if cluster is not None else 5)
+        except RuntimeError as e:
+            print(f"demo: error: --address={url!r}: {e}", file=sys.stderr)
+            return 2
         entry = entrypoint(args.config, out)
-        print(f"cluster up in {time.time() - t0:.1f} s; dashboard {url}\n$ ray job submit --address {url} "
-              f"--working-dir . -- {entry}", flush=True)
+        print(f"cluster {'up in ' + format(time.time() - t0, '.1f') + ' s' if cluster else 'given'}; dashboard {url}"
+              f"\n$ ray job submit --address {url} --working-dir . -- {entry}", flush=True)
         job = _submit(client, entrypoint=entry, runtime_env={
             "working_dir": str(REPO),
             "excludes": [".venv", ".git", ".whl", "data", "out", "runs", "docs", "*.egg-info", ".hypothesis"],
@@ -80,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         import ray
 
         ray.shutdown()
-        cluster.shutdown()
-        print(f"cluster stopped; demo took {time.time() - t0:.0f} s")
+        if cluster is not None:
+            cluster.shutdown()
+            print(f"cluster stopped; demo took {time.time() - t0:.0f} s")
 
 
 def entrypoint(config: str | Path, out: Path) -> str:
@@ -98,7 +110,7 @@ def _client(cls, url: str, tries: int = 30):
         except Exception as e:  # noqa: BLE001 - the job server may need a moment after the head starts
             last = e
             time.sleep(1)
-    raise RuntimeError(f"job server at {url} did not answer: {last}")
+    raise RuntimeError(f"the job server at {url} did not answer in {tries} tries: {str(last).splitlines()[0] if last else ''}")
 
 
 def _submit(client, tries: int = 60, **kw) -> str:
