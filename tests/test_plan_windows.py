@@ -85,18 +85,9 @@ def _solve_once():
 
 
 def plan(capsys, fits, deps, out, *extra, stage2_s=None):
-    """``plan --json`` with these flags; with ``stage2_s`` the same request (the CLI's own parsing) with
-    ``PlanRequest.stage2_time_limit_s`` (no flag; default 10 s) run through the library."""
+    """``plan --json`` with these flags (``stage2_s``: ``--stage2-time-limit``)."""
     argv = ["plan", "--fits", str(fits), "--deployments", str(deps), "--workload", str(TRACE), "--out", str(out),
-            "--json", *map(str, extra)]
-    if stage2_s is not None:
-        from llm_energy.cli.main import build_parser
-        from llm_energy.cli.plan import request_from_args
-        from llm_energy.plan.run import run
-
-        req = dataclasses.replace(request_from_args(build_parser().parse_args(argv)), stage2_time_limit_s=stage2_s)
-        assert req.settings.stage2_time_limit_s == stage2_s
-        return json.loads(run(req).summary.to_json())
+            "--json", *map(str, extra), *(("--stage2-time-limit", str(stage2_s)) if stage2_s is not None else ())]
     rc = main(argv)
     o, e = capsys.readouterr()
     assert rc == 0, e
@@ -202,7 +193,8 @@ def test_files_without_an_inventory_plan_as_before(tmp_path, capsys):
 
 @pytest.mark.parametrize("extra,match", [(["--utilisation", "1.5"], "--utilisation"),
                                          (["--window-s", "-3"], "--window-s"),
-                                         (["--max-replica-change", "-1"], "--max-replica-change")])
+                                         (["--max-replica-change", "-1"], "--max-replica-change"),
+                                         (["--stage2-time-limit", "0"], "--stage2-time-limit")])
 def test_bad_fleet_flags_are_one_line(fleet_files, tmp_path, capsys, extra, match):
     fits, deps = fleet_files
     rc = main(["plan", "--fits", str(fits), "--deployments", str(deps), "--workload", str(TRACE), "--out",
@@ -225,8 +217,8 @@ def test_planning_on_the_upper_interval_end_buys_the_risk_it_reports(fleet_files
 
 
 def test_stage2_time_limit_is_a_setting_each_windows_second_stage_gets(tmp_path):
-    """PlanRequest.stage2_time_limit_s reaches SolveSettings, and plan_fleet's stage 2 runs under it (at
-    most --time-limit); default 10 s; not a positive number of seconds is a one-line UserError."""
+    """PlanRequest.stage2_time_limit_s (plan --stage2-time-limit) reaches SolveSettings, and plan_fleet's stage 2
+    runs under it (at most --time-limit); default 10 s; not a positive number of seconds is a one-line UserError."""
     from llm_energy.errors import UserError
     from llm_energy.plan.run import PlanRequest
     from llm_energy.plan.solve.fleet import plan_fleet
@@ -236,8 +228,15 @@ def test_stage2_time_limit_is_a_setting_each_windows_second_stage_gets(tmp_path)
     req = dict(fits="f.json", deployments="d.yaml", workload="w.csv", out=str(tmp_path / "p"))
     assert PlanRequest(**req).settings.stage2_time_limit_s == 10.0 == SolveSettings().stage2_time_limit_s
     assert PlanRequest(**req, stage2_time_limit_s=2.5).settings.stage2_time_limit_s == 2.5
+    from llm_energy.cli.main import build_parser
+    from llm_energy.cli.plan import request_from_args
+
+    argv = ["plan", "--fits", "f.json", "--deployments", "d.yaml", "--workload", "w.csv", "--out", req["out"]]
+    assert request_from_args(build_parser().parse_args(argv)).settings.stage2_time_limit_s == 10.0
+    assert request_from_args(build_parser().parse_args([*argv, "--stage2-time-limit", "2.5"])
+                             ).settings.stage2_time_limit_s == 2.5
     for bad in (0.0, -1.0, float("nan"), float("inf")):
-        with pytest.raises(UserError, match="stage2_time_limit_s"):
+        with pytest.raises(UserError, match="--stage2-time-limit"):
             PlanRequest(**req, stage2_time_limit_s=bad)
     _, p, fleet, zeta = small_case(0)
     for settings, limit in ((SolveSettings(), 10.0), (SolveSettings(stage2_time_limit_s=2.5), 2.5),

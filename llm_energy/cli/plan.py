@@ -72,6 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add replicas until the M/G/c mean wait predicted from the runtime model is at most this")
     g.add_argument("--latency-limit-s", type=float, default=None,
                    help="the replay of a timed trace reports the share of queries within this latency")
+    g.add_argument("--stage2-time-limit", type=float, default=10.0,
+                   help="each window's second stage (LP + capacity MIP on the fixed replicas) stops after this many "
+                        "seconds with its best plan (default 10; never more than --time-limit)")
     p.add_argument("--plan-on", default="point",
                    help="point (default) | upper: capacity rows (nodes x hours, or replicas) on the upper end of the "
                         "fits' prediction interval; summary.json's uncertainty reports the loads either way")
@@ -144,7 +147,8 @@ def request_from_args(args: argparse.Namespace):
                        zeta=args.zeta, pareto_steps=args.pareto_steps if args.pareto else None,
                        min_accuracy=args.min_accuracy, max_energy=args.max_energy, energy_budget=args.energy_budget,
                        min_share=args.min_share, solver=args.solver, method=args.method,
-                       time_limit_s=args.time_limit, mip_gap=args.mip_gap, bins=args.bins,
+                       time_limit_s=args.time_limit, stage2_time_limit_s=args.stage2_time_limit,
+                       mip_gap=args.mip_gap, bins=args.bins,
                        negative=args.negative_energy, per_query=args.per_query, seed=args.seed,
                        window_s=args.window_s, time_column=args.time_column,
                        max_replica_change=args.max_replica_change, replica_change_j=args.replica_change_j,

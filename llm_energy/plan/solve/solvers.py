@@ -63,7 +63,7 @@ class SolveSettings:
         if not (math.isfinite(self.time_limit_s) and self.time_limit_s > 0):
             raise bad_value("--time-limit", self.time_limit_s, "must be > 0 seconds")
         if not (math.isfinite(self.stage2_time_limit_s) and self.stage2_time_limit_s > 0):
-            raise bad_value("stage2_time_limit_s", self.stage2_time_limit_s, "must be > 0 seconds")
+            raise bad_value("--stage2-time-limit", self.stage2_time_limit_s, "must be > 0 seconds")
         if not 0 <= self.mip_gap < 1:
             raise bad_value("--mip-gap", self.mip_gap, "must be in [0, 1)")
         if self.method not in METHODS:
