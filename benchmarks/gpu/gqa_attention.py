@@ -145,8 +145,9 @@ def measure(preset: str, length: int, bw: float, device: str, dtype: str, layers
     kv_bytes = 2 * n_layers * kv * length * d * dt.itemsize
     row = {"preset": preset, "bucket": length, "layers": n_layers, "kv_gb": kv_bytes / 1e9,
            "floor_ms": 1e3 * kv_bytes / bw, "device": device, "dtype": dtype}
-    if compile_backend() != "inductor":  # LLM_ENERGY_COMPILE_BACKEND: the compiled times are not inductor's
-        row["compile_backend"] = compile_backend()
+    backend = compile_backend()  # inductor unless LLM_ENERGY_COMPILE_BACKEND
+    if backend != "inductor":  # the compiled times are not inductor's
+        row["compile_backend"] = backend
     names = {int(getattr(torch._C._SDPBackend, x)): x for x in dir(torch._C._SDPBackend)
              if not x.startswith("_") and x not in ("name", "value")}
     expand = ks[0][:, :, None].expand(1, kv, groups, length, d).reshape(1, heads, length, d)
@@ -157,8 +158,8 @@ def measure(preset: str, length: int, bw: float, device: str, dtype: str, layers
         row[f"{name}_maxdiff"] = float((fn(*args).float() - ref).abs().max())
         row[f"{name}_eager_ms"] = _time(fn, args, device, n)
         torch._dynamo.reset()
-        compiled = torch.compile(fn, dynamic=False, **backend_kwargs(  # inductor unless LLM_ENERGY_COMPILE_BACKEND
-            {"mode": "reduce-overhead" if device.startswith("cuda") else None}))
+        compiled = torch.compile(fn, dynamic=False, **backend_kwargs(
+            {"mode": "reduce-overhead" if device.startswith("cuda") else None}, backend))
         row[f"{name}_compiled_ms"] = _time(compiled, args, device, n)
         if device.startswith("cuda"):
             row[f"{name}_kernels"] = _top_kernels(compiled, args)

@@ -244,8 +244,9 @@ class StaticBackend(InferenceBackend):
         backend = fusion.compile_backend()  # inductor unless LLM_ENERGY_COMPILE_BACKEND (tests: aot_eager)
         self.compile_backend = None if backend == "inductor" else backend
         self._decode = torch.compile(self._decode_step, fullgraph=False, dynamic=False,
-                                     **fusion.backend_kwargs(self.compile_kwargs))
-        self._prefill = (torch.compile(self._prefill_step, fullgraph=True, dynamic=True, **fusion.backend_kwargs({}))
+                                     **fusion.backend_kwargs(self.compile_kwargs, backend))
+        self._prefill = (torch.compile(self._prefill_step, fullgraph=True, dynamic=True,
+                                       **fusion.backend_kwargs({}, backend))
                          if "cprefill" in self.options else self._prefill_step)
         self._caches: dict[tuple[int, int], Any] = {}
         self._filled: set[tuple[int, int]] = set()  # buckets whose cache has been prefilled (initialised) once

@@ -135,12 +135,12 @@ def compile_backend() -> str:
     return name
 
 
-def backend_kwargs(inductor_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A torch.compile's keyword arguments under ``compile_backend()``: ``inductor_kwargs`` as they are for
-    inductor (no ``backend`` keyword: torch's default, the call unchanged), else only ``backend=`` that
-    backend (``mode`` and ``options`` configure inductor; torch hands them to another backend, which warns
-    that it ignores them)."""
-    name = compile_backend()
+def backend_kwargs(inductor_kwargs: dict[str, Any], backend: str | None = None) -> dict[str, Any]:
+    """A torch.compile's keyword arguments under ``backend`` (default: ``compile_backend()``; a caller that
+    compiles more than once passes the name it read once): ``inductor_kwargs`` as they are for inductor (no
+    ``backend`` keyword: torch's default, the call unchanged), else only ``backend=`` that backend (``mode``
+    and ``options`` configure inductor; torch hands them to another backend, which warns that it ignores them)."""
+    name = compile_backend() if backend is None else backend
     return dict(inductor_kwargs) if name == "inductor" else {"backend": name}
 
 
