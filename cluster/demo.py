@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"demo: error: --address={url!r}: {e}", file=sys.stderr)
             return 2
         entry = entrypoint(args.config, out)
-        print(f"cluster {'up in ' + format(time.time() - t0, '.1f') + ' s' if cluster else 'given'}; dashboard {url}"
-              f"\n$ ray job submit --address {url} --working-dir . -- {entry}", flush=True)
+        state = f"up in {time.time() - t0:.1f} s" if cluster is not None else "given"
+        print(f"cluster {state}; dashboard {url}\n$ ray job submit --address {url} --working-dir . -- {entry}",
+              flush=True)
         job = _submit(client, entrypoint=entry, runtime_env={
             "working_dir": str(REPO),
             "excludes": [".venv", ".git", ".whl", "data", "out", "runs", "docs", "*.egg-info", ".hypothesis"],
@@ -110,7 +111,7 @@ def _client(cls, url: str, tries: int = 30):
         except Exception as e:  # noqa: BLE001 - the job server may need a moment after the head starts
             last = e
             time.sleep(1)
-    raise RuntimeError(f"the job server at {url} did not answer in {tries} tries: {str(last).splitlines()[0] if last else ''}")
+    raise RuntimeError(f"the job server at {url} did not answer in {tries} tries: {(str(last).splitlines() or [''])[0]}")
 
 
 def _submit(client, tries: int = 60, **kw) -> str:

@@ -101,3 +101,13 @@ def test_ray_job_submit_cli_runs_the_pipeline_and_mirrors_progress(tmp_path, job
     w = subprocess.run([sys.executable, "-m", "llm_energy.cli", "watch", str(out), "--once"], cwd=REPO,
                        capture_output=True, text=True, timeout=60)
     assert w.returncode == 0 and "total" in w.stdout and "18/18" in w.stdout, w.stdout + w.stderr
+
+
+def test_demo_client_gives_up_in_one_line_even_on_an_error_without_a_message():
+    from cluster.demo import _client
+
+    def refuses(url):
+        raise ConnectionError()  # str() is empty
+
+    with pytest.raises(RuntimeError, match=r"^the job server at http://x did not answer in 1 tries: $"):
+        _client(refuses, "http://x", tries=1)
