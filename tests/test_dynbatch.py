@@ -92,7 +92,8 @@ def test_llama_one_decode_compile_for_batches_2_4_8_and_the_static_tokens():
 
 @pytest.mark.inductor  # inductor too must keep the batch dim dynamic: batch 4 served by batch 2's compile
 def test_mistral_dynbatch_gives_the_static_tokens():
-    _check("tiny-mistral", [2, 4], [2, 4], [1, 0])
+    """static at batch 2 only (each static batch is an inductor compile of its own, ~10 s here)."""
+    _check("tiny-mistral", [2], [2, 4], [1, 0])
 
 
 @pytest.mark.gpu
