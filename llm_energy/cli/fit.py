@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,7 @@ def cmd_fit(args) -> int:
                       energy_column="energy_net_j" if args.net else "energy_j", drop_invalid=args.drop_invalid)
     fits = fit_deployments(df, opts, source=",".join(args.dir))
     save_fits(fits, args.out)
+    _warn_sessions(df, fits, opts)
     if args.json:
         from llm_energy.io import to_json
 
@@ -224,6 +226,15 @@ def _coverage_lines(fits) -> list[str]:
         rng = f"; fitted on {d.range.describe()}" if d.range is not None else ""
         out.append(f"{d.deployment}: {'; '.join(parts) or 'no interval'}{rng}")
     return out
+
+
+def _warn_sessions(df: pl.DataFrame, fits, opts) -> None:
+    """One warning line (stderr) per deployment whose profiler sessions measured at different levels
+    (llm_energy/fit/sessions.py)."""
+    from llm_energy.fit.sessions import session_spreads, session_warnings
+
+    for line in session_warnings(session_spreads(df, fits, opts)):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _warn_errata(df: pl.DataFrame) -> None:
