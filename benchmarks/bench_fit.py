@@ -35,9 +35,16 @@ ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT.parent / "shared" / "reference" / "wilkins2024" / "grid" / "all-stats-raw.csv"
 STORES = {  # label -> stores (one deployment per backend and model)
     "h100": ["data/h100/grid-static", "data/h100/grid-cache", "data/h100/grid-nocache", "data/h100/issue3"],
-    "h200": sorted(f"data/h200/{p.name}" for p in (ROOT / "data" / "h200").glob("*-static")),  # grid-static too
+    # the batch-1 static stores measured with the decode step reading its cache (data/h200/v2; grid-static too)
+    "h200": sorted(f"data/h200/v2/{p.name}" for p in (ROOT / "data" / "h200" / "v2").glob("*-static")
+                   if not p.name.startswith("batch")),
+    "h200 eager": ["data/h200/v2/grid-cache", "data/h200/v2/llama-2-70b-cache"],
 }
 BATCH_STORES = ["data/h100/grid-cache", "data/h100/issue3", "data/h100/batch-cache"]
+# the H200 batch sweeps, each its own deployment pooled over its batch sizes (tin {64, 256} x tout {64, 256})
+H200_BATCH_STORES = sorted(f"data/h200/v2/{p.name}" for p in (ROOT / "data" / "h200" / "v2").glob("batch-*"))
+# a fit of a sweep asked beyond its batch range: trained on batch 1..256, the cells measured at batch 512
+H200_BEYOND = ("data/h200/v2/batch-llama-2-7b-static", "data/h200/v2/batch512-llama-2-7b-static")
 GRID = np.unique(np.round(np.geomspace(1, 32768, 64)).astype(int))
 TARGETS = ("energy_j", "runtime_s")
 
@@ -151,6 +158,42 @@ def batch_table() -> None:
                       f"{pct(rep.summary(None, t)['p90']).strip()}" for t in TARGETS))
 
 
+def h200_batch_table() -> None:
+    """Each H200 batch sweep pooled over its batch sizes, each size held out in turn; and whether the
+    sweep's profiler sessions measured at one level (llm_energy/fit/sessions.py)."""
+    from llm_energy.fit.fits import predict
+    from llm_energy.fit.forms import FitOptions, fit_deployments
+    from llm_energy.fit.sessions import session_spreads
+    from llm_energy.fit.validate import batch_holdout
+    from llm_energy.trials.store import load_trials
+
+    print("\nH200 batch sweeps, pooled over batch sizes: each batch size held out (trained on the others)")
+    print(f"{'store':40s} {'held-out batch':>14s} {'target':9s} {'form':16s} {'median':>7s} {'p90':>7s} {'cover':>7s}  n")
+    for store in H200_BATCH_STORES:
+        trials = load_trials([str(ROOT / store)])
+        for b, h in batch_holdout(trials, FitOptions()).items():
+            for t in TARGETS:
+                s = h.summary(None, t)
+                print(f"{Path(store).name:40s} {b:>14d} {t:9s} {h.forms[t]:16s} {pct(s['median'])} {pct(s['p90'])} "
+                      f"{pct(s['coverage'])}  {s['n']}")
+        opts = FitOptions(pool_batch=True)
+        fits = fit_deployments(trials, opts)
+        for sp in session_spreads(trials, fits, opts):
+            print(f"{Path(store).name:40s} sessions: energy {pct(sp.spread('energy')).strip()} apart, runtime "
+                  f"{pct(sp.spread('runtime')).strip()} ({', '.join(f'{lv.session} {lv.n}' for lv in sp.levels)})")
+        sanity(fits)
+    train, beyond = (load_trials([str(ROOT / s)]) for s in H200_BEYOND)
+    fits = fit_deployments(train, FitOptions(pool_batch=True))
+    (dep,) = fits.deployments
+    p = predict(fits, dep, beyond["tin"].to_numpy(), beyond["tout"].to_numpy(), beyond["batch"].to_numpy().astype(np.int64))
+    print(f"\n{Path(H200_BEYOND[0]).name} (batch {int(train['batch'].min())}..{int(train['batch'].max())}) asked for "
+          f"{Path(H200_BEYOND[1]).name}'s cells, beyond its fitted batch range:")
+    for i, r in enumerate(beyond.iter_rows(named=True)):
+        print(f"  {r['tin']} x {r['tout']} x {r['batch']}: " + "; ".join(
+            f"{t} {fits.deployments[dep].targets[t].form} {p[t][i] / r[t] - 1:+.1%} "
+            f"({'inside' if p[f'{t}_lo'][i] <= r[t] <= p[f'{t}_hi'][i] else 'outside'} its interval)" for t in TARGETS))
+
+
 def grid_section(seeds: list[int]) -> None:
     from llm_energy.fit.forms import FitOptions, fit_deployments
     from llm_energy.trials.importers import import_wilkins2024
@@ -174,12 +217,13 @@ def stores_section() -> None:
         holdout_table(f"{label} stores ({', '.join(Path(s).name for s in stores)})", t, fits, floors=True)
         sanity(fits)
     batch_table()
+    h200_batch_table()
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid", action="store_true", help="the authors' grid only")
-    ap.add_argument("--stores", action="store_true", help="the H100/H200 stores and the H100 batch sweep only")
+    ap.add_argument("--stores", action="store_true", help="the H100/H200 stores and the batch sweeps only")
     ap.add_argument("--seeds", default="1", help="outer seeds of the grid's nested hold-out, e.g. 1,2,3 (default 1)")
     a = ap.parse_args(argv)
     both = not a.grid and not a.stores
