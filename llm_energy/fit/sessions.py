@@ -67,18 +67,28 @@ def session_spreads(trials: pl.DataFrame, fits: FitsFile, opts: FitOptions | Non
     for (dep,), g in df.sort("t_start" if "t_start" in df.columns else "session").group_by("_dep", maintain_order=True):
         if dep not in fits.deployments or g["session"].n_unique() < 2:
             continue
-        batch = g["_batch"].to_numpy().astype(np.int64) if fits.deployments[dep].batch == "*" else None
-        p = predict(fits, dep, g["_tin"].to_numpy(), g["_tout"].to_numpy(), batch)
-        g = g.with_columns(
-            _re=pl.Series(g[opts.energy_column].to_numpy() / p["energy_j"].to_numpy() - 1.0),
-            _rr=pl.Series(g["runtime_s"].to_numpy() / p["runtime_s"].to_numpy() - 1.0))
+        g = g.with_columns(_re=_ratio(fits, dep, g, "energy_j", opts.energy_column),
+                           _rr=_ratio(fits, dep, g, "runtime_s", "runtime_s"))
         levels = (g.group_by("session", maintain_order=True)
-                  .agg(pl.len().alias("n"), pl.col("_re").median().alias("e"), pl.col("_rr").median().alias("r"))
+                  .agg(pl.col("_re").is_not_null().sum().alias("n"), pl.col("_re").median().alias("e"),
+                       pl.col("_rr").median().alias("r"))
                   .filter(pl.col("n") >= MIN_TRIALS))
         if levels.height >= 2:
             out.append(SessionSpread(dep, tuple(SessionLevel(s, int(n), float(e), float(r))
                                                 for s, n, e, r in levels.iter_rows())))
     return out
+
+
+def _ratio(fits: FitsFile, dep: str, g: pl.DataFrame, target: str, column: str) -> pl.Series:
+    """measured / fitted - 1 per trial, on the tokens the target's form was fitted on (the paper form: the
+    requested ones, as fit_deployments does); null where the fitted value is not positive."""
+    d = fits.deployments[dep]
+    tin, tout = ("tin", "tout") if d.targets[target].form == "paper" else ("_tin", "_tout")
+    batch = g["_batch"].to_numpy().astype(np.int64) if d.batch == "*" else None
+    fitted = predict(fits, dep, g[tin].to_numpy().astype(float), g[tout].to_numpy().astype(float), batch)[target].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = g[column].to_numpy().astype(float) / fitted - 1.0
+    return pl.Series(np.where(fitted > 0, r, np.nan)).fill_nan(None)
 
 
 def session_warnings(spreads: list[SessionSpread], limit: float = SPREAD_LIMIT) -> list[str]:
