@@ -127,8 +127,6 @@ def _register_report(sub: argparse._SubParsersAction) -> None:
 def cmd_import_wilkins(args) -> int:
     from llm_energy.trials.importers import import_wilkins2024, store_imported
 
-    import sys
-
     total = 0
     for f in args.csv:
         notes: list[str] = []
@@ -240,8 +238,6 @@ def _warn_sessions(df: pl.DataFrame, fits, opts) -> None:
 def _warn_errata(df: pl.DataFrame) -> None:
     """One warning line (stderr) per known defect of the trials being fitted; fits.json keeps its key per
     deployment (``errata``), so plan, route and predict can say so too."""
-    import sys
-
     from llm_energy.trials.errata import errata
 
     for hit in errata(df):
@@ -250,8 +246,6 @@ def _warn_errata(df: pl.DataFrame) -> None:
 
 def _drop_suspect(df: pl.DataFrame) -> pl.DataFrame:
     """Trials whose meter readings were flagged suspect are left out of a fit; says how many (stderr)."""
-    import sys
-
     from llm_energy.trials.schema import drop_suspect
 
     kept, note = drop_suspect(df)
@@ -307,8 +301,6 @@ def _write_predictions(out: pl.DataFrame, path: str) -> None:
 
 
 def cmd_predict(args) -> int:
-    import sys
-
     from llm_energy.fit.fits import errata_warning, find_fit, load_fits, predict_all, unmatched_batches
     from llm_energy.io import to_json
 
@@ -345,8 +337,6 @@ def cmd_predict(args) -> int:
 
 def _warn_out_of_range(fits, out: pl.DataFrame) -> None:
     """One stderr line per deployment with predictions outside its fitted range or context length."""
-    import sys
-
     for (dep,), g in out.group_by(["deployment"], maintain_order=True):
         outside, beyond = int((~g["in_range"]).sum() or 0), int(g["beyond_context"].sum() or 0)
         if outside or beyond:

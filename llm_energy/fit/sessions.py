@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from llm_energy.fit.fits import FitsFile, predict
+from llm_energy.fit.fits import TARGETS, FitsFile, predict
 from llm_energy.fit.forms import FitOptions, _prepared
 
 # sessions of fewer trials are left out (a median of one or two trials says little); a spread of the
@@ -67,8 +67,9 @@ def session_spreads(trials: pl.DataFrame, fits: FitsFile, opts: FitOptions | Non
     for (dep,), g in df.sort("t_start" if "t_start" in df.columns else "session").group_by("_dep", maintain_order=True):
         if dep not in fits.deployments or g["session"].n_unique() < 2:
             continue
-        g = g.with_columns(_re=_ratio(fits, dep, g, "energy_j", opts.energy_column),
-                           _rr=_ratio(fits, dep, g, "runtime_s", "runtime_s"))
+        fitted = _fitted(fits, dep, g)
+        g = g.with_columns(_re=_ratio(g[opts.energy_column], fitted["energy_j"]),
+                           _rr=_ratio(g["runtime_s"], fitted["runtime_s"]))
         levels = (g.group_by("session", maintain_order=True)
                   .agg(pl.col("_re").is_not_null().sum().alias("n"), pl.col("_re").median().alias("e"),
                        pl.col("_rr").median().alias("r"))
@@ -79,15 +80,21 @@ def session_spreads(trials: pl.DataFrame, fits: FitsFile, opts: FitOptions | Non
     return out
 
 
-def _ratio(fits: FitsFile, dep: str, g: pl.DataFrame, target: str, column: str) -> pl.Series:
-    """measured / fitted - 1 per trial, on the tokens the target's form was fitted on (the paper form: the
-    requested ones, as fit_deployments does); null where the fitted value is not positive."""
+def _fitted(fits: FitsFile, dep: str, g: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Each target's fitted value per trial, on the tokens its form was fitted on (the paper form: the
+    requested ones, as fit_deployments does); one prediction per set of tokens."""
     d = fits.deployments[dep]
-    tin, tout = ("tin", "tout") if d.targets[target].form == "paper" else ("_tin", "_tout")
+    tokens = {t: ("tin", "tout") if d.targets[t].form == "paper" else ("_tin", "_tout") for t in TARGETS}
     batch = g["_batch"].to_numpy().astype(np.int64) if d.batch == "*" else None
-    fitted = predict(fits, dep, g[tin].to_numpy().astype(float), g[tout].to_numpy().astype(float), batch)[target].to_numpy()
+    pred = {c: predict(fits, dep, g[c[0]].to_numpy().astype(float), g[c[1]].to_numpy().astype(float), batch)
+            for c in set(tokens.values())}
+    return {t: pred[c][t].to_numpy() for t, c in tokens.items()}
+
+
+def _ratio(measured: pl.Series, fitted: np.ndarray) -> pl.Series:
+    """measured / fitted - 1 per trial; null where the fitted value is not positive."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = g[column].to_numpy().astype(float) / fitted - 1.0
+        r = measured.to_numpy().astype(float) / fitted - 1.0
     return pl.Series(np.where(fitted > 0, r, np.nan)).fill_nan(None)
 
 
