@@ -37,7 +37,7 @@ STORES = {  # label -> stores (one deployment per backend and model)
     "h100": ["data/h100/grid-static", "data/h100/grid-cache", "data/h100/grid-nocache", "data/h100/issue3"],
     # the batch-1 static stores measured with the decode step reading its cache (data/h200/v2; grid-static too)
     "h200": sorted(f"data/h200/v2/{p.name}" for p in (ROOT / "data" / "h200" / "v2").glob("*-static")
-                   if not p.name.startswith("batch")),
+                   if "batch" not in p.name),  # ab-batch-*: the same-session A/B stores
     "h200 eager": ["data/h200/v2/grid-cache", "data/h200/v2/llama-2-70b-cache"],
 }
 BATCH_STORES = ["data/h100/grid-cache", "data/h100/issue3", "data/h100/batch-cache"]

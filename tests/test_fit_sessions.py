@@ -22,13 +22,14 @@ def _fit_warnings(capsys, store: Path, tmp_path, *extra) -> list[str]:
 
 def test_a_batch_store_grown_in_two_sessions_of_different_power_is_reported(capsys, tmp_path):
     """The 70B's static batch store: 7 cells from the eighth H200 session, 11 from the twelfth, at the same
-    ms/step but not the same watts."""
+    ms/step but not the same watts (and the thirteenth's 2, too few for a median of their own: not named)."""
     store = H200 / "batch-llama-2-70b-static"
-    sessions = load_trials([str(store)])["session"].unique().to_list()
-    assert len(sessions) == 2
+    n = load_trials([str(store)]).group_by("session").len()
+    sessions, few = (n.filter(c)["session"].to_list() for c in (pl.col("len") >= 3, pl.col("len") < 3))
+    assert len(sessions) == 2 and len(few) == 1
     lines = _fit_warnings(capsys, store, tmp_path, "--pool-batch")
     assert len(lines) == 1 and lines[0].startswith("warning: llama-2-70b@h200x1/static/b*: ")
-    assert all(s in lines[0] for s in sessions)
+    assert all(s in lines[0] for s in sessions) and few[0] not in lines[0]
 
 
 def test_two_sessions_at_one_level_say_nothing(capsys, tmp_path):
@@ -79,3 +80,54 @@ def test_a_paper_form_fit_is_compared_on_requested_tokens_and_never_on_a_non_pos
             f = predict(fits, dep, rows["tin"].to_numpy().astype(float), rows["tout"].to_numpy().astype(float))
             y, p = rows["energy_j"].to_numpy(), f["energy_j"].to_numpy()
             assert lv.energy == pytest.approx(np.median(y[p > 0] / p[p > 0] - 1.0)), (dep, lv.session)
+
+
+def test_held_out_scores_read_the_paper_form_on_the_requested_tokens(grid_trials):
+    """nested_holdout / batch_holdout score each row the way its form was fitted: the paper form on the requested
+    tin, tout (497 of the authors' 566 trials generated other counts), the others on the actual ones. Before, the
+    scorer predicted every form on the actual tokens, so the paper form's held-out errors were of a model it had not
+    fitted."""
+    import numpy as np
+
+    from llm_energy.fit.fits import predict
+    from llm_energy.fit.forms import _prepared
+    from llm_energy.fit.validate import HoldoutErrors, _score
+
+    t = grid_trials.filter(~pl.col("warmup") & pl.col("model").is_in(["falcon-7b", "Llama-2-13b-chat-hf"]))
+    assert t.filter((pl.col("tin_actual") != pl.col("tin")) | (pl.col("tout_actual") != pl.col("tout"))).height > 0
+    for form, tokens in (("paper", ("tin", "tout")), ("affine", ("_tin", "_tout"))):
+        opts = FitOptions(form=form)
+        fits = fit_deployments(t, opts)
+        df = _prepared(t, opts, "trials").filter(~pl.col("_bad"))
+        out = HoldoutErrors()
+        _score(fits, df, out, opts.energy_column)
+        for (dep,), g in df.group_by(["_dep"]):
+            for target, col in (("energy_j", opts.energy_column), ("runtime_s", "runtime_s")):
+                f = fits.deployments[dep].targets[target].form
+                cols = ("tin", "tout") if f == "paper" else ("_tin", "_tout")
+                assert cols == tokens or f != form, (dep, target, f)
+                p = predict(fits, dep, g[cols[0]].to_numpy().astype(float), g[cols[1]].to_numpy().astype(float))
+                want = p[target].to_numpy() / g[col].to_numpy() - 1.0
+                np.testing.assert_allclose(np.sort(out.errors[(dep, target)]), np.sort(want), rtol=1e-9)
+
+
+def test_the_warning_names_each_sessions_card_where_the_run_recorded_it(capsys, tmp_path):
+    """The 70B's static batch store with each run's GPU given a UUID (the runs before the thirteenth session
+    recorded none): the warning says which card measured which level; a session without one stays unnamed."""
+    import json
+    import shutil
+
+    store = tmp_path / "s"
+    shutil.copytree(H200 / "batch-llama-2-70b-static", store)
+    m = json.loads((store / "manifest.json").read_text())
+    runs = sorted((r for sw in m["sweeps"].values() for r in sw["runs"]), key=lambda r: r["created"])
+    cards = {}
+    for i, r in enumerate(runs[:-1]):  # the last run left without one
+        cards[r["session"]] = r["meters"]["gpu0"]["uuid"] = f"GPU-{i:08x}-0000-test"
+    (store / "manifest.json").write_text(json.dumps(m))
+    from llm_energy.fit.sessions import session_cards
+
+    assert session_cards([str(store)]) == cards
+    (line,) = _fit_warnings(capsys, store, tmp_path, "--pool-batch")
+    named = [s for s in cards if f"{s} on {cards[s][:12]} " in line]
+    assert len(named) == 2  # the eighth and twelfth sessions; the thirteenth (2 trials, no card) has no median

@@ -171,3 +171,26 @@ def test_the_closure_formulas():
     assert new.closure == pytest.approx((8_000 + 6_000 + 100 * 70) / 20_000)
     old = SessionClosure("s", "gpu0", 100.0, 20_000.0, 20_000.0, 8_000.0, 20.0, 100.0, 12_000.0, prepare_s=10.0)
     assert not old.counts_prepare and old.closure == pytest.approx(old.idle_closure) and old.rest_s == 80.0
+
+
+def test_each_session_names_the_card_that_measured_it(hot, tmp_path, capsys):
+    """The lent H200s are not one card (sessions 8-13: ~10% apart in power at the same ms/step), so a run records
+    each GPU's NVML UUID with its meter, and check's closure names it per session and device; a store from before
+    it reads null / "-"."""
+    path, fake = hot
+    (info,) = open_store(path).sweeps().values()
+    meters = info.runs[0]["meters"]
+    assert {d: meters[d]["uuid"] for d in ("gpu0", "gpu1")} == {"gpu0": fake.gpus[0].uuid, "gpu1": fake.gpus[1].uuid}
+    sess = check_json(path, capsys)
+    assert sess["gpu0"]["card"] == fake.gpus[0].uuid != sess["gpu1"]["card"] == fake.gpus[1].uuid
+    assert main(["check", str(path)]) == 0
+    assert fake.gpus[0].uuid[:12] in capsys.readouterr().out
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    m = json.loads((old / "manifest.json").read_text())
+    for sw in m["sweeps"].values():
+        for r in sw["runs"]:
+            for v in r["meters"].values():
+                del v["uuid"]
+    (old / "manifest.json").write_text(json.dumps(m))
+    assert check_json(old, capsys)["gpu0"]["card"] is None

@@ -38,6 +38,8 @@ T0=$(date +%s); DEADLINE=$((T0 + ${BUDGET_S:-575})); RESERVE=${RESERVE_S:-30}
 OUT=${OUT:-/tmp/out}; DEST=${DEST:-data/h200/v2}; mkdir -p "$OUT" data/h200 "$DEST"
 exec > >(tee -a "$OUT/session.log") 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+# which card this call runs on (every call, info or not: the lent machines of one kind are not one card)
+nvidia-smi --query-gpu=index,uuid,serial,pci.bus_id --format=csv,noheader 2>/dev/null | sed 's/^/card: /'
 # the frozen code snapshot (.gpu/src), not the tree's llm_energy: PYTHONSAFEPATH keeps the cwd off sys.path
 if [ -z "${SRC:-}" ]; then if [ -d .gpu/src/llm_energy ]; then SRC=$PWD/.gpu/src; else SRC=$PWD; fi; fi
 export PYTHONSAFEPATH=1 PYTHONPATH=/tmp/site:$SRC

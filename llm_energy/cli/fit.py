@@ -190,7 +190,7 @@ def cmd_fit(args) -> int:
                       energy_column="energy_net_j" if args.net else "energy_j", drop_invalid=args.drop_invalid)
     fits = fit_deployments(df, opts, source=",".join(args.dir))
     save_fits(fits, args.out)
-    _warn_sessions(df, fits, opts)
+    _warn_sessions(df, fits, opts, args.dir)
     if args.json:
         from llm_energy.io import to_json
 
@@ -226,12 +226,12 @@ def _coverage_lines(fits) -> list[str]:
     return out
 
 
-def _warn_sessions(df: pl.DataFrame, fits, opts) -> None:
-    """One warning line (stderr) per deployment whose profiler sessions measured at different levels
-    (llm_energy/fit/sessions.py)."""
-    from llm_energy.fit.sessions import session_spreads, session_warnings
+def _warn_sessions(df: pl.DataFrame, fits, opts, dirs: list[str]) -> None:
+    """One warning line (stderr) per deployment whose profiler sessions measured at different levels, each
+    session with its card where the run recorded it (llm_energy/fit/sessions.py)."""
+    from llm_energy.fit.sessions import session_cards, session_spreads, session_warnings
 
-    for line in session_warnings(session_spreads(df, fits, opts)):
+    for line in session_warnings(session_spreads(df, fits, opts, session_cards(dirs))):
         print(f"warning: {line}", file=sys.stderr)
 
 

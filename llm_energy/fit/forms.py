@@ -1,6 +1,6 @@
 """Fit per-deployment energy and runtime models (statsmodels), choose forms by held-out error.
 
-* ``paper``: ``y = a0*tin + a1*tout + a2*tin*tout``, OLS with no intercept on the actual token counts,
+* ``paper``: ``y = a0*tin + a1*tout + a2*tin*tout``, OLS with no intercept on the requested token counts,
   exactly as Wilkins et al. fit it. Its R^2 is the *uncentered* one (what a no-intercept OLS reports
   and what the paper quotes); the centered R^2 is reported beside it.
 * Physically motivated forms, fitted for *relative* error (energy spans four orders of magnitude on

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from llm_energy.fit.fits import TARGETS, FitsFile, predict
+from llm_energy.fit.fits import FitsFile
 from llm_energy.fit.forms import FitOptions, _prepared
+from llm_energy.fit.validate import fitted_values
+from llm_energy.measure.quality import short_card
 
 # sessions of fewer trials are left out (a median of one or two trials says little); a spread of the
 # sessions' energy medians above this is reported
@@ -36,6 +38,10 @@ class SessionLevel:
     n: int
     energy: float
     runtime: float
+    card: str | None = None  # the GPU(s) that measured it: NVML UUIDs as the run recorded them, "+"-joined
+
+    def label(self) -> str:
+        return f"{self.session} on {short_card(self.card)}" if self.card else self.session
 
 
 @dataclass(frozen=True)
@@ -50,15 +56,33 @@ class SessionSpread:
         return max(v) - min(v)
 
     def line(self) -> str:
-        per = ", ".join(f"{s.session} {100 * s.energy:+.1f}% ({s.n} trials; runtime {100 * s.runtime:+.1f}%)"
+        per = ", ".join(f"{s.label()} {100 * s.energy:+.1f}% ({s.n} trials; runtime {100 * s.runtime:+.1f}%)"
                         for s in self.levels)
         return (f"{self.deployment}: its sessions measured {100 * self.spread('energy'):.1f}% apart in energy "
                 f"(median measured / fitted - 1: {per}); a fit pooled over them carries that as error, and "
                 f"stores of different sessions compare within it")
 
 
-def session_spreads(trials: pl.DataFrame, fits: FitsFile, opts: FitOptions | None = None) -> list[SessionSpread]:
-    """Every fitted deployment whose trials come from two or more sessions of ``MIN_TRIALS`` trials or more."""
+def session_cards(dirs: list[str]) -> dict[str, str]:
+    """Per profiler session of the stores in ``dirs``: the GPU card(s) its run recorded (NVML UUIDs, "+"-joined
+    over the run's GPUs); sessions recorded before the UUID was are absent."""
+    from llm_energy.trials.store import open_store
+
+    out: dict[str, str] = {}
+    for d in dirs:
+        for info in open_store(d).sweeps().values():
+            for run in info.runs:
+                meters = run.get("meters") or {}
+                ids = [m["uuid"] for dev, m in sorted(meters.items()) if isinstance(m, dict) and m.get("uuid")]
+                if ids and run.get("session"):
+                    out[run["session"]] = "+".join(ids)
+    return out
+
+
+def session_spreads(trials: pl.DataFrame, fits: FitsFile, opts: FitOptions | None = None,
+                    cards: dict[str, str] | None = None) -> list[SessionSpread]:
+    """Every fitted deployment whose trials come from two or more sessions of ``MIN_TRIALS`` trials or more;
+    ``cards`` (:func:`session_cards`) names the card of each session that recorded it."""
     opts = opts or FitOptions()
     if "session" not in trials.columns:
         return []
@@ -67,28 +91,17 @@ def session_spreads(trials: pl.DataFrame, fits: FitsFile, opts: FitOptions | Non
     for (dep,), g in df.sort("t_start" if "t_start" in df.columns else "session").group_by("_dep", maintain_order=True):
         if dep not in fits.deployments or g["session"].n_unique() < 2:
             continue
-        fitted = _fitted(fits, dep, g)
-        g = g.with_columns(_re=_ratio(g[opts.energy_column], fitted["energy_j"]),
-                           _rr=_ratio(g["runtime_s"], fitted["runtime_s"]))
+        fitted = fitted_values(fits, dep, g)
+        g = g.with_columns(_re=_ratio(g[opts.energy_column], fitted["energy_j"][0]),
+                           _rr=_ratio(g["runtime_s"], fitted["runtime_s"][0]))
         levels = (g.group_by("session", maintain_order=True)
                   .agg(pl.col("_re").is_not_null().sum().alias("n"), pl.col("_re").median().alias("e"),
                        pl.col("_rr").median().alias("r"))
                   .filter(pl.col("n") >= MIN_TRIALS))
         if levels.height >= 2:
-            out.append(SessionSpread(dep, tuple(SessionLevel(s, int(n), float(e), float(r))
+            out.append(SessionSpread(dep, tuple(SessionLevel(s, int(n), float(e), float(r), (cards or {}).get(s))
                                                 for s, n, e, r in levels.iter_rows())))
     return out
-
-
-def _fitted(fits: FitsFile, dep: str, g: pl.DataFrame) -> dict[str, np.ndarray]:
-    """Each target's fitted value per trial, on the tokens its form was fitted on (the paper form: the
-    requested ones, as fit_deployments does); one prediction per set of tokens."""
-    d = fits.deployments[dep]
-    tokens = {t: ("tin", "tout") if d.targets[t].form == "paper" else ("_tin", "_tout") for t in TARGETS}
-    batch = g["_batch"].to_numpy().astype(np.int64) if d.batch == "*" else None
-    pred = {c: predict(fits, dep, g[c[0]].to_numpy().astype(float), g[c[1]].to_numpy().astype(float), batch)
-            for c in set(tokens.values())}
-    return {t: pred[c][t].to_numpy() for t, c in tokens.items()}
 
 
 def _ratio(measured: pl.Series, fitted: np.ndarray) -> pl.Series:

@@ -54,17 +54,29 @@ class HoldoutErrors:
         return sorted({k[0] for k in self.errors})
 
 
+def fitted_values(fits, dep: str, g: pl.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each target's fitted value and interval bounds per row of ``g`` (a :func:`_prepared` frame of one
+    deployment), on the tokens its form was fitted on: the paper form on the requested tin, tout (as
+    fit_deployments fits it), the others on the actual ones (``_tin``, ``_tout``). One prediction per set of
+    tokens; bounds are NaN where the model has no interval."""
+    d = fits.deployments[dep]
+    tokens = {t: ("tin", "tout") if d.targets[t].form == "paper" else ("_tin", "_tout") for t in TARGETS}
+    batch = g["_batch"].to_numpy().astype(np.int64) if d.batch == "*" else None
+    pred = {c: predict(fits, dep, g[c[0]].to_numpy().astype(float), g[c[1]].to_numpy().astype(float), batch)
+            for c in set(tokens.values())}
+    return {t: tuple(pred[c][k].cast(pl.Float64).fill_null(float("nan")).to_numpy() for k in (t, f"{t}_lo", f"{t}_hi"))
+            for t, c in tokens.items()}
+
+
 def _score(fits, test: pl.DataFrame, out: HoldoutErrors, energy_column: str) -> None:
-    """Predict each held-out row on its deployment and record the errors."""
+    """Predict each held-out row on its deployment (on the tokens its form was fitted on) and record the errors."""
     for (dep,), g in test.group_by(["_dep"], maintain_order=True):
         if dep not in fits.deployments:
             continue
-        p = predict(fits, dep, g["_tin"].to_numpy(), g["_tout"].to_numpy(), g["_batch"].to_numpy().astype(np.int64)
-                    if fits.deployments[dep].batch == "*" else None)
+        p = fitted_values(fits, dep, g)
         for t, col in zip(TARGETS, (energy_column, "runtime_s")):
             y = g[col].to_numpy()
-            pred = p[t].to_numpy()
-            lo, hi = p[f"{t}_lo"].to_numpy(), p[f"{t}_hi"].to_numpy()
+            pred, lo, hi = p[t]
             out.add(g["_as"][0] if "_as" in g.columns else dep, t, pred / y - 1.0, (lo <= y) & (y <= hi))
 
 

@@ -112,6 +112,7 @@ class SessionClosure:
     outside_j: float  # counter energy outside trial windows
     prepare_j: float | None = None  # the trials' prepare energy; None: not recorded (a store from before it)
     prepare_s: float | None = None  # the trials' prepare seconds (None: not recorded)
+    card: str | None = None  # the device's NVML UUID as the run recorded it (None: not a GPU, or recorded before it was)
 
     @property
     def idle_closure(self) -> float:
@@ -148,13 +149,13 @@ class SessionClosure:
     def to_dict(self) -> dict:
         """``check --json``'s session row: the keys it always had (``idle_closure`` keeps its formula) and
         ``prepare_j``, ``prepare_s`` (null where not recorded), ``rest_s``, ``rest_above_idle_j``,
-        ``closure``, ``closure_counts_prepare``."""
+        ``closure``, ``closure_counts_prepare``, ``card`` (the GPU's NVML UUID; null where not recorded)."""
         return {"session": self.session, "device": self.device, "seconds": self.seconds, "counter_j": self.counter_j,
                 "power_j": self.power_j, "trials_j": self.trials_j, "window_s": self.window_s, "idle_w": self.idle_w,
                 "outside_windows_j": self.outside_j, "idle_closure": self.idle_closure,
                 "power_closure": self.power_closure, "prepare_j": self.prepare_j, "prepare_s": self.prepare_s,
                 "rest_s": self.rest_s, "rest_above_idle_j": self.rest_above_idle_j, "closure": self.closure,
-                "closure_counts_prepare": self.counts_prepare}
+                "closure_counts_prepare": self.counts_prepare, "card": self.card}
 
 
 def _prepare(tr: pl.DataFrame, device: str) -> tuple[float | None, float | None]:
@@ -195,6 +196,8 @@ def session_closure(store: TrialStore) -> list[SessionClosure]:
         idle = [run_idle_w(sweeps[x], session, device) for x in sweep_ids if x in sweeps]
         idle_w = float(idle[0]) if idle and idle[0] is not None else 0.0
         prep_j, prep_s = _prepare(tr, device)
+        card = next((c for x in sweep_ids if x in sweeps
+                     if (c := ((_run(sweeps[x], session).get("meters") or {}).get(device) or {}).get("uuid"))), None)
         out.append(SessionClosure(session, device, t1 - t0, counter, power, trials_j, window_s, idle_w, counter - trials_j,
-                                  prep_j, prep_s))
+                                  prep_j, prep_s, card))
     return sorted(out, key=lambda c: (c.session, c.device))

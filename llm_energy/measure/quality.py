@@ -49,6 +49,12 @@ class MeterInfo:
     update_period_s: float
     limit_w: float | None  # NVML power limit, RAPL max power, the estimate's TDP
     has_counter: bool
+    uuid: str | None = None  # the card's NVML UUID (None: not a GPU, or recorded before it was)
+
+
+def short_card(uuid: str | None) -> str:
+    """A card's NVML UUID cut to what tells the cards of one store apart ("GPU-" and 8 hex digits); "-": not recorded."""
+    return uuid[:12] if uuid else "-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +66,7 @@ class Flag:
 
 def meter_info(samplers: Iterable) -> dict[str, MeterInfo]:
     """Per device id, from the samplers' devices (their power limits) and update periods."""
-    return {d.device: MeterInfo(s.source, s.update_period_s, d.power_limit_w, s.has_counter)
+    return {d.device: MeterInfo(s.source, s.update_period_s, d.power_limit_w, s.has_counter, d.uuid)
             for s in samplers for d in s.devices()}
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import math
 import time
+import zlib
 from dataclasses import dataclass
 
 NVML_SUCCESS = 0
@@ -81,6 +82,7 @@ class FakeGpu:
         self.power_stuck: float | None = None  # the power reading stuck at this value (W)
         self.counter_frozen_at: float | None = None  # the counter stops updating at this time
         self.lost_at: float | None = None  # from this time on every call raises GPU_IS_LOST
+        self.uuid = f"GPU-{zlib.crc32(f'{name}/{idle_w}'.encode()):08x}-fake-{int(load_w)}"  # NVML's form, "GPU-<hex>-..."
 
     def power(self, t: float) -> float:
         """True instantaneous power (W) at time t: idle, or load with a small ripple."""
@@ -180,6 +182,9 @@ class FakeNvml:
 
     def nvmlDeviceGetPowerManagementLimit(self, h: int) -> int:
         return 700_000 if self.gpus[h].instant else 400_000
+
+    def nvmlDeviceGetUUID(self, h: int) -> str:
+        return self.gpus[h].uuid
 
 
 class NoDriverNvml(FakeNvml):

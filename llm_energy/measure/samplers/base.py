@@ -52,6 +52,7 @@ class MeteredDevice:
     memory_free_b: int | None = None
     power_limit_w: float | None = None
     note: str = ""  # e.g. "power from POWER_INSTANT field" or "estimate: no meter"
+    uuid: str | None = None  # the device's own identity (NVML's UUID, "GPU-..."); None where the meter has none
 
 
 class PowerSampler(ABC):

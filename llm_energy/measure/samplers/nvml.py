@@ -100,8 +100,17 @@ class NvmlSampler(PowerSampler):
                 limit = None
             note = ("power: POWER_INSTANT field" if inst else "power: nvmlDeviceGetPowerUsage (1 s average on recent GPUs)")
             note += "; energy counter" if cnt else "; no energy counter (pre-Volta)"
-            out.append(MeteredDevice(f"gpu{i}", name, "gpu", SOURCE_NVML_POWER, int(mem.total), int(mem.free), limit, note))
+            out.append(MeteredDevice(f"gpu{i}", name, "gpu", SOURCE_NVML_POWER, int(mem.total), int(mem.free), limit, note,
+                                     self._uuid(h)))
         return out
+
+    def _uuid(self, h: Any) -> str | None:
+        """NVML's UUID of the card (which physical GPU measured: two lent machines of one kind are not one card)."""
+        try:
+            u = self.nvml.nvmlDeviceGetUUID(h)
+        except Exception:  # noqa: BLE001 - an old pynvml or driver without it
+            return None
+        return u.decode() if isinstance(u, bytes) else str(u)
 
     def read_power(self) -> list[PowerSample]:
         out = []
