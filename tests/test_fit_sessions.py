@@ -131,3 +131,66 @@ def test_the_warning_names_each_sessions_card_where_the_run_recorded_it(capsys, 
     (line,) = _fit_warnings(capsys, store, tmp_path, "--pool-batch")
     named = [s for s in cards if f"{s} on {cards[s][:12]} " in line]
     assert len(named) == 2  # the eighth and twelfth sessions; the thirteenth (2 trials, no card) has no median
+
+
+def test_session_levels_take_a_known_offset_out_and_carry_it_into_the_interval(tmp_path):
+    """The static grid with one session's energies scaled by 1.10: fitted with the sessions as a factor, the two
+    levels lie 10% apart, the model is the middle level (the offset-free fit x sqrt(1.1)), its within-session
+    held-out error is the offset-free one's, and its energy interval is widened by the 10%."""
+    import math
+
+    import numpy as np
+
+    from llm_energy.fit.fits import load_fits, predict, save_fits
+    from llm_energy.fit.sessions import INTERVAL_METHOD, fit_session_levels
+
+    t = load_trials([str(H200 / "grid-static")])
+    first = t.sort("t_start")["session"][0]
+    off = t.with_columns(pl.when(pl.col("session") == first).then(pl.col("energy_j") * 1.10)
+                         .otherwise(pl.col("energy_j")).alias("energy_j"))
+    opts = FitOptions()
+    (clean,) = fit_deployments(t, opts).deployments.values()
+    base_spread = session_spreads(t, fit_deployments(t, opts), opts)[0].spread("energy")
+    fits = fit_session_levels(off, opts, {first: "GPU-0000aaaa-test"})
+    (d,) = fits.deployments.values()
+    lv = {s.session: s for s in d.session_levels}
+    assert set(lv) == set(t["session"].unique()) and lv[first].card == "GPU-0000aaaa-test"
+    other = next(s for s in lv if s != first)
+    assert (1 + lv[first].energy) / (1 + lv[other].energy) - 1 == pytest.approx(0.10, abs=base_spread + 0.005)
+    assert abs(lv[first].runtime - lv[other].runtime) <= session_spreads(t, fit_deployments(t, opts), opts)[0].spread("runtime") + 1e-3
+    cells = t.select("tin", "tout").unique()
+    ratio = (predict(fits, d.deployment, cells["tin"], cells["tout"])["energy_j"].to_numpy()
+             / predict(fit_deployments(t, opts), d.deployment, cells["tin"], cells["tout"])["energy_j"].to_numpy())
+    assert np.median(ratio) == pytest.approx(math.sqrt(1.10), abs=0.01)
+    e, c = d.targets["energy_j"], clean.targets["energy_j"]
+    assert e.cv.median == pytest.approx(c.cv.median, abs=0.003)  # the offset is out of the within-session error
+    assert e.interval.method == INTERVAL_METHOD and e.interval.coverage_cv is None
+    assert (e.interval.q_hi - e.interval.q_lo) >= (c.interval.q_hi - c.interval.q_lo) + 0.08
+    save_fits(fits, tmp_path / "f.json")
+    assert load_fits(tmp_path / "f.json").deployments[d.deployment].session_levels == d.session_levels
+
+
+def test_fit_session_levels_on_the_70b_batch_store(capsys, tmp_path):
+    """The store the warning fires on: with --session-levels its energy is fitted at about the runtime's held-out
+    error (the sessions' power levels were the pooled fit's error), the levels are printed and stored, and the
+    warning is not repeated; a store of one session is fitted exactly as without the option."""
+    import json
+
+    store = H200 / "batch-llama-2-70b-static"
+    capsys.readouterr()
+    assert main(["fit", str(store), "--pool-batch", "--out", str(tmp_path / "pooled.json")]) == 0
+    capsys.readouterr()
+    assert main(["fit", str(store), "--pool-batch", "--session-levels", "--out", str(tmp_path / "lv.json")]) == 0
+    err = capsys.readouterr().err
+    assert "its sessions measured" not in err and err.count("levels: llama-2-70b@h200x1/static/b*: ") == 1
+    pooled, lv = (json.loads((tmp_path / f).read_text())["deployments"][0] for f in ("pooled.json", "lv.json"))
+    e0, e1 = pooled["targets"]["energy_j"], lv["targets"]["energy_j"]
+    assert e1["cv"]["median"] < 0.5 * e0["cv"]["median"] and e1["cv"]["median"] < 0.02
+    assert len(lv["session_levels"]) == 2 and "session_levels" not in pooled
+    spread = max(s["energy"] for s in lv["session_levels"]) - min(s["energy"] for s in lv["session_levels"])
+    assert spread > 0.10 and e1["interval"]["q_hi"] - e1["interval"]["q_lo"] > spread
+    one = H200 / "mistral-7b-static+gqa+math"  # one session
+    for name, extra in (("a.json", []), ("b.json", ["--session-levels"])):
+        assert main(["fit", str(one), "--out", str(tmp_path / name), *extra]) == 0
+    a, b = (json.loads((tmp_path / f).read_text())["deployments"] for f in ("a.json", "b.json"))
+    assert a == b

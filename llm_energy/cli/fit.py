@@ -74,6 +74,11 @@ def _register_fit_predict(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--json", action="store_true", help="print the fits as JSON")
     f.add_argument("--include-suspect", action="store_true",
                    help="also fit trials flagged suspect (quality; default: left out, with a count)")
+    f.add_argument("--session-levels", action="store_true",
+                   help="fit each deployment with its profiler sessions (machines) as a factor: each session's level "
+                        "estimated and divided out, the model of the middle level, its interval widened to span the "
+                        "levels, the levels stored (session_levels); default: sessions pooled, a warning where they "
+                        "differ by more than 5%%")
     f.set_defaults(func=cmd_fit)
 
     pr = sub.add_parser("predict", help="predict energy and runtime of queries",
@@ -188,9 +193,18 @@ def cmd_fit(args) -> int:
         df = _drop_suspect(df)
     opts = FitOptions(form=args.form, folds=args.folds, seed=args.seed, pool_batch=args.pool_batch,
                       energy_column="energy_net_j" if args.net else "energy_j", drop_invalid=args.drop_invalid)
-    fits = fit_deployments(df, opts, source=",".join(args.dir))
+    if args.session_levels:
+        from llm_energy.fit.sessions import fit_session_levels, level_lines, session_cards
+
+        fits = fit_session_levels(df, opts, session_cards(args.dir), source=",".join(args.dir))
+    else:
+        fits = fit_deployments(df, opts, source=",".join(args.dir))
     save_fits(fits, args.out)
-    _warn_sessions(df, fits, opts, args.dir)
+    if args.session_levels:
+        for line in level_lines(fits):
+            print(f"levels: {line}", file=sys.stderr)
+    else:
+        _warn_sessions(df, fits, opts, args.dir)
     if args.json:
         from llm_energy.io import to_json
 

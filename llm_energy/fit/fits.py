@@ -6,7 +6,8 @@ A target model is ``y = sum_k coef_k * term_k(tin, tout, batch)`` with terms fro
     {"kind": "llm-energy-fits", "schema_version": 1, "created": EPOCH, "source": "...",
      "deployments": [{"deployment": KEY, "model", "node_type", "n_gpus", "backend", "batch", "system",
                       "energy_source", "n_trials", "n_cells", "idle_w",
-                      "targets": {"energy_j": TARGET, "runtime_s": TARGET}}],
+                      "targets": {"energy_j": TARGET, "runtime_s": TARGET},
+                      "session_levels": [{"session", "n", "energy", "runtime", "card"}]}],  # optional
      "skipped": [{"deployment": KEY, "reason": "..."}]}
     TARGET = {"form", "terms": [...], "coef": [...], "space": "linear", "method",
               "stats": {...}, "cv": {"median", "p90", "folds"}, "interval": {"level", "q_lo", "q_hi"},
@@ -35,7 +36,7 @@ import numpy as np
 import polars as pl
 
 from llm_energy.errors import UserError, bad_value
-from llm_energy.fit.records import Candidate, CVResult, FitRange, FitStats, Interval
+from llm_energy.fit.records import Candidate, CVResult, FitRange, FitStats, Interval, SessionOffset
 from llm_energy.fit.terms import TERMS, design_matrix, term_function
 from llm_energy.io import json_default, read_document, write_text_atomic
 
@@ -168,6 +169,8 @@ class DeploymentFit:
     range: FitRange | None = None  # tokens and batch sizes fitted on (None: unknown, e.g. older or hand-written files; the published fits carry the paper grid)
     context_tokens: int | None = None  # the model's context length where known (tin + tout beyond it)
     errata: list[str] = field(default_factory=list)  # keys of known defects of its trials (trials/errata.py)
+    # fit --session-levels: each session's level against the fit (of the middle level); empty: pooled as one
+    session_levels: list[SessionOffset] = field(default_factory=list)
 
     @property
     def context_limit(self) -> int | None:
@@ -185,6 +188,8 @@ class DeploymentFit:
             d["context_tokens"] = self.context_tokens
         if self.errata:
             d["errata"] = list(self.errata)
+        if self.session_levels:
+            d["session_levels"] = [s.to_dict() for s in self.session_levels]
         d["targets"] = {t: m.to_dict() for t, m in self.targets.items()}
         return d
 
@@ -202,7 +207,8 @@ class DeploymentFit:
                    n_trials=int(e.get("n_trials", 0)), n_cells=int(e.get("n_cells", 0)),
                    idle_w=_check_idle(e.get("idle_w"), where), range=_check_range(e.get("range"), where),
                    context_tokens=int(e["context_tokens"]) if e.get("context_tokens") is not None else None,
-                   errata=[str(k) for k in e.get("errata") or []])
+                   errata=[str(k) for k in e.get("errata") or []],
+                   session_levels=[SessionOffset.from_dict(s) for s in e.get("session_levels") or []])
 
 
 @dataclass

@@ -112,6 +112,26 @@ class Interval:
 
 
 @dataclass
+class SessionOffset:
+    """One profiler session's level in a fit with the sessions as a factor (``fit --session-levels``): its
+    trials' measured / fitted - 1 against the fit of the middle level (medians), per target; ``card``: the
+    GPU(s) it ran on where its run recorded them (NVML UUIDs, "+"-joined)."""
+
+    session: str
+    n: int
+    energy: float
+    runtime: float
+    card: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SessionOffset":
+        return cls(**_known(cls, d))
+
+
+@dataclass
 class Candidate:
     """One candidate form of a (deployment, target): its held-out median and p90 relative error,
     whether it is physically sane, whether it could be chosen (``eligible``: False for a form without

@@ -14,13 +14,15 @@ different power for the same work).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
 
-from llm_energy.fit.fits import FitsFile
-from llm_energy.fit.forms import FitOptions, _prepared
+from llm_energy.fit.fits import TARGETS, FitsFile, deployment_key_expr
+from llm_energy.fit.forms import FitOptions, _prepared, fit_deployments
+from llm_energy.fit.records import SessionOffset
 from llm_energy.fit.validate import fitted_values
 from llm_energy.measure.quality import short_card
 
@@ -28,6 +30,9 @@ from llm_energy.measure.quality import short_card
 # sessions' energy medians above this is reported
 MIN_TRIALS = 3
 SPREAD_LIMIT = 0.05
+# fit_session_levels: rounds of (levels against the fit, fit of the levelled trials); the levels settle in two
+LEVEL_ROUNDS = 4
+INTERVAL_METHOD = "cv-conformal-ratio+session-levels"
 
 
 @dataclass(frozen=True)
@@ -114,3 +119,92 @@ def _ratio(measured: pl.Series, fitted: np.ndarray) -> pl.Series:
 def session_warnings(spreads: list[SessionSpread], limit: float = SPREAD_LIMIT) -> list[str]:
     """One line per deployment whose sessions' energy medians lie more than ``limit`` apart."""
     return [s.line() for s in spreads if s.spread("energy") > limit]
+
+
+def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, cards: dict[str, str] | None = None, *,
+                       source: str = "") -> FitsFile:
+    """Fits with each deployment's sessions as a factor (``fit --session-levels``).
+
+    Per deployment whose trials come from two or more sessions of ``MIN_TRIALS`` trials or more, each session's
+    level (its trials' median measured / fitted, per target) is estimated and divided out of its trials, and the
+    deployment fitted again on the levelled trials, ``LEVEL_ROUNDS`` times; the levels are centred each round
+    (their geometric mean is 1), so the fit describes the middle of the sessions seen. Sessions of fewer trials
+    are left at the middle level. What is stored:
+
+    * the forms, coefficients and cross-validated errors of the levelled fit: within-session figures, what the
+      model misses on one machine;
+    * each target's interval widened by the levels: ``(1 + q_lo) x the lowest level .. (1 + q_hi) x the highest``
+      (method ``cv-conformal-ratio+session-levels``), so it spans the machines measured, not machines beyond
+      them; its ``coverage_cv`` is None (the widening is not cross-checked);
+    * ``session_levels``: each session's final measured / fitted - 1 per target, with its card from ``cards``.
+
+    Deployments of one session are fitted exactly as :func:`fit_deployments` fits them."""
+    opts = opts or FitOptions()
+    fits = fit_deployments(trials, opts, source=source)
+    if "session" not in trials.columns:
+        return fits
+    cols = {"energy_j": opts.energy_column, "runtime_s": "runtime_s"}
+    factor: dict[tuple[str, str], dict[str, float]] = {}
+    work = trials
+    for _ in range(LEVEL_ROUNDS):
+        spreads = session_spreads(work, fits, opts)
+        if not spreads:
+            break
+        for s in spreads:
+            for t, attr in zip(TARGETS, ("energy", "runtime")):
+                centre = math.exp(float(np.mean([math.log1p(getattr(lv, attr)) for lv in s.levels])))
+                for lv in s.levels:
+                    f = factor.setdefault((s.deployment, lv.session), {u: 1.0 for u in TARGETS})
+                    f[t] *= (1.0 + getattr(lv, attr)) / centre
+        work = _levelled(trials, factor, cols, opts)
+        fits = fit_deployments(work, opts, source=source)
+    if not factor:
+        return fits
+    final = {s.deployment: s for s in session_spreads(work, fits, opts)}
+    for dep, d in fits.deployments.items():
+        mine = {sess: f for (k, sess), f in factor.items() if k == dep}
+        if not mine:
+            continue
+        rest = {lv.session: lv for lv in final[dep].levels} if dep in final else {}
+        levels = []
+        for sess, f in mine.items():
+            lv = rest.get(sess)
+            e = f["energy_j"] * (1.0 + (lv.energy if lv else 0.0)) - 1.0
+            r = f["runtime_s"] * (1.0 + (lv.runtime if lv else 0.0)) - 1.0
+            n = lv.n if lv else int(work.filter((deployment_key_expr(pool_batch=opts.pool_batch) == dep)
+                                                & (pl.col("session") == sess)).height)
+            levels.append(SessionOffset(sess, n, e, r, (cards or {}).get(sess)))
+        d.session_levels = levels
+        for t, attr in zip(TARGETS, ("energy", "runtime")):
+            m = d.targets[t]
+            lo, hi = min(1.0 + getattr(x, attr) for x in levels), max(1.0 + getattr(x, attr) for x in levels)
+            if m.interval is not None and m.interval.bounded:
+                m.interval = replace(m.interval, q_lo=(1.0 + m.interval.q_lo) * min(lo, 1.0) - 1.0,
+                                     q_hi=(1.0 + m.interval.q_hi) * max(hi, 1.0) - 1.0, method=INTERVAL_METHOD,
+                                     coverage_cv=None)
+    return fits
+
+
+def _levelled(trials: pl.DataFrame, factor: dict[tuple[str, str], dict[str, float]], cols: dict[str, str],
+              opts: FitOptions) -> pl.DataFrame:
+    """The trials with each (deployment, session)'s targets divided by its level."""
+    f = pl.DataFrame({"_dep": [k[0] for k in factor], "session": [k[1] for k in factor],
+                      **{f"_f_{t}": [v[t] for v in factor.values()] for t in TARGETS}})
+    out = (trials.with_columns(deployment_key_expr(pool_batch=opts.pool_batch).alias("_dep"))
+           .join(f, on=["_dep", "session"], how="left")
+           .with_columns([(pl.col(c) / pl.col(f"_f_{t}").fill_null(1.0)).alias(c) for t, c in cols.items()]))
+    return out.drop("_dep", *[f"_f_{t}" for t in TARGETS])
+
+
+def level_lines(fits: FitsFile) -> list[str]:
+    """One line per deployment fitted with its sessions as a factor: each session's level."""
+    out = []
+    for d in fits.deployments.values():
+        if not d.session_levels:
+            continue
+        per = ", ".join(f"{(s.session + ' on ' + short_card(s.card)) if s.card else s.session} {100 * s.energy:+.1f}% "
+                        f"({s.n} trials; runtime {100 * s.runtime:+.1f}%)" for s in d.session_levels)
+        iv = d.targets["energy_j"].interval
+        span = f"; energy interval {100 * iv.q_lo:+.1f}%..{100 * iv.q_hi:+.1f}%" if iv is not None and iv.bounded else ""
+        out.append(f"{d.deployment}: sessions as a factor (measured / fitted - 1: {per}){span}")
+    return out
