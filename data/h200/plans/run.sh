@@ -90,3 +90,12 @@ for z in 0.5 0.9 1; do plan h200kv-z$z $KV --zeta $z; done
 for a in 55 60; do plan h200kv-acc$a $KV --min-accuracy $a; done
 plan h200kv-z1-ms0 $KV --zeta 1 --min-share 0
 for z in 0.5 1; do plan h200kvllama-z$z $KV $LLAMA --zeta $z; done
+
+# Batches on the Azure trace (docs/h200_plans.md): llama-2-7b at batch 1, 8 and 32 from one store of one
+# session over the trace's range (data/h200/v2/batch-llama-2-7b-static+dynbatch, fitted pooled over batch:
+# fits.batch.json), each deployment alone (--min-share 0: one deployment serves every query)
+if [ ! -f $OUT/fits.batch.json ] || [ "${REFIT:-0}" = 1 ]; then
+  $LE fit "data/h200/v2/batch-llama-2-7b-static+dynbatch" --pool-batch --out $OUT/fits.batch.json
+fi
+for b in 1 8 32; do plan h200batch-b$b --fits $OUT/fits.batch.json --deployments configs/deployments.h200-batch.yaml \
+  --only llama-2-7b-h200-b$b --min-share 0; done
