@@ -171,6 +171,8 @@ class DeploymentFit:
     errata: list[str] = field(default_factory=list)  # keys of known defects of its trials (trials/errata.py)
     # fit --session-levels: each session's level against the fit (of the middle level); empty: pooled as one
     session_levels: list[SessionOffset] = field(default_factory=list)
+    # fit --session-levels, not stored: whether any (tin, tout, batch) cell was measured by two levelled sessions
+    sessions_share_cells: bool | None = None
 
     @property
     def context_limit(self) -> int | None:
@@ -208,7 +210,7 @@ class DeploymentFit:
                    idle_w=_check_idle(e.get("idle_w"), where), range=_check_range(e.get("range"), where),
                    context_tokens=int(e["context_tokens"]) if e.get("context_tokens") is not None else None,
                    errata=[str(k) for k in e.get("errata") or []],
-                   session_levels=[SessionOffset.from_dict(s) for s in e.get("session_levels") or []])
+                   session_levels=_check_session_levels(e.get("session_levels"), where))
 
 
 @dataclass
@@ -341,6 +343,32 @@ def _check_idle(w: Any, where: str) -> float | None:
     if not _is_number(w) or w < 0:
         raise UserError(f"{where}.idle_w={w!r}: expected idle power in W (a finite number >= 0) or null")
     return float(w)
+
+
+def _check_session_levels(v: Any, where: str) -> list[SessionOffset]:
+    """``fit --session-levels``' levels: absent or null (none), else a list of {session: non-empty string,
+    n: int >= 0, energy, runtime: finite numbers > -1, card: string or null}."""
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise UserError(f"{where}.session_levels={v!r}: expected a list of session levels or null")
+    out = []
+    for i, s in enumerate(v):
+        at = f"{where}.session_levels[{i}]"
+        if not isinstance(s, dict):
+            raise UserError(f"{at}={s!r}: expected an object with session, n, energy, runtime")
+        if not isinstance(s.get("session"), str) or not s["session"]:
+            raise UserError(f"{at}.session={s.get('session')!r}: expected a non-empty string")
+        n = s.get("n")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise UserError(f"{at}.n={n!r}: expected a whole number of trials >= 0")
+        for k in ("energy", "runtime"):
+            if not _is_number(s.get(k)) or s[k] <= -1:
+                raise UserError(f"{at}.{k}={s.get(k)!r}: expected a finite number > -1 (measured / fitted - 1)")
+        if s.get("card") is not None and not isinstance(s["card"], str):
+            raise UserError(f"{at}.card={s['card']!r}: expected a string (NVML UUIDs) or null")
+        out.append(SessionOffset.from_dict(s))
+    return out
 
 
 def _check_range(r: Any, where: str) -> FitRange | None:

@@ -78,10 +78,17 @@ def session_cards(dirs: list[str]) -> dict[str, str]:
         for info in open_store(d).sweeps().values():
             for run in info.runs:
                 meters = run.get("meters") or {}
-                ids = [m["uuid"] for dev, m in sorted(meters.items()) if isinstance(m, dict) and m.get("uuid")]
+                ids = [m["uuid"] for _, m in sorted(meters.items(), key=lambda kv: _device_order(kv[0]))
+                       if isinstance(m, dict) and m.get("uuid")]
                 if ids and run.get("session"):
                     out[run["session"]] = "+".join(ids)
     return out
+
+
+def _device_order(device: str) -> tuple[str, int]:
+    """gpu2 before gpu10: the device's name, then its index."""
+    name = device.rstrip("0123456789")
+    return name, int(device[len(name):] or 0)
 
 
 def session_spreads(trials: pl.DataFrame, fits: FitsFile, opts: FitOptions | None = None,
@@ -104,7 +111,9 @@ def session_spreads(trials: pl.DataFrame, fits: FitsFile, opts: FitOptions | Non
                        pl.col("_rr").median().alias("r"))
                   .filter(pl.col("n") >= MIN_TRIALS))
         if levels.height >= 2:
-            out.append(SessionSpread(dep, tuple(SessionLevel(s, int(n), float(e), float(r), (cards or {}).get(s))
+            # a runtime median is null where no trial's fitted runtime was positive: no level (0) for it
+            out.append(SessionSpread(dep, tuple(SessionLevel(s, int(n), float(e), float(r) if r is not None else 0.0,
+                                                             (cards or {}).get(s))
                                                 for s, n, e, r in levels.iter_rows())))
     return out
 
@@ -145,6 +154,7 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
         return fits
     cols = {"energy_j": opts.energy_column, "runtime_s": "runtime_s"}
     factor: dict[tuple[str, str], dict[str, float]] = {}
+    counts: dict[tuple[str, str], int] = {}
     work = trials
     for _ in range(LEVEL_ROUNDS):
         spreads = session_spreads(work, fits, opts)
@@ -156,6 +166,7 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
                 for lv in s.levels:
                     f = factor.setdefault((s.deployment, lv.session), {u: 1.0 for u in TARGETS})
                     f[t] *= (1.0 + getattr(lv, attr)) / centre
+                    counts[(s.deployment, lv.session)] = lv.n
         work = _levelled(trials, factor, cols, opts)
         fits = fit_deployments(work, opts, source=source)
     if not factor:
@@ -171,10 +182,10 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
             lv = rest.get(sess)
             e = f["energy_j"] * (1.0 + (lv.energy if lv else 0.0)) - 1.0
             r = f["runtime_s"] * (1.0 + (lv.runtime if lv else 0.0)) - 1.0
-            n = lv.n if lv else int(work.filter((deployment_key_expr(pool_batch=opts.pool_batch) == dep)
-                                                & (pl.col("session") == sess)).height)
+            n = lv.n if lv else counts[(dep, sess)]
             levels.append(SessionOffset(sess, n, e, r, (cards or {}).get(sess)))
         d.session_levels = levels
+        d.sessions_share_cells = _share_cells(trials, dep, set(mine), opts)
         for t, attr in zip(TARGETS, ("energy", "runtime")):
             m = d.targets[t]
             lo, hi = min(1.0 + getattr(x, attr) for x in levels), max(1.0 + getattr(x, attr) for x in levels)
@@ -185,13 +196,22 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
     return fits
 
 
+def _share_cells(trials: pl.DataFrame, dep: str, sessions: set[str], opts: FitOptions) -> bool:
+    """Whether two of ``sessions`` measured one (tin, tout, batch) cell of ``dep`` (what ties their levels to
+    the machines rather than to the cells each measured)."""
+    cells = (trials.filter((deployment_key_expr(pool_batch=opts.pool_batch) == dep) & pl.col("session").is_in(list(sessions))
+                           & ~pl.col("warmup"))
+             .group_by("tin", "tout", "batch").agg(pl.col("session").n_unique().alias("k")))
+    return bool((cells["k"] >= 2).any())
+
+
 def _levelled(trials: pl.DataFrame, factor: dict[tuple[str, str], dict[str, float]], cols: dict[str, str],
               opts: FitOptions) -> pl.DataFrame:
     """The trials with each (deployment, session)'s targets divided by its level."""
     f = pl.DataFrame({"_dep": [k[0] for k in factor], "session": [k[1] for k in factor],
                       **{f"_f_{t}": [v[t] for v in factor.values()] for t in TARGETS}})
     out = (trials.with_columns(deployment_key_expr(pool_batch=opts.pool_batch).alias("_dep"))
-           .join(f, on=["_dep", "session"], how="left")
+           .join(f, on=["_dep", "session"], how="left", maintain_order="left")
            .with_columns([(pl.col(c) / pl.col(f"_f_{t}").fill_null(1.0)).alias(c) for t, c in cols.items()]))
     return out.drop("_dep", *[f"_f_{t}" for t in TARGETS])
 
@@ -206,5 +226,8 @@ def level_lines(fits: FitsFile) -> list[str]:
                         f"({s.n} trials; runtime {100 * s.runtime:+.1f}%)" for s in d.session_levels)
         iv = d.targets["energy_j"].interval
         span = f"; energy interval {100 * iv.q_lo:+.1f}%..{100 * iv.q_hi:+.1f}%" if iv is not None and iv.bounded else ""
-        out.append(f"{d.deployment}: sessions as a factor (measured / fitted - 1: {per}){span}")
+        apart = "" if d.sessions_share_cells is not False else (
+            "; its levelled sessions share no (tin, tout, batch) cell, so a level may be the form missing the cells "
+            "only one session measured")
+        out.append(f"{d.deployment}: sessions as a factor (measured / fitted - 1: {per}){span}{apart}")
     return out

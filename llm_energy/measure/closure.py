@@ -43,7 +43,8 @@ def _meters(info: SweepInfo | None, session: str, devices: list[str], source: st
     """The run's meters as recorded (limits, update periods); for runs recorded before that, what the
     trial's energy source implies (no limits)."""
     rec = _run(info, session).get("meters") or {}
-    out = {d: MeterInfo(**m) for d, m in rec.items() if isinstance(m, dict)}
+    known = set(MeterInfo.__slots__)  # a record of a later version may carry more
+    out = {d: MeterInfo(**{k: v for k, v in m.items() if k in known}) for d, m in rec.items() if isinstance(m, dict)}
     for d in devices:
         if d not in out:
             nvml = source.startswith("nvml")

@@ -53,8 +53,9 @@ class MeterInfo:
 
 
 def short_card(uuid: str | None) -> str:
-    """A card's NVML UUID cut to what tells the cards of one store apart ("GPU-" and 8 hex digits); "-": not recorded."""
-    return uuid[:12] if uuid else "-"
+    """A card's NVML UUID cut to what tells the cards of one store apart ("GPU-" and 8 hex digits), each of a
+    "+"-joined list of them (a session's GPUs) cut alike; "-": not recorded."""
+    return "+".join(u[:12] for u in uuid.split("+")) if uuid else "-"
 
 
 @dataclass(frozen=True, slots=True)
