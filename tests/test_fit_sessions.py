@@ -201,6 +201,16 @@ def test_fit_session_levels_on_the_70b_batch_store(capsys, tmp_path):
     assert a == b
 
 
+@pytest.fixture(scope="module")
+def levelled_doc(tmp_path_factory):
+    """The 70B static batch store fitted with --session-levels, as a fits document."""
+    import json
+
+    f = tmp_path_factory.mktemp("lv") / "fits.json"
+    assert main(["fit", str(H200 / "batch-llama-2-70b-static"), "--pool-batch", "--session-levels", "--out", str(f)]) == 0
+    return json.loads(f.read_text())
+
+
 @pytest.mark.parametrize("bad,field", [
     ({"session": "a", "n": "seven", "energy": 0.1, "runtime": 0.0}, "session_levels[0].n='seven'"),
     ({"session": "a", "n": 7, "energy": "big", "runtime": 0.0}, "session_levels[0].energy='big'"),
@@ -209,12 +219,13 @@ def test_fit_session_levels_on_the_70b_batch_store(capsys, tmp_path):
     ({"session": "a", "n": 7, "energy": 0.1, "runtime": 0.0, "card": 7}, "session_levels[0].card=7"),
     ("x", "session_levels[0]='x'"),
 ])
-def test_a_bad_session_level_in_a_fits_file_is_one_line_naming_it(tmp_path, capsys, bad, field):
+def test_a_bad_session_level_in_a_fits_file_is_one_line_naming_it(tmp_path, capsys, levelled_doc, bad, field):
+    import copy
     import json
 
     f = tmp_path / "fits.json"
-    assert main(["fit", str(H200 / "batch-llama-2-70b-static"), "--pool-batch", "--session-levels", "--out", str(f)]) == 0
-    doc = json.loads(f.read_text())
+    doc = copy.deepcopy(levelled_doc)
+    assert doc["deployments"][0]["session_levels"]
     doc["deployments"][0]["session_levels"] = [bad]
     f.write_text(json.dumps(doc))
     capsys.readouterr()
