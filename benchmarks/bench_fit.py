@@ -41,7 +41,8 @@ STORES = {  # label -> stores (one deployment per backend and model)
     "h200 eager": ["data/h200/v2/grid-cache", "data/h200/v2/llama-2-70b-cache"],
 }
 BATCH_STORES = ["data/h100/grid-cache", "data/h100/issue3", "data/h100/batch-cache"]
-# the H200 batch sweeps, each its own deployment pooled over its batch sizes (tin {64, 256} x tout {64, 256})
+# the H200 batch sweeps, each its own deployment pooled over its batch sizes (tin {64, 256} x tout {64, 256}; the
+# Azure-range one tin {256, 1024, 2048} x tout {64, 256})
 H200_BATCH_STORES = sorted(f"data/h200/v2/{p.name}" for p in (ROOT / "data" / "h200" / "v2").glob("batch-*"))
 # a fit of a sweep asked beyond its batch range: trained on batch 1..256, the cells measured at batch 512
 H200_BEYOND = ("data/h200/v2/batch-llama-2-7b-static", "data/h200/v2/batch512-llama-2-7b-static")

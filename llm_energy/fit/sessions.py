@@ -45,8 +45,11 @@ class SessionLevel:
     runtime: float
     card: str | None = None  # the GPU(s) that measured it: NVML UUIDs as the run recorded them, "+"-joined
 
-    def label(self) -> str:
-        return f"{self.session} on {short_card(self.card)}" if self.card else self.session
+
+def _per_session(levels) -> str:
+    """Each session's figures, for the warning and the levels line (``SessionLevel`` or ``SessionOffset``)."""
+    return ", ".join(f"{s.session + ' on ' + short_card(s.card) if s.card else s.session} {100 * s.energy:+.1f}% "
+                     f"({s.n} trials; runtime {100 * s.runtime:+.1f}%)" for s in levels)
 
 
 @dataclass(frozen=True)
@@ -61,27 +64,24 @@ class SessionSpread:
         return max(v) - min(v)
 
     def line(self) -> str:
-        per = ", ".join(f"{s.label()} {100 * s.energy:+.1f}% ({s.n} trials; runtime {100 * s.runtime:+.1f}%)"
-                        for s in self.levels)
         return (f"{self.deployment}: its sessions measured {100 * self.spread('energy'):.1f}% apart in energy "
-                f"(median measured / fitted - 1: {per}); a fit pooled over them carries that as error, and "
+                f"(median measured / fitted - 1: {_per_session(self.levels)}); a fit pooled over them carries that as error, and "
                 f"stores of different sessions compare within it")
 
 
 def session_cards(dirs: list[str]) -> dict[str, str]:
     """Per profiler session of the stores in ``dirs``: the GPU card(s) its run recorded (NVML UUIDs, "+"-joined
     over the run's GPUs); sessions recorded before the UUID was are absent."""
+    from llm_energy.measure.closure import run_cards
     from llm_energy.trials.store import open_store
 
     out: dict[str, str] = {}
     for d in dirs:
         for info in open_store(d).sweeps().values():
             for run in info.runs:
-                meters = run.get("meters") or {}
-                ids = [m["uuid"] for _, m in sorted(meters.items(), key=lambda kv: _device_order(kv[0]))
-                       if isinstance(m, dict) and m.get("uuid")]
-                if ids and run.get("session"):
-                    out[run["session"]] = "+".join(ids)
+                cards = run_cards(run)
+                if cards and run.get("session"):
+                    out[run["session"]] = "+".join(cards[dev] for dev in sorted(cards, key=_device_order))
     return out
 
 
@@ -222,12 +222,10 @@ def level_lines(fits: FitsFile) -> list[str]:
     for d in fits.deployments.values():
         if not d.session_levels:
             continue
-        per = ", ".join(f"{(s.session + ' on ' + short_card(s.card)) if s.card else s.session} {100 * s.energy:+.1f}% "
-                        f"({s.n} trials; runtime {100 * s.runtime:+.1f}%)" for s in d.session_levels)
         iv = d.targets["energy_j"].interval
         span = f"; energy interval {100 * iv.q_lo:+.1f}%..{100 * iv.q_hi:+.1f}%" if iv is not None and iv.bounded else ""
         apart = "" if d.sessions_share_cells is not False else (
             "; its levelled sessions share no (tin, tout, batch) cell, so a level may be the form missing the cells "
             "only one session measured")
-        out.append(f"{d.deployment}: sessions as a factor (measured / fitted - 1: {per}){span}{apart}")
+        out.append(f"{d.deployment}: sessions as a factor (measured / fitted - 1: {_per_session(d.session_levels)}){span}{apart}")
     return out

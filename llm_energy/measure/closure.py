@@ -85,6 +85,13 @@ def run_idle_w(info: SweepInfo, session: str, device: str) -> float | None:
     return (run.get("idle_per_device_w") or {}).get(device) if run else info.idle_per_device_w.get(device)
 
 
+def run_cards(run: dict) -> dict[str, str]:
+    """Per device of a run record (a sweep's ``runs`` entry), its card's NVML UUID as the run recorded it
+    with its meter; devices without one (a CPU meter, a run recorded before it) are absent."""
+    meters = run.get("meters") or {}
+    return {d: m["uuid"] for d, m in meters.items() if isinstance(m, dict) and m.get("uuid")}
+
+
 def instrument_agreement(store: TrialStore) -> pl.DataFrame:
     """Per trial x device: counter_j, power_j and (power - counter) / counter."""
     t = store.trials().filter(pl.col("session").is_not_null())
@@ -197,8 +204,7 @@ def session_closure(store: TrialStore) -> list[SessionClosure]:
         idle = [run_idle_w(sweeps[x], session, device) for x in sweep_ids if x in sweeps]
         idle_w = float(idle[0]) if idle and idle[0] is not None else 0.0
         prep_j, prep_s = _prepare(tr, device)
-        card = next((c for x in sweep_ids if x in sweeps
-                     if (c := ((_run(sweeps[x], session).get("meters") or {}).get(device) or {}).get("uuid"))), None)
+        card = next((c for x in sweep_ids if x in sweeps if (c := run_cards(_run(sweeps[x], session)).get(device))), None)
         out.append(SessionClosure(session, device, t1 - t0, counter, power, trials_j, window_s, idle_w, counter - trials_j,
                                   prep_j, prep_s, card))
     return sorted(out, key=lambda c: (c.session, c.device))
