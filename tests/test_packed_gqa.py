@@ -8,6 +8,7 @@ import torch
 
 from llm_energy.measure.inference.backends import make_backend
 from llm_energy.measure.inference.loading import load_model
+from llm_energy.measure.inference.presets import falcon_caches_kv_groups
 from llm_energy.measure.inference.packed_gqa import NAME, applies, packed_gqa_attention, set_packed_gqa
 from llm_energy.measure.inference.sizing import bucket_len
 
@@ -186,12 +187,14 @@ def test_falcon_gqa_gives_the_original_logits_and_caches_the_kv_heads(layout):
         torch.testing.assert_close(g, r, rtol=0, atol=1e-5)
     kv = FALCON_LAYOUTS[layout].get("num_kv_heads", 1)
     assert [layer.keys.shape[1] for layer in cache.layers] == [kv] * 2  # the KV heads, not their copies
-    assert ref_cache.layers[0].keys.shape[1] == (8 if layout == "new-decoder" else 1)  # transformers: 8 copies
+    copies = layout == "new-decoder" and not falcon_caches_kv_groups()  # transformers <= 5.24: 8 copies
+    assert ref_cache.layers[0].keys.shape[1] == (8 if copies else kv)
     allocated = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
     cfg_d = {**FALCON, **FALCON_LAYOUTS[layout]}
     assert kv_bytes_per_token(cfg_d, 4, grouped=True) == allocated // (2 * 32)  # per token a sequence, under gqa
     assert not set_packed_gqa(model, False)  # off: the class's forward again, the same logits exactly
     assert all("forward" not in layer.self_attention.__dict__ for layer in model.transformer.h)
+    assert model.config._attn_implementation == "sdpa"
     again, _ = _falcon_logits(model, ids, 5)
     assert all(torch.equal(a, r) for a, r in zip(again, ref))
 
@@ -244,23 +247,30 @@ def test_gqa_falcon_static_backend_gives_the_static_tokens_and_reads_the_kv_head
     cfg = lm.config
     layers, heads = cfg.num_hidden_layers, cfg.num_attention_heads
     kv = cfg.num_kv_heads if cfg.new_decoder_architecture else 1
-    static_kv = heads if cfg.new_decoder_architecture else 1  # falcon-40b's cache holds every query head
+    if falcon_caches_kv_groups():  # transformers >= 5.25: the KV heads cached, copied to the query heads at each call
+        static_kv, static_sdpa = kv, (heads, heads, True)
+    else:  # falcon-40b's cache holds every query head; falcon-7b's 1 key head against every query head is the
+        static_kv = heads if cfg.new_decoder_architecture else 1  # math kernel
+        static_sdpa = (heads, static_kv, static_kv == heads)
     assert [x.keys.shape[1] for x in ref._caches[(1, 256)].layers] == [static_kv] * layers
     assert [x.keys.shape[1] for x in b._caches[(1, 256)].layers] == [kv] * layers
-    # static: 1 key head against every query head is the math kernel (multi-query), or the copies (new decoder);
     # gqa: the packed layout, one query row block per KV head, on a fused kernel
-    assert _sdpa_heads(ref, 9, 8) == [(heads, static_kv, static_kv == heads)] * layers
+    assert _sdpa_heads(ref, 9, 8) == [static_sdpa] * layers
     assert _sdpa_heads(b, 9, 8) == [(kv, kv, True)] * layers
 
 
-def test_gqa_sizes_falcon_40b_cache_by_its_kv_groups():
+@pytest.mark.parametrize("transformers", ["5.17.0", "5.24.0", "5.25.0"])
+def test_gqa_sizes_falcon_40b_cache_by_its_kv_groups(transformers, monkeypatch):
+    from llm_energy.measure.inference import presets
     from llm_energy.measure.inference.loading import read_model
     from llm_energy.measure.inference.sizing import kv_groups_cached, sweep_memory_bytes
 
+    monkeypatch.setattr(presets, "installed_transformers_version", lambda: transformers)
     assert kv_groups_cached("static+gqa") and kv_groups_cached("static+fused+gqa+math")
     assert not any(kv_groups_cached(b) for b in ("static", "static+math", "cache", "no-cache"))
     kw = {"batch": 1, "max_seq_len": 4096}
-    for preset, ratio in (("falcon-40b", 16), ("falcon-7b", 1), ("mistral-7b", 1)):
+    copies = 1 if transformers >= "5.25" else 16  # from 5.25 transformers caches falcon-40b's groups itself
+    for preset, ratio in (("falcon-40b", copies), ("falcon-7b", 1), ("mistral-7b", 1)):
         src = read_model(preset)
         static, gqa = (sweep_memory_bytes(src, "bfloat16", backend=b, **kw)[2] for b in ("static", "static+gqa"))
         assert static == ratio * gqa, preset
@@ -268,15 +278,32 @@ def test_gqa_sizes_falcon_40b_cache_by_its_kv_groups():
         2 * 60 * 8 * 64 * 2 * 4096  # 8 groups of 64-wide heads, 60 layers, K and V, bf16
 
 
-def test_the_refusal_check_sizes_falcon_40b_by_the_backend(monkeypatch):
+def test_falcon_kv_groups_follow_the_transformers_that_ran():
+    from llm_energy.measure.inference.presets import get_preset, kv_bytes_per_token
+
+    cfg = get_preset("falcon-40b").hf_config
+    per_head = 2 * 60 * 64 * 2
+    for version, heads in (("5.17.0", 128), ("5.24.0", 128), ("5.25.0", 8), ("5.25.1.dev0", 8), ("6.0", 8),
+                           ("4.57.6", 128), ("", 128), ("unknown", 128)):
+        assert kv_bytes_per_token(cfg, 2, transformers_version=version) == heads * per_head, version
+        assert kv_bytes_per_token(cfg, 2, grouped=True, transformers_version=version) == 8 * per_head, version
+    assert falcon_caches_kv_groups("5.25.0") and not falcon_caches_kv_groups("5.24.9")
+
+
+@pytest.mark.parametrize("transformers", ["5.24.0", "5.25.0"])
+def test_the_refusal_check_sizes_falcon_40b_by_the_backend(transformers, monkeypatch):
     from llm_energy.errors import UserError
-    from llm_energy.measure.inference import sizing
+    from llm_energy.measure.inference import presets, sizing
     from llm_energy.measure.inference.loading import read_model
 
     src = read_model("falcon-40b")  # bf16: 82.6 GB weights; batch 8 x 4096: 64.4 GB of cache (static), 4.0 (gqa)
     monkeypatch.setattr(sizing, "free_memory_bytes", lambda d: 100 * 2**30)
+    monkeypatch.setattr(presets, "installed_transformers_version", lambda: transformers)
     kw = {"batch": 8, "max_seq_len": 4000, "beyond_context": True}
     sizing.check_sweep(src, "bfloat16", ["cpu"], backend="static+gqa", **kw)
+    if transformers >= "5.25":  # transformers caches the 8 groups under plain static too
+        sizing.check_sweep(src, "bfloat16", ["cpu"], backend="static", **kw)
+        return
     with pytest.raises(UserError, match="KV cache 60.0 GiB"):
         sizing.check_sweep(src, "bfloat16", ["cpu"], backend="static", **kw)
 
@@ -312,6 +339,13 @@ def test_falcon_switch_touches_only_the_forward_gqa_bound(tmp_path):
     plain.prepare(1, 9, 8)
     plain.generate(plain.make_prompt(1, 9, seed=5), 8)
     assert attn.__dict__.get("forward") is theirs
+    if falcon_caches_kv_groups():  # transformers >= 5.25: gqa is the attention implementation; no forward is bound
+        assert set_packed_gqa(lm.model, True) and lm.model.config._attn_implementation == NAME
+        assert attn.__dict__.get("forward") is theirs
+        assert all("forward" not in layer.self_attention.__dict__ for layer in lm.model.transformer.h[1:])
+        assert not set_packed_gqa(lm.model, False) and lm.model.config._attn_implementation == "sdpa"
+        assert attn.__dict__.get("forward") is theirs
+        return
     assert not set_packed_gqa(lm.model, True) and not make_backend("static+gqa", lm).packed_gqa
     assert all("forward" not in layer.self_attention.__dict__ for layer in lm.model.transformer.h[1:])
     assert attn.__dict__.get("forward") is theirs

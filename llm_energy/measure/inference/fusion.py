@@ -18,6 +18,8 @@ store's backend column says what was measured and the plain ``static`` stores ke
   falcon-40b's cache holds its 8 KV groups instead of their copies to all 128 query heads (16x fewer
   bytes; a masked prefill attends on K and V copied to the query heads for that call only, which lets
   the fused kernels take falcon-7b's, where its own ran the math kernel). Alibi falcons are left as they are.
+  That is transformers <= 5.24 (5.17 on the GPU machine); from 5.25 falcon caches its KV heads itself and
+  ``gqa`` switches its attention implementation, as llama's.
 * ``cdt``: inductor's coordinate-descent tuning (gpt-fast's setting). With it inductor rewrites a
   batch-1 matrix-vector product as a reduction it generates and tunes itself, fused with the
   elementwise work around it, instead of a cuBLAS call ("Our matrix vector multiplies only achieve

@@ -42,6 +42,11 @@ heads either way. The arithmetic is the original's; written against transformers
 5.24, whose ``FalconAttention.forward`` are the same. Alibi falcons (none of the presets) and
 ``output_attentions`` take the original forward. Because falcon-40b's cache then holds 8 heads, its
 size depends on the option: ``sizing.kv_groups_cached`` / ``presets.kv_bytes_per_token(grouped=True)``.
+
+From transformers 5.25 falcon does both itself (``presets.falcon_caches_kv_groups``): its attention
+projects to the KV heads, caches them and calls its attention through ``AttentionInterface`` like
+llama's. There ``gqa`` switches a falcon exactly as it switches llama, mistral and mixtral (the
+attention implementation), and no forward is bound.
 """
 
 from __future__ import annotations
@@ -144,8 +149,9 @@ def set_packed_gqa(model: Any, on: bool) -> bool:
     runs the packed attention. A model where it does not apply (:func:`applies`) is left as it is."""
     if not applies(model):
         return False
-    if model.config.model_type == "falcon":  # only a forward bound here is added or removed: another's stays,
-        attns = _falcon_attentions(model)     # and over one, none is bound (not a mix of the two caches)
+    if model.config.model_type == "falcon" and not _falcon_dispatches():  # transformers <= 5.24: only a forward
+        # bound here is added or removed: another's stays, and over one, none is bound (not a mix of two caches)
+        attns = _falcon_attentions(model)
         foreign = any("forward" in a.__dict__ and not _bound_here(a) for a in attns)
         for attn in attns:
             if on and not foreign and not _bound_here(attn):
@@ -169,7 +175,16 @@ def falcon_applies(cfg: Any) -> bool:
     heads = int(get("num_attention_heads") or 0)
     kv = int(get("num_kv_heads") or heads) if get("new_decoder_architecture") else (1 if get("multi_query", True) else heads)
     impl = get("_attn_implementation", "sdpa") if not isinstance(cfg, dict) else "sdpa"
-    return get("model_type") == "falcon" and not get("alibi") and impl == "sdpa" and 0 < kv < heads
+    impls = ("sdpa", NAME) if _falcon_dispatches() else ("sdpa",)  # 5.25: switched as llama's (the module's docstring)
+    return get("model_type") == "falcon" and not get("alibi") and impl in impls and 0 < kv < heads
+
+
+def _falcon_dispatches() -> bool:
+    """Whether this transformers' falcon caches its KV heads and calls its attention through
+    ``AttentionInterface`` (>= 5.25; ``presets.falcon_caches_kv_groups``)."""
+    from llm_energy.measure.inference.presets import falcon_caches_kv_groups
+
+    return falcon_caches_kv_groups()
 
 
 def _bound_here(attn: Any) -> bool:

@@ -8,6 +8,7 @@ published config numbers (layers, widths, heads, KV heads, vocabulary, experts).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -50,18 +51,22 @@ class ModelPreset:
         return kv_bytes_per_token(self.hf_config, 2)
 
 
-def kv_bytes_per_token(cfg: dict[str, Any], dtype_bytes: int, *, grouped: bool = False) -> int:
+def kv_bytes_per_token(cfg: dict[str, Any], dtype_bytes: int, *, grouped: bool = False,
+                       transformers_version: str | None = None) -> int:
     """KV-cache bytes per token per sequence as transformers' models store it (what a decode step reads
     and what memory must hold). Falcon's new decoder architecture (falcon-40b) broadcasts each KV group's
-    K and V to all its query heads before the cache (``FalconAttention._split_heads``), so its cache holds
-    every query head, 16x its 8 KV groups (transformers 5.17 and 5.24; ``tests/test_kv_bytes.py``), except
-    under the static backend's ``gqa`` option (``grouped``: packed_gqa.py caches the groups themselves;
-    alibi falcons keep transformers' forward)."""
+    K and V to all its query heads before the cache in transformers <= 5.24 (``FalconAttention._split_heads``),
+    so its cache holds every query head, 16x its 8 KV groups (``tests/test_kv_bytes.py``), except under the
+    static backend's ``gqa`` option (``grouped``: packed_gqa.py caches the groups themselves; alibi falcons
+    keep transformers' forward). From 5.25 transformers caches the groups itself
+    (:func:`falcon_caches_kv_groups`; ``transformers_version``: the version that ran, default the
+    installed one, e.g. a trial's ``versions``)."""
     heads = int(cfg["num_attention_heads"])
     head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // heads)
     if cfg.get("model_type") == "falcon":
         if cfg.get("new_decoder_architecture"):
-            kv = int(cfg.get("num_kv_heads") or heads) if grouped and not cfg.get("alibi") else heads
+            groups = (grouped and not cfg.get("alibi")) or falcon_caches_kv_groups(transformers_version)
+            kv = int(cfg.get("num_kv_heads") or heads) if groups else heads
         elif cfg.get("multi_query"):
             kv = 1
         else:
@@ -69,6 +74,33 @@ def kv_bytes_per_token(cfg: dict[str, Any], dtype_bytes: int, *, grouped: bool =
     else:
         kv = int(cfg.get("num_key_value_heads") or heads)
     return 2 * int(cfg["num_hidden_layers"]) * kv * head_dim * dtype_bytes
+
+
+#: the first transformers whose ``FalconAttention`` projects to the KV heads, caches them and calls its
+#: attention through ``AttentionInterface`` (<= 5.24: its own SDPA call on ``_split_heads``' copies)
+FALCON_KV_GROUPS_SINCE = (5, 25)
+
+
+def falcon_caches_kv_groups(transformers_version: str | None = None) -> bool:
+    """Whether transformers ``transformers_version`` (default: the installed one, read without importing
+    it) runs falcon's attention on its KV heads itself: caches a new-decoder falcon's KV groups rather
+    than their copies to every query head, and dispatches through ``AttentionInterface``
+    (:data:`FALCON_KV_GROUPS_SINCE`). An unreadable version counts as the older layout."""
+    if transformers_version is None:
+        transformers_version = installed_transformers_version()
+    m = re.match(r"(\d+)\.(\d+)", transformers_version or "")
+    return bool(m) and (int(m[1]), int(m[2])) >= FALCON_KV_GROUPS_SINCE
+
+
+@lru_cache(maxsize=1)
+def installed_transformers_version() -> str:
+    """The installed transformers' version from its package metadata ("" where it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return ""
 
 
 @lru_cache(maxsize=None)

@@ -67,7 +67,8 @@ def is_static_backend(backend: str) -> bool:
 
 def kv_groups_cached(backend: str) -> bool:
     """Whether the backend's cache holds a falcon new-decoder model's KV groups rather than their copies
-    to every query head: the static backend's ``gqa`` option (packed_gqa.py; ``presets.kv_bytes_per_token``)."""
+    to every query head: the static backend's ``gqa`` option (packed_gqa.py; ``presets.kv_bytes_per_token``,
+    which from transformers 5.25 counts the groups under every backend: transformers caches them itself)."""
     return is_static_backend(backend) and "gqa" in backend.split("+")[1:]
 
 
