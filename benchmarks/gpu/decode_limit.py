@@ -347,12 +347,25 @@ def _bucket_rows(model: str, backend: str, store: str, g, all_b: int, read_b: in
     if read.height < g.height:
         print(f"decode_limit {store}: no bucket rows for {g.height - read.height} {model} {backend} trial(s) of "
               f"erratum {errata.KV_CACHE_IGNORED} (their decode steps read no KV cache)", file=sys.stderr)
-    presets = presets_mod()  # what the backend's cache holds a token (falcon-40b: 8 KV groups under gqa, else 128 heads)
-    kv_b = presets.kv_bytes_per_token(presets.get_preset(model).hf_config, 2, grouped=sizing.kv_groups_cached(backend))
-    read = read.with_columns(pl.Series("bucket", [sizing.bucket_len(a + b) for a, b in zip(read["tin"], read["tout"])],
-                                       dtype=pl.Int64))
+    # what the backend's cache held a token under the transformers that ran (falcon-40b: 8 KV groups under gqa
+    # or from transformers 5.25, else 128 heads)
+    presets = presets_mod()
+    cfg, grouped = presets.get_preset(model).hf_config, sizing.kv_groups_cached(backend)
+    if "versions" in read.columns:  # unrecorded: the older layout (no trial ran 5.25 before it recorded versions)
+        ran = [v or "" for v in read["versions"].fill_null("{}").str.json_path_match("$.transformers").to_list()]
+    else:  # rows without versions: the installed transformers
+        ran = [None] * read.height
+    read = read.with_columns(
+        pl.Series("bucket", [sizing.bucket_len(a + b) for a, b in zip(read["tin"], read["tout"])], dtype=pl.Int64),
+        pl.Series("kv_b", [presets.kv_bytes_per_token(cfg, 2, grouped=grouped, transformers_version=v) for v in ran],
+                  dtype=pl.Int64))
     rows = []
     for (bucket,), gb in read.sort("bucket").group_by("bucket", maintain_order=True):
+        if gb["kv_b"].n_unique() > 1:
+            print(f"decode_limit {store}: no {bucket}-token bucket row for {model} {backend}: its trials ran "
+                  "transformers versions that cache different KV bytes a token", file=sys.stderr)
+            continue
+        kv_b = int(gb["kv_b"][0])
         row = _store_row(model, backend, store, gb, all_b, read_b, bw)
         kv = bucket * kv_b
         row.update(kind="bucket", bucket=int(bucket), kv_b=kv, limit_kv_ms=1e3 * (read_b + kv) / bw,
