@@ -4,6 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+# transformers <= 5.24's falcon (the GPU machine runs 5.17's, the same layout), beside the venv's newer one:
+# tests/test_transformers_compat.py runs the falcon tests under it (llm_energy/measure/inference/packed_gqa.py)
+COMPAT := $(VENV)/compat/transformers-5.24
 
 .PHONY: setup glpk demo test bench reference clean help
 
@@ -14,6 +17,11 @@ help:
 	@echo "make reference  fetch the authors' public data (pinned commits, checksums) for the tests that use it"
 
 setup: $(STAMP) glpk
+
+$(COMPAT): | $(STAMP)
+	rm -rf $(COMPAT).tmp
+	$(PIP) install -q --disable-pip-version-check --no-deps --target $(COMPAT).tmp transformers==5.24.0
+	mv $(COMPAT).tmp $(COMPAT)
 
 # torch first, pinned to the local CPU build: any other torch request would pull GBs of CUDA wheels.
 $(STAMP): pyproject.toml
@@ -32,7 +40,7 @@ glpk:
 demo: setup
 	$(PY) -m cluster.demo
 
-test: setup
+test: setup $(COMPAT)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 reference:
