@@ -188,6 +188,11 @@ def test_fit_session_levels_on_the_70b_batch_store(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "its sessions measured" not in err and err.count("levels: llama-2-70b@h200x1/static/b*: ") == 1
     assert "share no (tin, tout, batch) cell" in err  # session 8 measured batches 2 and 16, session 12 1, 4 and 8
+    from llm_energy.fit.sessions import small_sessions
+
+    (few,) = small_sessions(load_trials([str(store)]), FitOptions(pool_batch=True)).values()
+    assert len(few) == 1 and few[0][1] == 2  # the thirteenth session's last two cells
+    assert f"; left at the middle level (fewer than 3 trials): {few[0][0]} (2 trials)" in err
     pooled, lv = (json.loads((tmp_path / f).read_text())["deployments"][0] for f in ("pooled.json", "lv.json"))
     e0, e1 = pooled["targets"]["energy_j"], lv["targets"]["energy_j"]
     assert e1["cv"]["median"] < 0.5 * e0["cv"]["median"] and e1["cv"]["median"] < 0.02

@@ -201,7 +201,7 @@ def cmd_fit(args) -> int:
         fits = fit_deployments(df, opts, source=",".join(args.dir))
     save_fits(fits, args.out)
     if args.session_levels:
-        for line in level_lines(fits):
+        for line in level_lines(fits, df, opts):
             print(f"levels: {line}", file=sys.stderr)
     else:
         _warn_sessions(df, fits, opts, args.dir)

@@ -216,16 +216,38 @@ def _levelled(trials: pl.DataFrame, factor: dict[tuple[str, str], dict[str, floa
     return out.drop("_dep", *[f"_f_{t}" for t in TARGETS])
 
 
-def level_lines(fits: FitsFile) -> list[str]:
-    """One line per deployment fitted with its sessions as a factor: each session's level."""
+def small_sessions(trials: pl.DataFrame, opts: FitOptions | None = None) -> dict[str, list[tuple[str, int]]]:
+    """Per deployment, its sessions of fewer than ``MIN_TRIALS`` fitted trials, with their counts, in their
+    first trial's order: what :func:`fit_session_levels` leaves at the middle level."""
+    opts = opts or FitOptions()
+    if "session" not in trials.columns:
+        return {}
+    df = _prepared(trials, opts, "trials").filter(~pl.col("_bad") & pl.col("session").is_not_null())
+    counts = (df.sort("t_start" if "t_start" in df.columns else "session")
+              .group_by("_dep", "session", maintain_order=True).len().filter(pl.col("len") < MIN_TRIALS))
+    out: dict[str, list[tuple[str, int]]] = {}
+    for dep, sess, n in counts.iter_rows():
+        out.setdefault(dep, []).append((sess, int(n)))
+    return out
+
+
+def level_lines(fits: FitsFile, trials: pl.DataFrame | None = None, opts: FitOptions | None = None) -> list[str]:
+    """One line per deployment fitted with its sessions as a factor: each session's level, and (given the
+    ``trials`` fitted) the sessions too small to have one."""
+    small = small_sessions(trials, opts) if trials is not None else {}
     out = []
     for d in fits.deployments.values():
         if not d.session_levels:
             continue
+        few = small.get(d.deployment, [])
+        left = "" if not few else (
+            f"; left at the middle level (fewer than {MIN_TRIALS} trials): "
+            + ", ".join(f"{sess} ({n} trial{'s' if n != 1 else ''})" for sess, n in few))
         iv = d.targets["energy_j"].interval
         span = f"; energy interval {100 * iv.q_lo:+.1f}%..{100 * iv.q_hi:+.1f}%" if iv is not None and iv.bounded else ""
         apart = "" if d.sessions_share_cells is not False else (
             "; its levelled sessions share no (tin, tout, batch) cell, so a level may be the form missing the cells "
             "only one session measured")
-        out.append(f"{d.deployment}: sessions as a factor (measured / fitted - 1: {_per_session(d.session_levels)}){span}{apart}")
+        out.append(f"{d.deployment}: sessions as a factor (measured / fitted - 1: {_per_session(d.session_levels)})"
+                   f"{span}{left}{apart}")
     return out
