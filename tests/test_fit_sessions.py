@@ -169,9 +169,16 @@ def test_session_levels_take_a_known_offset_out_and_carry_it_into_the_interval(t
     # sessions' own levels are out of it too)
     assert e.cv.median <= c.cv.median + 0.003
     assert e.interval.method == INTERVAL_METHOD and e.interval.coverage_cv is None
+    # held out with the levels (levels and fit from the other folds): the offset is out of that error too,
+    # which a fit pooled over the offset sessions carries
+    pooled = fit_deployments(off, opts).deployments[d.deployment].targets["energy_j"]
+    assert e.cv_levels.median <= c.cv.median + 0.005 < pooled.cv.median
+    assert d.targets["runtime_s"].cv_levels.median <= clean.targets["runtime_s"].cv.median + 0.005
+    assert clean.targets["energy_j"].cv_levels is None  # pooled fits have none
     assert (e.interval.q_hi - e.interval.q_lo) >= (c.interval.q_hi - c.interval.q_lo) + 0.08
     save_fits(fits, tmp_path / "f.json")
-    assert load_fits(tmp_path / "f.json").deployments[d.deployment].session_levels == d.session_levels
+    back = load_fits(tmp_path / "f.json").deployments[d.deployment]
+    assert back.session_levels == d.session_levels and back.targets["energy_j"].cv_levels == e.cv_levels
 
 
 def test_fit_session_levels_on_the_70b_batch_store(capsys, tmp_path):
@@ -193,6 +200,9 @@ def test_fit_session_levels_on_the_70b_batch_store(capsys, tmp_path):
     (few,) = small_sessions(load_trials([str(store)]), FitOptions(pool_batch=True)).values()
     assert len(few) == 1 and few[0][1] == 2  # the thirteenth session's last two cells
     assert f"; left at the middle level (fewer than 3 trials): {few[0][0]} (2 trials)" in err
+    whole = json.loads((tmp_path / "lv.json").read_text())["deployments"][0]["targets"]
+    assert (f"held out with the levels (the whole procedure): energy {100 * whole['energy_j']['cv_levels']['median']:.1f}%"
+            in err) and whole["energy_j"]["cv_levels"]["median"] < 0.02 and whole["runtime_s"]["cv_levels"]["folds"] == 5
     pooled, lv = (json.loads((tmp_path / f).read_text())["deployments"][0] for f in ("pooled.json", "lv.json"))
     e0, e1 = pooled["targets"]["energy_j"], lv["targets"]["energy_j"]
     assert e1["cv"]["median"] < 0.5 * e0["cv"]["median"] and e1["cv"]["median"] < 0.02

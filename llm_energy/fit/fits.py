@@ -11,7 +11,8 @@ A target model is ``y = sum_k coef_k * term_k(tin, tout, batch)`` with terms fro
      "skipped": [{"deployment": KEY, "reason": "..."}]}
     TARGET = {"form", "terms": [...], "coef": [...], "space": "linear", "method",
               "stats": {...}, "cv": {"median", "p90", "folds"}, "interval": {"level", "q_lo", "q_hi"},
-              "candidates": [{"form", "median", "p90", "sane", "chosen"}]}
+              "candidates": [{"form", "median", "p90", "sane", "chosen"}],
+              "cv_levels": {"median", "p90", "folds"}}  # optional: fit --session-levels' whole procedure held out
 
 ``stats``, ``cv``, ``interval`` and ``candidates`` are the records of :mod:`llm_energy.fit.records`.
 ``idle_w`` (optional; null or absent: unknown) is the deployment's measured idle power in W (model
@@ -100,6 +101,8 @@ class TargetModel:
     cv: CVResult | None = None
     interval: Interval | None = None
     candidates: list[Candidate] = field(default_factory=list)
+    # fit --session-levels only: held-out error of the whole procedure (levels and fit from the other folds)
+    cv_levels: CVResult | None = None
 
     def predict(self, tin, tout, batch=None) -> np.ndarray:
         return design_matrix(self.terms, tin, tout, batch) @ np.asarray(self.coef, dtype=float)
@@ -129,7 +132,8 @@ class TargetModel:
         return {"form": self.form, "terms": list(self.terms), "coef": list(self.coef), "space": self.space,
                 "method": self.method, "stats": self.stats.to_dict(), "cv": self.cv.to_dict() if self.cv else {},
                 "interval": self.interval.to_dict() if self.interval else {},
-                "candidates": [c.to_dict() for c in self.candidates]}
+                "candidates": [c.to_dict() for c in self.candidates],
+                **({"cv_levels": self.cv_levels.to_dict()} if self.cv_levels else {})}
 
     @classmethod
     def from_dict(cls, m: dict[str, Any], where: str) -> "TargetModel":
@@ -149,7 +153,8 @@ class TargetModel:
                    method=str(m.get("method", "")), stats=FitStats.from_dict(m.get("stats")),
                    cv=CVResult.from_dict(m.get("cv")),
                    interval=Interval.from_dict(_check_interval(m.get("interval"), f"{where}.interval")),
-                   candidates=[Candidate.from_dict(c) for c in m.get("candidates") or []])
+                   candidates=[Candidate.from_dict(c) for c in m.get("candidates") or []],
+                   cv_levels=CVResult.from_dict(m.get("cv_levels")))
 
 
 @dataclass

@@ -20,9 +20,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 
+from llm_energy.errors import UserError
 from llm_energy.fit.fits import TARGETS, FitsFile, deployment_key_expr
-from llm_energy.fit.forms import FitOptions, _prepared, fit_deployments
-from llm_energy.fit.records import SessionOffset
+from llm_energy.fit.forms import FitOptions, _prepared, fit_deployments, fold_of
+from llm_energy.fit.records import CVResult, SessionOffset
 from llm_energy.fit.validate import fitted_values
 from llm_energy.measure.quality import short_card
 
@@ -131,7 +132,7 @@ def session_warnings(spreads: list[SessionSpread], limit: float = SPREAD_LIMIT) 
 
 
 def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, cards: dict[str, str] | None = None, *,
-                       source: str = "") -> FitsFile:
+                       source: str = "", held_out: bool = True) -> FitsFile:
     """Fits with each deployment's sessions as a factor (``fit --session-levels``).
 
     Per deployment whose trials come from two or more sessions of ``MIN_TRIALS`` trials or more, each session's
@@ -145,7 +146,9 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
     * each target's interval widened by the levels: ``(1 + q_lo) x the lowest level .. (1 + q_hi) x the highest``
       (method ``cv-conformal-ratio+session-levels``), so it spans the machines measured, not machines beyond
       them; its ``coverage_cv`` is None (the widening is not cross-checked);
-    * ``session_levels``: each session's final measured / fitted - 1 per target, with its card from ``cards``.
+    * ``session_levels``: each session's final measured / fitted - 1 per target, with its card from ``cards``;
+    * each target's ``cv_levels`` (``held_out``): the held-out error of the whole procedure
+      (:func:`procedure_cv`), where ``cv`` is the levelled fit's on trials levelled with levels that saw them.
 
     Deployments of one session are fitted exactly as :func:`fit_deployments` fits them."""
     opts = opts or FitOptions()
@@ -186,6 +189,9 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
             levels.append(SessionOffset(sess, n, e, r, (cards or {}).get(sess)))
         d.session_levels = levels
         d.sessions_share_cells = _share_cells(trials, dep, set(mine), opts)
+        if held_out:
+            for t, cv in procedure_cv(trials, dep, opts, source=source).items():
+                d.targets[t].cv_levels = cv
         for t, attr in zip(TARGETS, ("energy", "runtime")):
             m = d.targets[t]
             lo, hi = min(1.0 + getattr(x, attr) for x in levels), max(1.0 + getattr(x, attr) for x in levels)
@@ -194,6 +200,48 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
                                      q_hi=(1.0 + m.interval.q_hi) * max(hi, 1.0) - 1.0, method=INTERVAL_METHOD,
                                      coverage_cv=None)
     return fits
+
+
+def procedure_cv(trials: pl.DataFrame, dep: str, opts: FitOptions | None = None, *,
+                 source: str = "") -> dict[str, CVResult]:
+    """Per target, the held-out relative error of the whole ``--session-levels`` procedure on deployment
+    ``dep``: the cells in ``opts.folds`` folds as the fit's cross-validation deals them (:func:`fold_of`, its
+    seed); each fold's trials predicted by :func:`fit_session_levels` on the other folds' trials, times the
+    level that fit gives the trial's session (1, the middle, for a session too small there to level). The
+    error of predicting a trial on a machine whose level is known from its other trials only. Targets of
+    folds whose training trials do not fit the deployment are left out; none predicted: no entry."""
+    opts = opts or FitOptions()
+    mine = trials.filter(deployment_key_expr(pool_batch=opts.pool_batch) == dep).with_row_index("_row")
+    prep = _prepared(mine, opts, source or "trials").filter(~pl.col("_bad") & pl.col("session").is_not_null())
+    if prep.height == 0:
+        return {}
+    cells = prep.select(pl.concat_str([pl.col(c).cast(pl.String) for c in ("_tin", "_tout", "_batch")],
+                                      separator="-")).to_series().to_numpy()
+    fold = fold_of(cells, opts.folds, opts.seed)
+    errs: dict[str, list[np.ndarray]] = {t: [] for t in TARGETS}
+    for f in np.unique(fold):
+        test = prep.filter(pl.Series(fold == f))
+        train = mine.filter(~pl.col("_row").is_in(test["_row"].implode())).drop("_row")
+        try:
+            sub = fit_session_levels(train, opts, source=source, held_out=False)
+        except UserError:
+            continue
+        if dep not in sub.deployments:
+            continue
+        levels = {lv.session: lv for lv in sub.deployments[dep].session_levels}
+        fitted = fitted_values(sub, dep, test)
+        for t, attr, col in zip(TARGETS, ("energy", "runtime"), (opts.energy_column, "runtime_s")):
+            scale = np.array([1.0 + getattr(levels[x], attr) if x in levels else 1.0 for x in test["session"]])
+            y = test[col].to_numpy().astype(float)
+            errs[t].append(np.abs(fitted[t][0] * scale - y) / np.abs(y))
+    out = {}
+    for t, parts in errs.items():
+        e = np.concatenate(parts) if parts else np.array([])
+        e = e[np.isfinite(e)]
+        if e.size:
+            out[t] = CVResult(median=float(np.median(e)), p90=float(np.quantile(e, 0.9)), folds=opts.folds,
+                              seed=opts.seed)
+    return out
 
 
 def _share_cells(trials: pl.DataFrame, dep: str, sessions: set[str], opts: FitOptions) -> bool:
@@ -245,6 +293,10 @@ def level_lines(fits: FitsFile, trials: pl.DataFrame | None = None, opts: FitOpt
             + ", ".join(f"{sess} ({n} trial{'s' if n != 1 else ''})" for sess, n in few))
         iv = d.targets["energy_j"].interval
         span = f"; energy interval {100 * iv.q_lo:+.1f}%..{100 * iv.q_hi:+.1f}%" if iv is not None and iv.bounded else ""
+        whole = {t: d.targets[t].cv_levels for t in TARGETS}
+        if all(whole.values()):
+            span += (f"; held out with the levels (the whole procedure): energy {100 * whole['energy_j'].median:.1f}%, "
+                     f"runtime {100 * whole['runtime_s'].median:.1f}% median")
         apart = "" if d.sessions_share_cells is not False else (
             "; its levelled sessions share no (tin, tout, batch) cell, so a level may be the form missing the cells "
             "only one session measured")
