@@ -75,15 +75,14 @@ def test_compile_seconds_come_from_the_stores_prepare_columns(tmp_path, capsys):
 def test_bucket_rows_of_a_gqa_store_count_the_kv_bytes_its_cache_holds(capsys):
     """falcon-40b's cache holds its 128 query heads under ``static`` but its 8 KV groups under ``static+gqa``
     (packed_gqa.py) with the transformers the GPU machine runs (5.17), and 8 groups either way from 5.25:
-    each bucket row's KV bytes follow the backend and the transformers its trials recorded, as the memory
-    check's follow the installed one. Trials of both layouts in one bucket get no row (a line on stderr)."""
+    each bucket row's KV bytes follow the backend and the transformers its trials recorded (none recorded: the
+    older layout), as the memory check's follow the installed one. Trials of both layouts in one bucket get no
+    row (a line on stderr)."""
     import json
 
     import polars as pl
 
     from benchmarks.gpu.decode_limit import _bucket_rows
-    from llm_energy.measure.inference.presets import falcon_caches_kv_groups
-
     g = pl.DataFrame({"tin": [8, 2000], "tout": [100, 100], "decode_s": [0.5, 0.6], "batch": [1, 1],
                       "energy_j": [1.0, 1.0]})
 
@@ -91,10 +90,9 @@ def test_bucket_rows_of_a_gqa_store_count_the_kv_bytes_its_cache_holds(capsys):
         return g.with_columns(pl.lit(backend).alias("backend"), pl.Series("versions", [json.dumps({"transformers": v, "kv_cache_keyword": "cache"})
                                                      for v in versions]))
 
-    installed = 8 if falcon_caches_kv_groups() else 128
     for backend, heads, heads_525 in (("static", 128, 8), ("static+gqa", 8, 8), ("static+fused+gqa+math", 8, 8)):
         for trials, want in ((ran("5.17.0", "5.17.0"), heads), (ran("5.25.0", "5.25.0"), heads_525),
-                             (g, heads if backend != "static" else installed)):
+                             (g, heads)):  # no versions recorded: the older layout
             rows = _bucket_rows("falcon-40b", backend, "s", trials, 1, 1, BW)
             assert [(r["bucket"], r["kv_b"]) for r in rows] == [(b, b * 2 * 60 * want * 64 * 2) for b in (256, 4096)]
     mixed = ran("5.17.0", "5.25.0").vstack(ran("5.25.0", "5.17.0"))  # each bucket holds one trial of each

@@ -265,7 +265,7 @@ def test_gqa_sizes_falcon_40b_cache_by_its_kv_groups(transformers, monkeypatch):
     from llm_energy.measure.inference.loading import read_model
     from llm_energy.measure.inference.sizing import kv_groups_cached, sweep_memory_bytes
 
-    monkeypatch.setattr(presets, "installed_transformers_version", lambda: transformers)
+    monkeypatch.setattr(presets, "installed_falcon_caches_kv_groups", lambda: presets.falcon_caches_kv_groups(transformers))
     assert kv_groups_cached("static+gqa") and kv_groups_cached("static+fused+gqa+math")
     assert not any(kv_groups_cached(b) for b in ("static", "static+math", "cache", "no-cache"))
     kw = {"batch": 1, "max_seq_len": 4096}
@@ -290,6 +290,17 @@ def test_falcon_kv_groups_follow_the_transformers_that_ran():
     assert falcon_caches_kv_groups("5.25.0") and not falcon_caches_kv_groups("5.24.9")
 
 
+def test_the_falcon_layout_of_the_installed_transformers_is_that_of_its_version():
+    """The loaded module's layout (what gqa and the sizing go by) and the version boundary recorded trials are
+    read by agree on the installed transformers (make test runs this under 5.24 too)."""
+    import transformers
+
+    from llm_energy.measure.inference.presets import installed_falcon_caches_kv_groups
+
+    assert installed_falcon_caches_kv_groups() == falcon_caches_kv_groups(transformers.__version__)
+    assert falcon_caches_kv_groups() == installed_falcon_caches_kv_groups()
+
+
 @pytest.mark.parametrize("transformers", ["5.24.0", "5.25.0"])
 def test_the_refusal_check_sizes_falcon_40b_by_the_backend(transformers, monkeypatch):
     from llm_energy.errors import UserError
@@ -298,7 +309,7 @@ def test_the_refusal_check_sizes_falcon_40b_by_the_backend(transformers, monkeyp
 
     src = read_model("falcon-40b")  # bf16: 82.6 GB weights; batch 8 x 4096: 64.4 GB of cache (static), 4.0 (gqa)
     monkeypatch.setattr(sizing, "free_memory_bytes", lambda d: 100 * 2**30)
-    monkeypatch.setattr(presets, "installed_transformers_version", lambda: transformers)
+    monkeypatch.setattr(presets, "installed_falcon_caches_kv_groups", lambda: presets.falcon_caches_kv_groups(transformers))
     kw = {"batch": 8, "max_seq_len": 4000, "beyond_context": True}
     sizing.check_sweep(src, "bfloat16", ["cpu"], backend="static+gqa", **kw)
     if transformers >= "5.25":  # transformers caches the 8 groups under plain static too

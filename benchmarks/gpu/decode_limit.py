@@ -351,10 +351,9 @@ def _bucket_rows(model: str, backend: str, store: str, g, all_b: int, read_b: in
     # or from transformers 5.25, else 128 heads)
     presets = presets_mod()
     cfg, grouped = presets.get_preset(model).hf_config, sizing.kv_groups_cached(backend)
-    if "versions" in read.columns:  # unrecorded: the older layout (no trial ran 5.25 before it recorded versions)
-        ran = [v or "" for v in read["versions"].fill_null("{}").str.json_path_match("$.transformers").to_list()]
-    else:  # rows without versions: the installed transformers
-        ran = [None] * read.height
+    # unrecorded: the older layout (every trial recorded its versions long before transformers 5.25)
+    ran = ([v or "" for v in read["versions"].fill_null("{}").str.json_path_match("$.transformers").to_list()]
+           if "versions" in read.columns else [""] * read.height)
     read = read.with_columns(
         pl.Series("bucket", [sizing.bucket_len(a + b) for a, b in zip(read["tin"], read["tout"])], dtype=pl.Int64),
         pl.Series("kv_b", [presets.kv_bytes_per_token(cfg, 2, grouped=grouped, transformers_version=v) for v in ran],

@@ -144,8 +144,9 @@ def applies(model: Any) -> bool:
 
 
 def set_packed_gqa(model: Any, on: bool) -> bool:
-    """Switch the model's attention to :data:`NAME` (``on``) or back to ``sdpa`` (falcon: each attention
-    module's forward to :func:`falcon_attention_forward` or back to its class's); return whether it now
+    """Switch the model's attention to :data:`NAME` (``on``) or back to ``sdpa`` (falcon under transformers
+    <= 5.24: each attention module's forward to :func:`falcon_attention_forward` or back to its class's;
+    from 5.25 falcon's attention implementation, as llama's); return whether it now
     runs the packed attention. A model where it does not apply (:func:`applies`) is left as it is."""
     if not applies(model):
         return False
@@ -180,11 +181,11 @@ def falcon_applies(cfg: Any) -> bool:
 
 
 def _falcon_dispatches() -> bool:
-    """Whether this transformers' falcon caches its KV heads and calls its attention through
-    ``AttentionInterface`` (>= 5.25; ``presets.falcon_caches_kv_groups``)."""
-    from llm_energy.measure.inference.presets import falcon_caches_kv_groups
+    """Whether the loaded transformers' falcon caches its KV heads and calls its attention through
+    ``AttentionInterface`` (>= 5.25; ``presets.installed_falcon_caches_kv_groups``)."""
+    from llm_energy.measure.inference.presets import installed_falcon_caches_kv_groups
 
-    return falcon_caches_kv_groups()
+    return installed_falcon_caches_kv_groups()
 
 
 def _bound_here(attn: Any) -> bool:

@@ -59,8 +59,8 @@ def kv_bytes_per_token(cfg: dict[str, Any], dtype_bytes: int, *, grouped: bool =
     so its cache holds every query head, 16x its 8 KV groups (``tests/test_kv_bytes.py``), except under the
     static backend's ``gqa`` option (``grouped``: packed_gqa.py caches the groups themselves; alibi falcons
     keep transformers' forward). From 5.25 transformers caches the groups itself
-    (:func:`falcon_caches_kv_groups`; ``transformers_version``: the version that ran, default the
-    installed one, e.g. a trial's ``versions``)."""
+    (:func:`falcon_caches_kv_groups`; ``transformers_version``: the version that ran, e.g. a trial's
+    ``versions``; default: the installed one)."""
     heads = int(cfg["num_attention_heads"])
     head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // heads)
     if cfg.get("model_type") == "falcon":
@@ -82,25 +82,26 @@ FALCON_KV_GROUPS_SINCE = (5, 25)
 
 
 def falcon_caches_kv_groups(transformers_version: str | None = None) -> bool:
-    """Whether transformers ``transformers_version`` (default: the installed one, read without importing
-    it) runs falcon's attention on its KV heads itself: caches a new-decoder falcon's KV groups rather
-    than their copies to every query head, and dispatches through ``AttentionInterface``
-    (:data:`FALCON_KV_GROUPS_SINCE`). An unreadable version counts as the older layout."""
+    """Whether transformers ``transformers_version`` runs falcon's attention on its KV heads itself: caches
+    a new-decoder falcon's KV groups rather than their copies to every query head, and dispatches through
+    ``AttentionInterface`` (:data:`FALCON_KV_GROUPS_SINCE`; a recorded version, e.g. a trial's ``versions``;
+    an unreadable one counts as the older layout). ``None``: the installed transformers' falcon as it
+    loads (:func:`installed_falcon_caches_kv_groups`)."""
     if transformers_version is None:
-        transformers_version = installed_transformers_version()
-    m = re.match(r"(\d+)\.(\d+)", transformers_version or "")
+        return installed_falcon_caches_kv_groups()
+    m = re.match(r"(\d+)\.(\d+)", transformers_version)
     return bool(m) and (int(m[1]), int(m[2])) >= FALCON_KV_GROUPS_SINCE
 
 
 @lru_cache(maxsize=1)
-def installed_transformers_version() -> str:
-    """The installed transformers' version from its package metadata ("" where it is not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
+def installed_falcon_caches_kv_groups() -> bool:
+    """The installed transformers' falcon, read from the module itself (what runs, whatever its package
+    metadata says): 5.25's rewrite has no ``FalconAttention._split_heads``. False without transformers."""
     try:
-        return version("transformers")
-    except PackageNotFoundError:
-        return ""
+        from transformers.models.falcon import modeling_falcon
+    except ImportError:
+        return False
+    return not hasattr(modeling_falcon.FalconAttention, "_split_heads")
 
 
 @lru_cache(maxsize=None)
