@@ -174,7 +174,6 @@ def test_session_levels_take_a_known_offset_out_and_carry_it_into_the_interval(t
     pooled = fit_deployments(off, opts).deployments[d.deployment].targets["energy_j"]
     assert e.cv_levels.median <= c.cv.median + 0.005 < pooled.cv.median
     assert d.targets["runtime_s"].cv_levels.median <= clean.targets["runtime_s"].cv.median + 0.005
-    assert clean.targets["energy_j"].cv_levels is None  # pooled fits have none
     assert (e.interval.q_hi - e.interval.q_lo) >= (c.interval.q_hi - c.interval.q_lo) + 0.08
     save_fits(fits, tmp_path / "f.json")
     back = load_fits(tmp_path / "f.json").deployments[d.deployment]
@@ -195,10 +194,11 @@ def test_fit_session_levels_on_the_70b_batch_store(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "its sessions measured" not in err and err.count("levels: llama-2-70b@h200x1/static/b*: ") == 1
     assert "share no (tin, tout, batch) cell" in err  # session 8 measured batches 2 and 16, session 12 1, 4 and 8
-    from llm_energy.fit.sessions import small_sessions
+    from llm_energy.fit.sessions import session_counts
 
-    (few,) = small_sessions(load_trials([str(store)]), FitOptions(pool_batch=True)).values()
-    assert len(few) == 1 and few[0][1] == 2  # the thirteenth session's last two cells
+    (counts,) = session_counts(load_trials([str(store)]), FitOptions(pool_batch=True)).values()
+    few = [c for c in counts if c[1] < 3]
+    assert len(counts) == 3 and len(few) == 1 and few[0][1] == 2  # the thirteenth session's last two cells
     assert f"; left at the middle level (fewer than 3 trials): {few[0][0]} (2 trials)" in err
     whole = json.loads((tmp_path / "lv.json").read_text())["deployments"][0]["targets"]
     assert (f"held out with the levels (the whole procedure): energy {100 * whole['energy_j']['cv_levels']['median']:.1f}%"
@@ -267,3 +267,38 @@ def test_a_session_whose_fitted_runtimes_are_all_non_positive_has_no_runtime_lev
     (s,) = session_spreads(t, fits, opts)
     lv = {x.session: x for x in s.levels}
     assert lv["s-odd"].runtime == 0.0 and lv["s-odd"].n == odd.sum()
+
+
+def test_the_whole_procedure_holds_out_every_trial_of_a_folds_cells(monkeypatch):
+    """``procedure_cv`` deals the cells into folds as the fit's cross-validation does (over every fitted
+    trial, of a session or none: a store grown across the change that started recording sessions), and
+    each fold's training trials hold none of its cells (the first version dealt only the trials with a
+    session, so a held-out cell's trials without one stayed in training)."""
+    import numpy as np
+
+    from llm_energy.fit import sessions
+    from llm_energy.fit.forms import fold_of
+
+    t = load_trials([str(H200 / "grid-static")]).with_row_index("_i")
+    t = t.with_columns(pl.when(pl.col("_i") % 3 == 0).then(None).otherwise(pl.col("session")).alias("session")).drop("_i")
+    opts = FitOptions()
+    (dep,) = fit_deployments(t, opts).deployments
+    trains = []
+    real = sessions.fit_session_levels
+
+    def spy(train, *a, **kw):
+        trains.append(train)
+        return real(train, *a, **kw)
+
+    monkeypatch.setattr(sessions, "fit_session_levels", spy)
+    cv = sessions.procedure_cv(t, dep, opts)
+    fitted = t.filter(~pl.col("warmup"))
+    key = pl.concat_str([pl.coalesce(f"{c}_actual", c).cast(pl.Float64).cast(pl.String) for c in ("tin", "tout")]
+                        + [pl.col("batch").cast(pl.Float64).cast(pl.String)], separator="-")
+    cells = fitted.select(key).to_series().to_numpy()
+    fold = fold_of(cells, opts.folds, opts.seed)
+    assert len(trains) == len(np.unique(fold)) == cv["energy_j"].folds == 5
+    for k, train in enumerate(trains):
+        held = set(cells[fold == k])
+        in_train = set(train.filter(~pl.col("warmup")).select(key).to_series().to_list())
+        assert not held & in_train and in_train | held == set(cells), k

@@ -207,20 +207,21 @@ def procedure_cv(trials: pl.DataFrame, dep: str, opts: FitOptions | None = None,
     """Per target, the held-out relative error of the whole ``--session-levels`` procedure on deployment
     ``dep``: the cells in ``opts.folds`` folds as the fit's cross-validation deals them (:func:`fold_of`, its
     seed); each fold's trials predicted by :func:`fit_session_levels` on the other folds' trials, times the
-    level that fit gives the trial's session (1, the middle, for a session too small there to level). The
-    error of predicting a trial on a machine whose level is known from its other trials only. Targets of
-    folds whose training trials do not fit the deployment are left out; none predicted: no entry."""
+    level that fit gives the trial's session (1, the middle, for a session too small there to level, or none).
+    The error of predicting a trial on a machine whose level is known from its other trials only. Folds whose
+    training trials do not fit the deployment are left out (``folds``: those predicted); none: no entry."""
     opts = opts or FitOptions()
     mine = trials.filter(deployment_key_expr(pool_batch=opts.pool_batch) == dep).with_row_index("_row")
-    prep = _prepared(mine, opts, source or "trials").filter(~pl.col("_bad") & pl.col("session").is_not_null())
+    prep = _prepared(mine, opts, source or "trials").filter(~pl.col("_bad"))  # the rows _fit_deployment fits
     if prep.height == 0:
         return {}
     cells = prep.select(pl.concat_str([pl.col(c).cast(pl.String) for c in ("_tin", "_tout", "_batch")],
                                       separator="-")).to_series().to_numpy()
     fold = fold_of(cells, opts.folds, opts.seed)
     errs: dict[str, list[np.ndarray]] = {t: [] for t in TARGETS}
+    scored = 0
     for f in np.unique(fold):
-        test = prep.filter(pl.Series(fold == f))
+        test = prep.filter(pl.Series(fold == f))  # every trial of the fold's cells, of any session or none
         train = mine.filter(~pl.col("_row").is_in(test["_row"].implode())).drop("_row")
         try:
             sub = fit_session_levels(train, opts, source=source, held_out=False)
@@ -228,8 +229,9 @@ def procedure_cv(trials: pl.DataFrame, dep: str, opts: FitOptions | None = None,
             continue
         if dep not in sub.deployments:
             continue
-        levels = {lv.session: lv for lv in sub.deployments[dep].session_levels}
+        levels = {lv.session: lv for lv in sub.deployments[dep].session_levels}  # a null session: level 1
         fitted = fitted_values(sub, dep, test)
+        scored += 1
         for t, attr, col in zip(TARGETS, ("energy", "runtime"), (opts.energy_column, "runtime_s")):
             scale = np.array([1.0 + getattr(levels[x], attr) if x in levels else 1.0 for x in test["session"]])
             y = test[col].to_numpy().astype(float)
@@ -239,7 +241,7 @@ def procedure_cv(trials: pl.DataFrame, dep: str, opts: FitOptions | None = None,
         e = np.concatenate(parts) if parts else np.array([])
         e = e[np.isfinite(e)]
         if e.size:
-            out[t] = CVResult(median=float(np.median(e)), p90=float(np.quantile(e, 0.9)), folds=opts.folds,
+            out[t] = CVResult(median=float(np.median(e)), p90=float(np.quantile(e, 0.9)), folds=scored,
                               seed=opts.seed)
     return out
 
@@ -264,15 +266,14 @@ def _levelled(trials: pl.DataFrame, factor: dict[tuple[str, str], dict[str, floa
     return out.drop("_dep", *[f"_f_{t}" for t in TARGETS])
 
 
-def small_sessions(trials: pl.DataFrame, opts: FitOptions | None = None) -> dict[str, list[tuple[str, int]]]:
-    """Per deployment, its sessions of fewer than ``MIN_TRIALS`` fitted trials, with their counts, in their
-    first trial's order: what :func:`fit_session_levels` leaves at the middle level."""
+def session_counts(trials: pl.DataFrame, opts: FitOptions | None = None) -> dict[str, list[tuple[str, int]]]:
+    """Per deployment, its sessions and their fitted trials, in their first trial's order."""
     opts = opts or FitOptions()
     if "session" not in trials.columns:
         return {}
     df = _prepared(trials, opts, "trials").filter(~pl.col("_bad") & pl.col("session").is_not_null())
     counts = (df.sort("t_start" if "t_start" in df.columns else "session")
-              .group_by("_dep", "session", maintain_order=True).len().filter(pl.col("len") < MIN_TRIALS))
+              .group_by("_dep", "session", maintain_order=True).len())
     out: dict[str, list[tuple[str, int]]] = {}
     for dep, sess, n in counts.iter_rows():
         out.setdefault(dep, []).append((sess, int(n)))
@@ -281,13 +282,14 @@ def small_sessions(trials: pl.DataFrame, opts: FitOptions | None = None) -> dict
 
 def level_lines(fits: FitsFile, trials: pl.DataFrame | None = None, opts: FitOptions | None = None) -> list[str]:
     """One line per deployment fitted with its sessions as a factor: each session's level, and (given the
-    ``trials`` fitted) the sessions too small to have one."""
-    small = small_sessions(trials, opts) if trials is not None else {}
+    ``trials`` fitted) the sessions left at the middle level (too few trials with a fitted value to level)."""
+    counts = session_counts(trials, opts) if trials is not None else {}
     out = []
     for d in fits.deployments.values():
         if not d.session_levels:
             continue
-        few = small.get(d.deployment, [])
+        levelled = {lv.session for lv in d.session_levels}
+        few = [(sess, n) for sess, n in counts.get(d.deployment, []) if sess not in levelled]
         left = "" if not few else (
             f"; left at the middle level (fewer than {MIN_TRIALS} trials): "
             + ", ".join(f"{sess} ({n} trial{'s' if n != 1 else ''})" for sess, n in few))
