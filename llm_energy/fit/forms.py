@@ -341,6 +341,13 @@ def _prepared(trials: pl.DataFrame, opts: FitOptions, source: str) -> pl.DataFra
     )
 
 
+def cell_keys(g: pl.DataFrame) -> np.ndarray:
+    """Each row's cell ("tin-tout-batch" of a :func:`_prepared` frame's actual tokens): what
+    :func:`fold_of` deals into the cross-validation's folds, all repeats of a cell together."""
+    return g.select(pl.concat_str([pl.col(c).cast(pl.String) for c in ("_tin", "_tout", "_batch")],
+                                  separator="-")).to_series().to_numpy()
+
+
 def _fit_deployment(dep: str, g: pl.DataFrame, opts: FitOptions, forms: list[str]) -> DeploymentFit | str:
     """One deployment's two target models, or the reason it was skipped."""
     bad = g.filter(pl.col("_bad"))
@@ -356,8 +363,7 @@ def _fit_deployment(dep: str, g: pl.DataFrame, opts: FitOptions, forms: list[str
     forms = _forms_for(forms, n_cells, opts, np.unique(batch))
     if isinstance(forms, str):
         return forms
-    cells = g.select(pl.concat_str([pl.col("_tin").cast(pl.String), pl.col("_tout").cast(pl.String),
-                                    pl.col("_batch").cast(pl.String)], separator="-")).to_series().to_numpy()
+    cells = cell_keys(g)
     requested = (g["tin"].to_numpy().astype(float), g["tout"].to_numpy().astype(float))
     targets = {t: fit_one_target(tin, tout, batch, g[col].to_numpy().astype(float), cells, opts, forms, requested,
                                  ineligible=NOT_FOR[t])

@@ -22,7 +22,7 @@ import polars as pl
 
 from llm_energy.errors import UserError
 from llm_energy.fit.fits import TARGETS, FitsFile, deployment_key_expr
-from llm_energy.fit.forms import FitOptions, _prepared, fit_deployments, fold_of
+from llm_energy.fit.forms import FitOptions, _prepared, cell_keys, fit_deployments, fold_of
 from llm_energy.fit.records import CVResult, SessionOffset
 from llm_energy.fit.validate import fitted_values
 from llm_energy.measure.quality import short_card
@@ -99,9 +99,8 @@ def session_spreads(trials: pl.DataFrame, fits: FitsFile, opts: FitOptions | Non
     opts = opts or FitOptions()
     if "session" not in trials.columns:
         return []
-    df = _prepared(trials, opts, "trials").filter(~pl.col("_bad") & pl.col("session").is_not_null())
     out = []
-    for (dep,), g in df.sort("t_start" if "t_start" in df.columns else "session").group_by("_dep", maintain_order=True):
+    for (dep,), g in _session_trials(trials, opts).group_by("_dep", maintain_order=True):
         if dep not in fits.deployments or g["session"].n_unique() < 2:
             continue
         fitted = fitted_values(fits, dep, g)
@@ -117,6 +116,13 @@ def session_spreads(trials: pl.DataFrame, fits: FitsFile, opts: FitOptions | Non
                                                              (cards or {}).get(s))
                                                 for s, n, e, r in levels.iter_rows())))
     return out
+
+
+def _session_trials(trials: pl.DataFrame, opts: FitOptions) -> pl.DataFrame:
+    """The fitted trials (:func:`_prepared`, targets valid) of a session, in measurement order (by session
+    where there is no ``t_start``): what the spreads and the session counts read."""
+    df = _prepared(trials, opts, "trials").filter(~pl.col("_bad") & pl.col("session").is_not_null())
+    return df.sort("t_start" if "t_start" in df.columns else "session")
 
 
 def _ratio(measured: pl.Series, fitted: np.ndarray) -> pl.Series:
@@ -215,9 +221,7 @@ def procedure_cv(trials: pl.DataFrame, dep: str, opts: FitOptions | None = None,
     prep = _prepared(mine, opts, source or "trials").filter(~pl.col("_bad"))  # the rows _fit_deployment fits
     if prep.height == 0:
         return {}
-    cells = prep.select(pl.concat_str([pl.col(c).cast(pl.String) for c in ("_tin", "_tout", "_batch")],
-                                      separator="-")).to_series().to_numpy()
-    fold = fold_of(cells, opts.folds, opts.seed)
+    fold = fold_of(cell_keys(prep), opts.folds, opts.seed)
     errs: dict[str, list[np.ndarray]] = {t: [] for t in TARGETS}
     scored = 0
     for f in np.unique(fold):
@@ -271,9 +275,7 @@ def session_counts(trials: pl.DataFrame, opts: FitOptions | None = None) -> dict
     opts = opts or FitOptions()
     if "session" not in trials.columns:
         return {}
-    df = _prepared(trials, opts, "trials").filter(~pl.col("_bad") & pl.col("session").is_not_null())
-    counts = (df.sort("t_start" if "t_start" in df.columns else "session")
-              .group_by("_dep", "session", maintain_order=True).len())
+    counts = _session_trials(trials, opts).group_by("_dep", "session", maintain_order=True).len()
     out: dict[str, list[tuple[str, int]]] = {}
     for dep, sess, n in counts.iter_rows():
         out.setdefault(dep, []).append((sess, int(n)))
