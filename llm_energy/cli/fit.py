@@ -77,7 +77,8 @@ def _register_fit_predict(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--session-levels", action="store_true",
                    help="fit each deployment with its profiler sessions (machines) as a factor: each session's level "
                         "estimated and divided out, the model of the middle level, its interval widened to span the "
-                        "levels, the levels stored (session_levels); default: sessions pooled, a warning where they "
+                        "levels, the levels stored (session_levels) with the whole procedure's held-out error "
+                        "(cv_levels); default: sessions pooled, a warning where they "
                         "differ by more than 5%%")
     f.set_defaults(func=cmd_fit)
 
