@@ -302,3 +302,89 @@ def test_the_whole_procedure_holds_out_every_trial_of_a_folds_cells(monkeypatch)
         held = set(cells[fold == k])
         in_train = set(train.filter(~pl.col("warmup")).select(key).to_series().to_list())
         assert not held & in_train and in_train | held == set(cells), k
+
+
+def _offset_grid(column: str = "energy_j", offset: float = 0.10):
+    """The static grid with its first session's energies scaled by 1 + offset, its two sessions given cards."""
+    t = load_trials([str(H200 / "grid-static")])
+    first = t.sort("t_start")["session"][0]
+    other = next(s for s in t["session"].unique().to_list() if s != first)
+    off = t.with_columns(pl.when(pl.col("session") == first).then(pl.col(column) * (1 + offset))
+                         .otherwise(pl.col(column)).alias(column))
+    return t, off, {first: "GPU-0000aaaa-0000-test", other: "GPU-0000bbbb-0000-test"}, first
+
+
+def test_level_card_puts_the_model_at_that_cards_level_not_the_middle(tmp_path):
+    """The grid with one session 10% above the other (each on its own card): --level-card of the high card gives
+    the offset-free fit x 1.10, of the low card x 1.00 (the middle, without it: x sqrt(1.1)); the card's session
+    then sits at level 0, the other 10% below or above; level_card is stored and read back; and the whole
+    procedure's held-out error is as small as at the middle (the levels come from training trials there too)."""
+    import math
+
+    import numpy as np
+
+    from llm_energy.fit.fits import load_fits, predict, save_fits
+    from llm_energy.fit.sessions import fit_session_levels
+
+    t, off, cards, first = _offset_grid()
+    opts = FitOptions()
+    clean = fit_deployments(t, opts)
+    (dep,) = clean.deployments
+    cells = t.select("tin", "tout").unique()
+
+    def ratio(fits):
+        return float(np.median(predict(fits, dep, cells["tin"], cells["tout"])["energy_j"].to_numpy()
+                               / predict(clean, dep, cells["tin"], cells["tout"])["energy_j"].to_numpy()))
+
+    middle = fit_session_levels(off, opts, cards)
+    high = fit_session_levels(off, opts, cards, level_card="GPU-0000aaaa")
+    low = fit_session_levels(off, opts, cards, level_card="GPU-0000bbbb-0000-test")
+    assert ratio(middle) == pytest.approx(math.sqrt(1.10), abs=0.01) and middle.deployments[dep].level_card is None
+    assert ratio(high) == pytest.approx(1.10, abs=0.01) and ratio(low) == pytest.approx(1.00, abs=0.01)
+    h = high.deployments[dep]
+    lv = {s.session: s for s in h.session_levels}
+    assert h.level_card == "GPU-0000aaaa" and abs(lv[first].energy) < 0.005
+    assert (1 + lv[first].energy) / (1 + next(s for k, s in lv.items() if k != first).energy) == pytest.approx(1.10, abs=0.01)
+    assert h.targets["energy_j"].interval.q_lo < -0.08  # spans the low card, 10% below the model
+    assert h.targets["energy_j"].cv_levels.median <= middle.deployments[dep].targets["energy_j"].cv_levels.median + 0.003
+    save_fits(high, tmp_path / "f.json")
+    assert load_fits(tmp_path / "f.json").deployments[dep].level_card == "GPU-0000aaaa"
+
+
+def test_level_card_on_the_command_line(capsys, tmp_path):
+    """`fit --level-card`: the stores' recorded card accepted by its prefix and named in the levels line; a
+    card no session recorded, or the option without --session-levels, is one line naming it; a deployment with
+    no levelled session on the card says it stays at the middle."""
+    import json
+
+    ab = H200 / "ab-batch-mistral-7b-static"  # the fifteenth session: its run recorded its card
+    (card,) = {c for c in __import__("llm_energy.fit.sessions", fromlist=["x"]).session_cards([str(ab)]).values()}
+    stores = [str(H200 / "mistral-7b-static"), str(ab), str(H200 / "grid-static")]
+    out = tmp_path / "f.json"
+    capsys.readouterr()
+    assert main(["fit", *stores, "--session-levels", "--level-card", card[:12], "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"mistral-7b@h200x1/static/b1: sessions as a factor, the model at the level of card {card[:12]}" in err
+    assert "levels: llama-2-7b@h200x1/static/b1: no session of 3 or more trials on card" in err
+    docs = {d["deployment"]: d for d in json.loads(out.read_text())["deployments"]}
+    assert docs["mistral-7b@h200x1/static/b1"]["level_card"] == card[:12] and "level_card" not in docs["llama-2-7b@h200x1/static/b1"]
+    for extra, field in ((["--session-levels", "--level-card", "GPU-ffffffff"], "--level-card='GPU-ffffffff'"),
+                         (["--level-card", card], f"--level-card='{card}'")):
+        assert main(["fit", *stores, *extra, "--out", str(tmp_path / "g.json")]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and field in lines[0] and "Traceback" not in lines[0]
+    assert not (tmp_path / "g.json").exists()
+
+
+def test_a_bad_level_card_in_a_fits_file_is_one_line_naming_it(tmp_path, capsys, levelled_doc):
+    import copy
+    import json
+
+    f = tmp_path / "fits.json"
+    doc = copy.deepcopy(levelled_doc)
+    doc["deployments"][0]["level_card"] = 7
+    f.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert main(["predict", str(f), "--tin", "64", "--tout", "64", "--batch", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(f) in err[0] and "level_card=7" in err[0]

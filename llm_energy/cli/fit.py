@@ -80,6 +80,12 @@ def _register_fit_predict(sub: argparse._SubParsersAction) -> None:
                         "levels, the levels stored (session_levels) with the whole procedure's held-out error "
                         "(cv_levels); default: sessions pooled, a warning where they "
                         "differ by more than 5%%")
+    f.add_argument("--level-card", metavar="UUID",
+                   help="with --session-levels: the model at the level of the sessions measured on this card (an "
+                        "NVML UUID or its prefix, as `check` and the levels line name it) instead of the middle, "
+                        "stored as level_card; deployments with no session of 3 or more trials on it stay at the "
+                        "middle (a line on stderr names them). Fits of stores that each hold a session on one card "
+                        "then compare on that card, not on the middles of different machines")
     f.set_defaults(func=cmd_fit)
 
     pr = sub.add_parser("predict", help="predict energy and runtime of queries",
@@ -188,6 +194,16 @@ def cmd_fit(args) -> int:
         raise bad_value("--form", args.form, f"choose one of {', '.join(FORM_CHOICES)}")
     if args.folds < 2:
         raise bad_value("--folds", args.folds, "must be >= 2")
+    if args.level_card is not None and not args.session_levels:
+        raise bad_value("--level-card", args.level_card, "needs --session-levels")
+    if args.session_levels:
+        from llm_energy.fit.sessions import on_card, session_cards
+
+        cards = session_cards(args.dir)  # checked before the trials load (and their warnings print)
+        if args.level_card is not None and not any(on_card(c, args.level_card) for c in cards.values()):
+            raise bad_value("--level-card", args.level_card,
+                            "no session of these stores recorded that card (cards: "
+                            f"{', '.join(sorted(set(cards.values()))) or 'none recorded'})")
     df = load_trials(args.dir)
     _warn_errata(df)
     if not args.include_suspect:
@@ -195,15 +211,25 @@ def cmd_fit(args) -> int:
     opts = FitOptions(form=args.form, folds=args.folds, seed=args.seed, pool_batch=args.pool_batch,
                       energy_column="energy_net_j" if args.net else "energy_j", drop_invalid=args.drop_invalid)
     if args.session_levels:
-        from llm_energy.fit.sessions import fit_session_levels, level_lines, session_cards
+        from llm_energy.fit.sessions import fit_session_levels, level_lines
 
-        fits = fit_session_levels(df, opts, session_cards(args.dir), source=",".join(args.dir))
+        fits = fit_session_levels(df, opts, cards, source=",".join(args.dir), level_card=args.level_card)
     else:
         fits = fit_deployments(df, opts, source=",".join(args.dir))
     save_fits(fits, args.out)
     if args.session_levels:
         for line in level_lines(fits, df, opts):
             print(f"levels: {line}", file=sys.stderr)
+        if args.level_card is not None:
+            from llm_energy.fit.sessions import MIN_TRIALS
+
+            for d in fits.deployments.values():
+                if d.level_card is not None:
+                    continue
+                why = (f"no session of {MIN_TRIALS} or more trials on card {args.level_card}: the model at the middle "
+                       "level" if d.session_levels else
+                       "one level (fewer than two sessions to level): the model at its measuring machine's level")
+                print(f"levels: {d.deployment}: {why}", file=sys.stderr)
     else:
         _warn_sessions(df, fits, opts, args.dir)
     if args.json:

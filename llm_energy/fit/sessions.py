@@ -137,15 +137,24 @@ def session_warnings(spreads: list[SessionSpread], limit: float = SPREAD_LIMIT) 
     return [s.line() for s in spreads if s.spread("energy") > limit]
 
 
+def on_card(card: str | None, reference: str) -> bool:
+    """Whether a session's ``card`` (NVML UUIDs, "+"-joined) holds a GPU whose UUID starts with ``reference``."""
+    return bool(card) and any(c.startswith(reference) for c in card.split("+"))
+
+
 def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, cards: dict[str, str] | None = None, *,
-                       source: str = "", held_out: bool = True) -> FitsFile:
+                       source: str = "", held_out: bool = True, level_card: str | None = None) -> FitsFile:
     """Fits with each deployment's sessions as a factor (``fit --session-levels``).
 
     Per deployment whose trials come from two or more sessions of ``MIN_TRIALS`` trials or more, each session's
     level (its trials' median measured / fitted, per target) is estimated and divided out of its trials, and the
     deployment fitted again on the levelled trials, ``LEVEL_ROUNDS`` times; the levels are centred each round
-    (their geometric mean is 1), so the fit describes the middle of the sessions seen. Sessions of fewer trials
-    are left at the middle level. What is stored:
+    (their geometric mean is 1), so the fit describes the middle of the sessions seen. With ``level_card`` (an
+    NVML UUID or its prefix, ``fit --level-card``) they are centred instead on the levelled sessions measured on
+    that card (in ``cards``), so the fit describes that card: the fits of two deployments whose stores each hold
+    a session on one card then compare on that card's level, not on two middles of different machines. A
+    deployment with no levelled session on it stays at the middle (its ``level_card`` None). Sessions of fewer
+    trials are left at the middle level. What is stored:
 
     * the forms, coefficients and cross-validated errors of the levelled fit: within-session figures, what the
       model misses on one machine;
@@ -154,7 +163,9 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
       them; its ``coverage_cv`` is None (the widening is not cross-checked);
     * ``session_levels``: each session's final measured / fitted - 1 per target, with its card from ``cards``;
     * each target's ``cv_levels`` (``held_out``): the held-out error of the whole procedure
-      (:func:`procedure_cv`), where ``cv`` is the levelled fit's on trials levelled with levels that saw them.
+      (:func:`procedure_cv`), where ``cv`` is the levelled fit's on trials levelled with levels that saw them;
+    * ``level_card``: the card the model describes, where ``level_card`` was given and the deployment had a
+      levelled session on it.
 
     Deployments of one session are fitted exactly as :func:`fit_deployments` fits them."""
     opts = opts or FitOptions()
@@ -170,8 +181,9 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
         if not spreads:
             break
         for s in spreads:
+            ref = [lv for lv in s.levels if level_card and on_card((cards or {}).get(lv.session), level_card)]
             for t, attr in zip(TARGETS, ("energy", "runtime")):
-                centre = math.exp(float(np.mean([math.log1p(getattr(lv, attr)) for lv in s.levels])))
+                centre = math.exp(float(np.mean([math.log1p(getattr(lv, attr)) for lv in ref or s.levels])))
                 for lv in s.levels:
                     f = factor.setdefault((s.deployment, lv.session), {u: 1.0 for u in TARGETS})
                     f[t] *= (1.0 + getattr(lv, attr)) / centre
@@ -195,8 +207,10 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
             levels.append(SessionOffset(sess, n, e, r, (cards or {}).get(sess)))
         d.session_levels = levels
         d.sessions_share_cells = _share_cells(trials, dep, set(mine), opts)
+        if level_card and any(on_card(lv.card, level_card) for lv in levels):
+            d.level_card = level_card
         if held_out:
-            for t, cv in procedure_cv(trials, dep, opts, source=source).items():
+            for t, cv in procedure_cv(trials, dep, opts, source=source, cards=cards, level_card=level_card).items():
                 d.targets[t].cv_levels = cv
         for t, attr in zip(TARGETS, ("energy", "runtime")):
             m = d.targets[t]
@@ -208,12 +222,13 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
     return fits
 
 
-def procedure_cv(trials: pl.DataFrame, dep: str, opts: FitOptions | None = None, *,
-                 source: str = "") -> dict[str, CVResult]:
+def procedure_cv(trials: pl.DataFrame, dep: str, opts: FitOptions | None = None, *, source: str = "",
+                 cards: dict[str, str] | None = None, level_card: str | None = None) -> dict[str, CVResult]:
     """Per target, the held-out relative error of the whole ``--session-levels`` procedure on deployment
     ``dep``: the cells in ``opts.folds`` folds as the fit's cross-validation deals them (:func:`fold_of`, its
     seed); each fold's trials predicted by :func:`fit_session_levels` on the other folds' trials, times the
-    level that fit gives the trial's session (1, the middle, for a session too small there to level, or none).
+    level that fit gives the trial's session (1, the middle or ``level_card``'s level, for a session too small
+    there to level, or none).
     The error of predicting a trial on a machine whose level is known from its other trials only. Folds whose
     training trials do not fit the deployment are left out (``folds``: those predicted); none: no entry."""
     opts = opts or FitOptions()
@@ -228,7 +243,7 @@ def procedure_cv(trials: pl.DataFrame, dep: str, opts: FitOptions | None = None,
         test = prep.filter(pl.Series(fold == f))  # every trial of the fold's cells, of any session or none
         train = mine.filter(~pl.col("_row").is_in(test["_row"].implode())).drop("_row")
         try:
-            sub = fit_session_levels(train, opts, source=source, held_out=False)
+            sub = fit_session_levels(train, opts, cards, source=source, held_out=False, level_card=level_card)
         except UserError:
             continue
         if dep not in sub.deployments:
@@ -304,6 +319,7 @@ def level_lines(fits: FitsFile, trials: pl.DataFrame | None = None, opts: FitOpt
         apart = "" if d.sessions_share_cells is not False else (
             "; its levelled sessions share no (tin, tout, batch) cell, so a level may be the form missing the cells "
             "only one session measured")
-        out.append(f"{d.deployment}: sessions as a factor (measured / fitted - 1: {_per_session(d.session_levels)})"
-                   f"{span}{left}{apart}")
+        at = f"the level of card {d.level_card}" if d.level_card else "the middle level"
+        out.append(f"{d.deployment}: sessions as a factor, the model at {at} (measured / fitted - 1: "
+                   f"{_per_session(d.session_levels)}){span}{left}{apart}")
     return out
