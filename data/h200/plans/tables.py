@@ -105,6 +105,45 @@ def no_context() -> None:
         print(f"measured set floor {f}: {s('h200-' + f)['energy_j'] / m1:.4f}x h200-z1-ms0")
 
 
+def gqa() -> None:
+    """mistral-7b served optimised (h200gqa-*: static+gqa+math, fitted at one card's level) against static (h200-*)."""
+    print("\n## mistral-7b optimised (h200gqa-*) against the measured set (h200-*)\n")
+    deps = [d if d != "mistral-7b-h200" else "mistral-7b-h200-gqa" for d in MEASURED]
+    head(["plan", "static: energy (MJ)", "accuracy", "7b / mistral %", "gqa+math: energy (MJ)", "accuracy",
+          "7b / mistral %", "energy"])
+    for label, name in [("zeta 0.5", "z0.5"), ("zeta 0.9", "z0.9"), ("zeta 1", "z1"), ("zeta 1, min-share 0", "z1-ms0"),
+                        ("accuracy >= 55", "acc55"), ("accuracy >= 60", "acc60")]:
+        a, b = s("h200-" + name), s("h200gqa-" + name)
+        row([f"{label} (`h200gqa-{name}`)", f"{a['energy_j'] / 1e6:.2f}", f"{a['accuracy']:.2f}",
+             f"{share(a, 'llama-2-7b-h200')} / {share(a, 'mistral-7b-h200')}", f"{b['energy_j'] / 1e6:.2f}",
+             f"{b['accuracy']:.2f}", f"{share(b, 'llama-2-7b-h200')} / {share(b, 'mistral-7b-h200-gqa')}",
+             f"{100 * (b['energy_j'] / a['energy_j'] - 1):+.1f}%"])
+    print()
+    plan_table("h200gqa-", PLANS[1:], deps, [x if x != "mistral" else "mistral-gqa" for x in SHORT])
+    a, b = ({x["name"]: x for x in s(p)["baselines"]} for p in ("h200-z1", "h200gqa-z1"))
+    print(f"all on mistral-7b: static {a['only:mistral-7b-h200']['energy_j'] / 1e6:.2f} MJ, static+gqa+math "
+          f"{b['only:mistral-7b-h200-gqa']['energy_j'] / 1e6:.2f} MJ "
+          f"({100 * (b['only:mistral-7b-h200-gqa']['energy_j'] / a['only:mistral-7b-h200']['energy_j'] - 1):+.1f}%); "
+          f"all on llama-2-7b {a['only:llama-2-7b-h200']['energy_j'] / 1e6:.2f} MJ; "
+          f"round robin {a['round-robin']['energy_j'] / 1e6:.2f} -> {b['round-robin']['energy_j'] / 1e6:.2f} MJ")
+    print(who_gets("h200gqa-z1-ms0", "mistral-7b-h200-gqa"))
+
+
+def batch() -> None:
+    """llama-2-7b at batch 1, 8 and 32 (h200batch-*), each alone on the trace."""
+    print("\n## llama-2-7b batches on the trace (h200batch-*)\n")
+    head(["batch", "energy MJ", "J a query", "mean latency s", "energy outside fitted range", "queries outside"])
+    b1 = s("h200batch-b1")
+    for b in (1, 8, 32):
+        d = s(f"h200batch-b{b}")
+        dep = d["deployments"][f"llama-2-7b-h200-b{b}"]
+        q = d["workload"]["queries"]
+        row([b, f"{d['energy_j'] / 1e6:.2f}", f"{d['energy_j'] / q:.0f}", f"{dep['runtime_s'] / dep['count']:.2f}",
+             f"{100 * d['fitted_range']['energy_share_outside']:.1f}%", f"{int(d['fitted_range']['outside'])} of {q}"])
+    print(f"batch 1 / 8: {b1['energy_j'] / s('h200batch-b8')['energy_j']:.2f}x, 1 / 32: "
+          f"{b1['energy_j'] / s('h200batch-b32')['energy_j']:.2f}x")
+
+
 def ratios() -> None:
     """The ratios docs/h200_plans.md cites, from the summaries' baselines and plans."""
     print("\n## ratios\n")
@@ -195,6 +234,8 @@ def main() -> None:
             print(f"{b['name']}: measured {b['energy_j'] / 1e6:.3f} MJ, kv estimate {kb[b['name']] / 1e6:.3f} MJ "
                   f"({100 * (kb[b['name']] / b['energy_j'] - 1):+.2f}%)")
     no_context()
+    gqa()
+    batch()
     print("\n## pareto\n")
     for name in ("h200-pareto", "h200llama-pareto", "a100-pareto"):
         p = pl.read_parquet(D / name / "pareto.parquet").sort("zeta")
