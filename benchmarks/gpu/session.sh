@@ -31,7 +31,7 @@
 # fits; the timeout stays as the backstop (a SRC snapshot without the option gets none). Stores land in
 # $DEST (default data/h200/v2: the stores measured after the kv-cache-ignored fix; the first ones stay in
 # data/h200/, flagged) and come back, with all of data/h200, as $OUT/h200.tgz; a machine still warm from the last call keeps its newest copy
-# in /tmp/h200keep, which this script prefers over the tree's (FRESH=1: use the tree's).
+# in /tmp/h200keep (every store, v2/ and any DEST's), which this script prefers over the tree's (FRESH=1: use the tree's).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 COLUMNS=160
 T0=$(date +%s); DEADLINE=$((T0 + ${BUDGET_S:-575})); RESERVE=${RESERVE_S:-30}
@@ -46,12 +46,12 @@ export PYTHONSAFEPATH=1 PYTHONPATH=/tmp/site:$SRC
 LE="python3 -m llm_energy.cli"
 KEEP=/tmp/h200keep
 if [ -d "$KEEP" ] && [ -z "${FRESH:-}" ]; then
-  for d in "$KEEP"/*/ "$KEEP"/v2/*/; do [ -f "$d/manifest.json" ] || continue; n=${d#"$KEEP"/}; n=${n%/}; rm -rf "data/h200/$n"; mkdir -p "$(dirname "data/h200/$n")"; cp -a "$d" "data/h200/$n"; done
+  for d in "$KEEP"/*/ "$KEEP"/*/*/; do [ -f "$d/manifest.json" ] || continue; n=${d#"$KEEP"/}; n=${n%/}; rm -rf "data/h200/$n"; mkdir -p "$(dirname "data/h200/$n")"; cp -a "$d" "data/h200/$n"; done
   echo "stores: the warm machine's copy from $KEEP"
 fi
 finish() {
   rm -rf "$KEEP"; mkdir -p "$KEEP"
-  for d in data/h200/*/ data/h200/v2/*/; do [ -f "$d/manifest.json" ] || continue; n=${d#data/h200/}; n=${n%/}; mkdir -p "$(dirname "$KEEP/$n")"; cp -a "$d" "$KEEP/$n"; done
+  for d in data/h200/*/ data/h200/*/*/; do [ -f "$d/manifest.json" ] || continue; n=${d#data/h200/}; n=${n%/}; mkdir -p "$(dirname "$KEEP/$n")"; cp -a "$d" "$KEEP/$n"; done
   tar czf "$OUT/h200.tgz" --exclude=data/h200/plans data/h200 && ls -la "$OUT"
   echo "=== end $(date -u +%FT%TZ) after $(( $(date +%s) - T0 )) s"
 }
