@@ -337,18 +337,44 @@ def test_level_card_puts_the_model_at_that_cards_level_not_the_middle(tmp_path):
                                / predict(clean, dep, cells["tin"], cells["tout"])["energy_j"].to_numpy()))
 
     middle = fit_session_levels(off, opts, cards)
-    high = fit_session_levels(off, opts, cards, level_card="GPU-0000aaaa")
+    high = fit_session_levels(off, opts, cards, level_card="GPU-0000aaaa-0000-test")
     low = fit_session_levels(off, opts, cards, level_card="GPU-0000bbbb-0000-test")
     assert ratio(middle) == pytest.approx(math.sqrt(1.10), abs=0.01) and middle.deployments[dep].level_card is None
     assert ratio(high) == pytest.approx(1.10, abs=0.01) and ratio(low) == pytest.approx(1.00, abs=0.01)
     h = high.deployments[dep]
     lv = {s.session: s for s in h.session_levels}
-    assert h.level_card == "GPU-0000aaaa" and abs(lv[first].energy) < 0.005
+    assert h.level_card == "GPU-0000aaaa-0000-test" and abs(lv[first].energy) < 0.005
     assert (1 + lv[first].energy) / (1 + next(s for k, s in lv.items() if k != first).energy) == pytest.approx(1.10, abs=0.01)
-    assert h.targets["energy_j"].interval.q_lo < -0.08  # spans the low card, 10% below the model
+    # the interval spans the other card from the model's level: the high card's reaches about 1.1^0.5 further
+    # down than the middle's, the low card's as far further up
+    iv, mid = (x.deployments[dep].targets["energy_j"].interval for x in (high, middle))
+    lo_iv = low.deployments[dep].targets["energy_j"].interval
+    assert (1 + iv.q_lo) / (1 + mid.q_lo) == pytest.approx(1 / math.sqrt(1.10), abs=0.01)
+    assert (1 + lo_iv.q_hi) / (1 + mid.q_hi) == pytest.approx(math.sqrt(1.10), abs=0.01)
     assert h.targets["energy_j"].cv_levels.median <= middle.deployments[dep].targets["energy_j"].cv_levels.median + 0.003
     save_fits(high, tmp_path / "f.json")
-    assert load_fits(tmp_path / "f.json").deployments[dep].level_card == "GPU-0000aaaa"
+    assert load_fits(tmp_path / "f.json").deployments[dep].level_card == "GPU-0000aaaa-0000-test"
+    # a card neither session ran on alone: the middle, and no level_card
+    both = fit_session_levels(off, opts, cards, level_card="GPU-0000aaaa-0000-test+GPU-0000bbbb-0000-test")
+    assert both.deployments[dep].level_card is None and ratio(both) == pytest.approx(ratio(middle), abs=1e-9)
+
+
+def test_a_card_is_resolved_from_a_prefix_naming_one_gpu_and_matched_whole():
+    """--level-card's reference: a prefix must name one recorded GPU (every UUID starts "GPU-": that prefix names
+    them all), a multi-GPU session is named by all its GPUs, and what is stored is the full card."""
+    from llm_energy.errors import UserError
+    from llm_energy.fit.sessions import on_card, resolve_card
+
+    cards = {"s1": "GPU-aaaa1111", "s2": "GPU-aaaa2222", "s3": "GPU-bbbb3333+GPU-cccc4444"}
+    assert resolve_card("GPU-aaaa1", cards) == "GPU-aaaa1111"
+    assert resolve_card("GPU-cccc+GPU-bbbb", cards) == "GPU-bbbb3333+GPU-cccc4444"
+    for bad, why in (("GPU-", "matches 4 GPUs"), ("GPU-aaaa", "matches 2 GPUs"), ("", "expected a card"),
+                     ("GPU-dddd", "matches no GPU"), ("GPU-bbbb", "is no session's card"),
+                     ("GPU-aaaa1+GPU-bbbb", "is no session's card")):
+        with pytest.raises(UserError) as e:
+            resolve_card(bad, cards)
+        assert why in str(e.value) and "\n" not in str(e.value) and "GPU-aaaa1111" in str(e.value), bad
+    assert on_card("GPU-b+GPU-c", "GPU-c+GPU-b") and not on_card("GPU-b+GPU-c", "GPU-b") and not on_card(None, "GPU-b")
 
 
 def test_level_card_on_the_command_line(capsys, tmp_path):
@@ -364,11 +390,18 @@ def test_level_card_on_the_command_line(capsys, tmp_path):
     capsys.readouterr()
     assert main(["fit", *stores, "--session-levels", "--level-card", card[:12], "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert f"mistral-7b@h200x1/static/b1: sessions as a factor, the model at the level of card {card[:12]}" in err
+    assert f"mistral-7b@h200x1/static/b1: sessions as a factor, the model at the level of card {card}" in err
     assert "levels: llama-2-7b@h200x1/static/b1: no session of 3 or more trials on card" in err
     docs = {d["deployment"]: d for d in json.loads(out.read_text())["deployments"]}
-    assert docs["mistral-7b@h200x1/static/b1"]["level_card"] == card[:12] and "level_card" not in docs["llama-2-7b@h200x1/static/b1"]
+    assert docs["mistral-7b@h200x1/static/b1"]["level_card"] == card and "level_card" not in docs["llama-2-7b@h200x1/static/b1"]
+    # a store measured on the card alone is at its level without levelling
+    one = H200 / "batch1024-llama-2-7b-static+dynbatch"
+    assert main(["fit", str(one), "--pool-batch", "--session-levels", "--level-card", card[:12],
+                 "--out", str(tmp_path / "one.json")]) == 0
+    assert json.loads((tmp_path / "one.json").read_text())["deployments"][0]["level_card"] == card
+    capsys.readouterr()
     for extra, field in ((["--session-levels", "--level-card", "GPU-ffffffff"], "--level-card='GPU-ffffffff'"),
+                         (["--session-levels", "--level-card", ""], "--level-card=''"),
                          (["--level-card", card], f"--level-card='{card}'")):
         assert main(["fit", *stores, *extra, "--out", str(tmp_path / "g.json")]) == 2
         lines = capsys.readouterr().err.strip().splitlines()

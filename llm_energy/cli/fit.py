@@ -81,9 +81,10 @@ def _register_fit_predict(sub: argparse._SubParsersAction) -> None:
                         "(cv_levels); default: sessions pooled, a warning where they "
                         "differ by more than 5%%")
     f.add_argument("--level-card", metavar="UUID",
-                   help="with --session-levels: the model at the level of the sessions measured on this card (an "
-                        "NVML UUID or its prefix, as `check` and the levels line name it) instead of the middle, "
-                        "stored as level_card; deployments with no session of 3 or more trials on it stay at the "
+                   help="with --session-levels: the model at the level of the sessions measured on this card (one "
+                        "GPU's NVML UUID or a prefix naming only it, or a multi-GPU session's UUIDs joined by +, as "
+                        "`check` and the levels line name them) instead of the middle, stored as level_card (the full "
+                        "UUIDs); deployments with no session of 3 or more trials on it stay at the "
                         "middle (a line on stderr names them). Fits of stores that each hold a session on one card "
                         "then compare on that card, not on the middles of different machines")
     f.set_defaults(func=cmd_fit)
@@ -197,13 +198,11 @@ def cmd_fit(args) -> int:
     if args.level_card is not None and not args.session_levels:
         raise bad_value("--level-card", args.level_card, "needs --session-levels")
     if args.session_levels:
-        from llm_energy.fit.sessions import on_card, session_cards
+        from llm_energy.fit.sessions import resolve_card, session_cards
 
         cards = session_cards(args.dir)  # checked before the trials load (and their warnings print)
-        if args.level_card is not None and not any(on_card(c, args.level_card) for c in cards.values()):
-            raise bad_value("--level-card", args.level_card,
-                            "no session of these stores recorded that card (cards: "
-                            f"{', '.join(sorted(set(cards.values()))) or 'none recorded'})")
+        if args.level_card is not None:
+            args.level_card = resolve_card(args.level_card, cards)
     df = load_trials(args.dir)
     _warn_errata(df)
     if not args.include_suspect:
@@ -228,7 +227,8 @@ def cmd_fit(args) -> int:
                     continue
                 why = (f"no session of {MIN_TRIALS} or more trials on card {args.level_card}: the model at the middle "
                        "level" if d.session_levels else
-                       "one level (fewer than two sessions to level): the model at its measuring machine's level")
+                       "one level (fewer than two sessions to level), not measured on that card alone: the model at "
+                       "its measuring machines' level")
                 print(f"levels: {d.deployment}: {why}", file=sys.stderr)
     else:
         _warn_sessions(df, fits, opts, args.dir)

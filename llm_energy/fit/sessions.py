@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 
-from llm_energy.errors import UserError
+from llm_energy.errors import UserError, bad_value
 from llm_energy.fit.fits import TARGETS, FitsFile, deployment_key_expr
 from llm_energy.fit.forms import FitOptions, _prepared, cell_keys, fit_deployments, fold_of
 from llm_energy.fit.records import CVResult, SessionOffset
@@ -138,8 +138,33 @@ def session_warnings(spreads: list[SessionSpread], limit: float = SPREAD_LIMIT) 
 
 
 def on_card(card: str | None, reference: str) -> bool:
-    """Whether a session's ``card`` (NVML UUIDs, "+"-joined) holds a GPU whose UUID starts with ``reference``."""
-    return bool(card) and any(c.startswith(reference) for c in card.split("+"))
+    """Whether a session ran on exactly the GPUs of ``reference`` (both NVML UUIDs, "+"-joined; the order of
+    the GPUs does not count): a session of GPUs A+B is not on A, nor on A+C."""
+    return bool(card) and bool(reference) and set(card.split("+")) == set(reference.split("+"))
+
+
+def resolve_card(reference: str, cards: dict[str, str]) -> str:
+    """The full card of ``reference`` (one GPU's NVML UUID or its prefix, or several "+"-joined, as the levels
+    line and ``check`` print them) among the sessions' ``cards``: each part must start exactly one recorded
+    GPU's UUID, and the GPUs must be one session's card. A one-line :class:`UserError` otherwise, naming the
+    recorded cards."""
+    known = sorted(set(cards.values()))
+    gpus = sorted({g for c in known for g in c.split("+")})
+    listed = ", ".join(known) or "none recorded"
+    parts = reference.split("+")
+    if not reference or not all(parts):
+        raise bad_value("--level-card", reference, f"expected a card's NVML UUID or its prefix (cards: {listed})")
+    full = []
+    for part in parts:
+        hits = [g for g in gpus if g.startswith(part)]
+        if len(hits) != 1:
+            why = "matches no GPU of these stores' sessions" if not hits else f"matches {len(hits)} GPUs: {', '.join(hits)}"
+            raise bad_value("--level-card", reference, f"{part!r} {why} (cards: {listed})")
+        full.append(hits[0])
+    card = "+".join(full)
+    if not any(on_card(c, card) for c in known):
+        raise bad_value("--level-card", reference, f"{card} is no session's card (cards: {listed})")
+    return next(c for c in known if on_card(c, card))
 
 
 def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, cards: dict[str, str] | None = None, *,
@@ -149,9 +174,9 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
     Per deployment whose trials come from two or more sessions of ``MIN_TRIALS`` trials or more, each session's
     level (its trials' median measured / fitted, per target) is estimated and divided out of its trials, and the
     deployment fitted again on the levelled trials, ``LEVEL_ROUNDS`` times; the levels are centred each round
-    (their geometric mean is 1), so the fit describes the middle of the sessions seen. With ``level_card`` (an
-    NVML UUID or its prefix, ``fit --level-card``) they are centred instead on the levelled sessions measured on
-    that card (in ``cards``), so the fit describes that card: the fits of two deployments whose stores each hold
+    (their geometric mean is 1), so the fit describes the middle of the sessions seen. With ``level_card`` (a
+    card as ``cards`` records it, :func:`resolve_card`; ``fit --level-card``) they are centred instead on the
+    levelled sessions measured on that card, so the fit describes that card: the fits of two deployments whose stores each hold
     a session on one card then compare on that card's level, not on two middles of different machines. A
     deployment with no levelled session on it stays at the middle (its ``level_card`` None). Sessions of fewer
     trials are left at the middle level. What is stored:
@@ -165,7 +190,7 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
     * each target's ``cv_levels`` (``held_out``): the held-out error of the whole procedure
       (:func:`procedure_cv`), where ``cv`` is the levelled fit's on trials levelled with levels that saw them;
     * ``level_card``: the card the model describes, where ``level_card`` was given and the deployment had a
-      levelled session on it.
+      levelled session on it, or every one of its sessions ran on it.
 
     Deployments of one session are fitted exactly as :func:`fit_deployments` fits them."""
     opts = opts or FitOptions()
@@ -190,6 +215,12 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
                     counts[(s.deployment, lv.session)] = lv.n
         work = _levelled(trials, factor, cols, opts)
         fits = fit_deployments(work, opts, source=source)
+    if level_card and "session" in trials.columns:  # a deployment measured on the card alone is at its level
+        per = (trials.filter(~pl.col("warmup")).with_columns(deployment_key_expr(pool_batch=opts.pool_batch).alias("_dep"))
+               .group_by("_dep").agg(pl.col("session").unique()))
+        for dep, sess in per.iter_rows():
+            if dep in fits.deployments and all(x is not None and on_card((cards or {}).get(x), level_card) for x in sess):
+                fits.deployments[dep].level_card = level_card
     if not factor:
         return fits
     final = {s.deployment: s for s in session_spreads(work, fits, opts)}
@@ -307,8 +338,9 @@ def level_lines(fits: FitsFile, trials: pl.DataFrame | None = None, opts: FitOpt
             continue
         levelled = {lv.session for lv in d.session_levels}
         few = [(sess, n) for sess, n in counts.get(d.deployment, []) if sess not in levelled]
+        at = f"the level of card {d.level_card}" if d.level_card else "the middle level"
         left = "" if not few else (
-            f"; left at the middle level (fewer than {MIN_TRIALS} trials): "
+            f"; left at {at} (fewer than {MIN_TRIALS} trials): "
             + ", ".join(f"{sess} ({n} trial{'s' if n != 1 else ''})" for sess, n in few))
         iv = d.targets["energy_j"].interval
         span = f"; energy interval {100 * iv.q_lo:+.1f}%..{100 * iv.q_hi:+.1f}%" if iv is not None and iv.bounded else ""
@@ -319,7 +351,6 @@ def level_lines(fits: FitsFile, trials: pl.DataFrame | None = None, opts: FitOpt
         apart = "" if d.sessions_share_cells is not False else (
             "; its levelled sessions share no (tin, tout, batch) cell, so a level may be the form missing the cells "
             "only one session measured")
-        at = f"the level of card {d.level_card}" if d.level_card else "the middle level"
         out.append(f"{d.deployment}: sessions as a factor, the model at {at} (measured / fitted - 1: "
                    f"{_per_session(d.session_levels)}){span}{left}{apart}")
     return out
