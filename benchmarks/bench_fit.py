@@ -35,15 +35,18 @@ ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT.parent / "shared" / "reference" / "wilkins2024" / "grid" / "all-stats-raw.csv"
 STORES = {  # label -> stores (one deployment per backend and model)
     "h100": ["data/h100/grid-static", "data/h100/grid-cache", "data/h100/grid-nocache", "data/h100/issue3"],
-    # the batch-1 static stores measured with the decode step reading its cache (data/h200/v2; grid-static too)
-    "h200": sorted(f"data/h200/v2/{p.name}" for p in (ROOT / "data" / "h200" / "v2").glob("*-static")
+    # the batch-1 static stores measured with the decode step reading its cache (data/h200/v2; grid-static too),
+    # and the optimised ones (static+gqa+math: mistral-7b's third, mixtral-8x7b's as far as measured)
+    "h200": sorted(f"data/h200/v2/{p.name}" for g in ("*-static", "*-static+gqa+math")
+                   for p in (ROOT / "data" / "h200" / "v2").glob(g)
                    if "batch" not in p.name),  # ab-batch-*: the same-session A/B stores
     "h200 eager": ["data/h200/v2/grid-cache", "data/h200/v2/llama-2-70b-cache"],
 }
 BATCH_STORES = ["data/h100/grid-cache", "data/h100/issue3", "data/h100/batch-cache"]
 # the H200 batch sweeps, each its own deployment pooled over its batch sizes (tin {64, 256} x tout {64, 256}; the
-# Azure-range one tin {256, 1024, 2048} x tout {64, 256})
-H200_BATCH_STORES = sorted(f"data/h200/v2/{p.name}" for p in (ROOT / "data" / "h200" / "v2").glob("batch-*"))
+# Azure-range ones tin {256, 1024, 2048} x tout {64, 256} and, batch1024-*, x tout 1024)
+H200_BATCH_STORES = sorted(f"data/h200/v2/{p.name}" for g in ("batch-*", "batch1024-*")
+                           for p in (ROOT / "data" / "h200" / "v2").glob(g))
 # a fit of a sweep asked beyond its batch range: trained on batch 1..256, the cells measured at batch 512
 H200_BEYOND = ("data/h200/v2/batch-llama-2-7b-static", "data/h200/v2/batch512-llama-2-7b-static")
 GRID = np.unique(np.round(np.geomspace(1, 32768, 64)).astype(int))
