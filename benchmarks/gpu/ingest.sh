@@ -32,8 +32,9 @@ else
   session=${name%%-call*}
   for spec in "$@"; do
     rel=${spec%%=*}; dest=${spec#*=}; take "$rel" "$dest"
-    "${PY[@]}" -m llm_energy.cli check "data/h200/$dest" > "data/h200/logs/$session-check-$(basename "$dest")-raw.txt" 2>&1
-    head -1 "data/h200/logs/$session-check-$(basename "$dest")-raw.txt"
+    raw="data/h200/logs/$session-check-$(basename "$dest")-raw.txt"
+    "${PY[@]}" -m llm_energy.cli check "data/h200/$dest" > "$raw" 2>&1
+    head -1 "$raw"
     "${PY[@]}" -m llm_energy.cli compact "data/h200/$dest" --decimate-ms 100
   done
 fi

@@ -64,7 +64,7 @@ def _check_level_card(v: Any, where: str) -> str | None:
     if v is None:
         return None
     if not isinstance(v, str) or not v:
-        raise UserError(f"{where}.level_card={v!r}: expected a card's NVML UUID (or its prefix) or null")
+        raise UserError(f"{where}.level_card={v!r}: expected a card's NVML UUIDs, '+'-joined, or null")
     return v
 
 

@@ -177,7 +177,7 @@ class DeploymentFit:
     errata: list[str] = field(default_factory=list)  # keys of known defects of its trials (trials/errata.py)
     # fit --session-levels: each session's level against the fit (of the middle level); empty: pooled as one
     session_levels: list[SessionOffset] = field(default_factory=list)
-    # fit --session-levels --level-card: the card (NVML UUID or prefix) whose sessions' level the model describes;
+    # fit --session-levels --level-card: the card (NVML UUIDs, "+"-joined) whose sessions' level the model describes;
     # None: the middle of the levels (or no levels)
     level_card: str | None = None
     # fit --session-levels, not stored: whether any (tin, tout, batch) cell was measured by two levelled sessions

@@ -162,9 +162,10 @@ def resolve_card(reference: str, cards: dict[str, str]) -> str:
             raise bad_value("--level-card", reference, f"{part!r} {why} (cards: {listed})")
         full.append(hits[0])
     card = "+".join(full)
-    if not any(on_card(c, card) for c in known):
+    match = next((c for c in known if on_card(c, card)), None)
+    if match is None:
         raise bad_value("--level-card", reference, f"{card} is no session's card (cards: {listed})")
-    return next(c for c in known if on_card(c, card))
+    return match
 
 
 def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, cards: dict[str, str] | None = None, *,
@@ -193,7 +194,7 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
       levelled session on it, or every one of its sessions ran on it.
 
     Deployments of one session are fitted exactly as :func:`fit_deployments` fits them."""
-    opts = opts or FitOptions()
+    opts, cards = opts or FitOptions(), cards or {}
     fits = fit_deployments(trials, opts, source=source)
     if "session" not in trials.columns:
         return fits
@@ -206,7 +207,7 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
         if not spreads:
             break
         for s in spreads:
-            ref = [lv for lv in s.levels if level_card and on_card((cards or {}).get(lv.session), level_card)]
+            ref = [lv for lv in s.levels if level_card and on_card(cards.get(lv.session), level_card)]
             for t, attr in zip(TARGETS, ("energy", "runtime")):
                 centre = math.exp(float(np.mean([math.log1p(getattr(lv, attr)) for lv in ref or s.levels])))
                 for lv in s.levels:
@@ -219,7 +220,7 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
         per = (trials.filter(~pl.col("warmup")).with_columns(deployment_key_expr(pool_batch=opts.pool_batch).alias("_dep"))
                .group_by("_dep").agg(pl.col("session").unique()))
         for dep, sess in per.iter_rows():
-            if dep in fits.deployments and all(x is not None and on_card((cards or {}).get(x), level_card) for x in sess):
+            if dep in fits.deployments and all(x is not None and on_card(cards.get(x), level_card) for x in sess):
                 fits.deployments[dep].level_card = level_card
     if not factor:
         return fits
@@ -235,7 +236,7 @@ def fit_session_levels(trials: pl.DataFrame, opts: FitOptions | None = None, car
             e = f["energy_j"] * (1.0 + (lv.energy if lv else 0.0)) - 1.0
             r = f["runtime_s"] * (1.0 + (lv.runtime if lv else 0.0)) - 1.0
             n = lv.n if lv else counts[(dep, sess)]
-            levels.append(SessionOffset(sess, n, e, r, (cards or {}).get(sess)))
+            levels.append(SessionOffset(sess, n, e, r, cards.get(sess)))
         d.session_levels = levels
         d.sessions_share_cells = _share_cells(trials, dep, set(mine), opts)
         if level_card and any(on_card(lv.card, level_card) for lv in levels):

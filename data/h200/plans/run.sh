@@ -63,7 +63,10 @@ plan a100-pareto $A100 --pareto
 # the context masks' effect alone: the same fits with every context lifted (context_tokens 1000000, as
 # docs/planner.md says to reproduce a study that ignored context: the planner before 4afc4f6)
 NC=$OUT/deployments.no-context.yaml
-sed -n '/^deployments:/,$p' configs/deployments.h200.yaml | sed '/^  #/d; s/^\(    accuracy: .*\)$/\1\n    context_tokens: 1000000/' > $NC
+derived() {  # derived SED_SCRIPT: configs/deployments.h200.yaml's deployments, comments dropped, SED_SCRIPT applied
+  sed -n '/^deployments:/,$p' configs/deployments.h200.yaml | sed "/^  #/d; $1"
+}
+derived 's/^\(    accuracy: .*\)$/\1\n    context_tokens: 1000000/' > $NC
 plan h200nc-z1 --fits data/h200/plans/fits.json --deployments $NC --zeta 1
 for a in 55 60; do plan h200ncllama-acc$a --fits data/h200/plans/fits.json --deployments $NC $LLAMA --min-accuracy $a; done
 plan h200ncllama-z1 --fits data/h200/plans/fits.json --deployments $NC $LLAMA --zeta 1
@@ -109,8 +112,7 @@ if [ ! -f $OUT/fits.gqa.json ] || [ "${REFIT:-0}" = 1 ]; then
      $OUT/fits.json $OUT/fits.mistral-card.json > $OUT/fits.gqa.json
 fi
 GQA=$OUT/deployments.gqa.yaml
-sed -n '/^deployments:/,$p' configs/deployments.h200.yaml | sed '/^  #/d; s/name: mistral-7b-h200$/name: mistral-7b-h200-gqa/;
-  s#fit: mistral-7b@h200x1/static/b1#fit: mistral-7b@h200x1/static+gqa+math/b1#' > $GQA
+derived 's/name: mistral-7b-h200$/name: mistral-7b-h200-gqa/; s#fit: mistral-7b@h200x1/static/b1#fit: mistral-7b@h200x1/static+gqa+math/b1#' > $GQA
 grep -q 'static+gqa+math/b1' $GQA || { echo "run.sh: $GQA has no static+gqa+math deployment"; exit 1; }
 for z in 0.5 0.9 1; do plan h200gqa-z$z --fits $OUT/fits.gqa.json --deployments $GQA --zeta $z; done
 for a in 55 60; do plan h200gqa-acc$a --fits $OUT/fits.gqa.json --deployments $GQA --min-accuracy $a; done
